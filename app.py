@@ -1,0 +1,22 @@
+"""RankScope — look inside neural rankers. Start with ``streamlit run app.py``."""
+
+import streamlit as st
+
+import ui
+
+ui.page_setup("Home")
+ranker, collection = ui.sidebar()
+
+st.title("🔎 RankScope")
+st.markdown(
+    "A workbench for looking inside neural rankers: **which IR signals does a ranker encode, "
+    "where, and which parts of it decide relevance?**\n\n"
+    "- **Workspace** — the chosen ranker's model card, the collection, and activation "
+    "extraction into the store (with progress, stop and resume).\n"
+    "- **Playground** — type a query and a document, see the score and which tokens the "
+    "ranker reads as query, document, instruction and output position.\n\n"
+    "The embedded rankers run offline on a CPU: a MiniLM cross-encoder and SmolLM2-135M as a "
+    "RankLlama-style ranker and as a yes/no judge, each with a LoRA adapter trained on the "
+    "demo collection by `scripts/train_adapters.py`.")
+st.info(f"Workspace: ranker **{ranker}**, collection **{collection}**. "
+        "Change them in the sidebar; every page uses the same choice.")

@@ -1,0 +1,203 @@
+"""``python -m core …``: the engine headless, writing to the same store as the app.
+
+Every user mistake ends with one line on stderr and exit code 2 (no traceback); Ctrl-C stops an
+extraction after the current batch and says how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from core.errors import RankScopeError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _progress_bar(description: str):
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, initial=0, desc=description, unit="batch", file=sys.stderr)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def cmd_models(args) -> int:
+    from core.models import EMBEDDED, PRESETS, resolve_adapter, resolve_source
+
+    print(f"{'name':22} {'kind':14} {'installed':10} source")
+    for name, spec in PRESETS.items():
+        try:
+            resolve_source(spec) if name in EMBEDDED or Path(spec.source).exists() else None
+            resolve_adapter(spec) if name in EMBEDDED else None
+            installed = "yes" if name in EMBEDDED or Path(spec.source).exists() else "hub"
+        except RankScopeError:
+            installed = "no"
+        source = spec.source + (f" + {Path(spec.adapter).name if name in EMBEDDED else spec.adapter}"
+                                if spec.adapter else "")
+        print(f"{name:22} {spec.kind:14} {installed:10} {source}")
+    return 0
+
+
+def _load(args):
+    from dataclasses import replace
+
+    from core.data import load_collection
+    from core.models import get_spec, load_ranker
+
+    spec = get_spec(args.ranker)
+    if getattr(args, "quantization", None):
+        spec = replace(spec, quantization=args.quantization)
+    collection = load_collection(args.collection) if getattr(args, "collection", None) else None
+    if collection is not None and collection.skipped:
+        skipped = ", ".join(f"{n} × {k}" for k, n in collection.skipped.items())
+        print(f"note: {collection.name}: skipped lines: {skipped}", file=sys.stderr)
+    print(f"loading {spec.name} ({spec.quantization}) …", file=sys.stderr)
+    ranker = load_ranker(spec, progress=lambda m: print(m, file=sys.stderr))
+    return ranker, collection
+
+
+def _open_store(args):
+    from core.store import open_store
+
+    store, note = open_store(args.store, fallback=True)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return store
+
+
+def cmd_extract(args) -> int:
+    from core.extract import ExtractionConfig, extract
+
+    config = ExtractionConfig(limit_queries=args.limit, batch_size=args.batch_size,
+                              depth=args.depth, components=tuple(args.components),
+                              poolings=tuple(args.poolings), split=args.split)
+    config.validate()
+    ranker, collection = _load(args)
+    store = _open_store(args)
+    try:
+        result = extract(ranker, collection, config, store, progress=_progress_bar("extract"))
+    except KeyboardInterrupt:
+        print("stopped: finished batches are saved; run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        store.close()
+    print(f"run {result.run_key}: {result.n_pairs} pairs in {result.n_batches} batches "
+          f"({result.computed_now} computed now, {result.n_batches - result.computed_now} "
+          f"from the store) in {result.seconds:.1f}s → {store.path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    """Re-rank BM25 top-k with each ranker; print nDCG@10 / MRR@10 next to BM25."""
+    from core.data import load_collection
+    from core.extract import ExtractionConfig, extract
+    from core.metrics import evaluate
+    from core.models import EMBEDDED, load_ranker
+    from core.retrieval import candidate_pairs
+
+    collection = load_collection(args.collection)
+    config = ExtractionConfig(limit_queries=args.limit, depth=args.depth, components=(),
+                              batch_size=args.batch_size, split=args.split)
+    config.validate()
+    qids = None
+    if args.split:
+        qids = collection.queries[collection.queries.split == args.split].qid.tolist()
+    pairs = candidate_pairs(collection, args.depth, qids=qids, limit_queries=args.limit)
+    rows = [("BM25", evaluate(collection, pairs, -pairs.bm25_rank.to_numpy(dtype=float)))]
+    store = _open_store(args)
+    try:
+        for name in (EMBEDDED if args.ranker == "all" else [args.ranker]):
+            ranker = load_ranker(name)
+            result = extract(ranker, collection, config, store,
+                             progress=_progress_bar(f"score {name}"))
+            rows.append((name, evaluate(collection, store.pairs(result.run_key),
+                                        store.scores(result.run_key))))
+            del ranker
+    finally:
+        store.close()
+    n_queries = pairs.qid.nunique()
+    print(f"collection {collection.name}, {n_queries} queries"
+          f"{' (split ' + args.split + ')' if args.split else ''}, re-ranking BM25 top-{args.depth}")
+    print(f"{'ranker':22} {'nDCG@10':>8} {'MRR@10':>8}")
+    for name, values in rows:
+        print(f"{name:22} {values['nDCG@10']:8.4f} {values['MRR@10']:8.4f}")
+        print(f"RESULT {collection.name}_{name}_ndcg10={values['nDCG@10']:.4f}")
+        print(f"RESULT {collection.name}_{name}_mrr10={values['MRR@10']:.4f}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    ranker, _ = _load(args)
+    score = ranker.score([args.query], [args.document])[0]
+    print(f"{score:.4f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from core.store import DEFAULT_PATH
+
+    parser = argparse.ArgumentParser(prog="python -m core", description="RankScope engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("models", help="list rankers: name, kind, installed, source")
+
+    def common(p, collection=True):
+        p.add_argument("--ranker", required=True, help="preset name (see `models`)")
+        p.add_argument("--quantization", choices=["fp32", "bf16", "4bit-nf4", "8bit"])
+        if collection:
+            p.add_argument("--collection", default="demo",
+                           help="demo, cranfield, a folder, or irds:<id>")
+            p.add_argument("--limit", type=int, default=None, help="first N queries only")
+            p.add_argument("--depth", type=int, default=20, help="BM25 candidates per query")
+            p.add_argument("--batch-size", type=int, default=20)
+            p.add_argument("--split", default=None, help="only queries of this split (demo: test)")
+            p.add_argument("--store", default=str(DEFAULT_PATH), help="DuckDB store file")
+
+    extract = sub.add_parser("extract", help="extract activations into the store")
+    common(extract)
+    extract.add_argument("--components", nargs="+", default=["resid"],
+                         choices=["resid", "attn", "mlp"])
+    extract.add_argument("--poolings", nargs="+", default=["mean", "max", "last"],
+                         choices=["mean", "max", "last"])
+    evaluate = sub.add_parser("evaluate", help="nDCG@10 / MRR@10 re-ranking BM25, vs BM25")
+    common(evaluate)
+    evaluate.set_defaults(ranker="all")
+    for action in evaluate._actions:
+        if action.dest == "ranker":
+            action.required = False
+            action.help = "preset name or 'all' embedded rankers (default)"
+    score = sub.add_parser("score", help="score one query-document pair")
+    common(score, collection=False)
+    score.add_argument("--query", required=True)
+    score.add_argument("--document", required=True)
+    return parser
+
+
+COMMANDS = {"models": cmd_models, "extract": cmd_extract, "evaluate": cmd_evaluate,
+            "score": cmd_score}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except RankScopeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,407 @@
+"""Collections: frames, validators and loaders.
+
+A :class:`Collection` holds four tidy frames with the project's column vocabulary (pyterrier's):
+docs ``[docno, title, text]``, queries ``[qid, text]``, qrels ``[qid, docno, relevance]`` and,
+optionally, a run ``[qid, docno, score, rank]``. Every loader validates at the boundary: a
+malformed line either raises :class:`InputError` naming file, line and problem (``strict``), or
+is skipped and counted in ``Collection.skipped`` so the UI and CLI can show the count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from core.errors import InputError
+
+DOC_COLUMNS = ["docno", "title", "text"]
+QUERY_COLUMNS = ["qid", "text"]
+QREL_COLUMNS = ["qid", "docno", "relevance"]
+RUN_COLUMNS = ["qid", "docno", "score", "rank"]
+MAX_TEXT_CHARS = 200_000  # a longer "document" is almost certainly a broken file
+CRANFIELD_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cranfield"
+
+
+@dataclass
+class Collection:
+    """A test collection. ``skipped`` maps a problem description to how many lines had it."""
+
+    name: str
+    docs: pd.DataFrame
+    queries: pd.DataFrame
+    qrels: pd.DataFrame
+    run: pd.DataFrame | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
+    min_relevant: int = 1  # lowest grade that counts as relevant for binary measures (MRR, F1)
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 over the frames' contents: the collection part of every store key."""
+        digest = hashlib.sha256()
+        for frame in (self.docs, self.queries, self.qrels, self.run):
+            if frame is None:
+                digest.update(b"<none>")
+                continue
+            digest.update(pd.util.hash_pandas_object(frame, index=False).values.tobytes())
+            digest.update(",".join(map(str, frame.columns)).encode())
+        return digest.hexdigest()[:16]
+
+    def stats(self) -> dict[str, int | float]:
+        judged = self.qrels[self.qrels.relevance > 0]
+        lengths = self.docs.text.str.split().str.len()
+        return {
+            "documents": len(self.docs),
+            "queries": len(self.queries),
+            "judgments": len(self.qrels),
+            "relevant judgments": len(judged),
+            "queries with a relevant doc": judged.qid.nunique(),
+            "mean doc length (words)": round(float(lengths.mean()), 1) if len(lengths) else 0.0,
+            "skipped lines": sum(self.skipped.values()),
+        }
+
+
+def _skip_or_raise(strict: bool, skipped: dict[str, int], where: str, problem: str) -> None:
+    if strict:
+        raise InputError(f"{where}: {problem}")
+    skipped[problem.split(":")[0]] = skipped.get(problem.split(":")[0], 0) + 1
+
+
+def read_text_lines(path: str | Path) -> list[str]:
+    """Lines of a UTF-8 file (BOM tolerated). Non-UTF-8 bytes raise with the line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    lines = raw.split(b"\n")
+    out = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            out.append(line.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as error:
+            raise InputError(
+                f"{path} line {number}: not valid UTF-8 (byte {error.start + 1} of the line); "
+                "re-save the file as UTF-8") from None
+    return out
+
+
+def _check_text(text: str) -> str | None:
+    """Why a query/document text is unusable, or None."""
+    if not text.strip():
+        return "empty text"
+    if len(text) > MAX_TEXT_CHARS:
+        return f"text longer than {MAX_TEXT_CHARS:,} characters"
+    if "\x00" in text:
+        return "binary content (NUL bytes)"
+    return None
+
+
+def read_tsv(path: str | Path, columns: list[str], *, strict: bool = True,
+             skipped: dict[str, int] | None = None) -> pd.DataFrame:
+    """A headerless TSV with exactly ``len(columns)`` fields a line (MS MARCO style)."""
+    skipped = {} if skipped is None else skipped
+    rows = []
+    for number, line in enumerate(read_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        where = f"{path} line {number}"
+        if len(parts) != len(columns):
+            _skip_or_raise(strict, skipped, where,
+                           f"wrong field count: expected {len(columns)} tab-separated fields "
+                           f"({', '.join(columns)}), got {len(parts)}")
+            continue
+        problem = _check_text(parts[-1])
+        if problem:
+            _skip_or_raise(strict, skipped, where, problem)
+            continue
+        rows.append([p.strip() for p in parts])
+    return pd.DataFrame(rows, columns=columns, dtype=str)
+
+
+def read_trec_qrels(path: str | Path, *, strict: bool = True,
+                    skipped: dict[str, int] | None = None) -> pd.DataFrame:
+    """TREC qrels: ``qid iter docno relevance`` separated by whitespace."""
+    skipped = {} if skipped is None else skipped
+    rows = []
+    for number, line in enumerate(read_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        where = f"{path} line {number}"
+        if len(parts) != 4:
+            _skip_or_raise(strict, skipped, where,
+                           f"wrong field count: expected 4 fields (qid iter docno relevance), "
+                           f"got {len(parts)}")
+            continue
+        try:
+            relevance = int(parts[3])
+        except ValueError:
+            _skip_or_raise(strict, skipped, where,
+                           f"relevance is not an integer: {parts[3]!r}")
+            continue
+        rows.append((parts[0], parts[2], relevance))
+    return pd.DataFrame(rows, columns=QREL_COLUMNS).astype({"relevance": "int64"})
+
+
+def read_trec_run(path: str | Path, *, strict: bool = True,
+                  skipped: dict[str, int] | None = None) -> pd.DataFrame:
+    """TREC run: ``qid Q0 docno rank score tag``."""
+    skipped = {} if skipped is None else skipped
+    rows = []
+    for number, line in enumerate(read_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        where = f"{path} line {number}"
+        if len(parts) != 6:
+            _skip_or_raise(strict, skipped, where,
+                           f"wrong field count: expected 6 fields (qid Q0 docno rank score tag), "
+                           f"got {len(parts)}")
+            continue
+        try:
+            rank, score = int(parts[3]), float(parts[4])
+        except ValueError:
+            _skip_or_raise(strict, skipped, where, "rank or score is not a number")
+            continue
+        if math.isnan(score) or math.isinf(score):
+            _skip_or_raise(strict, skipped, where, f"score is not finite: {parts[4]}")
+            continue
+        rows.append((parts[0], parts[2], score, rank))
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def read_trec_topics(path: str | Path) -> pd.DataFrame:
+    """TREC topic files (``<top><num> … <title> …``); the title field is the query text."""
+    text = "\n".join(read_text_lines(path))
+    rows = []
+    for block in text.split("<top>")[1:]:
+        number = block.split("<num>")[1].split("<")[0] if "<num>" in block else ""
+        qid = number.replace("Number:", "").strip()
+        title = block.split("<title>")[1].split("<")[0] if "<title>" in block else ""
+        title = title.replace("Topic:", "").strip()
+        if not qid or not title:
+            raise InputError(f"{path}: a <top> block lacks <num> or <title> (topic {qid or '?'})")
+        rows.append((qid, title))
+    if not rows:
+        raise InputError(f"{path}: no <top> blocks found; is this a TREC topics file?")
+    return pd.DataFrame(rows, columns=QUERY_COLUMNS)
+
+
+def read_jsonl(path: str | Path, fields: dict[str, tuple[str, ...]], *, strict: bool = True,
+               skipped: dict[str, int] | None = None) -> pd.DataFrame:
+    """JSON lines. ``fields`` maps each output column to the accepted input keys."""
+    skipped = {} if skipped is None else skipped
+    rows = []
+    for number, line in enumerate(read_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            _skip_or_raise(strict, skipped, where, f"invalid JSON: {error.msg}")
+            continue
+        if not isinstance(record, dict):
+            _skip_or_raise(strict, skipped, where, "invalid JSON: expected an object")
+            continue
+        row = {}
+        for column, keys in fields.items():
+            value = next((record[k] for k in keys if k in record), None)
+            if value is None and column != "title":
+                _skip_or_raise(strict, skipped, where,
+                               f"missing field: needs one of {', '.join(keys)}")
+                break
+            row[column] = "" if value is None else str(value)
+        else:
+            problem = _check_text(row["text"])
+            if problem:
+                _skip_or_raise(strict, skipped, where, problem)
+                continue
+            rows.append(row)
+    return pd.DataFrame(rows, columns=list(fields), dtype=str)
+
+
+DOC_JSON_FIELDS = {"docno": ("docno", "doc_id", "_id", "id"), "title": ("title",),
+                   "text": ("text", "body", "contents")}
+QUERY_JSON_FIELDS = {"qid": ("qid", "query_id", "_id", "id"), "text": ("text", "query")}
+
+
+def validate(collection: Collection, *, strict: bool = True) -> Collection:
+    """Check ids are unique and qrels/runs name known queries and documents.
+
+    In strict mode the first problem raises; otherwise offending rows are dropped and counted.
+    """
+    skipped = collection.skipped
+    name = collection.name
+    for frame, key, what in ((collection.docs, "docno", "document"),
+                             (collection.queries, "qid", "query")):
+        duplicated = frame[key][frame[key].duplicated()]
+        if len(duplicated):
+            if strict:
+                raise InputError(f"{name}: duplicate {what} id {duplicated.iloc[0]!r} "
+                                 f"({len(duplicated)} duplicates); ids must be unique")
+            skipped[f"duplicate {what} id"] = skipped.get(f"duplicate {what} id", 0) + len(duplicated)
+    docs = collection.docs.drop_duplicates("docno").reset_index(drop=True)
+    queries = collection.queries.drop_duplicates("qid").reset_index(drop=True)
+    empty_docs = docs.text.fillna("").str.strip() == ""
+    if empty_docs.any():
+        # Empty documents exist in real collections (two in Cranfield): keep the id, skip the row.
+        skipped["empty document text"] = skipped.get("empty document text", 0) + int(empty_docs.sum())
+        docs = docs[~empty_docs].reset_index(drop=True)
+    known_q, known_d = set(queries.qid), set(docs.docno)
+
+    def _filter(frame: pd.DataFrame | None, what: str) -> pd.DataFrame | None:
+        if frame is None:
+            return None
+        unknown_q = ~frame.qid.isin(known_q)
+        unknown_d = ~frame.docno.isin(known_d)
+        if strict and unknown_q.any():
+            raise InputError(f"{name}: {what} name unknown query id {frame.qid[unknown_q].iloc[0]!r} "
+                             f"({int(unknown_q.sum())} lines); check the queries file")
+        if unknown_q.any():
+            skipped[f"{what} with unknown query id"] = int(unknown_q.sum())
+        if unknown_d.any():
+            skipped[f"{what} with unknown or empty document"] = int((unknown_d & ~unknown_q).sum())
+        return frame[~unknown_q & ~unknown_d].reset_index(drop=True)
+
+    if "relevance" in collection.qrels and (collection.qrels.relevance < 0).any() and strict:
+        bad = collection.qrels[collection.qrels.relevance < 0].iloc[0]
+        raise InputError(f"{name}: qrels give a negative grade ({bad.relevance}) for query "
+                         f"{bad.qid!r}, document {bad.docno!r}; grades must be ≥ 0")
+    qrels = _filter(collection.qrels, "qrels")
+    qrels = qrels[qrels.relevance >= 0].drop_duplicates(["qid", "docno"], keep="last")
+    run = _filter(collection.run, "run")
+    if len(queries) == 0:
+        raise InputError(f"{name}: no usable queries")
+    if len(docs) == 0:
+        raise InputError(f"{name}: no usable documents")
+    return Collection(name, docs, queries, qrels.reset_index(drop=True), run, skipped,
+                      collection.min_relevant)
+
+
+def demo_collection() -> Collection:
+    """The generated demo collection (see :mod:`core.demo_collection`)."""
+    from core.demo_collection import build_demo_collection
+
+    docs, queries, qrels = build_demo_collection()
+    # Grade 1 = "on topic but does not answer", as TREC DL's grade 1: binary measures count
+    # grades >= 2, as TREC DL does.
+    return Collection("demo", docs, queries, qrels, min_relevant=2)
+
+
+def load_folder(path: str | Path, *, strict: bool = False) -> Collection:
+    """Load a collection folder, recognising its layout by file names.
+
+    Layouts: BEIR (``corpus.jsonl``, ``queries.jsonl``, ``qrels/*.tsv``); MS MARCO-style
+    (``collection.tsv``/``docs.tsv``, ``queries.tsv``, ``qrels*``); the shared Cranfield layout
+    (``docs.jsonl``, ``queries.tsv``, ``qrels.txt``). An optional ``run.txt`` (TREC run) is read.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: not a folder; give a collection folder or 'demo'")
+    skipped: dict[str, int] = {}
+    files = {p.name: p for p in path.iterdir()}
+    if "corpus.jsonl" in files:  # BEIR
+        docs = read_jsonl(files["corpus.jsonl"], DOC_JSON_FIELDS, strict=strict, skipped=skipped)
+        queries = read_jsonl(files["queries.jsonl"], QUERY_JSON_FIELDS, strict=strict,
+                             skipped=skipped)
+        qrel_frames = []
+        for qrel_file in sorted((path / "qrels").glob("*.tsv")):
+            lines = read_text_lines(qrel_file)
+            body = "\n".join(lines[1:] if lines and lines[0].startswith("query-id") else lines)
+            frame = pd.read_csv(io.StringIO(body), sep="\t", header=None,
+                                names=["qid", "docno", "relevance"], dtype=str)
+            qrel_frames.append(frame)
+        if not qrel_frames:
+            raise InputError(f"{path}: BEIR folder has no qrels/*.tsv")
+        qrels = pd.concat(qrel_frames, ignore_index=True)
+        qrels["relevance"] = pd.to_numeric(qrels.relevance, errors="coerce")
+        bad = qrels.relevance.isna()
+        if bad.any():
+            _skip_or_raise(strict, skipped, f"{path}/qrels", "relevance is not an integer")
+            qrels = qrels[~bad]
+        qrels = qrels.astype({"relevance": "int64"})
+    else:
+        doc_file = next((files[n] for n in ("docs.jsonl", "corpus.jsonl") if n in files), None)
+        if doc_file is not None:
+            docs = read_jsonl(doc_file, DOC_JSON_FIELDS, strict=strict, skipped=skipped)
+        else:
+            tsv = next((files[n] for n in ("collection.tsv", "docs.tsv") if n in files), None)
+            if tsv is None:
+                raise InputError(f"{path}: no documents found (expected docs.jsonl, "
+                                 "corpus.jsonl, collection.tsv or docs.tsv)")
+            frame = read_tsv(tsv, ["docno", "text"], strict=strict, skipped=skipped)
+            docs = frame.assign(title="")[DOC_COLUMNS]
+        if "queries.tsv" in files:
+            queries = read_tsv(files["queries.tsv"], QUERY_COLUMNS, strict=strict, skipped=skipped)
+        elif "queries.jsonl" in files:
+            queries = read_jsonl(files["queries.jsonl"], QUERY_JSON_FIELDS, strict=strict,
+                                 skipped=skipped)
+        elif "topics.txt" in files:
+            queries = read_trec_topics(files["topics.txt"])
+        else:
+            raise InputError(f"{path}: no queries found (expected queries.tsv, queries.jsonl "
+                             "or topics.txt)")
+        qrel_file = next((p for n, p in sorted(files.items()) if n.startswith("qrels")), None)
+        if qrel_file is None:
+            raise InputError(f"{path}: no qrels file found (expected qrels.txt)")
+        qrels = read_trec_qrels(qrel_file, strict=strict, skipped=skipped)
+    run = read_trec_run(files["run.txt"], strict=strict, skipped=skipped) if "run.txt" in files else None
+    collection = Collection(path.name, docs, queries, qrels, run, skipped)
+    return validate(collection, strict=strict)
+
+
+def load_ir_datasets(dataset_id: str) -> Collection:
+    """Load a collection through ``ir_datasets`` (needs the package and network access)."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("RANKSCOPE_OFFLINE") == "1":
+        raise InputError(f"ir_datasets id {dataset_id!r}: offline mode is on; download the "
+                         "collection on a connected machine and load its folder instead")
+    try:
+        import ir_datasets
+    except ImportError:
+        raise InputError(f"ir_datasets id {dataset_id!r}: the ir_datasets package is not "
+                         "installed; run `pip install ir_datasets` or load a folder") from None
+    try:
+        dataset = ir_datasets.load(dataset_id)
+        docs = pd.DataFrame([(d.doc_id, getattr(d, "title", ""), d.default_text())
+                             for d in dataset.docs_iter()], columns=DOC_COLUMNS)
+        queries = pd.DataFrame([(q.query_id, q.default_text()) for q in dataset.queries_iter()],
+                               columns=QUERY_COLUMNS)
+        qrels = pd.DataFrame([(r.query_id, r.doc_id, r.relevance) for r in dataset.qrels_iter()],
+                             columns=QREL_COLUMNS)
+    except KeyError:
+        raise InputError(f"ir_datasets id {dataset_id!r} is not known to ir_datasets") from None
+    except OSError as error:
+        raise InputError(f"ir_datasets id {dataset_id!r} could not be downloaded ({error}); "
+                         "check the network or load a local folder") from None
+    return validate(Collection(dataset_id, docs, queries, qrels), strict=False)
+
+
+def load_collection(source: str | Path, *, strict: bool = False) -> Collection:
+    """``demo``, ``cranfield``, a folder path, or ``irds:<ir_datasets id>``."""
+    source = str(source)
+    if source == "demo":
+        return demo_collection()
+    if source == "cranfield":
+        if not CRANFIELD_DIR.is_dir():
+            raise InputError(f"cranfield: the shared collection is not at {CRANFIELD_DIR}")
+        return load_folder(CRANFIELD_DIR, strict=strict)
+    if source.startswith("irds:"):
+        return load_ir_datasets(source[5:])
+    return load_folder(source, strict=strict)
+
+
+def available_collections() -> list[str]:
+    names = ["demo"]
+    if CRANFIELD_DIR.is_dir():
+        names.append("cranfield")
+    return names

@@ -1,0 +1,178 @@
+"""Activations → store, all layers in one forward pass per batch.
+
+Context:
+    Probing (study 1) reads the hidden state after every block, mean- or max-pooled over the
+    pair's tokens; patching and attribution need the output position. One forward pass per batch
+    captures every requested module through :func:`core.hooks.capture`, pooling inside the hook
+    so full ``[batch, pos, d]`` tensors are dropped at once, and writes the batch in one
+    transaction. Batches are fixed by the configuration, so a resumed run recomputes exactly the
+    missing batches and ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from core.data import Collection
+from core.errors import InputError
+from core.hooks import capture
+from core.models import PAD, Ranker
+from core.retrieval import candidate_pairs
+from core.store import SCHEMA_VERSION, Store
+
+POOLINGS = ("mean", "max", "last")
+COMPONENTS = ("resid", "attn", "mlp")
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """What to extract. Defaults follow the probing study (mean/max pooling, every block).
+
+    Attributes:
+        depth: BM25 candidates per query (top-20, as the re-ranking studies).
+        limit_queries: only the first N queries (in collection order); None = all.
+        batch_size: pairs per forward pass (part of the key: batches are the resume unit).
+        poolings: over the pair's non-pad tokens (mean, max) and the output position (last).
+        components: residual stream after each block, plus attention / MLP outputs if asked.
+        prompt: judges only: pointwise or pairwise prompt.
+        split: only queries of this split (the demo collection marks held-out queries "test").
+
+    ``components=()`` extracts scores only (re-ranking evaluation), still cached and resumable.
+    """
+
+    depth: int = 20
+    limit_queries: int | None = None
+    batch_size: int = 20
+    poolings: tuple[str, ...] = POOLINGS
+    components: tuple[str, ...] = ("resid",)
+    prompt: str = "pointwise"
+    split: str | None = None
+
+    def validate(self) -> None:
+        if self.depth < 1:
+            raise InputError(f"depth must be at least 1, got {self.depth}")
+        if self.limit_queries is not None and self.limit_queries < 1:
+            raise InputError(f"limit must be at least 1 query, got {self.limit_queries}")
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {self.batch_size}")
+        bad = set(self.poolings) - set(POOLINGS) or set(self.components) - set(COMPONENTS)
+        if bad or not self.poolings:
+            raise InputError(f"unknown or missing pooling/component {sorted(bad)}; poolings: "
+                             f"{', '.join(POOLINGS)}; components: {', '.join(COMPONENTS)}")
+
+
+def extraction_key(ranker: Ranker, collection: Collection, config: ExtractionConfig) -> str:
+    payload = {"ranker": ranker.spec.key(), "collection": collection.content_hash,
+               "config": asdict(config), "schema": SCHEMA_VERSION, "what": "activations"}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, last: torch.Tensor,
+         poolings: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Pool ``hidden [batch, pos, d]`` over non-pad positions (``mask [batch, pos]``).
+
+    ``last [batch]`` indexes the output position. Returns pooling name → ``[batch, d]`` float32.
+    """
+    hidden = hidden.float()
+    out = {}
+    if "mean" in poolings:
+        weights = mask.unsqueeze(-1).float()
+        out["mean"] = ((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).numpy()
+    if "max" in poolings:
+        masked = hidden.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        out["max"] = masked.max(dim=1).values.numpy()
+    if "last" in poolings:
+        out["last"] = hidden[torch.arange(hidden.shape[0]), last].numpy()
+    return out
+
+
+@dataclass
+class ExtractionResult:
+    run_key: str
+    n_pairs: int
+    n_batches: int
+    batches_done: int
+    computed_now: int
+    stopped: bool
+    seconds: float
+
+    @property
+    def complete(self) -> bool:
+        return self.batches_done == self.n_batches
+
+
+def extract(ranker: Ranker, collection: Collection, config: ExtractionConfig, store: Store,
+            progress: Callable[[int, int], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> ExtractionResult:
+    """Extract (or resume extracting) activations of every candidate pair into ``store``.
+
+    Args:
+        progress: called with (batches done, batches total) after each batch.
+        should_stop: polled between batches; returning True stops after the current batch,
+            leaving a resumable run.
+    """
+    config.validate()
+    if config.prompt == "pairwise":
+        raise InputError("extraction uses pointwise inputs; pairwise prompts belong to patching")
+    started = time.perf_counter()
+    qids = None
+    if config.split is not None:
+        if "split" not in collection.queries:
+            raise InputError(f"collection {collection.name!r} has no query splits; drop --split")
+        qids = collection.queries[collection.queries.split == config.split].qid.tolist()
+    pairs = candidate_pairs(collection, config.depth, qids=qids,
+                            limit_queries=config.limit_queries)
+    if pairs.empty:
+        raise InputError(f"collection {collection.name!r} yields no candidate pairs")
+    run_key = extraction_key(ranker, collection, config)
+    n_batches = (len(pairs) + config.batch_size - 1) // config.batch_size
+    store.begin_run(run_key, kind="activations" if config.components else "scores", ranker=ranker.spec.name,
+                    ranker_key=ranker.spec.key(), collection=collection.name,
+                    collection_key=collection.content_hash, config=asdict(config), pairs=pairs,
+                    n_batches=n_batches)
+    done = store.done_batches(run_key)
+    paths = {}
+    for layer in range(ranker.n_layers):
+        for component, path in ranker.component_paths(layer).items():
+            if component in config.components:
+                paths[path] = (component, layer)
+    computed = 0
+    stopped = False
+    for batch_index in range(n_batches):
+        if batch_index in done:
+            continue
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
+        batch_started = time.perf_counter()
+        first = batch_index * config.batch_size
+        rows = pairs.iloc[first:first + config.batch_size]
+        enc = ranker.encode(rows["query"].tolist(), rows["document"].tolist(), config.prompt)
+        mask = (enc.groups != PAD)
+
+        def reduce(path: str, hidden: torch.Tensor, mask=mask, last=enc.last):
+            return pool(hidden.cpu(), mask, last, config.poolings)
+
+        with torch.inference_mode(), capture(ranker.model, list(paths), reduce) as captured:
+            scores = ranker.forward(enc).float().cpu().numpy()
+        blocks = {}
+        for path, (component, layer) in paths.items():
+            for pooling, array in captured[path].items():
+                blocks[(component, layer, pooling)] = (path, array)
+        store.write_batch(run_key, batch_index, first, scores, blocks,
+                          time.perf_counter() - batch_started)
+        done.add(batch_index)
+        computed += 1
+        if progress is not None:
+            progress(len(done), n_batches)
+    if len(done) == n_batches:
+        store.finish_run(run_key)
+    return ExtractionResult(run_key, len(pairs), n_batches, len(done), computed, stopped,
+                            time.perf_counter() - started)

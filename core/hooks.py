@@ -1,0 +1,84 @@
+"""Forward hooks addressed by module path, always removed in ``finally``.
+
+Context:
+    Every analysis reads or rewrites activations at named places of a model:
+    ``model.layers.12.mlp``, ``bert.encoder.layer.3.output.dense``. Following TransformerLens,
+    a place is named by its module path; following captum, hooks live only inside a context
+    manager, so an exception (or a Stop button) can never leave a hook behind.
+
+Two primitives:
+    :func:`capture` stores (optionally reduced) outputs of modules;
+    :func:`intervene` replaces outputs through small setter functions — patching and ablation are
+    specialisations of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+def primary(output):
+    """The hidden-state tensor of a module output (attention modules return tuples)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+@contextmanager
+def capture(model: torch.nn.Module, paths: list[str],
+            reduce: Callable[[str, torch.Tensor], object] | None = None) -> Iterator[dict]:
+    """Record the output of each module in ``paths`` during the forward passes inside the block.
+
+    Args:
+        reduce: applied to ``(path, output [batch, pos, d])`` inside the hook, so only what it
+            returns is kept (e.g. pooled vectors) — full activations never pile up.
+
+    Yields:
+        dict path → reduced output of the latest forward pass.
+    """
+    captured: dict[str, object] = {}
+    handles = []
+
+    def make_hook(path: str):
+        def hook(module, inputs, output):
+            tensor = primary(output).detach()
+            captured[path] = reduce(path, tensor) if reduce else tensor
+
+        return hook
+
+    try:
+        for path in paths:
+            handles.append(model.get_submodule(path).register_forward_hook(make_hook(path)))
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def intervene(model: torch.nn.Module,
+              setters: dict[str, Callable[[torch.Tensor], torch.Tensor]]) -> Iterator[None]:
+    """Replace the output of each module path with ``setter(output)`` inside the block."""
+    handles = []
+
+    def make_hook(setter):
+        def hook(module, inputs, output):
+            if isinstance(output, tuple):
+                return (setter(output[0]), *output[1:])
+            return setter(output)
+
+        return hook
+
+    try:
+        for path, setter in setters.items():
+            handles.append(model.get_submodule(path).register_forward_hook(make_hook(setter)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def count_hooks(model: torch.nn.Module) -> int:
+    """Forward (pre-)hooks currently registered anywhere in ``model`` (leak checks in tests)."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())

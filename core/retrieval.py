@@ -1,0 +1,72 @@
+"""BM25 candidates (bm25s) and the (query, document) pairs every analysis works on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from core.data import Collection
+
+BM25_K1 = 1.2  # Okapi defaults (Robertson & Zaragoza 2009), as in the probing study
+BM25_B = 0.75
+DEFAULT_DEPTH = 20  # re-rank BM25 top-20, as the NIG and patching studies do
+
+
+def doc_texts(docs: pd.DataFrame) -> list[str]:
+    """Title and text joined: what BM25 indexes and what rankers read."""
+    titles = docs["title"].fillna("").astype(str)
+    texts = docs["text"].fillna("").astype(str)
+    return [f"{t}. {x}" if t and not x.startswith(t) else x for t, x in zip(titles, texts)]
+
+
+def bm25_run(collection: Collection, depth: int = DEFAULT_DEPTH,
+             qids: list[str] | None = None) -> pd.DataFrame:
+    """BM25 top-``depth`` per query as a run frame ``[qid, docno, score, rank]`` (rank from 1)."""
+    import bm25s
+
+    corpus = doc_texts(collection.docs)
+    tokens = bm25s.tokenize(corpus, stopwords="en", show_progress=False)
+    retriever = bm25s.BM25(k1=BM25_K1, b=BM25_B)
+    retriever.index(tokens, show_progress=False)
+    queries = collection.queries if qids is None else collection.queries[
+        collection.queries.qid.isin(qids)]
+    k = min(depth, len(corpus))
+    query_tokens = bm25s.tokenize(queries.text.tolist(), stopwords="en", show_progress=False)
+    results, scores = retriever.retrieve(query_tokens, k=k, show_progress=False, n_threads=1)
+    docnos = collection.docs.docno.to_numpy()
+    rows = []
+    for qid, doc_rows, score_row in zip(queries.qid, results, scores):
+        for rank, (index, score) in enumerate(zip(doc_rows, score_row), start=1):
+            rows.append((qid, docnos[int(index)], float(score), rank))
+    return pd.DataFrame(rows, columns=["qid", "docno", "score", "rank"])
+
+
+def candidate_pairs(collection: Collection, depth: int = DEFAULT_DEPTH,
+                    qids: list[str] | None = None, limit_queries: int | None = None) -> pd.DataFrame:
+    """Pairs to score: the collection's run if it has one, else BM25 top-``depth``.
+
+    Returns ``[qid, docno, query, document, relevance, bm25_rank]``; unjudged documents get
+    relevance 0. Rows are ordered by (query order, rank) so the frame is deterministic.
+    """
+    run = collection.run if collection.run is not None else bm25_run(collection, depth, qids)
+    if qids is not None:
+        run = run[run.qid.isin(qids)]
+    order = {qid: i for i, qid in enumerate(collection.queries.qid)}
+    run = run.assign(_order=run.qid.map(order)).sort_values(["_order", "rank"])
+    if limit_queries is not None:
+        keep = run.qid.drop_duplicates().head(limit_queries)
+        run = run[run.qid.isin(keep)]
+    run = run.groupby("qid", sort=False).head(depth)
+    texts = dict(zip(collection.docs.docno, doc_texts(collection.docs)))
+    queries = dict(zip(collection.queries.qid, collection.queries.text))
+    grades = {(q, d): r for q, d, r in collection.qrels[["qid", "docno", "relevance"]].itertuples(
+        index=False)}
+    return pd.DataFrame({
+        "qid": run.qid.to_numpy(),
+        "docno": run.docno.to_numpy(),
+        "query": [queries[q] for q in run.qid],
+        "document": [texts[d] for d in run.docno],
+        "relevance": np.array([grades.get((q, d), 0) for q, d in zip(run.qid, run.docno)],
+                              dtype=np.int64),
+        "bm25_rank": run["rank"].to_numpy(),
+    })

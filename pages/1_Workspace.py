@@ -1,0 +1,94 @@
+"""Workspace: model card, collection stats, extraction with progress / stop / resume."""
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from core.errors import RankScopeError
+from core.extract import COMPONENTS, POOLINGS, ExtractionConfig, extract, extraction_key
+
+ui.page_setup("Workspace", "🧰")
+ranker_name, source = ui.sidebar()
+st.title("🧰 Workspace")
+
+ranker = ui.ranker_or_error(ranker_name)
+collection = ui.collection_or_error(source)
+store = ui.store_or_error()
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Model card")
+    if ranker is not None:
+        card = ranker.card()
+        st.dataframe(pd.DataFrame({"property": list(card), "value": [str(v) for v in card.values()]}),
+                     hide_index=True, width="stretch")
+with right:
+    st.subheader("Collection")
+    if collection is not None:
+        stats = collection.stats()
+        st.dataframe(pd.DataFrame({"statistic": list(stats), "value": list(stats.values())}),
+                     hide_index=True, width="stretch")
+        if collection.skipped:
+            st.warning("Skipped while loading: " + ", ".join(
+                f"{n} × {problem}" for problem, n in collection.skipped.items()))
+
+if ranker is None or collection is None or store is None:
+    st.stop()
+
+st.subheader("Extract activations")
+with st.form("extract"):
+    c1, c2, c3 = st.columns(3)
+    limit = c1.number_input("Queries (0 = all)", min_value=0, value=10, step=5,
+                            help="The first N queries of the collection; each brings its BM25 "
+                                 "top-k candidates.")
+    depth = c2.number_input("BM25 candidates per query", min_value=1, max_value=100, value=20)
+    batch_size = c3.number_input("Batch size", min_value=1, max_value=256, value=20)
+    components = st.multiselect("Components", COMPONENTS, default=["resid"],
+                                help="resid: hidden state after each block; attn / mlp: the "
+                                     "block's attention and MLP outputs.")
+    poolings = st.multiselect("Poolings", POOLINGS, default=list(POOLINGS))
+    submitted = st.form_submit_button("Run / resume extraction", type="primary")
+
+config = ExtractionConfig(depth=int(depth), limit_queries=int(limit) or None,
+                          batch_size=int(batch_size), components=tuple(components),
+                          poolings=tuple(poolings))
+if submitted:
+    st.session_state["extracting"] = True
+if st.session_state.get("extracting"):
+    if st.button("Stop", help="Stops after the current batch; finished batches are kept."):
+        st.session_state["extracting"] = False
+        st.warning("Stopped. Finished batches are saved — press *Run / resume* to continue.")
+        st.rerun()
+    bar = st.progress(0.0, text="Starting …")
+    try:
+        result = extract(ranker, collection, config, store,
+                         progress=lambda done, total: bar.progress(
+                             done / total, text=f"Batch {done} of {total}"))
+    except RankScopeError as error:
+        st.error(str(error))
+    else:
+        bar.progress(1.0, text="Done")
+        st.success(f"{result.n_pairs} pairs in {result.n_batches} batches: "
+                   f"{result.computed_now} computed now, "
+                   f"{result.n_batches - result.computed_now} served from the store "
+                   f"({result.seconds:.1f} s). Run key `{result.run_key}`.")
+    st.session_state["extracting"] = False
+
+st.subheader("In the store")
+pending = ui.pending_side_files()
+if pending:
+    st.info(f"{len(pending)} result file(s) written by CLI jobs are waiting to be imported.")
+    if st.button("Import CLI results"):
+        for path in pending:
+            try:
+                counts = store.import_file(path)
+                st.success(f"Imported {counts['runs']} run(s) from {path.name}")
+            except RankScopeError as error:
+                st.error(str(error))
+runs = store.runs()
+if runs.empty:
+    st.caption("Nothing yet: run an extraction above or `python -m core extract …`.")
+else:
+    current = extraction_key(ranker, collection, config)
+    runs["this config"] = runs.run_key == current
+    st.dataframe(runs.drop(columns=["config"]), hide_index=True, width="stretch")

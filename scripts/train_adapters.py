@@ -1,0 +1,202 @@
+"""Train the LoRA adapters of the embedded rankers on the demo collection (deterministic).
+
+    python scripts/train_adapters.py minilm-cross-encoder smollm2-ranker smollm2-judge
+
+Recipe (RankLlama, Ma et al. 2023, in miniature): LoRA r=8 on every linear layer of the
+attention and MLP blocks plus a trainable one-logit score head; each step sees groups of one
+answering passage (grade ≥ 2) and hard negatives of a lower grade from the query's BM25 top-20,
+trained with a softmax cross-entropy over the group (the contrastive loss of RankLlama). The
+judge learns yes/no with a binary cross-entropy on LD = logit(yes) − logit(no), on pointwise
+prompts and (one step in three) on pairwise prompts in both orders.
+
+Only training queries are used (every 5th demo query is held out). The adapter, its score head
+and a ``rankscope.json`` with the base fingerprint, the recipe and the numbers reached are
+written to ``adapters/<name>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core import models  # noqa: E402
+from core.data import demo_collection  # noqa: E402
+from core.retrieval import candidate_pairs  # noqa: E402
+
+SEED = 20260101
+RECIPES = {
+    "minilm-cross-encoder": {"steps": 300, "groups_per_step": 4, "group_size": 4, "lr": 5e-4,
+                             "targets": ["query", "key", "value", "dense"]},
+    "smollm2-ranker": {"steps": 220, "groups_per_step": 2, "group_size": 4, "lr": 4e-4,
+                       "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                   "up_proj", "down_proj"]},
+    "smollm2-judge": {"steps": 200, "groups_per_step": 4, "group_size": 2, "lr": 3e-4,
+                      "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                  "up_proj", "down_proj"]},
+}
+
+
+def training_groups(split: str, rng: random.Random) -> list[tuple[str, list[str], list[int]]]:
+    """(query, [positive, negatives...], grades) from BM25 top-20 of one split's queries."""
+    collection = demo_collection()
+    qids = collection.queries[collection.queries.split == split].qid.tolist()
+    pairs = candidate_pairs(collection, qids=qids)
+    groups = []
+    for qid, frame in pairs.groupby("qid", sort=False):
+        for _, positive in frame[frame.relevance >= 2].iterrows():
+            negatives = frame[frame.relevance < positive.relevance]
+            if len(negatives) >= 3:
+                groups.append((positive.query, positive.document, negatives.document.tolist(),
+                               negatives.relevance.tolist(), int(positive.relevance)))
+    rng.shuffle(groups)
+    return groups
+
+
+def pairwise_accuracy(ranker: models.Ranker, groups, limit: int = 120) -> float:
+    """Share of (positive, hard negative) pairs the model orders correctly."""
+    queries, docs_pos, docs_neg = [], [], []
+    for query, positive, negatives, _, _ in groups[:limit]:
+        queries.append(query)
+        docs_pos.append(positive)
+        docs_neg.append(negatives[0])
+    ranker.model.eval()
+    pos = ranker.score(queries, docs_pos, batch_size=16)
+    neg = ranker.score(queries, docs_neg, batch_size=16)
+    return float(np.mean(pos > neg))
+
+
+def train(name: str, steps: int | None = None) -> dict:
+    from peft import LoraConfig, get_peft_model
+
+    recipe = dict(RECIPES[name])
+    if steps:
+        recipe["steps"] = steps
+    random.seed(SEED)
+    np.random.seed(SEED)
+    torch.manual_seed(SEED)
+    torch.set_num_threads(2)
+    rng = random.Random(SEED)
+    spec = models.PRESETS[name]
+    base_spec = models.ModelSpec(spec.name, spec.kind, spec.source, spec.gguf_file, None,
+                                 max_length=spec.max_length, device="cpu")
+    base_dir = models.resolve_source(base_spec)
+    if base_spec.gguf_file:
+        base_dir = models._dequantized_gguf(base_spec, base_dir)
+    model = models._merged_fp32(base_spec, base_dir, None)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    head = [] if spec.kind == "llm-judge" else (["score"] if hasattr(model, "score") else ["classifier"])
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=recipe["targets"],
+                      modules_to_save=head or None,
+                      task_type="CAUSAL_LM" if spec.kind == "llm-judge" else "SEQ_CLS")
+    peft_model = get_peft_model(model, lora)
+    ranker = models.Ranker(base_spec, peft_model, tokenizer, torch.device("cpu"))
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=recipe["lr"], weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / recipe["steps"]))
+    train_groups = training_groups("train", rng)
+    held_out = training_groups("test", random.Random(SEED + 1))
+    before = pairwise_accuracy(ranker, held_out)
+    print(f"{name}: {len(train_groups)} training groups, held-out pairwise accuracy "
+          f"before {before:.3f}", flush=True)
+    started, losses, cursor = time.perf_counter(), [], 0
+    for step in range(recipe["steps"]):
+        peft_model.train()
+        batch = []
+        for _ in range(recipe["groups_per_step"]):
+            batch.append(train_groups[cursor % len(train_groups)])
+            cursor += 1
+        if spec.kind == "llm-judge":
+            loss = _judge_loss(ranker, batch, pairwise=step % 3 == 2, rng=rng)
+        else:
+            loss = _group_loss(ranker, batch, recipe["group_size"], rng)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        losses.append(float(loss.detach()))
+        if step % 20 == 0 or step == recipe["steps"] - 1:
+            print(f"  step {step:4d} loss {np.mean(losses[-20:]):.4f} "
+                  f"{time.perf_counter() - started:6.0f}s", flush=True)
+    seconds = time.perf_counter() - started
+    after = pairwise_accuracy(ranker, held_out)
+    print(f"{name}: held-out pairwise accuracy {before:.3f} -> {after:.3f} in {seconds:.0f}s",
+          flush=True)
+    target = models.ADAPTER_DIR / name
+    target.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(target, safe_serialization=True)
+    _half_precision(target / "adapter_model.safetensors")
+    report = {
+        "base": models._base_fingerprint(model.config),
+        "base_source": spec.source, "gguf_file": spec.gguf_file, "kind": spec.kind,
+        "recipe": {**recipe, "seed": SEED, "lora_r": 8, "lora_alpha": 16,
+                   "optimizer": "AdamW", "warmup_steps": 20, "schedule": "linear decay"},
+        "training_groups": len(train_groups), "train_seconds": round(seconds, 1),
+        "final_loss_mean_last_20": round(float(np.mean(losses[-20:])), 4),
+        "heldout_pairwise_accuracy_before": round(before, 4),
+        "heldout_pairwise_accuracy_after": round(after, 4),
+        "torch": torch.__version__,
+    }
+    (target / "rankscope.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _half_precision(path: Path) -> None:
+    """Store adapter weights as float16 (halves the committed size; loading casts back)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: v.to(torch.float16).contiguous() for k, v in load_file(path).items()}
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def _group_loss(ranker, batch, group_size, rng) -> torch.Tensor:
+    queries, documents = [], []
+    for query, positive, negatives, _, _ in batch:
+        chosen = rng.sample(negatives[:12], k=group_size - 1)
+        queries += [query] * group_size
+        documents += [positive, *chosen]
+    scores = ranker.forward(ranker.encode(queries, documents)).view(len(batch), group_size)
+    target = torch.zeros(len(batch), dtype=torch.long)  # the positive comes first in each group
+    return torch.nn.functional.cross_entropy(scores, target)
+
+
+def _judge_loss(ranker, batch, pairwise: bool, rng) -> torch.Tensor:
+    queries, documents, documents_b, labels = [], [], [], []
+    for query, positive, negatives, _, _ in batch:
+        negative = rng.choice(negatives[:12])
+        queries += [query, query]
+        if pairwise:
+            documents += [positive, negative]
+            documents_b += [negative, positive]
+        else:
+            documents += [positive, negative]
+        labels += [1.0, 0.0]
+    enc = ranker.encode(queries, documents, "pairwise" if pairwise else "pointwise",
+                        documents_b if pairwise else None)
+    margin = ranker.forward(enc)
+    return torch.nn.functional.binary_cross_entropy_with_logits(margin, torch.tensor(labels))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="+", choices=sorted(RECIPES))
+    parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
+    args = parser.parse_args()
+    for name in args.names:
+        train(name, args.steps)
+
+
+if __name__ == "__main__":
+    main()

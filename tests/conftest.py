@@ -1,0 +1,92 @@
+"""Shared fixtures. Tests run offline (HF_HUB_OFFLINE=1) on the CPU."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+torch.set_num_threads(2)
+
+from core import models  # noqa: E402
+from core.data import CRANFIELD_DIR, demo_collection  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def demo():
+    return demo_collection()
+
+
+@pytest.fixture
+def cranfield_dir():
+    if not CRANFIELD_DIR.is_dir():
+        pytest.skip("../shared/data/cranfield is absent")
+    return CRANFIELD_DIR
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    return tmp_path / "store.duckdb"
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    """The dequantized SmolLM2 folder (tokenizer reused by the tiny Llama configs)."""
+    spec = models.PRESETS["smollm2-ranker"]
+    return models._dequantized_gguf(spec, models.resolve_source(spec))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, smollm2_dir):
+    """A random 2-layer Llama (d=64) with SmolLM2's tokenizer and chat template, as safetensors."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A random 2-layer BERT (d=32) with the MiniLM tokenizer, as safetensors."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    spec = models.PRESETS["minilm-cross-encoder"]
+    tokenizer = AutoTokenizer.from_pretrained(models.resolve_source(spec))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
+                        num_hidden_layers=2, num_attention_heads=4, num_labels=1)
+    model = BertForSequenceClassification(config)
+    path = tmp_path_factory.mktemp("tiny-bert")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedded_rankers():
+    """The three embedded rankers, loaded once (integration tier)."""
+    loaded = {}
+
+    def get(name: str):
+        if name not in loaded:
+            loaded[name] = models.load_ranker(name)
+        return loaded[name]
+
+    return get
