@@ -19,9 +19,25 @@ def doc_texts(docs: pd.DataFrame) -> list[str]:
     return [f"{t}. {x}" if t and not x.startswith(t) else x for t, x in zip(titles, texts)]
 
 
+_RUN_CACHE: dict[tuple, pd.DataFrame] = {}
+_RUN_CACHE_SIZE = 16
+
+
 def bm25_run(collection: Collection, depth: int = DEFAULT_DEPTH,
              qids: list[str] | None = None) -> pd.DataFrame:
-    """BM25 top-``depth`` per query as a run frame ``[qid, docno, score, rank]`` (rank from 1)."""
+    """BM25 top-``depth`` per query as a run frame ``[qid, docno, score, rank]`` (rank from 1).
+
+    Memoised per (collection content, depth, queries) within the process.
+    """
+    key = (collection.content_hash, depth, None if qids is None else tuple(qids))
+    if key not in _RUN_CACHE:
+        if len(_RUN_CACHE) >= _RUN_CACHE_SIZE:
+            _RUN_CACHE.pop(next(iter(_RUN_CACHE)))
+        _RUN_CACHE[key] = _bm25_run(collection, depth, qids)
+    return _RUN_CACHE[key].copy()
+
+
+def _bm25_run(collection: Collection, depth: int, qids: list[str] | None) -> pd.DataFrame:
     import bm25s
 
     corpus = doc_texts(collection.docs)

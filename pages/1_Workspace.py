@@ -57,22 +57,25 @@ if submitted:
 if st.session_state.get("extracting"):
     if st.button("Stop", help="Stops after the current batch; finished batches are kept."):
         st.session_state["extracting"] = False
-        st.warning("Stopped. Finished batches are saved — press *Run / resume* to continue.")
-        st.rerun()
-    bar = st.progress(0.0, text="Starting …")
-    try:
-        result = extract(ranker, collection, config, store,
-                         progress=lambda done, total: bar.progress(
-                             done / total, text=f"Batch {done} of {total}"))
-    except RankScopeError as error:
-        st.error(str(error))
+        info = store.run_info(extraction_key(ranker, collection, config))
+        done = f" after {info['batches_done']} of {info['n_batches']} batches" if info else ""
+        st.warning(f"Stopped{done}. Finished batches are saved — press *Run / resume* to "
+                   "continue where it stopped.")
     else:
-        bar.progress(1.0, text="Done")
-        st.success(f"{result.n_pairs} pairs in {result.n_batches} batches: "
-                   f"{result.computed_now} computed now, "
-                   f"{result.n_batches - result.computed_now} served from the store "
-                   f"({result.seconds:.1f} s). Run key `{result.run_key}`.")
-    st.session_state["extracting"] = False
+        bar = st.progress(0.0, text="Starting …")
+        try:
+            result = extract(ranker, collection, config, store,
+                             progress=lambda done, total: bar.progress(
+                                 done / total, text=f"Batch {done} of {total}"))
+        except RankScopeError as error:
+            st.error(str(error))
+        else:
+            bar.progress(1.0, text="Done")
+            st.success(f"{result.n_pairs} pairs in {result.n_batches} batches: "
+                       f"{result.computed_now} computed now, "
+                       f"{result.n_batches - result.computed_now} served from the store "
+                       f"({result.seconds:.1f} s). Run key `{result.run_key}`.")
+        st.session_state["extracting"] = False
 
 st.subheader("In the store")
 pending = ui.pending_side_files()

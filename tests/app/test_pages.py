@@ -1,0 +1,72 @@
+"""Every page through Streamlit's AppTest, on the real embedded rankers."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.models import EMBEDDED
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 180
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / name), default_timeout=TIMEOUT)
+
+
+def test_home_page_renders_with_sidebar():
+    at = page("app.py").run()
+    assert not at.exception
+    assert "RankScope" in at.title[0].value
+    assert at.sidebar.selectbox[0].value == "minilm-cross-encoder"
+    assert "demo" in at.sidebar.selectbox[1].options
+
+
+@pytest.mark.parametrize("ranker", EMBEDDED)
+def test_playground_scores_each_embedded_ranker_and_reacts_to_edits(ranker):
+    at = page("pages/2_Playground.py")
+    at.session_state["ranker"] = ranker
+    at.run()
+    assert not at.exception and not at.error
+    first = float(at.metric[0].value)
+    tokens = next(m.value for m in at.main.markdown if "<span" in m.value)
+    assert 'title="query"' in tokens and 'title="document"' in tokens and 'title="last"' in tokens
+    at.text_area[0].set_value("Kyoto has a famous stone bridge and hot and dry summers.").run()
+    second = float(at.metric[0].value)
+    assert second != first
+    assert at.metric[0].delta  # the change is shown
+    assert first > second  # an answering passage scores above an off-topic one
+
+
+def test_playground_refuses_empty_text():
+    at = page("pages/2_Playground.py").run()
+    at.text_input[0].set_value("   ").run()
+    assert at.error and "need some text" in at.error[0].value
+
+
+def test_workspace_card_stats_and_extraction_with_progress(app_store):
+    at = page("pages/1_Workspace.py").run()
+    assert not at.exception and not at.error
+    card = at.dataframe[0].value
+    assert dict(zip(card.property, card.value))["layers"] == "6"
+    stats = at.dataframe[1].value
+    assert dict(zip(stats.statistic, stats.value))["queries"] == 360
+    at.number_input[0].set_value(2)
+    at.button[0].click().run()  # the form's submit button
+    assert not at.exception and not at.error
+    assert at.get("progress") and at.success
+    assert "40 pairs in 2 batches: 2 computed now" in at.success[0].value
+    runs = at.dataframe[-1].value
+    assert runs.batches_done.tolist() == [2] and runs["this config"].tolist() == [True]
+    # asking again is served from the store
+    at.button[0].click().run()
+    assert "0 computed now, 2 served from the store" in at.success[0].value
+
+
+def test_workspace_reports_a_bad_collection_folder(tmp_path):
+    at = page("app.py").run()
+    at.sidebar.text_input[0].set_value(str(tmp_path / "missing"))
+    at.sidebar.button[0].click().run()
+    assert at.sidebar.error and "not a folder" in at.sidebar.error[0].value
+    assert not at.exception

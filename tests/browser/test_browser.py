@@ -1,0 +1,74 @@
+"""One real browser (Debian chromium + playwright): open the app, run the Playground."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (scripts/install.sh --with-browser)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RANKSCOPE_STORE": str(tmp_path_factory.mktemp("b") / "s.duckdb")}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+                             "--server.port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_server_binds_localhost_only(server):
+    assert server.startswith("http://127.0.0.1:")
+
+
+def test_playground_in_a_real_browser(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(f"{server}/Playground", timeout=60_000)
+        metric = page.locator('[data-testid="stMetricValue"]')
+        metric.wait_for(timeout=120_000)
+        first = float(metric.inner_text())
+        area = page.locator("textarea")
+        area.fill("Lisbon has trams and a famous harbour lighthouse.")
+        area.press("Control+Enter")
+        page.wait_for_function(
+            "v => document.querySelector('[data-testid=\"stMetricValue\"]').innerText != v",
+            arg=metric.inner_text(), timeout=60_000)
+        second = float(metric.inner_text())
+        shot = tmp_path / "playground.png"
+        page.screenshot(path=str(shot))
+        out = os.environ.get("RANKSCOPE_SCREENSHOTS")
+        if out:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            shutil.copy(shot, Path(out) / "playground.png")
+        browser.close()
+    assert first != second and first > second

@@ -1,0 +1,172 @@
+"""Store transactions, keys and versions; extraction into it, interruption and resume."""
+
+import subprocess
+import sys
+import textwrap
+
+import duckdb
+import numpy as np
+import pytest
+import torch
+
+from core.data import load_collection
+from core.errors import InputError, StoreError
+from core.extract import ExtractionConfig, extract, pool
+from core.hooks import count_hooks
+from core.models import ModelSpec, load_ranker
+from core.store import Store, open_store
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llama_dir):
+    return load_ranker(ModelSpec("tiny", "llm-ranker", str(tiny_llama_dir), device="cpu"))
+
+
+CONFIG = ExtractionConfig(limit_queries=3, batch_size=8, depth=5)
+
+
+def test_pooling_by_hand():
+    hidden = torch.tensor([[[1.0, 0.0], [3.0, 4.0], [9.0, 9.0]]])
+    mask = torch.tensor([[True, True, False]])
+    pooled = pool(hidden, mask, torch.tensor([1]), ("mean", "max", "last"))
+    assert pooled["mean"].tolist() == [[2.0, 2.0]]
+    assert pooled["max"].tolist() == [[3.0, 4.0]]
+    assert pooled["last"].tolist() == [[3.0, 4.0]]
+
+
+def test_extraction_stores_every_layer_and_serves_repeats(tiny, demo, store_path):
+    store = Store(store_path)
+    seen = []
+    result = extract(tiny, demo, CONFIG, store, progress=lambda d, t: seen.append((d, t)))
+    assert result.complete and result.n_pairs == 15 and result.computed_now == 2
+    assert seen[-1] == (2, 2)
+    layers = store.layers(result.run_key)
+    assert set(layers.layer) == {0, 1} and set(layers.pooling) == {"mean", "max", "last"}
+    assert (layers.rows == 15).all()
+    last_layer = store.activations(result.run_key, "resid", 1, "last")
+    assert last_layer.shape == (15, 64) and last_layer.flags["C_CONTIGUOUS"]
+    # the stored scores equal a direct scoring of the same pairs
+    pairs = store.pairs(result.run_key)
+    assert len(pairs) == 15
+    again = extract(tiny, demo, CONFIG, store)
+    assert again.computed_now == 0 and again.run_key == result.run_key
+    assert count_hooks(tiny.model) == 0
+
+
+def test_stored_activation_equals_a_hooked_forward(tiny, demo, store_path):
+    store = Store(store_path)
+    result = extract(tiny, demo, CONFIG, store)
+    pairs = store.pairs(result.run_key)
+    texts = dict(zip(demo.docs.docno, demo.docs.text))
+    from core.retrieval import candidate_pairs
+
+    frame = candidate_pairs(demo, CONFIG.depth, limit_queries=3)
+    enc = tiny.encode(frame["query"].tolist()[:8], frame["document"].tolist()[:8])
+    with torch.no_grad():
+        hidden = tiny.model(**enc.model_inputs(), output_hidden_states=True).hidden_states[1]
+    expected = pool(hidden, enc.groups != 0, enc.last, ("mean",))["mean"]
+    np.testing.assert_allclose(store.activations(result.run_key, "resid", 0, "mean")[:8],
+                               expected, atol=1e-5)
+    assert pairs.docno.tolist() == frame.docno.tolist() and texts
+
+
+def test_stop_and_resume_is_identical_to_one_run(tiny, demo, tmp_path):
+    full = Store(tmp_path / "full.duckdb")
+    reference = extract(tiny, demo, CONFIG, full)
+    resumed = Store(tmp_path / "resumed.duckdb")
+    calls = iter([False, True])
+    first = extract(tiny, demo, CONFIG, resumed, should_stop=lambda: next(calls, True))
+    assert first.stopped and first.batches_done == 1 and not first.complete
+    assert resumed.run_info(first.run_key)["status"] == "running"
+    second = extract(tiny, demo, CONFIG, resumed)
+    assert second.complete and second.computed_now == 1
+    for layer in (0, 1):
+        a = full.activations(reference.run_key, "resid", layer, "max")
+        b = resumed.activations(second.run_key, "resid", layer, "max")
+        assert np.array_equal(a, b)
+    assert np.array_equal(full.scores(reference.run_key), resumed.scores(second.run_key))
+
+
+def test_a_failing_batch_leaves_nothing_partial(tiny, demo, store_path, monkeypatch):
+    store = Store(store_path)
+    original = store.write_batch
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            with store.transaction() as cur:  # simulate dying half-way through a batch
+                cur.execute("INSERT INTO activations VALUES ('x', 'resid', 0, 'mean', 1, 'h', 1, 1, '')")
+                raise RuntimeError("killed")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(store, "write_batch", flaky)
+    with pytest.raises(RuntimeError):
+        extract(tiny, demo, CONFIG, store)
+    with store.cursor() as cur:
+        assert cur.execute("SELECT count(*) FROM activations WHERE run_key = 'x'").fetchone()[0] == 0
+    monkeypatch.setattr(store, "write_batch", original)
+    result = extract(tiny, demo, CONFIG, store)
+    assert result.complete and result.computed_now == 1
+
+
+def test_keys_change_with_config_and_model(tiny, demo, store_path):
+    from core.extract import extraction_key
+
+    base = extraction_key(tiny, demo, CONFIG)
+    assert extraction_key(tiny, demo, ExtractionConfig(limit_queries=4)) != base
+    other = ModelSpec("tiny", "llm-ranker", tiny.spec.source, quantization="bf16")
+    assert other.key() != tiny.spec.key()
+
+
+def test_bad_configs_are_refused(tiny, demo, store_path):
+    for config, message in ((ExtractionConfig(batch_size=0), "batch size"),
+                            (ExtractionConfig(limit_queries=0), "at least 1 query"),
+                            (ExtractionConfig(poolings=("median",)), "unknown or missing")):
+        with pytest.raises(InputError, match=message):
+            extract(tiny, demo, config, Store(store_path))
+
+
+def test_store_refuses_foreign_and_old_files(tmp_path):
+    junk = tmp_path / "junk.duckdb"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="is not a DuckDB file"):
+        Store(junk)
+    old = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(old))
+    con.execute("CREATE TABLE meta (name VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', '0')")
+    con.close()
+    with pytest.raises(StoreError, match="schema version 0"):
+        Store(old)
+
+
+def test_locked_store_falls_back_to_a_side_file_that_imports(tiny, demo, tmp_path):
+    main_path = tmp_path / "main.duckdb"
+    app_store = Store(main_path)  # this process plays the app and holds the file
+    script = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {str(sys.path[0])!r})
+        from core.store import open_store
+        store, note = open_store({str(main_path)!r}, fallback=True)
+        print(store.path); print(note)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=str(tmp_path), env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[2])})
+    side_path, note = out.stdout.strip().splitlines()
+    assert side_path != str(main_path) and "is open in the RankScope app" in note
+    side = Store(side_path)
+    result = extract(tiny, demo, CONFIG, side)
+    side.close()
+    assert app_store.import_file(side_path) == {"runs": 1}
+    assert app_store.import_file(side_path) == {"runs": 0}  # nothing duplicated
+    assert np.array_equal(app_store.scores(result.run_key),
+                          Store(side_path, read_only=True).scores(result.run_key))
+
+
+def test_sql_is_parameterised_against_hostile_names(store_path):
+    store = Store(store_path)
+    hostile = "x'); DROP TABLE runs; --"
+    assert store.run_info(hostile) is None
+    with pytest.raises(StoreError):
+        store.activations(hostile, hostile, 0, hostile)
+    assert "runs" in {r[0] for r in store._con.execute("SHOW TABLES").fetchall()}
