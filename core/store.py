@@ -26,6 +26,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from core.errors import StoreError
 
@@ -50,6 +51,10 @@ CREATE TABLE IF NOT EXISTS activations (
     PRIMARY KEY (run_key, component, layer, pooling, batch_index));
 """
 TABLES = ("runs", "pairs", "batches", "activations")
+ACTIVATION_TYPES = {"run_key": pa.string(), "component": pa.string(), "layer": pa.int32(),
+                    "pooling": pa.string(), "batch_index": pa.int32(), "hook": pa.string(),
+                    "n_rows": pa.int32(), "dim": pa.int32(), "data": pa.binary()}
+ACTIVATION_COLUMNS = tuple(ACTIVATION_TYPES)
 
 
 class Store:
@@ -150,15 +155,22 @@ class Store:
                     blocks: dict[tuple[str, int, str], tuple[str, np.ndarray]],
                     seconds: float) -> None:
         """Write one batch atomically. ``blocks``: (component, layer, pooling) → (hook, [n, d])."""
-        rows = []
+        columns: dict[str, list] = {name: [] for name in ACTIVATION_COLUMNS}
         for (component, layer, pooling), (hook, array) in blocks.items():
             array = np.ascontiguousarray(array, dtype=np.float32)
-            rows.append((run_key, component, layer, pooling, batch_index, hook, array.shape[0],
-                         array.shape[1], array.tobytes()))
+            for name, value in zip(ACTIVATION_COLUMNS, (
+                    run_key, component, layer, pooling, batch_index, hook, array.shape[0],
+                    array.shape[1], array.tobytes())):
+                columns[name].append(value)
+        # One Arrow insert per batch: ≈2× faster than executemany over the same rows.
+        table = pa.table({name: pa.array(values, type=ACTIVATION_TYPES[name])
+                          for name, values in columns.items()})
         scores = np.ascontiguousarray(scores, dtype=np.float32)
         with self.transaction() as cur:
-            cur.executemany("INSERT INTO activations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                            "ON CONFLICT DO NOTHING", rows)
+            if blocks:
+                cur.register("new_blocks", table)
+                cur.execute("INSERT INTO activations SELECT * FROM new_blocks ON CONFLICT DO NOTHING")
+                cur.unregister("new_blocks")
             cur.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         [run_key, batch_index, first_pair, len(scores), scores.tobytes(), seconds])
 

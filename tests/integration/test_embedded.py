@@ -1,0 +1,134 @@
+"""The real embedded rankers (loaded once per session), the CLI, and the CUDA path when present."""
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.extract import ExtractionConfig, extract
+from core.hooks import count_hooks
+from core.models import EMBEDDED, PRESETS, load_ranker
+from core.retrieval import candidate_pairs
+from core.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPECTED = {"minilm-cross-encoder": (6, 384, 12), "smollm2-ranker": (30, 576, 9),
+            "smollm2-judge": (30, 576, 9)}
+
+
+@pytest.fixture(scope="module")
+def held_out_pairs(demo):
+    qids = demo.queries[demo.queries.split == "test"].qid.tolist()[:6]
+    return candidate_pairs(demo, qids=qids)
+
+
+@pytest.mark.parametrize("name", EMBEDDED)
+def test_embedded_ranker_card(embedded_rankers, name):
+    ranker = embedded_rankers(name)
+    card = ranker.card()
+    assert (card["layers"], card["hidden size"], card["heads"]) == EXPECTED[name]
+    assert card["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert card["quantization"] == "fp32" and card["parameters"] > 20e6
+
+
+@pytest.mark.parametrize("name", EMBEDDED)
+def test_embedded_ranker_prefers_answering_passages(embedded_rankers, held_out_pairs, name):
+    ranker = embedded_rankers(name)
+    scores = ranker.score(held_out_pairs["query"].tolist(), held_out_pairs["document"].tolist())
+    grades = held_out_pairs.relevance.to_numpy()
+    assert np.isfinite(scores).all()
+    assert scores[grades == 3].mean() > scores[grades <= 1].mean()
+
+
+@pytest.mark.parametrize("quantization,tolerance", [("4bit-nf4", 0.25), ("bf16", 0.1)])
+def test_minilm_quantized_scores_follow_fp32(embedded_rankers, held_out_pairs, quantization,
+                                             tolerance):
+    exact = embedded_rankers("minilm-cross-encoder")
+    other = load_ranker(replace(PRESETS["minilm-cross-encoder"], quantization=quantization))
+    queries, docs = held_out_pairs["query"].tolist()[:40], held_out_pairs["document"].tolist()[:40]
+    a, b = exact.score(queries, docs), other.score(queries, docs)
+    assert np.abs(a - b).max() < tolerance
+    assert np.corrcoef(a, b)[0, 1] > 0.99
+    assert other.card()["memory (MB)"] < exact.card()["memory (MB)"]
+
+
+def test_judge_pairwise_prompt_prefers_the_answer_first(embedded_rankers, held_out_pairs):
+    judge = embedded_rankers("smollm2-judge")
+    rows = []
+    for _, group in held_out_pairs.groupby("qid"):
+        best, worst = group[group.relevance == 3], group[group.relevance == 0]
+        if len(best) and len(worst):
+            rows.append((best["query"].iloc[0], best["document"].iloc[0], worst["document"].iloc[0]))
+    queries, good, bad = map(list, zip(*rows))
+    first = judge.score(queries, good, prompt="pairwise", documents_b=bad)
+    second = judge.score(queries, bad, prompt="pairwise", documents_b=good)
+    assert (first > second).mean() >= 0.5
+
+
+def test_extraction_on_smollm2_ranker(embedded_rankers, demo, tmp_path):
+    ranker = embedded_rankers("smollm2-ranker")
+    store = Store(tmp_path / "s.duckdb")
+    config = ExtractionConfig(limit_queries=1, batch_size=10, components=("resid", "attn", "mlp"))
+    result = extract(ranker, demo, config, store)
+    layers = store.layers(result.run_key)
+    assert len(layers) == 30 * 3 * 3 and (layers.dim == 576).all()
+    assert store.activations(result.run_key, "mlp", 29, "last").shape == (20, 576)
+    direct = ranker.score(*[candidate_pairs(demo, limit_queries=1)[c].tolist()
+                            for c in ("query", "document")])
+    np.testing.assert_allclose(store.scores(result.run_key), direct, atol=1e-4)
+    assert count_hooks(ranker.model) == 0
+
+
+def run_cli(*args, store=None):
+    command = [sys.executable, "-m", "core", *args]
+    if store is not None:
+        command += ["--store", str(store)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+
+def test_cli_models_lists_every_preset():
+    out = run_cli("models")
+    assert out.returncode == 0
+    for name in PRESETS:
+        assert name in out.stdout
+    assert all(f"{name}" in line and " yes " in line for name in EMBEDDED
+               for line in out.stdout.splitlines() if line.startswith(name))
+
+
+def test_cli_extract_then_serves_from_store(tmp_path):
+    store = tmp_path / "cli.duckdb"
+    first = run_cli("extract", "--ranker", "minilm-cross-encoder", "--limit", "1", store=store)
+    assert first.returncode == 0, first.stderr
+    assert "20 pairs in 1 batches (1 computed now" in first.stdout
+    second = run_cli("extract", "--ranker", "minilm-cross-encoder", "--limit", "1", store=store)
+    assert "(0 computed now, 1 from the store)" in second.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (("extract", "--ranker", "nope"), "unknown ranker 'nope'"),
+    (("extract", "--ranker", "minilm-cross-encoder", "--collection", "/no/such/dir"), "not a folder"),
+    (("extract", "--ranker", "minilm-cross-encoder", "--batch-size", "0"), "batch size"),
+    (("score", "--ranker", "monobert-large", "--query", "q", "--document", "d"), "offline"),
+    (("score", "--ranker", "minilm-cross-encoder", "--quantization", "8bit", "--query", "q",
+      "--document", "d"), "needs a CUDA GPU"),
+])
+def test_cli_user_errors_exit_2_with_one_line(tmp_path, args, message):
+    if "8bit" in args and torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    out = run_cli(*args, store=tmp_path / "s.duckdb" if args[0] == "extract" else None)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", EMBEDDED)
+def test_cuda_4bit_and_bf16_follow_fp32(name, held_out_pairs):
+    queries, docs = held_out_pairs["query"].tolist()[:40], held_out_pairs["document"].tolist()[:40]
+    exact = load_ranker(replace(PRESETS[name], device="cpu")).score(queries, docs)
+    for quantization in ("4bit-nf4", "bf16"):
+        ranker = load_ranker(replace(PRESETS[name], quantization=quantization, device="cuda"))
+        assert np.corrcoef(exact, ranker.score(queries, docs))[0, 1] > 0.98
