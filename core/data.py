@@ -104,78 +104,71 @@ def _check_text(text: str) -> str | None:
     return None
 
 
-def read_tsv(path: str | Path, columns: list[str], *, strict: bool = True,
-             skipped: dict[str, int] | None = None) -> pd.DataFrame:
-    """A headerless TSV with exactly ``len(columns)`` fields a line (MS MARCO style)."""
+def _read_records(path: str | Path, fields: list[str], parse, *, separator: str | None,
+                  strict: bool, skipped: dict[str, int] | None) -> list:
+    """Shared line loop: split, check the field count, ``parse(parts)`` → row or problem text."""
     skipped = {} if skipped is None else skipped
+    kind = "tab-separated fields" if separator == "\t" else "fields"
     rows = []
     for number, line in enumerate(read_text_lines(path), start=1):
         if not line.strip():
             continue
-        parts = line.split("\t")
+        parts = line.split(separator)
         where = f"{path} line {number}"
-        if len(parts) != len(columns):
+        if len(parts) != len(fields):
             _skip_or_raise(strict, skipped, where,
-                           f"wrong field count: expected {len(columns)} tab-separated fields "
-                           f"({', '.join(columns)}), got {len(parts)}")
+                           f"wrong field count: expected {len(fields)} {kind} "
+                           f"({' '.join(fields)}), got {len(parts)}")
             continue
-        problem = _check_text(parts[-1])
-        if problem:
-            _skip_or_raise(strict, skipped, where, problem)
+        row = parse(parts)
+        if isinstance(row, str):
+            _skip_or_raise(strict, skipped, where, row)
             continue
-        rows.append([p.strip() for p in parts])
+        rows.append(row)
+    return rows
+
+
+def read_tsv(path: str | Path, columns: list[str], *, strict: bool = True,
+             skipped: dict[str, int] | None = None) -> pd.DataFrame:
+    """A headerless TSV with exactly ``len(columns)`` fields a line (MS MARCO style)."""
+
+    def parse(parts):
+        return _check_text(parts[-1]) or [p.strip() for p in parts]
+
+    rows = _read_records(path, columns, parse, separator="\t", strict=strict, skipped=skipped)
     return pd.DataFrame(rows, columns=columns, dtype=str)
 
 
 def read_trec_qrels(path: str | Path, *, strict: bool = True,
                     skipped: dict[str, int] | None = None) -> pd.DataFrame:
     """TREC qrels: ``qid iter docno relevance`` separated by whitespace."""
-    skipped = {} if skipped is None else skipped
-    rows = []
-    for number, line in enumerate(read_text_lines(path), start=1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        where = f"{path} line {number}"
-        if len(parts) != 4:
-            _skip_or_raise(strict, skipped, where,
-                           f"wrong field count: expected 4 fields (qid iter docno relevance), "
-                           f"got {len(parts)}")
-            continue
+
+    def parse(parts):
         try:
-            relevance = int(parts[3])
+            return parts[0], parts[2], int(parts[3])
         except ValueError:
-            _skip_or_raise(strict, skipped, where,
-                           f"relevance is not an integer: {parts[3]!r}")
-            continue
-        rows.append((parts[0], parts[2], relevance))
+            return f"relevance is not an integer: {parts[3]!r}"
+
+    rows = _read_records(path, ["qid", "iter", "docno", "relevance"], parse, separator=None,
+                         strict=strict, skipped=skipped)
     return pd.DataFrame(rows, columns=QREL_COLUMNS).astype({"relevance": "int64"})
 
 
 def read_trec_run(path: str | Path, *, strict: bool = True,
                   skipped: dict[str, int] | None = None) -> pd.DataFrame:
     """TREC run: ``qid Q0 docno rank score tag``."""
-    skipped = {} if skipped is None else skipped
-    rows = []
-    for number, line in enumerate(read_text_lines(path), start=1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        where = f"{path} line {number}"
-        if len(parts) != 6:
-            _skip_or_raise(strict, skipped, where,
-                           f"wrong field count: expected 6 fields (qid Q0 docno rank score tag), "
-                           f"got {len(parts)}")
-            continue
+
+    def parse(parts):
         try:
             rank, score = int(parts[3]), float(parts[4])
         except ValueError:
-            _skip_or_raise(strict, skipped, where, "rank or score is not a number")
-            continue
+            return "rank or score is not a number"
         if math.isnan(score) or math.isinf(score):
-            _skip_or_raise(strict, skipped, where, f"score is not finite: {parts[4]}")
-            continue
-        rows.append((parts[0], parts[2], score, rank))
+            return f"score is not finite: {parts[4]}"
+        return parts[0], parts[2], score, rank
+
+    rows = _read_records(path, ["qid", "Q0", "docno", "rank", "score", "tag"], parse,
+                         separator=None, strict=strict, skipped=skipped)
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
