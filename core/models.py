@@ -712,6 +712,36 @@ class Ranker:
                     - torch.logsumexp(logits[:, self.no_ids], dim=-1))
         return self.model(**enc.model_inputs()).logits[:, 0].float()
 
+    def _read_out(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The model's own output head applied to output-position states ``[n, d] -> [n]``."""
+        model = self.model
+        if self.kind == "cross-encoder":
+            pooler = model.bert.pooler if hasattr(model, "bert") else None
+            pooled = pooler.activation(pooler.dense(hidden)) if pooler is not None else hidden
+            return model.classifier(pooled)[:, 0].float()
+        body = model.get_submodule(self._blocks_path.rsplit(".", 1)[0])
+        normed = body.norm(hidden) if hasattr(body, "norm") else hidden
+        if self.kind == "llm-ranker":
+            return model.score(normed)[:, 0].float()
+        logits = model.lm_head(normed).float()
+        return (torch.logsumexp(logits[:, self.yes_ids], dim=-1)
+                - torch.logsumexp(logits[:, self.no_ids], dim=-1))
+
+    @torch.inference_mode()
+    def layer_scores(self, query: str, document: str) -> np.ndarray:
+        """Score lens ``-> [n_layers]``: the output head read off the output position after
+        each block (a logit lens, nostalgebraist 2020, for relevance). The last entry equals
+        :meth:`score`; earlier entries show where the decision forms."""
+        from core.hooks import capture
+
+        enc = self.encode([query], [document]).to(self.device)
+        paths = [self.block_path(i) for i in range(self.n_layers)]
+        last = int(enc.last[0])
+        with capture(self.model, paths, reduce=lambda _, h: h[:, last]) as states:
+            self.forward(enc)
+        stacked = torch.cat([states[p] for p in paths]).to(self.dtype)
+        return self._read_out(stacked).cpu().numpy()
+
     @torch.inference_mode()
     def score(self, queries: list[str], documents: list[str], batch_size: int = 16,
               prompt: str = "pointwise", documents_b: list[str] | None = None,

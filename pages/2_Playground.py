@@ -1,8 +1,10 @@
 """Playground: edit a query or a document and watch the ranker's score and inputs change."""
 
+import pandas as pd
 import streamlit as st
 
 import ui
+from core.charts import layer_lens_chart
 from core.errors import RankScopeError
 
 ui.page_setup("Playground", "🎛️")
@@ -25,7 +27,8 @@ if not query.strip() or not document.strip():
     st.stop()
 
 try:
-    score = float(ranker.score([query], [document])[0])
+    lens = ranker.layer_scores(query, document)
+    score = float(lens[-1])
     tokens = ranker.token_groups(query, document)
 except RankScopeError as error:
     st.error(str(error))
@@ -36,6 +39,13 @@ label = "LD = logit(yes) − logit(no)" if ranker.kind == "llm-judge" else "rele
 st.metric(f"Score ({label})", f"{score:.3f}",
           delta=None if previous is None or previous == score else f"{score - previous:+.3f}")
 st.session_state["playground_previous"] = score
+frames = [pd.DataFrame({"layer": range(1, len(lens) + 1), "score": lens, "input": "now"})]
+before = st.session_state.get("playground_lens")
+if before is not None and before[0] == ranker_name and not (before[1] == lens).all():
+    frames.append(pd.DataFrame({"layer": range(1, len(lens) + 1), "score": before[1],
+                                "input": "before the last edit"}))
+st.session_state["playground_lens"] = (ranker_name, lens)
+st.altair_chart(layer_lens_chart(pd.concat(frames)), width="stretch")
 st.markdown(f"**{len(tokens)} tokens** as the ranker sees them "
             f"({'truncated to ' + str(ranker.spec.max_length) + ' tokens; ' if len(tokens) >= ranker.spec.max_length else ''}"
             "hover for the group):")

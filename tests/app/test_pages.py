@@ -36,6 +36,10 @@ def test_playground_scores_each_embedded_ranker_and_reacts_to_edits(ranker):
     second = float(at.metric[0].value)
     assert second != first
     assert at.metric[0].delta  # the change is shown
+    import json
+
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert "Where the score forms" in json.dumps(spec)
     assert first > second  # an answering passage scores above an off-topic one
 
 

@@ -132,3 +132,15 @@ def test_cuda_4bit_and_bf16_follow_fp32(name, held_out_pairs):
     for quantization in ("4bit-nf4", "bf16"):
         ranker = load_ranker(replace(PRESETS[name], quantization=quantization, device="cuda"))
         assert np.corrcoef(exact, ranker.score(queries, docs))[0, 1] > 0.98
+
+
+def test_cli_evaluate_prints_bm25_and_ranker_measures(tmp_path):
+    out = run_cli("evaluate", "--ranker", "minilm-cross-encoder", "--split", "test", "--limit", "2",
+                  store=tmp_path / "e.duckdb")
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT demo_")]
+    names = {line.split("=")[0] for line in lines}
+    assert names == {"RESULT demo_BM25_ndcg10", "RESULT demo_BM25_mrr10",
+                     "RESULT demo_minilm-cross-encoder_ndcg10",
+                     "RESULT demo_minilm-cross-encoder_mrr10"}
+    assert all(0 <= float(line.split("=")[1]) <= 1 for line in lines)

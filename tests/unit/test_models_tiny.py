@@ -172,3 +172,14 @@ def test_truncated_gguf_is_reported(tmp_path):
     spec = ModelSpec("x", "llm-judge", str(tmp_path), gguf_file="broken.gguf")
     with pytest.raises(ModelLoadError, match="could not be read"):
         load_ranker(spec)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_ranker", "tiny_judge", "tiny_ce"])
+def test_score_lens_ends_at_the_score(request, fixture):
+    ranker = request.getfixturevalue(fixture)
+    lens = ranker.layer_scores("red fox diet", "The red fox eats mice and berries.")
+    assert lens.shape == (2,)
+    assert lens[-1] == pytest.approx(ranker.score(["red fox diet"], ["The red fox eats mice and berries."])[0], abs=1e-4)
+    from core.hooks import count_hooks
+
+    assert count_hooks(ranker.model) == 0
