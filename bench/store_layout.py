@@ -8,8 +8,9 @@ SmolLM2 residual stream of the demo collection) and are timed in this one proces
   - array: DuckDB fixed-size ``FLOAT[dim]`` ARRAY, one row per (pair, layer);
   - list: DuckDB ``FLOAT[]`` LIST, one row per (pair, layer);
   - blob_row: DuckDB BLOB of one pair's float32 vector per row;
-  - blob_batch: DuckDB BLOB of a whole ``[batch, dim]`` block per (layer, batch) — RankScope's
-    layout, written and read through ``core.store.Store`` itself;
+  - blob_batch: DuckDB BLOB of a whole ``[batch, dim]`` block per (layer, batch);
+  - store: RankScope's layout (a BLOB row per pair, Arrow in and out), through
+    ``core.store.Store`` itself, transactions and all;
   - parquet: one Parquet file, layer-major, one row group per layer, read through DuckDB.
 Reads return one layer as a contiguous float32 ``[pairs, dim]`` array. Ratios are against npy.
 """
@@ -64,17 +65,20 @@ def run(pairs: int, layers: int, dim: int, batch: int, root: Path) -> list[dict]
                     "read_ms": read * 1e3})
 
     # one row per (pair, layer): ARRAY, LIST, BLOB
-    for layout in ("array", "list", "blob_row"):
+    for layout in ("array", "list", "blob_row", "blob_batch"):
         db = root / f"{layout}.duckdb"
         con = duckdb.connect(str(db))
-        column = {"array": f"FLOAT[{dim}]", "list": "FLOAT[]", "blob_row": "BLOB"}[layout]
+        column = {"array": f"FLOAT[{dim}]", "list": "FLOAT[]", "blob_row": "BLOB",
+                  "blob_batch": "BLOB"}[layout]
         con.execute(f"CREATE TABLE act (layer INTEGER, pair INTEGER, vec {column})")
         t = time.perf_counter()
         for layer in range(layers):
             for start in range(0, pairs, batch):
                 block = data[layer, start:start + batch]
                 idx = np.arange(start, start + len(block), dtype=np.int32)
-                if layout == "blob_row":
+                if layout == "blob_batch":
+                    block, idx = block[None], idx[:1]
+                if layout in ("blob_row", "blob_batch"):
                     vec = pa.array([row.tobytes() for row in block], type=pa.binary())
                 elif layout == "array":
                     vec = arrow_fixed(block)
@@ -92,7 +96,7 @@ def run(pairs: int, layers: int, dim: int, batch: int, root: Path) -> list[dict]
         write = time.perf_counter() - t
         con.execute("CHECKPOINT")
         t = time.perf_counter()
-        if layout == "blob_row":
+        if layout in ("blob_row", "blob_batch"):
             rows = con.execute("SELECT vec FROM act WHERE layer = ? ORDER BY pair",
                                [read_layer]).fetchall()
             out = np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32).reshape(pairs, dim)
@@ -122,7 +126,7 @@ def run(pairs: int, layers: int, dim: int, batch: int, root: Path) -> list[dict]
     read = time.perf_counter() - t
     assert np.array_equal(out, data[read_layer])
     store.close()
-    results.append({"layout": "blob_batch (RankScope)", "write_s": write,
+    results.append({"layout": "store (RankScope)", "write_s": write,
                     "size_mb": folder_size(db) / 2**20, "read_ms": read * 1e3})
 
     # Parquet, layer-major, one row group per layer

@@ -1,9 +1,11 @@
 """The result store: one DuckDB file, every row keyed by a content hash of what produced it.
 
-Layout (chosen with ``bench/store_layout.py``): activations are kept as one float32 BLOB per
-(run, component, layer, pooling, batch) — a ``[n_rows, d]`` block in C order. Reading a layer
-back is one indexed scan over a few dozen rows and a ``np.frombuffer`` per block, close to the
-raw ``.npy`` floor, while a row per pair (ARRAY/LIST/BLOB) pays per-row costs on both sides.
+Layout (chosen with ``bench/store_layout.py``): one row per (run, component, layer, pooling,
+pair) holding the pair's float32 vector as a BLOB. Rows are written per batch through one Arrow
+insert whose binary column points at the batch's activations (no per-row Python objects), and a
+layer is read back through Arrow as one binary buffer viewed as ``[n_pairs, d]`` float32. Small
+blobs stay inline in DuckDB's pages; whole-batch blobs (tens of KB) went to overflow storage and
+read 10–20× slower, and ARRAY/LIST columns pay a conversion on both sides (see the bench).
 
 Transactions: a batch's activations, its scores and its completion mark are written in one
 transaction, so an interrupted extraction leaves either the whole batch or nothing, and a resumed
@@ -47,14 +49,10 @@ CREATE TABLE IF NOT EXISTS batches (
     seconds DOUBLE, PRIMARY KEY (run_key, batch_index));
 CREATE TABLE IF NOT EXISTS activations (
     run_key VARCHAR, component VARCHAR, layer INTEGER, pooling VARCHAR, batch_index INTEGER,
-    hook VARCHAR, n_rows INTEGER, dim INTEGER, data BLOB,
-    PRIMARY KEY (run_key, component, layer, pooling, batch_index));
+    pair_index INTEGER, hook VARCHAR, dim INTEGER, data BLOB);
 """
 TABLES = ("runs", "pairs", "batches", "activations")
-ACTIVATION_TYPES = {"run_key": pa.string(), "component": pa.string(), "layer": pa.int32(),
-                    "pooling": pa.string(), "batch_index": pa.int32(), "hook": pa.string(),
-                    "n_rows": pa.int32(), "dim": pa.int32(), "data": pa.binary()}
-ACTIVATION_COLUMNS = tuple(ACTIVATION_TYPES)
+
 
 
 class Store:
@@ -155,23 +153,18 @@ class Store:
                     blocks: dict[tuple[str, int, str], tuple[str, np.ndarray]],
                     seconds: float) -> None:
         """Write one batch atomically. ``blocks``: (component, layer, pooling) → (hook, [n, d])."""
-        columns: dict[str, list] = {name: [] for name in ACTIVATION_COLUMNS}
-        for (component, layer, pooling), (hook, array) in blocks.items():
-            array = np.ascontiguousarray(array, dtype=np.float32)
-            for name, value in zip(ACTIVATION_COLUMNS, (
-                    run_key, component, layer, pooling, batch_index, hook, array.shape[0],
-                    array.shape[1], array.tobytes())):
-                columns[name].append(value)
-        # One Arrow insert per batch: ≈2× faster than executemany over the same rows.
-        table = pa.table({name: pa.array(values, type=ACTIVATION_TYPES[name])
-                          for name, values in columns.items()})
+        table = _activation_rows(run_key, batch_index, first_pair, blocks)
         scores = np.ascontiguousarray(scores, dtype=np.float32)
         with self.transaction() as cur:
-            if blocks:
-                cur.register("new_blocks", table)
-                cur.execute("INSERT INTO activations SELECT * FROM new_blocks ON CONFLICT DO NOTHING")
-                cur.unregister("new_blocks")
-            cur.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            exists = cur.execute("SELECT count(*) FROM batches WHERE run_key = ? AND "
+                                 "batch_index = ?", [run_key, batch_index]).fetchall()[0][0]
+            if exists:
+                return  # written before (a resumed run never writes a batch twice)
+            if table is not None:
+                cur.register("new_rows", table)
+                cur.execute("INSERT INTO activations SELECT * FROM new_rows")
+                cur.unregister("new_rows")
+            cur.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?)",
                         [run_key, batch_index, first_pair, len(scores), scores.tobytes(), seconds])
 
     def finish_run(self, run_key: str) -> None:
@@ -222,26 +215,24 @@ class Store:
         with self.cursor() as cur:
             return cur.execute(
                 "SELECT component, layer, pooling, any_value(hook) AS hook, any_value(dim) AS dim, "
-                "sum(n_rows) AS rows FROM activations WHERE run_key = ? "
+                "count(*) AS rows FROM activations WHERE run_key = ? "
                 "GROUP BY ALL ORDER BY component, layer, pooling", [run_key]).df()
 
     def activations(self, run_key: str, component: str, layer: int, pooling: str) -> np.ndarray:
-        """One layer as a contiguous float32 array ``[n_rows_done, d]`` in pair order."""
+        """One layer as a contiguous float32 array ``[n_pairs_done, d]`` in pair order."""
         with self.cursor() as cur:
-            rows = cur.execute(
-                "SELECT n_rows, dim, data FROM activations WHERE run_key = ? AND component = ? "
-                "AND layer = ? AND pooling = ? ORDER BY batch_index",
-                [run_key, component, layer, pooling]).fetchall()
-        if not rows:
+            table = cur.execute(
+                "SELECT dim, data FROM activations WHERE run_key = ? AND component = ? "
+                "AND layer = ? AND pooling = ? ORDER BY pair_index",
+                [run_key, component, layer, pooling]).to_arrow_table()
+        if table.num_rows == 0:
             raise StoreError(f"no {component} activations for layer {layer} ({pooling}) in run "
                              f"{run_key}; run the extraction first")
-        dim = rows[0][1]
-        out = np.empty((sum(r[0] for r in rows), dim), dtype=np.float32)
-        position = 0
-        for n_rows, _, blob in rows:
-            out[position:position + n_rows] = np.frombuffer(blob, dtype=np.float32).reshape(n_rows, dim)
-            position += n_rows
-        return out
+        dim = table.column("dim")[0].as_py()
+        data = table.column("data").combine_chunks()
+        offsets = np.frombuffer(data.buffers()[1], dtype=np.int32)[data.offset:data.offset + len(data) + 1]
+        raw = np.frombuffer(data.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+        return raw.view(np.float32).reshape(len(data), dim).copy()
 
     # -- several files ----------------------------------------------------------------
     def import_file(self, other: str | Path) -> dict[str, int]:
@@ -273,6 +264,40 @@ class Store:
             finally:
                 cur.execute(f"DETACH {alias}")
         return counts
+
+
+def _activation_rows(run_key: str, batch_index: int, first_pair: int,
+                     blocks: dict[tuple[str, int, str], tuple[str, np.ndarray]]) -> pa.Table | None:
+    """One Arrow row per (block, pair); the binary column is built from the blocks' buffers."""
+    if not blocks:
+        return None
+    columns: dict[str, list] = {k: [] for k in ("component", "layer", "pooling", "hook")}
+    pair_index, dims, payload = [], [], []
+    for (component, layer, pooling), (hook, array) in blocks.items():
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        n, dim = array.shape
+        for name, value in zip(columns, (component, layer, pooling, hook)):
+            columns[name].append(np.full(n, value, dtype=object if isinstance(value, str) else np.int32))
+        pair_index.append(np.arange(first_pair, first_pair + n, dtype=np.int32))
+        dims.append(np.full(n, dim, dtype=np.int32))
+        payload.append(array.reshape(-1))
+    row_dims = np.concatenate(dims)
+    offsets = np.zeros(len(row_dims) + 1, dtype=np.int32)
+    np.cumsum(row_dims * 4, out=offsets[1:])
+    data = pa.Array.from_buffers(pa.binary(), len(row_dims),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(np.concatenate(payload))])
+    n_rows = len(row_dims)
+    return pa.table({
+        "run_key": pa.array(np.full(n_rows, run_key, dtype=object), pa.string()),
+        "component": pa.array(np.concatenate(columns["component"]), pa.string()),
+        "layer": pa.array(np.concatenate(columns["layer"])),
+        "pooling": pa.array(np.concatenate(columns["pooling"]), pa.string()),
+        "batch_index": pa.array(np.full(n_rows, batch_index, dtype=np.int32)),
+        "pair_index": pa.array(np.concatenate(pair_index)),
+        "hook": pa.array(np.concatenate(columns["hook"]), pa.string()),
+        "dim": pa.array(row_dims),
+        "data": data,
+    })
 
 
 def _quote(text: str) -> str:

@@ -41,20 +41,26 @@ RECIPES = {
     # steps on a 2-core CPU); all-layer LoRA at lr 4e-4, 2 groups a step stayed at chance loss
     # after 120 steps here.
     "smollm2-ranker": {"steps": 160, "groups_per_step": 4, "group_size": 4, "lr": 1e-3,
-                       "eval_pairs": 80,
+                       "eval_pairs": 80, "max_negative_grade": 1,
                        "layers": list(range(12, 30)),
                        "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                    "up_proj", "down_proj"]},
     "smollm2-judge": {"steps": 160, "groups_per_step": 4, "group_size": 2, "lr": 5e-4,
-                      "eval_pairs": 80,
+                      "eval_pairs": 80, "max_negative_grade": 1,
                       "layers": list(range(12, 30)),
                       "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                   "up_proj", "down_proj"]},
 }
 
 
-def training_groups(split: str, rng: random.Random) -> list[tuple[str, list[str], list[int]]]:
-    """(query, [positive, negatives...], grades) from BM25 top-20 of one split's queries."""
+def training_groups(split: str, rng: random.Random, max_negative_grade: int | None = None
+                    ) -> list[tuple[str, str, list[str], list[int], int]]:
+    """(query, positive, negatives, their grades, positive grade) from BM25 top-20 of a split.
+
+    Positives have grade ≥ 2. Negatives have a lower grade than the positive, and at most
+    ``max_negative_grade`` when given (1 = only passages that do not answer: a grade-2 passage
+    is never a "no" for the judge while another group calls it "yes").
+    """
     collection = demo_collection()
     qids = collection.queries[collection.queries.split == split].qid.tolist()
     pairs = candidate_pairs(collection, qids=qids)
@@ -62,6 +68,8 @@ def training_groups(split: str, rng: random.Random) -> list[tuple[str, list[str]
     for qid, frame in pairs.groupby("qid", sort=False):
         for _, positive in frame[frame.relevance >= 2].iterrows():
             negatives = frame[frame.relevance < positive.relevance]
+            if max_negative_grade is not None:
+                negatives = negatives[negatives.relevance <= max_negative_grade]
             if len(negatives) >= 3:
                 groups.append((positive.query, positive.document, negatives.document.tolist(),
                                negatives.relevance.tolist(), int(positive.relevance)))
@@ -113,8 +121,8 @@ def train(name: str, steps: int | None = None, threads: int = 2) -> dict:
     optimizer = torch.optim.AdamW(trainable, lr=recipe["lr"], weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / recipe["steps"]))
-    train_groups = training_groups("train", rng)
-    held_out = training_groups("test", random.Random(SEED + 1))
+    train_groups = training_groups("train", rng, recipe.get("max_negative_grade"))
+    held_out = training_groups("test", random.Random(SEED + 1), recipe.get("max_negative_grade"))
     before = pairwise_accuracy(ranker, held_out, recipe["eval_pairs"])
     print(f"{name}: {len(train_groups)} training groups, held-out pairwise accuracy "
           f"before {before:.3f}", flush=True)

@@ -96,7 +96,7 @@ def test_a_failing_batch_leaves_nothing_partial(tiny, demo, store_path, monkeypa
         calls["n"] += 1
         if calls["n"] == 2:
             with store.transaction() as cur:  # simulate dying half-way through a batch
-                cur.execute("INSERT INTO activations VALUES ('x', 'resid', 0, 'mean', 1, 'h', 1, 1, '')")
+                cur.execute("INSERT INTO activations VALUES ('x', 'resid', 0, 'mean', 1, 0, 'h', 1, '')")
                 raise RuntimeError("killed")
         return original(*args, **kwargs)
 
