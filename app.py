@@ -7,7 +7,7 @@ import ui
 ui.page_setup("Home")
 ranker, collection = ui.sidebar()
 
-st.title("🔎 RankScope")
+st.title("RankScope")
 st.markdown(
     "A workbench for looking inside neural rankers: **which IR signals does a ranker encode, "
     "where, and which parts of it decide relevance?**\n\n"

@@ -9,7 +9,7 @@ from core.extract import COMPONENTS, POOLINGS, ExtractionConfig, extract, extrac
 
 ui.page_setup("Workspace", "🧰")
 ranker_name, source = ui.sidebar()
-st.title("🧰 Workspace")
+st.title("Workspace")
 
 ranker = ui.ranker_or_error(ranker_name)
 collection = ui.collection_or_error(source)

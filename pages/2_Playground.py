@@ -9,7 +9,7 @@ from core.errors import RankScopeError
 
 ui.page_setup("Playground", "🎛️")
 ranker_name, _ = ui.sidebar()
-st.title("🎛️ Playground")
+st.title("Playground")
 st.caption("Type a query and a document. The score updates as you edit; the coloured tokens "
            "show what the ranker reads as query, document, instruction and output position.")
 

@@ -63,6 +63,9 @@ def test_playground_in_a_real_browser(server, tmp_path):
         page.wait_for_function(
             "v => document.querySelector('[data-testid=\"stMetricValue\"]').innerText != v",
             arg=metric.inner_text(), timeout=60_000)
+        # the whole rerun is drawn: the token view shows the edited document too
+        page.locator("span[title=document]", has_text="Lisbon").first.wait_for(timeout=60_000)
+        page.locator('[data-testid="stVegaLiteChart"] svg.marks').first.wait_for(timeout=60_000)
         second = float(metric.inner_text())
         shot = tmp_path / "playground.png"
         page.screenshot(path=str(shot))
