@@ -85,6 +85,8 @@ if pending:
         for path in pending:
             try:
                 counts = store.import_file(path)
+                path.unlink(missing_ok=True)  # its runs now live in the main store
+                path.with_name(path.name + ".wal").unlink(missing_ok=True)
                 st.success(f"Imported {counts['runs']} run(s) from {path.name}")
             except RankScopeError as error:
                 st.error(str(error))

@@ -74,3 +74,16 @@ def test_workspace_reports_a_bad_collection_folder(tmp_path):
     at.sidebar.button[0].click().run()
     assert at.sidebar.error and "not a folder" in at.sidebar.error[0].value
     assert not at.exception
+
+
+def test_workspace_stop_keeps_finished_batches(app_store):
+    at = page("pages/1_Workspace.py").run()
+    at.number_input[0].set_value(1)
+    at.button[0].click().run()
+    stop = next(b for b in at.button if b.label == "Stop")
+    # a click on Stop interrupts the running script in a browser; the rerun still has the
+    # extracting flag set, as here
+    at.session_state["extracting"] = True
+    stop.click().run()
+    assert at.warning and "Stopped after 1 of 1 batches" in at.warning[0].value
+    assert not at.get("progress")
