@@ -7,7 +7,7 @@ attention and MLP blocks plus a trainable one-logit score head; each step sees g
 answering passage (grade ≥ 2) and hard negatives of a lower grade from the query's BM25 top-20,
 trained with a softmax cross-entropy over the group (the contrastive loss of RankLlama). The
 judge learns yes/no with a binary cross-entropy on LD = logit(yes) − logit(no), on pointwise
-prompts and (one step in three) on pairwise prompts in both orders.
+prompts and (one step in four) on pairwise prompts in both orders.
 
 Only training queries are used (every 5th demo query is held out). The adapter, its score head
 and a ``rankscope.json`` with the base fingerprint, the recipe and the numbers reached are
@@ -39,13 +39,17 @@ RECIPES = {
                              "targets": ["query", "key", "value", "dense"]},
     # SmolLM2: LoRA on the top 18 of 30 blocks, so backward stops at block 12 (≈1.8× cheaper
     # steps on a 2-core CPU); all-layer LoRA at lr 4e-4, 2 groups a step stayed at chance loss
-    # after 120 steps here.
-    "smollm2-ranker": {"steps": 160, "groups_per_step": 4, "group_size": 4, "lr": 1e-3,
+    # after 120 steps here. The judge collapsed to LD ≈ 0 (loss ln 2) at lr 5e-4.
+    "smollm2-ranker": {"steps": 200, "groups_per_step": 4, "group_size": 4, "lr": 1e-3,
                        "eval_pairs": 80, "max_negative_grade": 1,
                        "layers": list(range(12, 30)),
                        "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                    "up_proj", "down_proj"]},
-    "smollm2-judge": {"steps": 160, "groups_per_step": 4, "group_size": 2, "lr": 5e-4,
+    # The judge plateaued near loss ln 2 (LD ≈ constant) with plain BCE at lr 5e-4 and 2e-4 for
+    # 100–160 steps; the listwise term over one answer and three non-answers, which taught the
+    # ranker, is added to the BCE.
+    "smollm2-judge": {"steps": 200, "groups_per_step": 4, "group_size": 2, "lr": 1e-3,
+                      "judge_group_size": 4,
                       "eval_pairs": 80, "max_negative_grade": 1,
                       "layers": list(range(12, 30)),
                       "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
@@ -134,7 +138,8 @@ def train(name: str, steps: int | None = None, threads: int = 2) -> dict:
             batch.append(train_groups[cursor % len(train_groups)])
             cursor += 1
         if spec.kind == "llm-judge":
-            loss = _judge_loss(ranker, batch, pairwise=step % 3 == 2, rng=rng)
+            loss = _judge_loss(ranker, batch, pairwise=step % 4 == 3, rng=rng,
+                               group_size=recipe.get("judge_group_size", 2))
         else:
             loss = _group_loss(ranker, batch, recipe["group_size"], rng)
         loss.backward()
@@ -189,7 +194,22 @@ def _group_loss(ranker, batch, group_size, rng) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(scores, target)
 
 
-def _judge_loss(ranker, batch, pairwise: bool, rng) -> torch.Tensor:
+def _judge_loss(ranker, batch, pairwise: bool, rng, group_size: int = 2) -> torch.Tensor:
+    """BCE of LD against yes/no labels; with ``group_size`` > 2 (pointwise steps), also the
+    listwise cross-entropy of LD over one answer and ``group_size − 1`` non-answers."""
+    if group_size > 2 and not pairwise:
+        queries, documents, labels = [], [], []
+        for query, positive, negatives, _, _ in batch:
+            queries += [query] * group_size
+            documents += [positive, *rng.sample(negatives[:12], k=group_size - 1)]
+            labels += [1.0] + [0.0] * (group_size - 1)
+        margin = ranker.forward(ranker.encode(queries, documents))
+        listwise = torch.nn.functional.cross_entropy(
+            margin.view(len(batch), group_size), torch.zeros(len(batch), dtype=torch.long))
+        weights = torch.tensor(labels) * (group_size - 2) + 1  # balance yes against the no's
+        pointwise = torch.nn.functional.binary_cross_entropy_with_logits(
+            margin, torch.tensor(labels), weight=weights)
+        return listwise + pointwise
     queries, documents, documents_b, labels = [], [], [], []
     for query, positive, negatives, _, _ in batch:
         negative = rng.choice(negatives[:12])

@@ -87,3 +87,20 @@ def test_workspace_stop_keeps_finished_batches(app_store):
     stop.click().run()
     assert at.warning and "Stopped after 1 of 1 batches" in at.warning[0].value
     assert not at.get("progress")
+
+
+def test_workspace_imports_results_of_a_cli_job(app_store, embedded_rankers, demo):
+    from core.extract import ExtractionConfig, extract
+    from core.store import Store
+
+    side_path = app_store.with_name(f"{app_store.stem}.cli-4242.duckdb")
+    side = Store(side_path)
+    result = extract(embedded_rankers("minilm-cross-encoder"), demo,
+                     ExtractionConfig(limit_queries=1), side)
+    side.close()
+    at = page("pages/1_Workspace.py").run()
+    assert any("waiting to be imported" in i.value for i in at.info)
+    next(b for b in at.button if b.label == "Import CLI results").click().run()
+    assert any("Imported 1 run(s)" in s.value for s in at.success)
+    assert at.dataframe[-1].value.run_key.tolist() == [result.run_key]
+    assert not side_path.exists()
