@@ -120,6 +120,7 @@ def run(pairs: int, layers: int, dim: int, batch: int, root: Path) -> list[dict]
                   for layer in range(layers)}
         store.write_batch("bench", batch_index, start, np.zeros(min(batch, pairs - start)),
                           blocks, 0.0)
+    store.finish_run("bench")  # as extract() does: the run's rows are rewritten layer-major
     write = time.perf_counter() - t
     t = time.perf_counter()
     out = store.activations("bench", "resid", read_layer, "mean")
