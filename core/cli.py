@@ -39,14 +39,16 @@ def cmd_models(args) -> int:
 
     print(f"{'name':22} {'kind':14} {'installed':10} source")
     for name, spec in PRESETS.items():
-        try:
-            resolve_source(spec) if name in EMBEDDED or Path(spec.source).exists() else None
-            resolve_adapter(spec) if name in EMBEDDED else None
-            installed = "yes" if name in EMBEDDED or Path(spec.source).exists() else "hub"
-        except RankScopeError:
-            installed = "no"
-        source = spec.source + (f" + {Path(spec.adapter).name if name in EMBEDDED else spec.adapter}"
-                                if spec.adapter else "")
+        installed = "hub"  # hub presets load when online or cached; not probed here
+        if name in EMBEDDED:
+            try:
+                resolve_source(spec)
+                resolve_adapter(spec)
+                installed = "yes"
+            except RankScopeError:
+                installed = "no"
+        adapter = Path(spec.adapter).name if name in EMBEDDED and spec.adapter else spec.adapter
+        source = spec.source + (f" + {adapter}" if adapter else "")
         print(f"{name:22} {spec.kind:14} {installed:10} {source}")
     return 0
 
