@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from core.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: one activation row per pair (was: per batch)
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "cache" / "rankscope.duckdb"
 
 SCHEMA = """
