@@ -228,10 +228,10 @@ class Store:
     def activations(self, run_key: str, component: str, layer: int, pooling: str) -> np.ndarray:
         """One layer as a contiguous float32 array ``[n_pairs_done, d]`` in pair order."""
         with self.cursor() as cur:
-            table = cur.execute(
+            table = cur.sql(  # a relation, not a DB-API result: Arrow without an extra copy
                 "SELECT dim, data FROM activations WHERE run_key = ? AND component = ? "
                 "AND layer = ? AND pooling = ? ORDER BY pair_index",
-                [run_key, component, layer, pooling]).to_arrow_table()
+                params=[run_key, component, layer, pooling]).to_arrow_table()
         if table.num_rows == 0:
             raise StoreError(f"no {component} activations for layer {layer} ({pooling}) in run "
                              f"{run_key}; run the extraction first")
