@@ -42,15 +42,6 @@ def get_collection(source: str) -> Collection:
     return load_collection(source)
 
 
-def show_error(error: Exception) -> None:
-    """One clear message for user errors; unexpected failures are summarised, not dumped."""
-    if isinstance(error, RankScopeError):
-        st.error(str(error))
-    else:
-        st.error(f"Unexpected error: {type(error).__name__}: {error}. The store was not "
-                 "changed; please report this with the steps that led to it.")
-
-
 def page_setup(title: str, icon: str = "🔎") -> None:
     st.set_page_config(page_title=f"RankScope · {title}", page_icon=icon, layout="wide")
 
