@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from core.data import Collection
@@ -93,6 +94,20 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, last: torch.Tensor,
     return out
 
 
+def run_pairs(collection: Collection, config: ExtractionConfig) -> pd.DataFrame:
+    """The candidate pairs an extraction with ``config`` covers, in pair-index order."""
+    qids = None
+    if config.split is not None:
+        if "split" not in collection.queries:
+            raise InputError(f"collection {collection.name!r} has no query splits; drop --split")
+        qids = collection.queries[collection.queries.split == config.split].qid.tolist()
+    pairs = candidate_pairs(collection, config.depth, qids=qids,
+                            limit_queries=config.limit_queries)
+    if pairs.empty:
+        raise InputError(f"collection {collection.name!r} yields no candidate pairs")
+    return pairs
+
+
 @dataclass
 class ExtractionResult:
     run_key: str
@@ -122,18 +137,10 @@ def extract(ranker: Ranker, collection: Collection, config: ExtractionConfig, st
     if config.prompt == "pairwise":
         raise InputError("extraction uses pointwise inputs; pairwise prompts belong to patching")
     started = time.perf_counter()
-    qids = None
-    if config.split is not None:
-        if "split" not in collection.queries:
-            raise InputError(f"collection {collection.name!r} has no query splits; drop --split")
-        qids = collection.queries[collection.queries.split == config.split].qid.tolist()
-    pairs = candidate_pairs(collection, config.depth, qids=qids,
-                            limit_queries=config.limit_queries)
-    if pairs.empty:
-        raise InputError(f"collection {collection.name!r} yields no candidate pairs")
+    pairs = run_pairs(collection, config)
     run_key = extraction_key(ranker, collection, config)
     n_batches = (len(pairs) + config.batch_size - 1) // config.batch_size
-    store.begin_run(run_key, kind="activations" if config.components else "scores", ranker=ranker.spec.name,
+    status = store.begin_run(run_key, kind="activations" if config.components else "scores", ranker=ranker.spec.name,
                     ranker_key=ranker.spec.key(), collection=collection.name,
                     collection_key=collection.content_hash, config=asdict(config), pairs=pairs,
                     n_batches=n_batches)
@@ -172,7 +179,7 @@ def extract(ranker: Ranker, collection: Collection, config: ExtractionConfig, st
         computed += 1
         if progress is not None:
             progress(len(done), n_batches)
-    if len(done) == n_batches:
+    if len(done) == n_batches and status != "done":
         store.finish_run(run_key)
     return ExtractionResult(run_key, len(pairs), n_batches, len(done), computed, stopped,
                             time.perf_counter() - started)

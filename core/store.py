@@ -50,8 +50,25 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS activations (
     run_key VARCHAR, component VARCHAR, layer INTEGER, pooling VARCHAR, batch_index INTEGER,
     pair_index INTEGER, hook VARCHAR, dim INTEGER, data BLOB);
+CREATE TABLE IF NOT EXISTS feature_sets (
+    features_key VARCHAR PRIMARY KEY, run_key VARCHAR, n_pairs INTEGER, notes VARCHAR,
+    created DOUBLE);
+CREATE TABLE IF NOT EXISTS features (
+    features_key VARCHAR, position INTEGER, feature VARCHAR, data BLOB,
+    PRIMARY KEY (features_key, feature));
+CREATE TABLE IF NOT EXISTS probe_runs (
+    probe_key VARCHAR PRIMARY KEY, ranker VARCHAR, collection VARCHAR, run_key VARCHAR,
+    features_key VARCHAR, config VARCHAR, n_units INTEGER, status VARCHAR, notes VARCHAR,
+    created DOUBLE, finished DOUBLE);
+CREATE TABLE IF NOT EXISTS probe_results (
+    probe_key VARCHAR, layer INTEGER, pooling VARCHAR, feature VARCHAR, estimator VARCHAR,
+    r2_mean DOUBLE, r2_sd DOUBLE, r2_val DOUBLE, mse DOUBLE, n_nonzero INTEGER,
+    set_size INTEGER, neurons VARCHAR,
+    PRIMARY KEY (probe_key, layer, pooling, feature, estimator));
 """
 TABLES = ("runs", "pairs", "batches", "activations")
+PROBE_COLUMNS = ["layer", "pooling", "feature", "estimator", "r2_mean", "r2_sd", "r2_val", "mse",
+                 "n_nonzero", "set_size", "neurons"]
 
 
 
@@ -240,6 +257,80 @@ class Store:
         offsets = np.frombuffer(data.buffers()[1], dtype=np.int32)[data.offset:data.offset + len(data) + 1]
         raw = np.frombuffer(data.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
         return raw.view(np.float32).reshape(len(data), dim).copy()
+
+    # -- features (probing targets) ---------------------------------------------------
+    def features(self, features_key: str) -> tuple[pd.DataFrame, list[str]] | None:
+        """A stored feature frame (columns in stored order) and its notes, or None."""
+        with self.cursor() as cur:
+            meta = cur.execute("SELECT notes FROM feature_sets WHERE features_key = ?",
+                               [features_key]).fetchone()
+            if meta is None:
+                return None
+            rows = cur.execute("SELECT feature, data FROM features WHERE features_key = ? "
+                               "ORDER BY position", [features_key]).fetchall()
+        frame = pd.DataFrame({name: np.frombuffer(blob, dtype=np.float64) for name, blob in rows})
+        return frame, json.loads(meta[0])
+
+    def write_features(self, features_key: str, run_key: str, frame: pd.DataFrame,
+                       notes: list[str]) -> None:
+        """Store a feature frame in one transaction (all columns or none)."""
+        with self.transaction() as cur:
+            if cur.execute("SELECT count(*) FROM feature_sets WHERE features_key = ?",
+                           [features_key]).fetchall()[0][0]:
+                return
+            for position, name in enumerate(frame.columns):
+                values = np.ascontiguousarray(frame[name].to_numpy(dtype=np.float64))
+                cur.execute("INSERT INTO features VALUES (?, ?, ?, ?)",
+                            [features_key, position, name, values.tobytes()])
+            cur.execute("INSERT INTO feature_sets VALUES (?, ?, ?, ?, ?)",
+                        [features_key, run_key, len(frame), json.dumps(notes), time.time()])
+
+    # -- probes -------------------------------------------------------------------------
+    def begin_probe(self, probe_key: str, *, ranker: str, collection: str, run_key: str,
+                    features_key: str, config: dict, n_units: int) -> None:
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO probe_runs VALUES (?, ?, ?, ?, ?, ?, ?, 'running', '[]', ?, "
+                        "NULL) ON CONFLICT DO NOTHING",
+                        [probe_key, ranker, collection, run_key, features_key,
+                         json.dumps(config, sort_keys=True), n_units, time.time()])
+
+    def probe_units_done(self, probe_key: str) -> set[tuple[int, str]]:
+        with self.cursor() as cur:
+            rows = cur.execute("SELECT DISTINCT layer - 1, pooling FROM probe_results WHERE "
+                               "probe_key = ?", [probe_key]).fetchall()
+        return {(int(layer), pooling) for layer, pooling in rows}
+
+    def write_probe_unit(self, probe_key: str, layer: int, pooling: str,
+                         frame: pd.DataFrame) -> None:
+        """All probes of one (layer, pooling) in one transaction; layer is 0-based here."""
+        rows = frame[PROBE_COLUMNS].copy()
+        rows.insert(0, "probe_key", probe_key)
+        with self.transaction() as cur:
+            if cur.execute("SELECT count(*) FROM probe_results WHERE probe_key = ? AND layer = ? "
+                           "AND pooling = ?", [probe_key, layer + 1, pooling]).fetchall()[0][0]:
+                return
+            cur.register("new_probe_rows", rows)
+            cur.execute("INSERT INTO probe_results SELECT * FROM new_probe_rows")
+            cur.unregister("new_probe_rows")
+
+    def finish_probe(self, probe_key: str, notes: list[str]) -> None:
+        with self.transaction() as cur:
+            cur.execute("UPDATE probe_runs SET status = 'done', notes = ?, finished = ? "
+                        "WHERE probe_key = ?", [json.dumps(notes), time.time(), probe_key])
+
+    def probe_results(self, probe_key: str) -> pd.DataFrame:
+        with self.cursor() as cur:
+            return cur.execute(f"SELECT {', '.join(PROBE_COLUMNS)} FROM probe_results WHERE "
+                               "probe_key = ? ORDER BY pooling, estimator, feature, layer",
+                               [probe_key]).df()
+
+    def probe_runs(self) -> pd.DataFrame:
+        with self.cursor() as cur:
+            return cur.execute(
+                "SELECT p.probe_key, p.ranker, p.collection, p.n_units, coalesce(u.done, 0) AS "
+                "units_done, p.status, to_timestamp(p.created) AS created FROM probe_runs p "
+                "LEFT JOIN (SELECT probe_key, count(DISTINCT (layer, pooling)) AS done FROM "
+                "probe_results GROUP BY probe_key) u USING (probe_key) ORDER BY p.created").df()
 
     # -- several files ----------------------------------------------------------------
     def import_file(self, other: str | Path) -> dict[str, int]:

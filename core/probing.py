@@ -1,0 +1,606 @@
+"""Layer-wise linear probes: which IR features does each layer of a ranker encode?
+
+Context:
+    *Understanding Ranking LLMs* (Chowdhury, Nijasure, Allan) fits a Lasso probe (α = 0.1) from
+    the mean- or max-pooled hidden state after each block to each IR feature, on a probing set
+    balanced over the feature's range, split 60/20/20 with 5-fold cross-validation on the
+    training part, and reads the test R² per layer. A feature is *encoded* where R² > 0.85 and
+    *absent* where R² < 0.1.
+
+Method (per feature, shared by every layer):
+    1. Balanced set: equal counts from each quantile bin of the feature (bins holding fewer
+       than ``min_bin`` pairs are merged into a neighbour first, so a rare value cannot shrink
+       the whole set), at most ``max_set_size`` pairs.
+    2. Shuffle (seeded) and split 60/20/20 into train / validation / test; the train part is
+       cut into 5 folds. Fold model k is fitted on the train part without fold k; its R² and
+       MSE are measured on the test part, so "R² mean ± sd" is over the 5 fold models.
+    3. Activations and the feature are z-scored with the train part's statistics, so α means
+       the same for every feature and every model; each fit has an intercept (scikit-learn's
+       ``Lasso(alpha)`` / ``Ridge(alpha)`` objectives exactly).
+
+Speed (``bench/probe_sweep.py``): every (feature, fold) problem of a layer is solved at once in
+torch. Full gradients for all problems come from two batched matmuls over the padded
+``[features, pairs, d]`` design; the exact Lasso solution is found on a small per-problem
+working set (active neurons plus the worst KKT violators) by FISTA on the working set's Gram
+matrix, and the working set grows until no neuron violates the optimality conditions. Ridge
+solves one Cholesky system per problem from each feature's train Gram, downdated per fold.
+On a GPU the same code runs there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.errors import InputError
+
+PROBE_VERSION = 1
+ESTIMATORS = ("lasso", "ridge")
+POSITIVE_R2 = 0.85  # the study's thresholds: encoded above, absent below
+NEGATIVE_R2 = 0.10
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """A probing sweep. Defaults follow *Understanding Ranking LLMs* unless noted.
+
+    Attributes:
+        features: target feature names (see ``core.features.FEATURES``).
+        groups: feature-group expressions probed like features, e.g.
+            ``(covered_query_term_ratio + sum_tf + variance_tfidf)^2``.
+        poolings: ``mean`` and/or ``max`` over the pair's tokens (the study's two poolings).
+        estimators: ``lasso`` (the study's probe) and/or ``ridge``.
+        lasso_alpha: 0.1, the study's default.
+        ridge_alpha: 1.0, scikit-learn's default (the study has no ridge probe).
+        split: train / validation / test shares, 60/20/20 as the study.
+        folds: 5-fold CV on the training part, as the study.
+        bins: quantile bins used to balance each probing set.
+        min_bin: bins with fewer pairs are merged into a neighbour.
+        max_set_size: cap on each balanced set (None = no cap).
+        seed: sampling and splitting seed.
+        tol: KKT tolerance of the Lasso solver, relative to α.
+    """
+
+    features: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    poolings: tuple[str, ...] = ("mean",)
+    estimators: tuple[str, ...] = ("lasso",)
+    lasso_alpha: float = 0.1
+    ridge_alpha: float = 1.0
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    folds: int = 5
+    bins: int = 10
+    min_bin: int = 20
+    max_set_size: int | None = 4000
+    seed: int = 0
+    tol: float = 1e-3
+
+    def validate(self) -> None:
+        from core.features import FEATURES
+
+        unknown = [f for f in self.features if f not in FEATURES]
+        if unknown:
+            raise InputError(f"unknown feature(s) {', '.join(unknown)}; choose from "
+                             f"{', '.join(FEATURES)}")
+        if not self.features and not self.groups:
+            raise InputError("choose at least one feature or feature group to probe")
+        if not self.poolings or set(self.poolings) - {"mean", "max"}:
+            raise InputError(f"pooling must be mean and/or max, got {list(self.poolings)}")
+        if not self.estimators or set(self.estimators) - set(ESTIMATORS):
+            raise InputError(f"estimator must be lasso and/or ridge, got {list(self.estimators)}")
+        if not (self.lasso_alpha > 0 and self.ridge_alpha > 0):
+            raise InputError(f"α must be positive (lasso {self.lasso_alpha}, ridge "
+                             f"{self.ridge_alpha})")
+        if self.folds < 2:
+            raise InputError(f"cross-validation needs at least 2 folds, got {self.folds}")
+        if len(self.split) != 3 or min(self.split) <= 0 or abs(sum(self.split) - 1) > 1e-6:
+            raise InputError(f"split must be three positive shares summing to 1, got "
+                             f"{list(self.split)}")
+        if self.bins < 1 or self.min_bin < 1:
+            raise InputError(f"bins and min_bin must be at least 1 ({self.bins}, {self.min_bin})")
+        if self.max_set_size is not None and self.max_set_size < 10 * self.folds:
+            raise InputError(f"max_set_size {self.max_set_size} is too small for "
+                             f"{self.folds} folds; use at least {10 * self.folds}")
+        if not self.tol > 0:
+            raise InputError(f"tol must be positive, got {self.tol}")
+
+    def targets(self) -> tuple[str, ...]:
+        return tuple(self.features) + tuple(self.groups)
+
+
+# --------------------------------------------------------------------------- probing sets
+def balanced_indices(values: np.ndarray, bins: int, min_bin: int, max_size: int | None,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Indices of a probing set with equal counts from each quantile bin of ``values``.
+
+    Returns sorted indices; empty when the feature is constant or too rare to balance.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.flatnonzero(np.isfinite(values))
+    if len(finite) == 0 or np.ptp(values[finite]) == 0:
+        return np.zeros(0, dtype=np.int64)
+    edges = np.unique(np.quantile(values[finite], np.linspace(0, 1, bins + 1)))
+    labels = np.clip(np.searchsorted(edges, values[finite], side="right") - 1, 0,
+                     max(len(edges) - 2, 0))
+    members = [finite[labels == b] for b in range(max(len(edges) - 1, 1))]
+    members = [m for m in members if len(m)]
+    while len(members) > 1 and min(len(m) for m in members) < min_bin:
+        i = int(np.argmin([len(m) for m in members]))
+        j = i - 1 if i == len(members) - 1 or (i > 0 and len(members[i - 1]) <= len(members[i + 1])) else i + 1
+        members[min(i, j)] = np.concatenate([members[i], members[j]])
+        del members[max(i, j)]
+    if len(members) < 2:
+        return np.zeros(0, dtype=np.int64)
+    per_bin = min(len(m) for m in members)
+    if max_size is not None:
+        per_bin = min(per_bin, max_size // len(members))
+    chosen = [rng.choice(m, size=per_bin, replace=False) for m in members]
+    return np.sort(np.concatenate(chosen))
+
+
+@dataclass
+class ProbePlan:
+    """The balanced set and split of each target (the same for every layer)."""
+
+    names: list[str]
+    rows: list[np.ndarray]  # pair indices of each target's set, in split order
+    n_train: list[int]
+    n_val: list[int]
+    fold: list[np.ndarray]  # fold id of each train row
+    targets: list[np.ndarray]  # raw target values of the set's rows
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def make_plan(targets: pd.DataFrame, config: ProbeConfig) -> ProbePlan:
+    """Balanced sets, 60/20/20 splits and CV folds for every target column."""
+    plan = ProbePlan([], [], [], [], [], [])
+    minimum = 5 * config.folds
+    for column in targets.columns:
+        rng = np.random.default_rng([config.seed, _stable_hash(column)])
+        values = targets[column].to_numpy(dtype=np.float64)
+        rows = balanced_indices(values, config.bins, config.min_bin, config.max_set_size, rng)
+        if len(rows) < minimum:
+            plan.skipped[column] = (f"only {len(rows)} pairs after balancing (constant or too "
+                                    f"rare a feature); need at least {minimum}")
+            continue
+        rows = rng.permutation(rows)
+        n_train = int(round(config.split[0] * len(rows)))
+        n_val = int(round(config.split[1] * len(rows)))
+        plan.names.append(column)
+        plan.rows.append(rows)
+        plan.n_train.append(n_train)
+        plan.n_val.append(n_val)
+        plan.fold.append(np.arange(n_train) % config.folds)
+        plan.targets.append(values[rows])
+    return plan
+
+
+def _stable_hash(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+# --------------------------------------------------------------------------- batched design
+@dataclass
+class Design:
+    """Padded, z-scored design of all targets for one layer.
+
+    Shapes: ``X [F, n, d]``, ``y [F, n]``; masks ``train [F, K, n]`` (train part minus fold k),
+    ``val [F, n]``, ``test [F, n]`` (padded rows are False everywhere).
+    """
+
+    X: torch.Tensor
+    y: torch.Tensor
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+
+
+def build_design(activations: np.ndarray, plan: ProbePlan, folds: int,
+                 device: torch.device | str = "cpu", dtype=torch.float32) -> Design:
+    """Gather each target's rows of ``activations [n_pairs, d]`` and z-score them (train part)."""
+    acts = torch.as_tensor(activations, dtype=dtype, device=device)
+    n_targets = len(plan.names)
+    n_max = max(len(r) for r in plan.rows)
+    d = acts.shape[1]
+    X = torch.zeros(n_targets, n_max, d, dtype=dtype, device=device)
+    y = torch.zeros(n_targets, n_max, dtype=dtype, device=device)
+    train = torch.zeros(n_targets, folds, n_max, dtype=torch.bool, device=device)
+    val = torch.zeros(n_targets, n_max, dtype=torch.bool, device=device)
+    test = torch.zeros(n_targets, n_max, dtype=torch.bool, device=device)
+    for f, rows in enumerate(plan.rows):
+        n, n_train, n_val = len(rows), plan.n_train[f], plan.n_val[f]
+        block = acts[torch.as_tensor(rows, device=device)]
+        mean = block[:n_train].mean(0)
+        sd = block[:n_train].std(0)
+        X[f, :n] = (block - mean) / torch.where(sd > 0, sd, torch.ones_like(sd))
+        target = torch.as_tensor(plan.targets[f], dtype=dtype, device=device)
+        t_sd = target[:n_train].std()
+        y[f, :n] = (target - target[:n_train].mean()) / (t_sd if t_sd > 0 else 1.0)
+        fold = torch.as_tensor(plan.fold[f], device=device)
+        for k in range(folds):
+            train[f, k, :n_train] = fold != k
+        val[f, n_train:n_train + n_val] = True
+        test[f, n_train + n_val:n] = True
+    return Design(X, y, train, val, test)
+
+
+# --------------------------------------------------------------------------- solvers
+def _centering(X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor):
+    """Per problem: train count ``[F, K]``, feature means ``[F, K, d]``, target mean ``[F, K]``."""
+    weights = mask.to(X.dtype)
+    count = weights.sum(-1).clamp(min=1)
+    mean_x = torch.bmm(weights, X) / count[..., None]
+    mean_y = (weights * y[:, None, :]).sum(-1) / count
+    return count, mean_x, mean_y
+
+
+def fit_lasso(X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, alpha: float,
+              tol: float = 1e-3, working_set: int = 32, max_outer: int = 50,
+              max_inner: int = 60) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve every problem ``min_w 1/(2n) ‖y_c − X_c w‖² + α ‖w‖₁`` at once (intercept fitted).
+
+    Args:
+        X: ``[F, n, d]`` designs; y: ``[F, n]`` targets; mask: ``[F, K, n]`` training rows of
+            problem (f, k). X_c, y_c: centred on the problem's training rows (scikit-learn's
+            ``Lasso(alpha, fit_intercept=True)`` objective).
+        tol: stop when no coefficient violates the optimality (KKT) conditions by more than
+            ``tol · α``.
+
+    Returns:
+        coefficients ``[F, K, d]`` and intercepts ``[F, K]``.
+    """
+    rows = int(mask.any(1).any(0).nonzero().max()) + 1  # rows past the last training row idle
+    X, y, mask = X[:, :rows], y[:, :rows], mask[..., :rows]
+    n_f, n_k, _ = mask.shape
+    d = X.shape[-1]
+    weights = mask.to(X.dtype)
+    count, mean_x, mean_y = _centering(X, y, mask)
+    y_centred = (y[:, None, :] - mean_y[..., None]) * weights  # [F, K, n]
+    linear_all = torch.bmm(y_centred, X) / count[..., None]  # X_cᵀ y_c / n  [F, K, d]
+    by_neuron = X.transpose(1, 2).reshape(n_f * d, rows)  # row f·d + j: neuron j of target f
+    owner = (torch.arange(n_f, device=X.device) * d)[:, None, None]
+    W = torch.zeros(n_f, n_k, d, dtype=X.dtype, device=X.device)
+
+    def gradient(W):
+        # X_cᵀ (y_c − X_c w) / n; the residual sums to 0 on training rows, so X_cᵀ r = Xᵀ r
+        fitted = torch.bmm(W, X.transpose(1, 2)) - (mean_x * W).sum(-1, keepdim=True)
+        residual = y_centred - fitted * weights
+        return torch.bmm(residual, X) / count[..., None]
+
+    for _ in range(max_outer):
+        g = gradient(W)
+        active = W != 0
+        violation = torch.where(active, (g - alpha * torch.sign(W)).abs(),
+                                (g.abs() - alpha).clamp(min=0))
+        if float(violation.max()) <= tol * alpha:
+            break
+        size = min(d, max(working_set, int(active.sum(-1).max()) + working_set // 2))
+        priority = torch.where(active, torch.full_like(g, math.inf), g.abs())
+        index = priority.topk(size, dim=-1).indices  # [F, K, s]: active ∪ worst violators
+        columns = by_neuron.index_select(0, (owner + index).reshape(-1)).view(n_f, n_k, size, rows)
+        mean_ws = torch.gather(mean_x, 2, index)
+        gram = (torch.matmul(columns * weights[:, :, None, :], columns.transpose(-1, -2))
+                / count[..., None, None]) - mean_ws[..., :, None] * mean_ws[..., None, :]
+        linear = torch.gather(linear_all, 2, index)
+        start = torch.gather(W, 2, index)
+        solved = _active_set_lasso(gram, linear, start, alpha, tol, max_inner)
+        W = torch.zeros_like(W).scatter_(2, index, solved)
+    intercept = mean_y - (mean_x * W).sum(-1)
+    return W, intercept
+
+
+def _active_set_lasso(gram: torch.Tensor, linear: torch.Tensor, start: torch.Tensor,
+                      alpha: float, tol: float, max_iter: int, add_per_step: int = 8
+                      ) -> torch.Tensor:
+    """``argmin ½ vᵀ G v − bᵀ v + α ‖v‖₁`` for a batch ``[..., s, s]`` of small problems.
+
+    Feature-sign search (Lee, Battle, Raina & Ng 2007), batched: fix a sign for every non-zero
+    coefficient and for the worst optimality violators among the zeros, solve the sign-fixed
+    system G_AA v_A = b_A − α θ_A exactly, and move towards its solution up to the first
+    coefficient that would change sign (it becomes 0). A step that would not lower the true
+    objective is replaced by a proximal-gradient step, so the objective never rises. Each step
+    is one batched linear solve; a few dozen replace thousands of coordinate updates.
+    """
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    jitter = 1e-6 * eye
+    lipschitz = torch.linalg.eigvalsh(gram.double()).amax(-1).to(gram.dtype).clamp(min=1e-12)
+
+    def objective(x):
+        quad = 0.5 * (x * torch.matmul(gram, x.unsqueeze(-1)).squeeze(-1)).sum(-1)
+        return quad - (linear * x).sum(-1) + alpha * x.abs().sum(-1)
+
+    v = start.clone()
+    value = objective(v)
+    k = min(add_per_step, gram.shape[-1])
+    for _ in range(max_iter):
+        grad = torch.matmul(gram, v.unsqueeze(-1)).squeeze(-1) - linear
+        zero = v == 0
+        violation = torch.where(zero, (grad.abs() - alpha).clamp(min=0),
+                                (grad + alpha * torch.sign(v)).abs())
+        if float(violation.max()) <= tol * alpha:
+            break
+        entering = torch.zeros_like(zero)
+        worst = torch.where(zero, violation, torch.zeros_like(violation)).topk(k, dim=-1)
+        entering.scatter_(-1, worst.indices, worst.values > 0)
+        theta = torch.where(zero, -torch.sign(grad) * entering, torch.sign(v))
+        active = theta != 0
+        pair = active[..., :, None] & active[..., None, :]
+        system = torch.where(pair, gram + jitter, torch.zeros_like(gram)) + eye * (~active)[..., None, :]
+        rhs = torch.where(active, linear - alpha * theta, torch.zeros_like(v))
+        target = torch.linalg.solve_ex(system, rhs.unsqueeze(-1))[0].squeeze(-1)
+        flips = active & (theta * target < 0) & ~zero
+        crossing = torch.where(flips, v / (v - target), torch.full_like(v, math.inf))
+        t = crossing.amin(-1, keepdim=True).clamp(max=1.0)
+        step = v + t * (target - v)
+        step = torch.where((crossing <= t) | (active & (theta * step < 0)), torch.zeros_like(step), step)
+        step_value = objective(step)
+        proximal = v - grad / lipschitz[..., None]
+        proximal = torch.sign(proximal) * (proximal.abs() - alpha / lipschitz[..., None]).clamp(min=0)
+        better = (step_value <= value)[..., None]
+        v = torch.where(better, step, proximal)
+        value = objective(v)
+    return v
+
+
+def _polish(gram: torch.Tensor, linear: torch.Tensor, v: torch.Tensor, alpha: float) -> torch.Tensor:
+    active = v != 0
+    pair = active[..., :, None] & active[..., None, :]
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    system = torch.where(pair, gram, torch.zeros_like(gram)) + eye * (~active)[..., None, :]
+    rhs = torch.where(active, linear - alpha * torch.sign(v), torch.zeros_like(v))
+    exact, info = torch.linalg.solve_ex(system, rhs.unsqueeze(-1))
+    exact = exact.squeeze(-1)
+    keep = (info == 0) & ((torch.sign(exact) == torch.sign(v)) | ~active).all(-1)
+    return torch.where(keep[..., None], exact, v)
+
+
+def fit_ridge(X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, alpha: float
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve every problem ``min_w ‖y_c − X_c w‖² + α ‖w‖²`` (scikit-learn's ``Ridge``).
+
+    Each feature's Gram over all its training rows is computed once; a fold's Gram is that
+    minus the Gram of the rows it leaves out (exact, a fraction of the cost).
+    """
+    n_f, n_k, _ = mask.shape
+    d = X.shape[-1]
+    weights = mask.to(X.dtype)
+    count, mean_x, mean_y = _centering(X, y, mask)
+    any_train = mask.any(1).to(X.dtype)  # [F, n]
+    full = torch.bmm((X * any_train[..., None]).transpose(1, 2), X)  # [F, d, d]
+    eye = torch.eye(d, dtype=X.dtype, device=X.device)
+    coef = torch.zeros(n_f, n_k, d, dtype=X.dtype, device=X.device)
+    for k in range(n_k):
+        left_out = (any_train - weights[:, k]).clamp(min=0)
+        gram = full - torch.bmm((X * left_out[..., None]).transpose(1, 2), X)
+        gram = gram - count[:, k, None, None] * mean_x[:, k, :, None] * mean_x[:, k, None, :]
+        rhs = torch.bmm(((y - mean_y[:, k, None]) * weights[:, k])[:, None, :], X)[:, 0]
+        coef[:, k] = torch.linalg.solve(gram + alpha * eye, rhs.unsqueeze(-1)).squeeze(-1)
+    intercept = mean_y - (mean_x * coef).sum(-1)
+    return coef, intercept
+
+
+def _r2(design: Design, coef: torch.Tensor, intercept: torch.Tensor, which: torch.Tensor):
+    """R² and MSE ``[F, K]`` of each fold model on rows ``which [F, n]``."""
+    prediction = torch.bmm(coef, design.X.transpose(1, 2)) + intercept[..., None]  # [F, K, n]
+    weights = which.to(design.X.dtype)[:, None, :]
+    count = weights.sum(-1).clamp(min=1)
+    truth = design.y[:, None, :]
+    mean = (truth * weights).sum(-1) / count
+    residual = (((truth - prediction) ** 2) * weights).sum(-1)
+    total = (((truth - mean[..., None]) ** 2) * weights).sum(-1)
+    return 1 - residual / total.clamp(min=1e-12), residual / count
+
+
+def probe_layer(activations: np.ndarray, plan: ProbePlan, config: ProbeConfig,
+                device: torch.device | str = "cpu") -> pd.DataFrame:
+    """Fit every target's probes on one layer's activations ``[n_pairs, d]``.
+
+    Returns one row per (target, estimator): r2_mean, r2_sd (over fold models, on the test
+    part), r2_val, mse, n_nonzero (median over folds), set_size, neurons (JSON: the 16 neurons
+    with the largest fold-mean |coefficient|, as [index, coefficient]).
+    """
+    design = build_design(activations, plan, config.folds, device)
+    rows = []
+    for estimator in config.estimators:
+        if estimator == "lasso":
+            coef, intercept = fit_lasso(design.X, design.y, design.train, config.lasso_alpha,
+                                        config.tol)
+        else:
+            coef, intercept = fit_ridge(design.X, design.y, design.train, config.ridge_alpha)
+        r2_test, mse = _r2(design, coef, intercept, design.test)
+        r2_val, _ = _r2(design, coef, intercept, design.val)
+        nonzero = (coef != 0).sum(-1).float()
+        mean_coef = coef.mean(1).cpu().numpy()
+        r2_test, mse, r2_val = (t.double().cpu().numpy() for t in (r2_test, mse, r2_val))
+        nonzero = nonzero.cpu().numpy()
+        for f, name in enumerate(plan.names):
+            top = np.argsort(-np.abs(mean_coef[f]))[:16]
+            top = [[int(i), round(float(mean_coef[f, i]), 5)] for i in top if mean_coef[f, i] != 0]
+            rows.append({"feature": name, "estimator": estimator,
+                         "r2_mean": float(r2_test[f].mean()),
+                         "r2_sd": float(r2_test[f].std(ddof=1)),
+                         "r2_val": float(r2_val[f].mean()), "mse": float(mse[f].mean()),
+                         "n_nonzero": int(np.median(nonzero[f])),
+                         "set_size": int(len(plan.rows[f])), "neurons": json.dumps(top)})
+    return pd.DataFrame(rows)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# --------------------------------------------------------------------------- whole sweeps
+RESULT_COLUMNS = ["ranker", "collection", "feature", "layer", "pooling", "estimator", "r2_mean",
+                  "r2_sd", "r2_val", "mse", "n_nonzero", "set_size", "neurons"]
+
+
+def probe_key(run_key: str, features_key: str, config: ProbeConfig) -> str:
+    payload = {"run": run_key, "features": features_key, "config": asdict(config),
+               "version": PROBE_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+@dataclass
+class ProbeResult:
+    key: str
+    frame: pd.DataFrame  # RESULT_COLUMNS, layer 1-based (the state after block ℓ)
+    notes: list[str]
+    computed_now: int
+    units: int
+    stopped: bool
+    seconds: float
+
+    @property
+    def complete(self) -> bool:
+        return not self.stopped
+
+
+def target_frame(features: pd.DataFrame, config: ProbeConfig) -> pd.DataFrame:
+    """The probe targets: chosen features plus evaluated feature groups."""
+    from core.features import combine
+
+    missing = [f for f in config.features if f not in features]
+    frame = features[[f for f in config.features if f in features]].copy()
+    for expression in config.groups:
+        frame[expression] = combine(features, expression)
+    if missing and frame.empty:
+        raise InputError(f"none of the chosen features is available ({', '.join(missing)})")
+    return frame
+
+
+def run_probe(store, ranker_name: str, collection_name: str, run_key: str,
+              features: pd.DataFrame, features_key: str, n_layers: int, config: ProbeConfig,
+              progress: Callable[[int, int], None] | None = None,
+              should_stop: Callable[[], bool] | None = None,
+              device: torch.device | str | None = None) -> ProbeResult:
+    """Probe every layer × pooling of a finished extraction run; resumable and cached.
+
+    Each (layer, pooling) unit is written in one transaction, so an interrupted sweep keeps its
+    finished units and asking again for the same key is served from the store.
+    """
+    config.validate()
+    started = time.perf_counter()
+    key = probe_key(run_key, features_key, config)
+    device = device or default_device()
+    units = [(layer, pooling) for pooling in config.poolings for layer in range(n_layers)]
+    done = store.probe_units_done(key)
+    targets = target_frame(features, config)
+    plan = make_plan(targets, config)
+    notes = [f"{name} not probed: {why}" for name, why in plan.skipped.items()]
+    notes += [f"{f} not probed: not computed for this collection"
+              for f in config.features if f not in features]
+    if not plan.names:
+        raise InputError("no feature has enough spread to probe; " + "; ".join(notes))
+    store.begin_probe(key, ranker=ranker_name, collection=collection_name, run_key=run_key,
+                      features_key=features_key, config=asdict(config), n_units=len(units))
+    computed, stopped = 0, False
+    for layer, pooling in units:
+        if (layer, pooling) in done:
+            continue
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
+        acts = store.activations(run_key, "resid", layer, pooling)
+        frame = probe_layer(acts, plan, config, device)
+        frame.insert(0, "pooling", pooling)
+        frame.insert(0, "layer", layer + 1)
+        store.write_probe_unit(key, layer, pooling, frame)
+        done.add((layer, pooling))
+        computed += 1
+        if progress is not None:
+            progress(len(done), len(units))
+    if len(done) == len(units):
+        store.finish_probe(key, notes)
+    frame = store.probe_results(key)
+    frame.insert(0, "collection", collection_name)
+    frame.insert(0, "ranker", ranker_name)
+    return ProbeResult(key, frame[RESULT_COLUMNS], notes, computed, len(units), stopped,
+                       time.perf_counter() - started)
+
+
+def ensure_features(store, collection, extraction, run_key: str,
+                    feature_config=None) -> tuple[pd.DataFrame, str, list[str]]:
+    """The features of an extraction's pairs, computed once and then read from the store.
+
+    Features depend on the pairs only (collection, depth, queries), not on the ranker, so every
+    ranker probed on the same pairs shares them.
+    """
+    from core.extract import run_pairs
+    from core.features import FeatureConfig, compute_features, features_key
+
+    feature_config = feature_config or FeatureConfig()
+    pairs_key = hashlib.sha256(json.dumps(
+        {"collection": collection.content_hash, "depth": extraction.depth,
+         "limit": extraction.limit_queries, "split": extraction.split},
+        sort_keys=True).encode()).hexdigest()[:20]
+    key = features_key(pairs_key, feature_config)
+    stored = store.features(key)
+    if stored is not None:
+        return stored[0], key, stored[1]
+    frame, notes = compute_features(run_pairs(collection, extraction), feature_config)
+    store.write_features(key, run_key, frame.reset_index(drop=True), notes)
+    return frame.reset_index(drop=True), key, notes
+
+
+def probe_ranker(ranker, collection, store, config: ProbeConfig, *,
+                 limit_queries: int | None = None,
+                 progress: Callable[[str, int, int], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None,
+                 device: torch.device | str | None = None) -> ProbeResult:
+    """Extract (or reuse) a ranker's activations on a collection, then probe every layer.
+
+    ``progress(stage, done, total)`` is called with stage ``extract`` then ``probe``. The
+    extraction uses the Workspace's default configuration (BM25 top-20, mean/max/last pooling,
+    residual stream), so runs started there are reused here.
+    """
+    from core.extract import ExtractionConfig, extract
+
+    config.validate()
+    extraction = ExtractionConfig(limit_queries=limit_queries)
+    started = time.perf_counter()
+    result = extract(ranker, collection, extraction, store,
+                     progress=None if progress is None else lambda d, t: progress("extract", d, t),
+                     should_stop=should_stop)
+    if not result.complete:
+        return ProbeResult("", pd.DataFrame(columns=RESULT_COLUMNS), [], 0, 0, True,
+                           time.perf_counter() - started)
+    features, key, feature_notes = ensure_features(store, collection, extraction, result.run_key)
+    probed = run_probe(store, ranker.spec.name, collection.name, result.run_key, features, key,
+                       ranker.n_layers, config,
+                       progress=None if progress is None else lambda d, t: progress("probe", d, t),
+                       should_stop=should_stop, device=device)
+    probed.notes = feature_notes + probed.notes
+    probed.seconds = time.perf_counter() - started
+    return probed
+
+
+# --------------------------------------------------------------------------- summaries
+def positives_negatives(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (ranker, collection, pooling, estimator, feature): best layer, max R², verdict."""
+    keys = ["ranker", "collection", "pooling", "estimator", "feature"]
+    best = frame.loc[frame.groupby(keys)["r2_mean"].idxmax()]
+    best = best[keys + ["layer", "r2_mean"]].rename(columns={"layer": "best_layer",
+                                                             "r2_mean": "max_r2"})
+    last = frame[frame.layer == frame.groupby(keys)["layer"].transform("max")]
+    best = best.merge(last[keys + ["r2_mean"]].rename(columns={"r2_mean": "last_layer_r2"}),
+                      on=keys)
+    best["verdict"] = np.where(best.max_r2 > POSITIVE_R2, "encoded (R² > 0.85)",
+                               np.where(best.max_r2 < NEGATIVE_R2, "absent (R² < 0.1)",
+                                        "partly"))
+    return best.sort_values("max_r2", ascending=False).reset_index(drop=True)
+
+
+def neuron_histogram(frame: pd.DataFrame) -> pd.DataFrame:
+    """The study's count of features by non-zero probe neurons: 1 / 2–3 / ≥ 4 (0 = none)."""
+    lasso = frame[frame.estimator == "lasso"]
+    bucket = pd.cut(lasso.n_nonzero, [-1, 0, 1, 3, np.inf], labels=["0", "1", "2–3", "≥4"])
+    return (lasso.assign(neurons=bucket).groupby(["ranker", "layer", "neurons"], observed=False)
+            .size().rename("probes").reset_index())
