@@ -127,3 +127,17 @@ def coloured_tokens(tokens: list[tuple[str, str]]) -> str:
     legend = " ".join(f'<span style="background:{c};padding:1px 6px;border-radius:3px">{g}</span>'
                       for g, c in GROUP_COLOURS.items() if g != "pad")
     return f'<div style="line-height:1.9">{"".join(spans)}</div><div>{legend}</div>'
+
+
+def chart_with_exports(chart, frame, name: str) -> None:
+    """Draw an Altair chart with PNG / SVG / CSV downloads (images rendered on click, offline)."""
+    from core.charts import export_chart
+
+    st.altair_chart(chart, width="stretch")
+    cols = st.columns([1, 1, 1, 6])
+    cols[0].download_button("PNG", lambda: export_chart(chart, "png"), f"{name}.png",
+                            "image/png", key=f"png-{name}", on_click="ignore")
+    cols[1].download_button("SVG", lambda: export_chart(chart, "svg"), f"{name}.svg",
+                            "image/svg+xml", key=f"svg-{name}", on_click="ignore")
+    cols[2].download_button("CSV", frame.to_csv(index=False), f"{name}.csv", "text/csv",
+                            key=f"csv-{name}", on_click="ignore")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import altair as alt
+import numpy as np
 import pandas as pd
 
 
@@ -16,3 +19,104 @@ def layer_lens_chart(frame: pd.DataFrame) -> alt.Chart:
         tooltip=["input", "layer", alt.Tooltip("score:Q", format=".3f")])
     return base.mark_line(point=True).properties(
         height=260, title="Where the score forms: the score head read after every block")
+
+
+# --------------------------------------------------------------------------- probing (study 1)
+THRESHOLDS = pd.DataFrame({"r2": [0.85, 0.1], "label": ["encoded (0.85)", "absent (0.1)"]})
+
+
+def r2_curve_chart(frame: pd.DataFrame, title: str | None = None) -> alt.Chart:
+    """Probe test R² per layer, one line per feature. ``frame``: probe table rows of one ranker,
+    collection, pooling and estimator (``feature, layer, r2_mean, r2_sd``)."""
+    data = frame.assign(low=frame.r2_mean - frame.r2_sd, high=frame.r2_mean + frame.r2_sd)
+    base = alt.Chart(data).encode(
+        x=alt.X("layer:Q", title="layer (state after block ℓ)", axis=alt.Axis(tickMinStep=1)),
+        color=alt.Color("feature:N", legend=alt.Legend(columns=2, symbolLimit=40)))
+    lines = base.mark_line(point=True).encode(
+        y=alt.Y("r2_mean:Q", title="test R² (mean over 5 fold models)",
+                scale=alt.Scale(domain=[min(0.0, float(data.r2_mean.min())), 1])),
+        tooltip=["feature", "layer", alt.Tooltip("r2_mean:Q", format=".3f"),
+                 alt.Tooltip("r2_sd:Q", format=".3f"), "n_nonzero"])
+    band = base.mark_area(opacity=0.12).encode(y="low:Q", y2="high:Q")
+    rules = alt.Chart(THRESHOLDS).mark_rule(strokeDash=[5, 4], color="#888").encode(y="r2:Q")
+    return (band + lines + rules).properties(
+        height=360, title=title or "Probe R² per layer (dashed: 0.85 encoded, 0.1 absent)")
+
+
+def radar_chart(summary: pd.DataFrame) -> alt.Chart:
+    """Spider chart of max R² per feature, one polygon per model (``ranker, feature, max_r2``)."""
+    features = sorted(summary.feature.unique())
+    angle = {f: 2 * math.pi * i / len(features) for i, f in enumerate(features)}
+    rows = []
+    for ranker, group in summary.groupby("ranker"):
+        values = dict(zip(group.feature, group.max_r2.clip(lower=0)))
+        for order, feature in enumerate(features + features[:1]):
+            r = values.get(feature, 0.0)
+            rows.append({"ranker": ranker, "feature": feature, "order": order, "max_r2": r,
+                         "x": r * math.sin(angle[feature]), "y": r * math.cos(angle[feature])})
+    data = pd.DataFrame(rows)
+    rings = pd.DataFrame([{"ring": ring, "order": i, "x": ring * math.sin(t), "y": ring * math.cos(t)}
+                          for ring in (0.25, 0.5, 0.75, 1.0)
+                          for i, t in enumerate(np.linspace(0, 2 * math.pi, 61))])
+    labels = pd.DataFrame([{"feature": f, "x": 1.12 * math.sin(a), "y": 1.12 * math.cos(a)}
+                           for f, a in angle.items()])
+    scale = alt.Scale(domain=[-1.35, 1.35])
+    grid = alt.Chart(rings).mark_line(color="#ddd").encode(
+        x=alt.X("x:Q", scale=scale, axis=None), y=alt.Y("y:Q", scale=scale, axis=None),
+        detail="ring:N", order="order:Q")
+    text = alt.Chart(labels).mark_text(fontSize=9).encode(x="x:Q", y="y:Q", text="feature:N")
+    polygons = alt.Chart(data).mark_line(point=True, opacity=0.8).encode(
+        x="x:Q", y="y:Q", color=alt.Color("ranker:N", title="ranker"), order="order:Q",
+        tooltip=["ranker", "feature", alt.Tooltip("max_r2:Q", format=".3f")])
+    return (grid + text + polygons).properties(
+        width=460, height=460, title="Max probe R² per feature (rings at 0.25, 0.5, 0.75, 1)")
+
+
+def comparison_heatmap(summary: pd.DataFrame) -> alt.Chart:
+    """Model × feature heatmap of max R², features sorted by their mean over models."""
+    order = summary.groupby("feature").max_r2.mean().sort_values(ascending=False).index.tolist()
+    base = alt.Chart(summary).encode(
+        x=alt.X("feature:N", sort=order, title=None, axis=alt.Axis(labelAngle=-50)),
+        y=alt.Y("ranker:N", title=None))
+    cells = base.mark_rect().encode(
+        color=alt.Color("max_r2:Q", scale=alt.Scale(scheme="viridis", domain=[0, 1]),
+                        title="max R²"),
+        tooltip=["ranker", "feature", alt.Tooltip("max_r2:Q", format=".3f"), "best_layer"])
+    text = base.mark_text(fontSize=8).encode(
+        text=alt.Text("max_r2:Q", format=".2f"),
+        color=alt.condition("datum.max_r2 > 0.6", alt.value("black"), alt.value("white")))
+    return (cells + text).properties(height=40 + 28 * summary.ranker.nunique(),
+                                     title="Max R² per model and feature (sorted by mean)")
+
+
+def id_ood_chart(frame: pd.DataFrame) -> alt.Chart:
+    """Last-layer R² per feature, one bar per collection (``feature, collection, r2_mean``)."""
+    return alt.Chart(frame).mark_bar().encode(
+        x=alt.X("feature:N", title=None, axis=alt.Axis(labelAngle=-50)),
+        xOffset="collection:N",
+        y=alt.Y("r2_mean:Q", title="test R² at the last layer"),
+        color=alt.Color("collection:N"),
+        tooltip=["collection", "feature", alt.Tooltip("r2_mean:Q", format=".3f")]
+    ).properties(height=300, title="In- vs out-of-distribution: last-layer R² per collection")
+
+
+def neuron_count_chart(histogram: pd.DataFrame) -> alt.Chart:
+    """Probes by non-zero Lasso neurons (0 / 1 / 2–3 / ≥4) per layer (``layer, neurons, probes``)."""
+    return alt.Chart(histogram).mark_bar().encode(
+        x=alt.X("layer:O", title="layer"),
+        y=alt.Y("probes:Q", title="features"),
+        color=alt.Color("neurons:N", sort=["0", "1", "2–3", "≥4"], title="non-zero neurons"),
+        tooltip=["layer", "neurons", "probes"]
+    ).properties(height=240, title="How many neurons each Lasso probe uses")
+
+
+def export_chart(chart: alt.Chart, fmt: str) -> bytes:
+    """PNG or SVG bytes of a chart, rendered offline by vl-convert."""
+    import vl_convert as vlc
+
+    spec = chart.to_json()
+    if fmt == "svg":
+        return vlc.vegalite_to_svg(spec).encode()
+    if fmt == "png":
+        return vlc.vegalite_to_png(spec, scale=2)
+    raise ValueError(f"unknown export format {fmt!r}; use png or svg")

@@ -142,6 +142,47 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    """Probe every layer for IR features; write the tidy table to --out (CSV)."""
+    from core.errors import InputError
+    from core.features import FEATURES
+    from core.probing import ProbeConfig, positives_negatives, probe_ranker
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise InputError(f"--out {out}: folder {out.parent} does not exist")
+    config = ProbeConfig(features=tuple(args.features or FEATURES), groups=tuple(args.groups),
+                         poolings=tuple(args.pooling), estimators=tuple(args.estimator),
+                         lasso_alpha=args.alpha, folds=args.folds, seed=args.seed,
+                         max_set_size=args.max_set_size)
+    config.validate()  # before the model loads: bad settings fail at once
+    ranker, collection = _load(args)
+    store = _open_store(args)
+    bars = {stage: _progress_bar(stage) for stage in ("extract", "probe")}
+    try:
+        result = probe_ranker(ranker, collection, store, config, limit_queries=args.limit,
+                              progress=lambda stage, done, total: bars[stage](done, total))
+    except KeyboardInterrupt:
+        print("stopped: finished layers are saved; run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        store.close()
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    columns = ["ranker", "collection", "feature", "layer", "pooling", "estimator", "r2_mean",
+               "r2_sd", "r2_val", "mse", "n_nonzero", "set_size"]
+    result.frame[columns].to_csv(out, index=False)
+    summary = positives_negatives(result.frame)
+    encoded = summary[summary.max_r2 > 0.85].feature.unique().tolist()
+    absent = summary[summary.max_r2 < 0.1].feature.unique().tolist()
+    print(f"probe {result.key}: {len(result.frame)} rows ({result.computed_now} of "
+          f"{result.units} layer × pooling units computed now) in {result.seconds:.1f}s → {out}")
+    print(f"encoded (max R² > 0.85): {', '.join(encoded) or 'none'}")
+    print(f"absent (max R² < 0.1): {', '.join(absent) or 'none'}")
+    return 0
+
+
 def cmd_score(args) -> int:
     ranker, _ = _load(args)
     score = ranker.score([args.query], [args.document])[0]
@@ -181,6 +222,20 @@ def build_parser() -> argparse.ArgumentParser:
         if action.dest == "ranker":
             action.required = False
             action.help = "preset name or 'all' embedded rankers (default)"
+    probe = sub.add_parser("probe", help="layer-wise Lasso/ridge probes for IR features")
+    common(probe)
+    probe.add_argument("--features", nargs="+", default=None,
+                       help="feature names (default: all 26; see core/features.py)")
+    probe.add_argument("--groups", nargs="+", default=[],
+                       help="feature-group expressions, e.g. '(covered_query_term_ratio + "
+                            "sum_tf + variance_tfidf)^2'")
+    probe.add_argument("--pooling", nargs="+", default=["mean"], choices=["mean", "max"])
+    probe.add_argument("--estimator", nargs="+", default=["lasso"], choices=["lasso", "ridge"])
+    probe.add_argument("--alpha", type=float, default=0.1, help="Lasso α (paper: 0.1)")
+    probe.add_argument("--folds", type=int, default=5)
+    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--max-set-size", type=int, default=4000)
+    probe.add_argument("--out", required=True, help="CSV file for the tidy result table")
     score = sub.add_parser("score", help="score one query-document pair")
     common(score, collection=False)
     score.add_argument("--query", required=True)
@@ -189,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"models": cmd_models, "extract": cmd_extract, "evaluate": cmd_evaluate,
-            "score": cmd_score}
+            "probe": cmd_probe, "score": cmd_score}
 
 
 def main(argv: list[str] | None = None) -> int:

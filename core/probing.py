@@ -14,9 +14,13 @@ Method (per feature, shared by every layer):
     2. Shuffle (seeded) and split 60/20/20 into train / validation / test; the train part is
        cut into 5 folds. Fold model k is fitted on the train part without fold k; its R² and
        MSE are measured on the test part, so "R² mean ± sd" is over the 5 fold models.
-    3. Activations and the feature are z-scored with the train part's statistics, so α means
-       the same for every feature and every model; each fit has an intercept (scikit-learn's
-       ``Lasso(alpha)`` / ``Ridge(alpha)`` objectives exactly).
+    3. The feature is z-scored with the train part's statistics (so α means the same for every
+       feature); activations are centred and divided by one number, the median neuron
+       standard deviation of the layer, so neurons keep their relative scales as in the
+       study's raw-activation probes while α means the same for models whose activations
+       differ in scale. Each fit has an intercept (scikit-learn's ``Lasso(alpha)`` /
+       ``Ridge(alpha)`` objectives exactly). A neuron equal to a feature then reaches
+       R² = 1 − (α / s)², s its scaled standard deviation.
 
 Speed (``bench/probe_sweep.py``): every (feature, fold) problem of a layer is solved at once in
 torch. Full gradients for all problems come from two batched matmuls over the padded
@@ -127,10 +131,15 @@ def balanced_indices(values: np.ndarray, bins: int, min_bin: int, max_size: int 
     finite = np.flatnonzero(np.isfinite(values))
     if len(finite) == 0 or np.ptp(values[finite]) == 0:
         return np.zeros(0, dtype=np.int64)
-    edges = np.unique(np.quantile(values[finite], np.linspace(0, 1, bins + 1)))
-    labels = np.clip(np.searchsorted(edges, values[finite], side="right") - 1, 0,
-                     max(len(edges) - 2, 0))
-    members = [finite[labels == b] for b in range(max(len(edges) - 1, 1))]
+    distinct = np.unique(values[finite])
+    if len(distinct) <= bins:  # a discrete feature: one bin per value
+        labels = np.searchsorted(distinct, values[finite])
+        n_bins = len(distinct)
+    else:
+        edges = np.unique(np.quantile(values[finite], np.linspace(0, 1, bins + 1)))
+        n_bins = max(len(edges) - 1, 1)
+        labels = np.clip(np.searchsorted(edges, values[finite], side="right") - 1, 0, n_bins - 1)
+    members = [finite[labels == b] for b in range(n_bins)]
     members = [m for m in members if len(m)]
     while len(members) > 1 and min(len(m) for m in members) < min_bin:
         i = int(np.argmin([len(m) for m in members]))
@@ -218,9 +227,8 @@ def build_design(activations: np.ndarray, plan: ProbePlan, folds: int,
     for f, rows in enumerate(plan.rows):
         n, n_train, n_val = len(rows), plan.n_train[f], plan.n_val[f]
         block = acts[torch.as_tensor(rows, device=device)]
-        mean = block[:n_train].mean(0)
-        sd = block[:n_train].std(0)
-        X[f, :n] = (block - mean) / torch.where(sd > 0, sd, torch.ones_like(sd))
+        scale = block[:n_train].std(0).median()  # one scalar per layer (see the module doc)
+        X[f, :n] = (block - block[:n_train].mean(0)) / (scale if scale > 0 else 1.0)
         target = torch.as_tensor(plan.targets[f], dtype=dtype, device=device)
         t_sd = target[:n_train].std()
         y[f, :n] = (target - target[:n_train].mean()) / (t_sd if t_sd > 0 else 1.0)
@@ -586,6 +594,7 @@ def probe_ranker(ranker, collection, store, config: ProbeConfig, *,
 def positives_negatives(frame: pd.DataFrame) -> pd.DataFrame:
     """Per (ranker, collection, pooling, estimator, feature): best layer, max R², verdict."""
     keys = ["ranker", "collection", "pooling", "estimator", "feature"]
+    frame = frame.reset_index(drop=True)
     best = frame.loc[frame.groupby(keys)["r2_mean"].idxmax()]
     best = best[keys + ["layer", "r2_mean"]].rename(columns={"layer": "best_layer",
                                                              "r2_mean": "max_r2"})

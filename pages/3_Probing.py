@@ -1,0 +1,167 @@
+"""Probing: which IR features each layer encodes — R² curves, model comparison, ID vs OOD."""
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from core.charts import (comparison_heatmap, id_ood_chart, neuron_count_chart, r2_curve_chart,
+                         radar_chart)
+from core.data import available_collections
+from core.errors import RankScopeError
+from core.features import FEATURE_GROUPS
+from core.models import EMBEDDED, PRESETS
+from core.probing import (NEGATIVE_R2, POSITIVE_R2, ProbeConfig, neuron_histogram,
+                          positives_negatives, probe_ranker)
+
+ui.page_setup("Probing", "📈")
+ranker_name, source = ui.sidebar()
+st.title("Probing")
+st.caption("A linear probe per layer and feature (Lasso α = 0.1 on the mean- or max-pooled "
+           "hidden state, balanced probing set, 60/20/20 split, 5-fold CV) answers: *does this "
+           "layer encode the feature?* R² above 0.85 counts as encoded, below 0.1 as absent "
+           "(Chowdhury, Nijasure & Allan, *Understanding Ranking LLMs*).")
+
+store = ui.store_or_error()
+if store is None:
+    st.stop()
+
+with st.form("probe"):
+    c1, c2 = st.columns(2)
+    rankers = c1.multiselect("Rankers", list(PRESETS), default=[ranker_name],
+                             help="Several rankers give the model comparison.")
+    options = available_collections() + [o for o in st.session_state.get("extra_collections", [])
+                                         if o not in available_collections()]
+    collections = c2.multiselect("Collections", options, default=[source],
+                                 help="Two collections give the in- vs out-of-distribution view.")
+    groups = st.multiselect("Feature groups", list(FEATURE_GROUPS), default=list(FEATURE_GROUPS),
+                            help=" · ".join(f"**{g}**: {', '.join(f)}"
+                                            for g, f in FEATURE_GROUPS.items()))
+    expressions = st.text_area(
+        "Feature combinations (one per line; + − * and ^ over z-scored features)",
+        value="(covered_query_term_ratio + sum_tf + variance_tfidf)^2\nbm25 * stream_length",
+        height=70)
+    c3, c4, c5, c6 = st.columns(4)
+    pooling = c3.radio("Pooling", ["mean", "max"], horizontal=True)
+    estimators = c4.multiselect("Probe", ["lasso", "ridge"], default=["lasso"])
+    alpha = c5.number_input("Lasso α", min_value=0.0001, max_value=10.0, value=0.1, step=0.05,
+                            format="%.4f")
+    limit = c6.number_input("Queries", min_value=1, value=60, step=20,
+                            help="First N queries × BM25 top-20 candidates.")
+    submitted = st.form_submit_button("Run probes", type="primary")
+
+features = tuple(f for g in groups for f in FEATURE_GROUPS[g])
+combos = tuple(line.strip() for line in expressions.splitlines() if line.strip())
+config = ProbeConfig(features=features, groups=combos, poolings=(pooling,),
+                     estimators=tuple(estimators), lasso_alpha=float(alpha))
+
+if submitted:
+    try:
+        config.validate()
+        if not rankers or not collections:
+            raise RankScopeError("pick at least one ranker and one collection")
+    except RankScopeError as error:
+        st.error(str(error))
+        st.stop()
+    frames, notes = [], []
+    bar = st.progress(0.0, text="Starting …")
+    jobs = [(r, c) for r in rankers for c in collections]
+    for number, (name, collection_source) in enumerate(jobs, start=1):
+        ranker = ui.ranker_or_error(name)
+        collection = ui.collection_or_error(collection_source)
+        if ranker is None or collection is None:
+            continue
+        label = f"{name} × {collection.name} ({number}/{len(jobs)})"
+
+        def show(stage, done, total, label=label):
+            what = "extracting batch" if stage == "extract" else "probing layer"
+            bar.progress(done / total, text=f"{label}: {what} {done} of {total}")
+
+        try:
+            result = probe_ranker(ranker, collection, store, config, limit_queries=int(limit),
+                                  progress=show)
+        except RankScopeError as error:
+            st.error(f"{label}: {error}")
+            continue
+        frames.append(result.frame)
+        notes += [f"{name} × {collection.name}: {n}" for n in result.notes]
+    bar.progress(1.0, text="Done")
+    if frames:
+        st.session_state["probe_frame"] = pd.concat(frames, ignore_index=True)
+        st.session_state["probe_notes"] = notes
+        st.session_state["probe_groups"] = combos
+
+frame = st.session_state.get("probe_frame")
+if frame is None or frame.empty:
+    st.info("Choose rankers, collections and features, then **Run probes**. The first run "
+            "extracts activations (cached in the store); asking again is served from the store.")
+    st.stop()
+for note in st.session_state.get("probe_notes", []):
+    st.caption(f"ℹ️ {note}")
+
+summary = positives_negatives(frame)
+estimator = st.radio("Show probe", sorted(frame.estimator.unique()), horizontal=True)
+shown = frame[frame.estimator == estimator]
+summary = summary[summary.estimator == estimator]
+tabs = st.tabs(["R² per layer", "Model comparison", "ID vs OOD", "Feature groups",
+                "Neurons", "Table"])
+group_names = list(st.session_state.get("probe_groups", ()))
+
+with tabs[0]:
+    pairs = shown[["ranker", "collection"]].drop_duplicates().itertuples(index=False)
+    for ranker_, collection_ in pairs:
+        part = shown[(shown.ranker == ranker_) & (shown.collection == collection_)
+                     & ~shown.feature.isin(group_names)]
+        st.markdown(f"**{ranker_}** on **{collection_}**")
+        ui.chart_with_exports(r2_curve_chart(part, f"{ranker_} · {collection_}: probe R² per "
+                                                   "layer"), part.drop(columns="neurons"),
+                              f"r2-{ranker_}-{collection_}")
+        verdicts = summary[(summary.ranker == ranker_) & (summary.collection == collection_)]
+        positive = verdicts[verdicts.max_r2 > POSITIVE_R2].feature.tolist()
+        negative = verdicts[verdicts.max_r2 < NEGATIVE_R2].feature.tolist()
+        st.markdown(f"**Encoded** (max R² > {POSITIVE_R2}): {', '.join(positive) or '—'}  \n"
+                    f"**Absent** (max R² < {NEGATIVE_R2}): {', '.join(negative) or '—'}")
+
+with tabs[1]:
+    chosen = st.selectbox("Collection", sorted(summary.collection.unique()), key="cmp_coll")
+    part = summary[(summary.collection == chosen) & ~summary.feature.isin(group_names)]
+    if part.ranker.nunique() < 2:
+        st.caption("Probe two or more rankers to compare them; one ranker is shown.")
+    ui.chart_with_exports(radar_chart(part), part, f"radar-{chosen}")
+    ui.chart_with_exports(comparison_heatmap(part), part, f"heatmap-{chosen}")
+
+with tabs[2]:
+    if shown.collection.nunique() < 2:
+        st.caption("Probe the same ranker on two collections (e.g. demo and cranfield) to "
+                   "compare in- and out-of-distribution R² at the last layer.")
+    else:
+        chosen = st.selectbox("Ranker", sorted(shown.ranker.unique()), key="ood_ranker")
+        part = shown[(shown.ranker == chosen) & ~shown.feature.isin(group_names)]
+        part = part[part.layer == part.layer.max()]
+        ui.chart_with_exports(id_ood_chart(part), part.drop(columns="neurons"), f"ood-{chosen}")
+
+with tabs[3]:
+    if not group_names:
+        st.caption("Add feature combinations above to probe them next to BM25.")
+    for (ranker_, collection_), part in shown[shown.feature.isin(group_names + ["bm25"])].groupby(
+            ["ranker", "collection"]):
+        ui.chart_with_exports(r2_curve_chart(part, f"{ranker_} · {collection_}: feature groups "
+                                                   "vs BM25"), part.drop(columns="neurons"),
+                              f"groups-{ranker_}-{collection_}")
+
+with tabs[4]:
+    runs = [f"{r} · {c}" for r, c in shown[["ranker", "collection"]].drop_duplicates()
+            .itertuples(index=False)]
+    chosen = st.selectbox("Ranker · collection", runs, key="neuron_run")
+    ranker_, collection_ = chosen.split(" · ", 1)
+    histogram = neuron_histogram(shown[(shown.ranker == ranker_)
+                                       & (shown.collection == collection_)
+                                       & ~shown.feature.isin(group_names)])
+    if histogram.probes.sum() == 0:
+        st.caption("Neuron counts are read from Lasso probes.")
+    else:
+        ui.chart_with_exports(neuron_count_chart(histogram), histogram, "neuron-counts")
+
+with tabs[5]:
+    st.dataframe(shown.drop(columns="neurons"), hide_index=True, width="stretch")
+    st.download_button("Download the table (CSV)", shown.to_csv(index=False), "probes.csv",
+                       "text/csv", on_click="ignore")

@@ -1,0 +1,154 @@
+"""Probes on planted signals, against scikit-learn, and through the store (cache, resume)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from core.errors import InputError
+from core.probing import (ProbeConfig, balanced_indices, build_design, fit_lasso, fit_ridge,
+                          make_plan, neuron_histogram, positives_negatives, probe_layer,
+                          run_probe)
+from core.store import Store
+
+N_PAIRS, D = 1200, 48
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """Layer 0: noise. Layer 1: neuron 7 equals feature ``signal``. Features spread widely."""
+    rng = np.random.default_rng(0)
+    features = pd.DataFrame({"signal": rng.gamma(2.0, 2.0, N_PAIRS),
+                             "other": rng.normal(size=N_PAIRS)})
+    layer0 = rng.normal(size=(N_PAIRS, D)).astype(np.float32)
+    layer1 = rng.normal(size=(N_PAIRS, D)).astype(np.float32)
+    layer1[:, 7] = features.signal
+    return features, [layer0, layer1]
+
+
+def test_planted_neuron_gives_r2_near_one_and_noise_gives_zero(planted):
+    features, layers = planted
+    config = ProbeConfig(groups=("signal", "other"), estimators=("lasso", "ridge"))
+    plan = make_plan(features, config)
+    noise = probe_layer(layers[0], plan, config).set_index(["feature", "estimator"])
+    signal = probe_layer(layers[1], plan, config).set_index(["feature", "estimator"])
+    assert signal.loc[("signal", "lasso"), "r2_mean"] > 0.99
+    assert signal.loc[("signal", "ridge"), "r2_mean"] > 0.99
+    assert abs(noise.loc[("signal", "lasso"), "r2_mean"]) < 0.05
+    assert signal.loc[("signal", "lasso"), "n_nonzero"] == 1  # only the planted neuron
+    assert json.loads(signal.loc[("signal", "lasso"), "neurons"])[0][0] == 7
+    assert abs(signal.loc[("other", "lasso"), "r2_mean"]) < 0.05
+
+
+@pytest.fixture(scope="module")
+def correlated_design():
+    rng = np.random.default_rng(1)
+    latent = rng.normal(size=(900, 6))
+    acts = latent @ rng.normal(size=(6, 40)) + 0.4 * rng.normal(size=(900, 40))
+    targets = pd.DataFrame({f"t{i}": latent[:, i] + 0.3 * latent[:, (i + 1) % 6] ** 2
+                            + 0.5 * rng.normal(size=900) for i in range(4)})
+    config = ProbeConfig(groups=tuple(targets.columns))
+    plan = make_plan(targets, config)
+    return build_design(acts, plan, 5, dtype=torch.float64), plan
+
+
+@pytest.mark.parametrize("estimator", ["lasso", "ridge"])
+def test_batched_probes_match_scikit_learn(correlated_design, estimator):
+    from sklearn.linear_model import Lasso, Ridge
+    from sklearn.metrics import r2_score
+
+    design, plan = correlated_design
+    if estimator == "lasso":
+        coef, intercept = fit_lasso(design.X, design.y, design.train, 0.1, tol=1e-4)
+    else:
+        coef, intercept = fit_ridge(design.X, design.y, design.train, 1.0)
+    X, y = design.X.numpy(), design.y.numpy()
+    for f in range(len(plan.names)):
+        test = design.test[f].numpy()
+        for k in range(5):
+            train = design.train[f, k].numpy()
+            reference = (Lasso(alpha=0.1, tol=1e-8, max_iter=100_000) if estimator == "lasso"
+                         else Ridge(alpha=1.0)).fit(X[f][train], y[f][train])
+            ours = X[f][test] @ coef[f, k].numpy() + float(intercept[f, k])
+            assert abs(r2_score(y[f][test], ours)
+                       - r2_score(y[f][test], reference.predict(X[f][test]))) < 1e-4
+            np.testing.assert_allclose(coef[f, k].numpy(), reference.coef_, atol=2e-3)
+            if estimator == "lasso":
+                assert set(np.flatnonzero(coef[f, k].numpy())) == set(np.flatnonzero(reference.coef_))
+
+
+def test_balanced_sets_have_equal_bins_and_merge_rare_values():
+    rng = np.random.default_rng(0)
+    values = rng.exponential(size=5000)
+    rows = balanced_indices(values, bins=10, min_bin=20, max_size=None, rng=rng)
+    edges = np.quantile(values, np.linspace(0, 1, 11))
+    counts = np.bincount(np.clip(np.searchsorted(edges, values[rows], side="right") - 1, 0, 9))
+    assert len(set(counts)) == 1 and counts[0] == 500
+    # a discrete feature with one rare value: the rare value is merged, not the set shrunk to it
+    discrete = np.r_[np.zeros(5), np.ones(600), np.full(600, 2.0)]
+    rows = balanced_indices(discrete, bins=10, min_bin=20, max_size=None, rng=rng)
+    assert len(rows) >= 1000
+    assert len(balanced_indices(np.ones(100), 10, 20, None, rng)) == 0  # constant: nothing
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"folds": 0}, "at least 2 folds"), ({"lasso_alpha": -0.1}, "positive"),
+    ({"split": (0.5, 0.5, 0.5)}, "summing to 1"), ({"features": ("bm42",)}, "unknown feature"),
+    ({"poolings": ("last",)}, "mean and/or max"), ({"features": (), "groups": ()}, "at least one"),
+])
+def test_impossible_configs_are_refused(changes, message):
+    settings = {"features": ("bm25",), **changes}
+    with pytest.raises(InputError, match=message):
+        ProbeConfig(**settings).validate()
+
+
+def _store_with_run(path, layers):
+    store = Store(path)
+    pairs = pd.DataFrame({"qid": ["q"] * N_PAIRS, "docno": [f"d{i}" for i in range(N_PAIRS)],
+                          "relevance": 0, "bm25_rank": np.arange(N_PAIRS) + 1})
+    store.begin_run("run", kind="activations", ranker="toy", ranker_key="t", collection="c",
+                    collection_key="c", config={}, pairs=pairs, n_batches=1)
+    blocks = {("resid", i, "mean"): (f"layers.{i}", acts) for i, acts in enumerate(layers)}
+    store.write_batch("run", 0, 0, np.zeros(N_PAIRS, np.float32), blocks, 0.0)
+    store.finish_run("run")
+    return store
+
+
+def test_sweep_is_cached_and_an_interrupted_sweep_resumes_identically(tmp_path, planted):
+    features, layers = planted
+    config = ProbeConfig(groups=("signal", "other"))
+    full = _store_with_run(tmp_path / "a.duckdb", layers)
+    first = run_probe(full, "toy", "c", "run", features, "fk", 2, config)
+    assert first.computed_now == 2 and not first.stopped
+    again = run_probe(full, "toy", "c", "run", features, "fk", 2, config)
+    assert again.computed_now == 0  # served from the store
+    pd.testing.assert_frame_equal(first.frame, again.frame)
+    assert first.frame.layer.tolist().count(2) == 2 and set(first.frame.layer) == {1, 2}
+
+    partial = _store_with_run(tmp_path / "b.duckdb", layers)
+    calls = iter([False, True])
+    stopped = run_probe(partial, "toy", "c", "run", features, "fk", 2, config,
+                        should_stop=lambda: next(calls))
+    assert stopped.stopped and stopped.computed_now == 1 and set(stopped.frame.layer) == {1}
+    resumed = run_probe(partial, "toy", "c", "run", features, "fk", 2, config)
+    assert resumed.computed_now == 1
+    pd.testing.assert_frame_equal(resumed.frame, first.frame)
+
+
+def test_summaries(planted):
+    features, layers = planted
+    config = ProbeConfig(groups=("signal", "other"))
+    plan = make_plan(features, config)
+    frames = []
+    for layer, acts in enumerate(layers, start=1):
+        frame = probe_layer(acts, plan, config)
+        frames.append(frame.assign(layer=layer, pooling="mean", ranker="toy", collection="c"))
+    frame = pd.concat(frames)
+    summary = positives_negatives(frame).set_index("feature")
+    assert summary.loc["signal", "verdict"].startswith("encoded")
+    assert summary.loc["signal", "best_layer"] == 2
+    assert summary.loc["other", "verdict"].startswith("absent")
+    histogram = neuron_histogram(frame)
+    assert histogram[(histogram.layer == 2) & (histogram.neurons == "1")].probes.item() == 1
