@@ -115,6 +115,12 @@ class ProbeConfig:
                              f"{self.folds} folds; use at least {10 * self.folds}")
         if not self.tol > 0:
             raise InputError(f"tol must be positive, got {self.tol}")
+        from core.features import combine
+
+        probe_frame = pd.DataFrame({name: [0.0, 1.0] for name in FEATURES})
+        for expression in self.groups:  # syntax and names, before any model loads
+            if expression not in FEATURES:
+                combine(probe_frame, expression)
 
     def targets(self) -> tuple[str, ...]:
         return tuple(self.features) + tuple(self.groups)

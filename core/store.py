@@ -333,6 +333,20 @@ class Store:
                 "probe_results GROUP BY probe_key) u USING (probe_key) ORDER BY p.created").df()
 
     # -- several files ----------------------------------------------------------------
+    @staticmethod
+    def _import_keyed(cur, alias: str, head: str, details: tuple[str, ...], key: str,
+                      finished: str) -> int:
+        """Copy finished ``head`` rows (and their ``details`` rows) this store lacks."""
+        keys = [r[0] for r in cur.execute(
+            f"SELECT {key} FROM {alias}.{head} WHERE {finished} AND {key} NOT IN "
+            f"(SELECT {key} FROM {head} WHERE {finished})").fetchall()]
+        for value in keys:
+            for table in (head, *details):
+                cur.execute(f"DELETE FROM {table} WHERE {key} = ?", [value])
+                cur.execute(f"INSERT INTO {table} SELECT * FROM {alias}.{table} WHERE {key} = ?",
+                            [value])
+        return len(keys)
+
     def import_file(self, other: str | Path) -> dict[str, int]:
         """Copy runs of another store file (e.g. written by a CLI job) that this one lacks."""
         other = Path(other)
@@ -354,8 +368,12 @@ class Store:
                         cur.execute(f"DELETE FROM {table} WHERE run_key = ?", [key])
                         cur.execute(f"INSERT INTO {table} SELECT * FROM {alias}.{table} "
                                     "WHERE run_key = ?", [key])
-                cur.execute("COMMIT")
                 counts["runs"] = len(new)
+                counts["feature sets"] = self._import_keyed(
+                    cur, alias, "feature_sets", ("features",), "features_key", "TRUE")
+                counts["probes"] = self._import_keyed(
+                    cur, alias, "probe_runs", ("probe_results",), "probe_key", "status = 'done'")
+                cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise

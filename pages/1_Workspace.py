@@ -87,7 +87,8 @@ if pending:
                 counts = store.import_file(path)
                 path.unlink(missing_ok=True)  # its runs now live in the main store
                 path.with_name(path.name + ".wal").unlink(missing_ok=True)
-                st.success(f"Imported {counts['runs']} run(s) from {path.name}")
+                st.success(f"Imported {counts['runs']} run(s) and {counts['probes']} probe "
+                           f"sweep(s) from {path.name}")
             except RankScopeError as error:
                 st.error(str(error))
 runs = store.runs()

@@ -104,3 +104,31 @@ def test_workspace_imports_results_of_a_cli_job(app_store, embedded_rankers, dem
     assert any("Imported 1 run(s)" in s.value for s in at.success)
     assert at.dataframe[-1].value.run_key.tolist() == [result.run_key]
     assert not side_path.exists()
+
+
+def test_probing_page_runs_probes_and_draws_r2_curves(app_store):
+    import json
+
+    at = page("pages/3_Probing.py").run()
+    assert not at.exception and not at.error
+    queries = next(n for n in at.number_input if n.label == "Queries")
+    queries.set_value(8)
+    at.multiselect[2].set_value(["coverage", "TF·IDF"])  # feature groups
+    at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.get("progress")
+    specs = [json.dumps(json.loads(c.proto.spec), ensure_ascii=False)
+             for c in at.get("vega_lite_chart")]
+    assert any("probe R² per layer" in s for s in specs)
+    assert any("feature groups vs BM25" in s for s in specs)
+    assert "Encoded" in " ".join(m.value for m in at.markdown)
+    table = at.dataframe[0].value
+    assert set(table.layer) == set(range(1, 7)) and "bm25" in set(table.feature)
+
+
+def test_probing_page_refuses_a_bad_feature_group(app_store):
+    at = page("pages/3_Probing.py").run()
+    at.text_area[0].set_value("bm25 ^ 0.5")
+    at.button[0].click().run()
+    assert at.error and "powers must be whole numbers" in at.error[0].value
+    assert not at.exception

@@ -150,3 +150,37 @@ def test_cli_evaluate_prints_bm25_and_ranker_measures(tmp_path):
                      "RESULT demo_minilm-cross-encoder_ndcg10",
                      "RESULT demo_minilm-cross-encoder_mrr10"}
     assert all(0 <= float(line.split("=")[1]) <= 1 for line in lines)
+
+
+def test_cli_probe_writes_the_tidy_table_and_serves_again_from_the_store(tmp_path):
+    import pandas as pd
+
+    store, out = tmp_path / "p.duckdb", tmp_path / "probe.csv"
+    args = ("probe", "--ranker", "minilm-cross-encoder", "--limit", "8", "--features", "bm25",
+            "stream_length", "covered_query_term_ratio", "embedding_cosine_minilm",
+            "--groups", "bm25 * stream_length", "--out", str(out))
+    first = run_cli(*args, store=store)
+    assert first.returncode == 0, first.stderr
+    table = pd.read_csv(out)
+    assert list(table.columns[:9]) == ["ranker", "collection", "feature", "layer", "pooling",
+                                       "estimator", "r2_mean", "r2_sd", "r2_val"]
+    assert {"mse", "n_nonzero"} <= set(table.columns)
+    assert sorted(table.layer.unique()) == [1, 2, 3, 4, 5, 6]
+    assert set(table.feature) == {"bm25", "stream_length", "covered_query_term_ratio",
+                                  "embedding_cosine_minilm", "bm25 * stream_length"}
+    assert table.r2_mean.between(-1, 1).all() and (table.set_size >= 25).all()
+    assert "(6 of 6 layer × pooling units computed now)" in first.stdout
+    second = run_cli(*args, store=store)
+    assert "(0 of 6 layer × pooling units computed now)" in second.stdout
+
+
+@pytest.mark.parametrize("extra,message", [
+    (("--features", "bm42"), "unknown feature"), (("--folds", "1"), "at least 2 folds"),
+    (("--alpha", "-1"), "must be positive"), (("--groups", "bm25 ^ 0.5"), "powers"),
+])
+def test_cli_probe_refuses_bad_settings(tmp_path, extra, message):
+    out = run_cli("probe", "--ranker", "minilm-cross-encoder", "--limit", "8",
+                  "--out", str(tmp_path / "x.csv"), *extra, store=tmp_path / "s.duckdb")
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "x.csv").exists()

@@ -18,28 +18,29 @@ N_PAIRS, D = 1200, 48
 
 @pytest.fixture(scope="module")
 def planted():
-    """Layer 0: noise. Layer 1: neuron 7 equals feature ``signal``. Features spread widely."""
+    """Layer 0: noise. Layer 1: neuron 7 equals the feature ``bm25`` (the planted signal);
+    ``stream_length`` is in no neuron. Both spread widely."""
     rng = np.random.default_rng(0)
-    features = pd.DataFrame({"signal": rng.gamma(2.0, 2.0, N_PAIRS),
-                             "other": rng.normal(size=N_PAIRS)})
+    features = pd.DataFrame({"bm25": rng.gamma(2.0, 2.0, N_PAIRS),
+                             "stream_length": rng.normal(size=N_PAIRS)})
     layer0 = rng.normal(size=(N_PAIRS, D)).astype(np.float32)
     layer1 = rng.normal(size=(N_PAIRS, D)).astype(np.float32)
-    layer1[:, 7] = features.signal
+    layer1[:, 7] = features.bm25
     return features, [layer0, layer1]
 
 
 def test_planted_neuron_gives_r2_near_one_and_noise_gives_zero(planted):
     features, layers = planted
-    config = ProbeConfig(groups=("signal", "other"), estimators=("lasso", "ridge"))
+    config = ProbeConfig(features=("bm25", "stream_length"), estimators=("lasso", "ridge"))
     plan = make_plan(features, config)
     noise = probe_layer(layers[0], plan, config).set_index(["feature", "estimator"])
     signal = probe_layer(layers[1], plan, config).set_index(["feature", "estimator"])
-    assert signal.loc[("signal", "lasso"), "r2_mean"] > 0.99
-    assert signal.loc[("signal", "ridge"), "r2_mean"] > 0.99
-    assert abs(noise.loc[("signal", "lasso"), "r2_mean"]) < 0.05
-    assert signal.loc[("signal", "lasso"), "n_nonzero"] == 1  # only the planted neuron
-    assert json.loads(signal.loc[("signal", "lasso"), "neurons"])[0][0] == 7
-    assert abs(signal.loc[("other", "lasso"), "r2_mean"]) < 0.05
+    assert signal.loc[("bm25", "lasso"), "r2_mean"] > 0.99
+    assert signal.loc[("bm25", "ridge"), "r2_mean"] > 0.99
+    assert abs(noise.loc[("bm25", "lasso"), "r2_mean"]) < 0.05
+    assert signal.loc[("bm25", "lasso"), "n_nonzero"] == 1  # only the planted neuron
+    assert json.loads(signal.loc[("bm25", "lasso"), "neurons"])[0][0] == 7
+    assert abs(signal.loc[("stream_length", "lasso"), "r2_mean"]) < 0.05
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +119,7 @@ def _store_with_run(path, layers):
 
 def test_sweep_is_cached_and_an_interrupted_sweep_resumes_identically(tmp_path, planted):
     features, layers = planted
-    config = ProbeConfig(groups=("signal", "other"))
+    config = ProbeConfig(features=("bm25", "stream_length"))
     full = _store_with_run(tmp_path / "a.duckdb", layers)
     first = run_probe(full, "toy", "c", "run", features, "fk", 2, config)
     assert first.computed_now == 2 and not first.stopped
@@ -139,7 +140,7 @@ def test_sweep_is_cached_and_an_interrupted_sweep_resumes_identically(tmp_path, 
 
 def test_summaries(planted):
     features, layers = planted
-    config = ProbeConfig(groups=("signal", "other"))
+    config = ProbeConfig(features=("bm25", "stream_length"))
     plan = make_plan(features, config)
     frames = []
     for layer, acts in enumerate(layers, start=1):
@@ -147,8 +148,22 @@ def test_summaries(planted):
         frames.append(frame.assign(layer=layer, pooling="mean", ranker="toy", collection="c"))
     frame = pd.concat(frames)
     summary = positives_negatives(frame).set_index("feature")
-    assert summary.loc["signal", "verdict"].startswith("encoded")
-    assert summary.loc["signal", "best_layer"] == 2
-    assert summary.loc["other", "verdict"].startswith("absent")
+    assert summary.loc["bm25", "verdict"].startswith("encoded")
+    assert summary.loc["bm25", "best_layer"] == 2
+    assert summary.loc["stream_length", "verdict"].startswith("absent")
     histogram = neuron_histogram(frame)
     assert histogram[(histogram.layer == 2) & (histogram.neurons == "1")].probes.item() == 1
+
+
+def test_probe_results_of_a_cli_side_file_are_imported(tmp_path, planted):
+    features, layers = planted
+    config = ProbeConfig(features=("bm25",))
+    side = _store_with_run(tmp_path / "side.duckdb", layers)
+    written = run_probe(side, "toy", "c", "run", features, "fk", 2, config)
+    side.close()
+    app = Store(tmp_path / "app.duckdb")
+    counts = app.import_file(tmp_path / "side.duckdb")
+    assert counts["runs"] == 1 and counts["probes"] == 1
+    imported = app.probe_results(written.key)
+    pd.testing.assert_frame_equal(imported, written.frame[imported.columns])
+    assert app.import_file(tmp_path / "side.duckdb")["probes"] == 0  # nothing twice
