@@ -31,7 +31,8 @@ def r2_curve_chart(frame: pd.DataFrame, title: str | None = None) -> alt.Chart:
     data = frame.assign(low=frame.r2_mean - frame.r2_sd, high=frame.r2_mean + frame.r2_sd)
     base = alt.Chart(data).encode(
         x=alt.X("layer:Q", title="layer (state after block ℓ)", axis=alt.Axis(tickMinStep=1)),
-        color=alt.Color("feature:N", legend=alt.Legend(columns=2, symbolLimit=40)))
+        color=alt.Color("feature:N", legend=alt.Legend(columns=2, symbolLimit=40,
+                                                       symbolOpacity=1)))
     lines = base.mark_line(point=True).encode(
         y=alt.Y("r2_mean:Q", title="test R² (mean over 5 fold models)",
                 scale=alt.Scale(domain=[min(0.0, float(data.r2_mean.min())), 1])),
@@ -72,9 +73,16 @@ def radar_chart(summary: pd.DataFrame) -> alt.Chart:
         width=460, height=460, title="Max probe R² per feature (rings at 0.25, 0.5, 0.75, 1)")
 
 
-def comparison_heatmap(summary: pd.DataFrame) -> alt.Chart:
-    """Model × feature heatmap of max R², features sorted by their mean over models."""
-    order = summary.groupby("feature").max_r2.mean().sort_values(ascending=False).index.tolist()
+def comparison_heatmap(summary: pd.DataFrame, sort_by: str = "mean") -> alt.Chart:
+    """Model × feature heatmap of max R². Features sorted by ``sort_by``: ``mean`` over models,
+    ``name``, or a ranker's name (that ranker's R², highest first)."""
+    if sort_by == "name":
+        order = sorted(summary.feature.unique())
+    elif sort_by in set(summary.ranker):
+        order = (summary[summary.ranker == sort_by].sort_values("max_r2", ascending=False)
+                 .feature.tolist())
+    else:
+        order = summary.groupby("feature").max_r2.mean().sort_values(ascending=False).index.tolist()
     base = alt.Chart(summary).encode(
         x=alt.X("feature:N", sort=order, title=None, axis=alt.Axis(labelAngle=-50)),
         y=alt.Y("ranker:N", title=None))
@@ -86,7 +94,7 @@ def comparison_heatmap(summary: pd.DataFrame) -> alt.Chart:
         text=alt.Text("max_r2:Q", format=".2f"),
         color=alt.condition("datum.max_r2 > 0.6", alt.value("black"), alt.value("white")))
     return (cells + text).properties(height=40 + 28 * summary.ranker.nunique(),
-                                     title="Max R² per model and feature (sorted by mean)")
+                                     title=f"Max R² per model and feature (sorted by {sort_by})")
 
 
 def id_ood_chart(frame: pd.DataFrame) -> alt.Chart:

@@ -127,7 +127,10 @@ with tabs[1]:
     if part.ranker.nunique() < 2:
         st.caption("Probe two or more rankers to compare them; one ranker is shown.")
     ui.chart_with_exports(radar_chart(part), part, f"radar-{chosen}")
-    ui.chart_with_exports(comparison_heatmap(part), part, f"heatmap-{chosen}")
+    sort_by = st.selectbox("Sort features by", ["mean", "name", *sorted(part.ranker.unique())],
+                           format_func=lambda o: {"mean": "mean R² over models",
+                                                  "name": "name"}.get(o, f"R² of {o}"))
+    ui.chart_with_exports(comparison_heatmap(part, sort_by), part, f"heatmap-{chosen}")
 
 with tabs[2]:
     if shown.collection.nunique() < 2:
@@ -136,8 +139,15 @@ with tabs[2]:
     else:
         chosen = st.selectbox("Ranker", sorted(shown.ranker.unique()), key="ood_ranker")
         part = shown[(shown.ranker == chosen) & ~shown.feature.isin(group_names)]
-        part = part[part.layer == part.layer.max()]
-        ui.chart_with_exports(id_ood_chart(part), part.drop(columns="neurons"), f"ood-{chosen}")
+        last = part[part.layer == part.layer.max()]
+        ui.chart_with_exports(id_ood_chart(last), last.drop(columns="neurons"), f"ood-{chosen}")
+        st.markdown("**Every layer**: R² per collection and the gap to the first one")
+        layers = part.pivot_table(index=["feature", "layer"], columns="collection",
+                                  values="r2_mean").reset_index()
+        names = sorted(part.collection.unique())
+        for other in names[1:]:
+            layers[f"{other} − {names[0]}"] = layers[other] - layers[names[0]]
+        st.dataframe(layers, hide_index=True, width="stretch")
 
 with tabs[3]:
     if not group_names:
