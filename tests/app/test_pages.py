@@ -132,3 +132,16 @@ def test_probing_page_refuses_a_bad_feature_group(app_store):
     at.button[0].click().run()
     assert at.error and "powers must be whole numbers" in at.error[0].value
     assert not at.exception
+
+
+def test_probing_page_stop_keeps_finished_work(app_store):
+    at = page("pages/3_Probing.py").run()
+    next(n for n in at.number_input if n.label == "Queries").set_value(8)
+    at.multiselect[2].set_value(["coverage"])
+    at.button[0].click().run()
+    stop = next(b for b in at.button if b.label == "Stop")
+    # in a browser the click interrupts the running sweep; its rerun still has the flag set
+    at.session_state["probing"] = True
+    stop.click().run()
+    assert at.warning and "Run probes" in at.warning[0].value
+    assert not at.exception
