@@ -289,8 +289,8 @@ def fit_lasso(X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, alpha: float
         residual = y_centred - fitted * weights
         return torch.bmm(residual, X) / count[..., None]
 
-    for _ in range(max_outer):
-        g = gradient(W)
+    for outer in range(max_outer):
+        g = linear_all if outer == 0 else gradient(W)  # at W = 0 the gradient is X_cᵀ y_c / n
         active = W != 0
         violation = torch.where(active, (g - alpha * torch.sign(W)).abs(),
                                 (g.abs() - alpha).clamp(min=0))
@@ -325,7 +325,8 @@ def _active_set_lasso(gram: torch.Tensor, linear: torch.Tensor, start: torch.Ten
     """
     eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
     jitter = 1e-6 * eye
-    lipschitz = torch.linalg.eigvalsh(gram.double()).amax(-1).to(gram.dtype).clamp(min=1e-12)
+    # Gershgorin bound on the largest eigenvalue: a valid (safe) step for the fallback
+    lipschitz = gram.abs().sum(-1).amax(-1).clamp(min=1e-12)
 
     def objective(x):
         quad = 0.5 * (x * torch.matmul(gram, x.unsqueeze(-1)).squeeze(-1)).sum(-1)
