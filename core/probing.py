@@ -9,8 +9,8 @@ Context:
 
 Method (per feature, shared by every layer):
     1. Balanced set: equal counts from each quantile bin of the feature (bins holding fewer
-       than ``min_bin`` pairs are merged into a neighbour first, so a rare value cannot shrink
-       the whole set), at most ``max_set_size`` pairs.
+       than max(``min_bin``, ``min_bin_share`` of the pairs) are merged into a neighbour first,
+       so a rare value cannot shrink the whole set), at most ``max_set_size`` pairs.
     2. Shuffle (seeded) and split 60/20/20 into train / validation / test; the train part is
        cut into 5 folds. Fold model k is fitted on the train part without fold k; its R² and
        MSE are measured on the test part, so "R² mean ± sd" is over the 5 fold models.
@@ -67,7 +67,9 @@ class ProbeConfig:
         split: train / validation / test shares, 60/20/20 as the study.
         folds: 5-fold CV on the training part, as the study.
         bins: quantile bins used to balance each probing set.
-        min_bin: bins with fewer pairs are merged into a neighbour.
+        min_bin, min_bin_share: bins with fewer than max(min_bin, min_bin_share × pairs) pairs
+            are merged into a neighbour (2 %: a value held by 31 of 7,200 pairs would otherwise
+            cut every bin, and the set, to 31 pairs each).
         max_set_size: cap on each balanced set (None = no cap).
         seed: sampling and splitting seed.
         tol: KKT tolerance of the Lasso solver, relative to α.
@@ -83,6 +85,7 @@ class ProbeConfig:
     folds: int = 5
     bins: int = 10
     min_bin: int = 20
+    min_bin_share: float = 0.02
     max_set_size: int | None = 4000
     seed: int = 0
     tol: float = 1e-3
@@ -108,7 +111,7 @@ class ProbeConfig:
         if len(self.split) != 3 or min(self.split) <= 0 or abs(sum(self.split) - 1) > 1e-6:
             raise InputError(f"split must be three positive shares summing to 1, got "
                              f"{list(self.split)}")
-        if self.bins < 1 or self.min_bin < 1:
+        if self.bins < 1 or self.min_bin < 1 or not 0 <= self.min_bin_share < 0.5:
             raise InputError(f"bins and min_bin must be at least 1 ({self.bins}, {self.min_bin})")
         if self.max_set_size is not None and self.max_set_size < 10 * self.folds:
             raise InputError(f"max_set_size {self.max_set_size} is too small for "
@@ -181,7 +184,8 @@ def make_plan(targets: pd.DataFrame, config: ProbeConfig) -> ProbePlan:
     for column in targets.columns:
         rng = np.random.default_rng([config.seed, _stable_hash(column)])
         values = targets[column].to_numpy(dtype=np.float64)
-        rows = balanced_indices(values, config.bins, config.min_bin, config.max_set_size, rng)
+        min_bin = max(config.min_bin, int(config.min_bin_share * np.isfinite(values).sum()))
+        rows = balanced_indices(values, config.bins, min_bin, config.max_set_size, rng)
         if len(rows) < minimum:
             plan.skipped[column] = (f"only {len(rows)} pairs after balancing (constant or too "
                                     f"rare a feature); need at least {minimum}")
