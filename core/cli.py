@@ -154,7 +154,7 @@ def cmd_probe(args) -> int:
     config = ProbeConfig(features=tuple(args.features or FEATURES), groups=tuple(args.groups),
                          poolings=tuple(args.pooling), estimators=tuple(args.estimator),
                          lasso_alpha=args.alpha, folds=args.folds, seed=args.seed,
-                         max_set_size=args.max_set_size)
+                         max_set_size=args.max_set_size, solver=args.solver)
     config.validate()  # before the model loads: bad settings fail at once
     ranker, collection = _load(args)
     store = _open_store(args)
@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--folds", type=int, default=5)
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--max-set-size", type=int, default=4000)
+    probe.add_argument("--solver", default="auto", choices=["auto", "batched", "sklearn"],
+                       help="Lasso solver: batched torch (default on CUDA) or scikit-learn "
+                            "per feature and fold (default on the CPU, faster there)")
     probe.add_argument("--out", required=True, help="CSV file for the tidy result table")
     score = sub.add_parser("score", help="score one query-document pair")
     common(score, collection=False)

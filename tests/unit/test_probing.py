@@ -98,6 +98,7 @@ def test_balanced_sets_have_equal_bins_and_merge_rare_values():
     ({"folds": 0}, "at least 2 folds"), ({"lasso_alpha": -0.1}, "positive"),
     ({"split": (0.5, 0.5, 0.5)}, "summing to 1"), ({"features": ("bm42",)}, "unknown feature"),
     ({"poolings": ("last",)}, "mean and/or max"), ({"features": (), "groups": ()}, "at least one"),
+    ({"solver": "magic"}, "solver must be"),
 ])
 def test_impossible_configs_are_refused(changes, message):
     settings = {"features": ("bm25",), **changes}
@@ -167,3 +168,15 @@ def test_probe_results_of_a_cli_side_file_are_imported(tmp_path, planted):
     imported = app.probe_results(written.key)
     pd.testing.assert_frame_equal(imported, written.frame[imported.columns])
     assert app.import_file(tmp_path / "side.duckdb")["probes"] == 0  # nothing twice
+
+
+def test_batched_and_sklearn_solvers_give_the_same_probes(planted):
+    features, layers = planted
+    mixed = layers[1] + 0.5 * layers[0]  # the planted neuron among correlated noise
+    results = {}
+    for solver in ("batched", "sklearn"):
+        config = ProbeConfig(features=("bm25", "stream_length"), solver=solver)
+        plan = make_plan(features, config)
+        results[solver] = probe_layer(mixed, plan, config).set_index("feature")
+    np.testing.assert_allclose(results["batched"].r2_mean, results["sklearn"].r2_mean, atol=1e-3)
+    assert (results["batched"].n_nonzero - results["sklearn"].n_nonzero).abs().max() <= 1
