@@ -77,10 +77,10 @@ class ProbeConfig:
         solver: Lasso solver. ``batched``: every feature × fold at once in torch (working
             sets; fast on a GPU); ``sklearn``: scikit-learn's coordinate descent per feature and
             fold (faster on a CPU: ``bench/probe_sweep.py`` measured the batched solver at
-            1.2× scikit-learn on MiniLM and several times slower in SmolLM2's middle layers,
-            whose probes use many neurons); ``auto``: batched on CUDA, sklearn on the CPU.
-            Both reach the same optimum (test R² within 2e-4 in the bench). Ridge is always
-            batched (one Cholesky solve per problem, faster than scikit-learn's loop).
+            1.16× scikit-learn on MiniLM, R² within 1.3e-4, but 0.20× on SmolLM2, whose middle
+            layers need 100+ neurons per probe, where it also stops at its iteration caps, R²
+            within 0.025); ``auto``: batched on CUDA, sklearn on the CPU. Ridge is always
+            batched (one Cholesky solve per problem, 2.6–4× scikit-learn's loop).
     """
 
     features: tuple[str, ...] = ()
