@@ -149,8 +149,8 @@ def cmd_probe(args) -> int:
     from core.probing import ProbeConfig, positives_negatives, probe_ranker
 
     out = Path(args.out)
-    if not out.parent.is_dir():
-        raise InputError(f"--out {out}: folder {out.parent} does not exist")
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'probe.csv'}")
     config = ProbeConfig(features=tuple(args.features or FEATURES), groups=tuple(args.groups),
                          poolings=tuple(args.pooling), estimators=tuple(args.estimator),
                          lasso_alpha=args.alpha, folds=args.folds, seed=args.seed,
@@ -172,6 +172,7 @@ def cmd_probe(args) -> int:
         print(f"note: {note}", file=sys.stderr)
     columns = ["ranker", "collection", "feature", "layer", "pooling", "estimator", "r2_mean",
                "r2_sd", "r2_val", "mse", "n_nonzero", "set_size"]
+    out.parent.mkdir(parents=True, exist_ok=True)
     result.frame[columns].to_csv(out, index=False)
     summary = positives_negatives(result.frame)
     encoded = summary[summary.max_r2 > 0.85].feature.unique().tolist()
