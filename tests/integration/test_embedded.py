@@ -168,7 +168,10 @@ def test_cli_probe_writes_the_tidy_table_and_serves_again_from_the_store(tmp_pat
     assert sorted(table.layer.unique()) == [1, 2, 3, 4, 5, 6]
     assert set(table.feature) == {"bm25", "stream_length", "covered_query_term_ratio",
                                   "embedding_cosine_minilm", "bm25 * stream_length"}
-    assert table.r2_mean.between(-1, 1).all() and (table.set_size >= 25).all()
+    # R² is at most 1 and may be far below 0 on small, heavy-tailed sets (test part: 20 pairs)
+    assert np.isfinite(table.r2_mean).all() and (table.r2_mean <= 1).all()
+    assert (table.set_size >= 25).all()
+    assert table[table.feature == "stream_length"].r2_mean.max() > 0.5  # MiniLM: block 1
     assert "(6 of 6 layer × pooling units computed now)" in first.stdout
     second = run_cli(*args, store=store)
     assert "(0 of 6 layer × pooling units computed now)" in second.stdout
