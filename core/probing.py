@@ -403,18 +403,6 @@ def _active_set_lasso(gram: torch.Tensor, linear: torch.Tensor, start: torch.Ten
     return v
 
 
-def _polish(gram: torch.Tensor, linear: torch.Tensor, v: torch.Tensor, alpha: float) -> torch.Tensor:
-    active = v != 0
-    pair = active[..., :, None] & active[..., None, :]
-    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-    system = torch.where(pair, gram, torch.zeros_like(gram)) + eye * (~active)[..., None, :]
-    rhs = torch.where(active, linear - alpha * torch.sign(v), torch.zeros_like(v))
-    exact, info = torch.linalg.solve_ex(system, rhs.unsqueeze(-1))
-    exact = exact.squeeze(-1)
-    keep = (info == 0) & ((torch.sign(exact) == torch.sign(v)) | ~active).all(-1)
-    return torch.where(keep[..., None], exact, v)
-
-
 def fit_ridge(X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, alpha: float
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Solve every problem ``min_w ‖y_c − X_c w‖² + α ‖w‖²`` (scikit-learn's ``Ridge``).

@@ -9,7 +9,7 @@ from core.charts import (comparison_heatmap, id_ood_chart, neuron_count_chart, r
 from core.data import available_collections
 from core.errors import RankScopeError
 from core.features import FEATURE_GROUPS
-from core.models import EMBEDDED, PRESETS
+from core.models import PRESETS
 from core.probing import (NEGATIVE_R2, POSITIVE_R2, ProbeConfig, neuron_histogram,
                           positives_negatives, probe_ranker)
 
