@@ -633,7 +633,8 @@ def probe_ranker(ranker, collection, store, config: ProbeConfig, *,
                        ranker.n_layers, config,
                        progress=None if progress is None else lambda d, t: progress("probe", d, t),
                        should_stop=should_stop, device=device)
-    probed.notes = feature_notes + probed.notes
+    left_out = [n.split(" ", 1)[0] for n in feature_notes]
+    probed.notes = feature_notes + [n for n in probed.notes if n.split(" ", 1)[0] not in left_out]
     probed.seconds = time.perf_counter() - started
     return probed
 

@@ -70,7 +70,8 @@ if submitted:
         st.stop()
     frames, notes = [], []
     st.session_state["probing"] = True
-    st.button("Stop", help="Stops the sweep; finished batches and layers are kept.")
+    stop_slot = st.empty()
+    stop_slot.button("Stop", help="Stops the sweep; finished batches and layers are kept.")
     bar = st.progress(0.0, text="Starting …")
     jobs = [(r, c) for r in rankers for c in collections]
     for number, (name, collection_source) in enumerate(jobs, start=1):
@@ -93,6 +94,7 @@ if submitted:
         frames.append(result.frame)
         notes += [f"{name} × {collection.name}: {n}" for n in result.notes]
     bar.progress(1.0, text="Done")
+    stop_slot.empty()
     st.session_state["probing"] = False
     if frames:
         st.session_state["probe_frame"] = pd.concat(frames, ignore_index=True)
@@ -104,8 +106,11 @@ if frame is None or frame.empty:
     st.info("Choose rankers, collections and features, then **Run probes**. The first run "
             "extracts activations (cached in the store); asking again is served from the store.")
     st.stop()
-for note in st.session_state.get("probe_notes", []):
-    st.caption(f"ℹ️ {note}")
+notes = list(dict.fromkeys(st.session_state.get("probe_notes", [])))
+if notes:
+    with st.expander(f"Notes ({len(notes)}): features left out and why"):
+        for note in notes:
+            st.caption(note)
 
 summary = positives_negatives(frame)
 estimator = st.radio("Show probe", sorted(frame.estimator.unique()), horizontal=True)
