@@ -129,11 +129,13 @@ def coloured_tokens(tokens: list[tuple[str, str]]) -> str:
     return f'<div style="line-height:1.9">{"".join(spans)}</div><div>{legend}</div>'
 
 
-def chart_with_exports(chart, frame, name: str) -> None:
-    """Draw an Altair chart with PNG / SVG / CSV downloads (images rendered on click, offline)."""
+def chart_with_exports(chart, frame, name: str, stretch: bool = True) -> None:
+    """Draw an Altair chart with PNG / SVG / CSV downloads (images rendered on click, offline).
+
+    ``stretch=False`` keeps the chart's own width (a radar chart must stay round)."""
     from core.charts import export_chart
 
-    st.altair_chart(chart, width="stretch")
+    st.altair_chart(chart, width="stretch" if stretch else "content")
     cols = st.columns([1, 1, 1, 6])
     cols[0].download_button("PNG", lambda: export_chart(chart, "png"), f"{name}.png",
                             "image/png", key=f"png-{name}", on_click="ignore")

@@ -70,7 +70,7 @@ def radar_chart(summary: pd.DataFrame) -> alt.Chart:
         x="x:Q", y="y:Q", color=alt.Color("ranker:N", title="ranker"), order="order:Q",
         tooltip=["ranker", "feature", alt.Tooltip("max_r2:Q", format=".3f")])
     return (grid + text + polygons).properties(
-        width=460, height=460, title="Max probe R² per feature (rings at 0.25, 0.5, 0.75, 1)")
+        width=600, height=600, title="Max probe R² per feature (rings at 0.25, 0.5, 0.75, 1)")
 
 
 def comparison_heatmap(summary: pd.DataFrame, sort_by: str = "mean") -> alt.Chart:
@@ -93,7 +93,8 @@ def comparison_heatmap(summary: pd.DataFrame, sort_by: str = "mean") -> alt.Char
     text = base.mark_text(fontSize=8).encode(
         text=alt.Text("max_r2:Q", format=".2f"),
         color=alt.condition("datum.max_r2 > 0.6", alt.value("black"), alt.value("white")))
-    return (cells + text).properties(height=40 + 28 * summary.ranker.nunique(),
+    # the height leaves room for the rotated feature names when a page stretches the chart
+    return (cells + text).properties(height=170 + 36 * summary.ranker.nunique(),
                                      title=f"Max R² per model and feature (sorted by {sort_by})")
 
 

@@ -140,7 +140,7 @@ with tabs[1]:
     part = summary[(summary.collection == chosen) & ~summary.feature.isin(group_names)]
     if part.ranker.nunique() < 2:
         st.caption("Probe two or more rankers to compare them; one ranker is shown.")
-    ui.chart_with_exports(radar_chart(part), part, f"radar-{chosen}")
+    ui.chart_with_exports(radar_chart(part), part, f"radar-{chosen}", stretch=False)
     sort_by = st.selectbox("Sort features by", ["mean", "name", *sorted(part.ranker.unique())],
                            format_func=lambda o: {"mean": "mean R² over models",
                                                   "name": "name"}.get(o, f"R² of {o}"))
