@@ -262,13 +262,20 @@ def build_design(activations: np.ndarray, plan: ProbePlan, folds: int,
 
 
 # --------------------------------------------------------------------------- solvers
-def _centering(X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor):
-    """Per problem: train count ``[F, K]``, feature means ``[F, K, d]``, target mean ``[F, K]``."""
+def _training_view(X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor):
+    """Drop rows past the last training row and centre per problem.
+
+    Returns X, y, mask (trimmed), weights ``[F, K, n]`` (mask as floats), train count
+    ``[F, K]``, feature means ``[F, K, d]`` and target means ``[F, K]`` over each problem's
+    training rows.
+    """
+    rows = int(mask.any(1).any(0).nonzero().max()) + 1
+    X, y, mask = X[:, :rows], y[:, :rows], mask[..., :rows]
     weights = mask.to(X.dtype)
     count = weights.sum(-1).clamp(min=1)
     mean_x = torch.bmm(weights, X) / count[..., None]
     mean_y = (weights * y[:, None, :]).sum(-1) / count
-    return count, mean_x, mean_y
+    return X, y, mask, weights, count, mean_x, mean_y
 
 
 def fit_lasso(X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, alpha: float,
@@ -286,12 +293,9 @@ def fit_lasso(X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, alpha: float
     Returns:
         coefficients ``[F, K, d]`` and intercepts ``[F, K]``.
     """
-    rows = int(mask.any(1).any(0).nonzero().max()) + 1  # rows past the last training row idle
-    X, y, mask = X[:, :rows], y[:, :rows], mask[..., :rows]
-    n_f, n_k, _ = mask.shape
+    X, y, mask, weights, count, mean_x, mean_y = _training_view(X, y, mask)
+    n_f, n_k, rows = mask.shape
     d = X.shape[-1]
-    weights = mask.to(X.dtype)
-    count, mean_x, mean_y = _centering(X, y, mask)
     y_centred = (y[:, None, :] - mean_y[..., None]) * weights  # [F, K, n]
     linear_all = torch.bmm(y_centred, X) / count[..., None]  # X_cᵀ y_c / n  [F, K, d]
     by_neuron = X.transpose(1, 2).reshape(n_f * d, rows)  # row f·d + j: neuron j of target f
@@ -410,12 +414,9 @@ def fit_ridge(X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, alpha: float
     Each feature's Gram over all its training rows is computed once; a fold's Gram is that
     minus the Gram of the rows it leaves out (exact, a fraction of the cost).
     """
-    rows = int(mask.any(1).any(0).nonzero().max()) + 1  # rows past the last training row idle
-    X, y, mask = X[:, :rows], y[:, :rows], mask[..., :rows]
-    n_f, n_k, _ = mask.shape
+    X, y, mask, weights, count, mean_x, mean_y = _training_view(X, y, mask)
+    n_f, n_k, rows = mask.shape
     d = X.shape[-1]
-    weights = mask.to(X.dtype)
-    count, mean_x, mean_y = _centering(X, y, mask)
     any_train = mask.any(1).to(X.dtype)  # [F, n]
     full = torch.bmm((X * any_train[..., None]).transpose(1, 2), X)  # [F, d, d]
     eye = torch.eye(d, dtype=X.dtype, device=X.device)
