@@ -136,9 +136,6 @@ class ProbeConfig:
             if expression not in FEATURES:
                 combine(probe_frame, expression)
 
-    def targets(self) -> tuple[str, ...]:
-        return tuple(self.features) + tuple(self.groups)
-
 
 # --------------------------------------------------------------------------- probing sets
 def balanced_indices(values: np.ndarray, bins: int, min_bin: int, max_size: int | None,
@@ -514,10 +511,6 @@ class ProbeResult:
     units: int
     stopped: bool
     seconds: float
-
-    @property
-    def complete(self) -> bool:
-        return not self.stopped
 
 
 def target_frame(features: pd.DataFrame, config: ProbeConfig) -> pd.DataFrame:
