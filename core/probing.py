@@ -656,3 +656,15 @@ def neuron_histogram(frame: pd.DataFrame) -> pd.DataFrame:
     bucket = pd.cut(lasso.n_nonzero, [-1, 0, 1, 3, np.inf], labels=["0", "1", "2–3", "≥4"])
     return (lasso.assign(neurons=bucket).groupby(["ranker", "layer", "neurons"], observed=False)
             .size().rename("probes").reset_index())
+
+
+def collection_gaps(frame: pd.DataFrame) -> pd.DataFrame:
+    """R² per (feature, layer) for each collection of one ranker, and each later collection's
+    gap to the first (alphabetical): the in- vs out-of-distribution comparison at every layer."""
+    table = frame.pivot_table(index=["feature", "layer"], columns="collection",
+                              values="r2_mean").reset_index()
+    table.columns.name = None
+    names = sorted(frame.collection.unique())
+    for other in names[1:]:
+        table[f"{other} − {names[0]}"] = table[other] - table[names[0]]
+    return table

@@ -10,8 +10,8 @@ from core.data import available_collections
 from core.errors import RankScopeError
 from core.features import FEATURE_GROUPS
 from core.models import PRESETS
-from core.probing import (NEGATIVE_R2, POSITIVE_R2, ProbeConfig, neuron_histogram,
-                          positives_negatives, probe_ranker)
+from core.probing import (NEGATIVE_R2, POSITIVE_R2, ProbeConfig, collection_gaps,
+                          neuron_histogram, positives_negatives, probe_ranker)
 
 ui.page_setup("Probing", "📈")
 ranker_name, source = ui.sidebar()
@@ -156,12 +156,7 @@ with tabs[2]:
         last = part[part.layer == part.layer.max()]
         ui.chart_with_exports(id_ood_chart(last), last.drop(columns="neurons"), f"ood-{chosen}")
         st.markdown("**Every layer**: R² per collection and the gap to the first one")
-        layers = part.pivot_table(index=["feature", "layer"], columns="collection",
-                                  values="r2_mean").reset_index()
-        names = sorted(part.collection.unique())
-        for other in names[1:]:
-            layers[f"{other} − {names[0]}"] = layers[other] - layers[names[0]]
-        st.dataframe(layers, hide_index=True, width="stretch")
+        st.dataframe(collection_gaps(part), hide_index=True, width="stretch")
 
 with tabs[3]:
     if not group_names:

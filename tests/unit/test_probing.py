@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from core.errors import InputError
-from core.probing import (ProbeConfig, balanced_indices, build_design, fit_lasso, fit_ridge,
-                          make_plan, neuron_histogram, positives_negatives, probe_layer,
-                          run_probe)
+from core.probing import (ProbeConfig, balanced_indices, build_design, collection_gaps,
+                          fit_lasso, fit_ridge, make_plan, neuron_histogram,
+                          positives_negatives, probe_layer, run_probe)
 from core.store import Store
 
 N_PAIRS, D = 1200, 48
@@ -180,3 +180,12 @@ def test_batched_and_sklearn_solvers_give_the_same_probes(planted):
         results[solver] = probe_layer(mixed, plan, config).set_index("feature")
     np.testing.assert_allclose(results["batched"].r2_mean, results["sklearn"].r2_mean, atol=1e-3)
     assert (results["batched"].n_nonzero - results["sklearn"].n_nonzero).abs().max() <= 1
+
+
+def test_collection_gaps_compare_every_layer():
+    frame = pd.DataFrame({"feature": ["bm25"] * 4, "layer": [1, 2, 1, 2],
+                          "collection": ["demo", "demo", "cranfield", "cranfield"],
+                          "r2_mean": [0.8, 0.9, 0.5, 0.2]})
+    table = collection_gaps(frame).set_index("layer")
+    assert list(table.columns) == ["feature", "cranfield", "demo", "demo − cranfield"]
+    np.testing.assert_allclose(table["demo − cranfield"], [0.3, 0.7])
