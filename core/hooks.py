@@ -8,8 +8,8 @@ Context:
 
 Two primitives:
     :func:`capture` stores (optionally reduced) outputs of modules;
-    :func:`intervene` replaces outputs through small setter functions — patching and ablation are
-    specialisations of it.
+    :func:`intervene` replaces outputs (and :func:`intervene_inputs` inputs) through small setter
+    functions — patching and ablation are specialisations of them.
 """
 
 from __future__ import annotations
@@ -57,6 +57,28 @@ def capture(model: torch.nn.Module, paths: list[str],
 
 
 @contextmanager
+def capture_inputs(model: torch.nn.Module, paths: list[str]) -> Iterator[dict]:
+    """Record the first input of each module in ``paths`` (e.g. a block's residual-stream input,
+    or the concatenated head outputs entering an attention output projection)."""
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(path: str):
+        def hook(module, args):
+            captured[path] = args[0].detach()
+
+        return hook
+
+    try:
+        for path in paths:
+            handles.append(model.get_submodule(path).register_forward_pre_hook(make_hook(path)))
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
 def intervene(model: torch.nn.Module,
               setters: dict[str, Callable[[torch.Tensor], torch.Tensor]]) -> Iterator[None]:
     """Replace the output of each module path with ``setter(output)`` inside the block."""
@@ -73,6 +95,28 @@ def intervene(model: torch.nn.Module,
     try:
         for path, setter in setters.items():
             handles.append(model.get_submodule(path).register_forward_hook(make_hook(setter)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def intervene_inputs(model: torch.nn.Module,
+                     setters: dict[str, Callable[[torch.Tensor], torch.Tensor]]) -> Iterator[None]:
+    """Replace the first input of each module path with ``setter(input)`` inside the block
+    (per-head patching rewrites the input of the attention output projection)."""
+    handles = []
+
+    def make_hook(setter):
+        def hook(module, args):
+            return (setter(args[0]), *args[1:])
+
+        return hook
+
+    try:
+        for path, setter in setters.items():
+            handles.append(model.get_submodule(path).register_forward_pre_hook(make_hook(setter)))
         yield
     finally:
         for handle in handles:

@@ -705,12 +705,13 @@ class Ranker:
         enc = enc.to(self.device)
         if self.kind == "llm-judge":
             body = self.model.get_submodule(self._blocks_path.rsplit(".", 1)[0])
-            hidden = body(**enc.model_inputs()).last_hidden_state
+            hidden = body(**enc.model_inputs(), use_cache=False).last_hidden_state
             last_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), enc.last]
             logits = self.model.lm_head(last_hidden).float()
             return (torch.logsumexp(logits[:, self.yes_ids], dim=-1)
                     - torch.logsumexp(logits[:, self.no_ids], dim=-1))
-        return self.model(**enc.model_inputs()).logits[:, 0].float()
+        extra = {"use_cache": False} if self.kind == "llm-ranker" else {}
+        return self.model(**enc.model_inputs(), **extra).logits[:, 0].float()
 
     def _read_out(self, hidden: torch.Tensor) -> torch.Tensor:
         """The model's own output head applied to output-position states ``[n, d] -> [n]``."""
@@ -726,6 +727,114 @@ class Ranker:
         logits = model.lm_head(normed).float()
         return (torch.logsumexp(logits[:, self.yes_ids], dim=-1)
                 - torch.logsumexp(logits[:, self.no_ids], dim=-1))
+
+    # -- internals the patching study reads and rewrites -------------------------------
+    @property
+    def is_causal(self) -> bool:
+        """Decoders: a token sees only earlier tokens (so a patch leaves earlier positions alone)."""
+        return self.kind != "cross-encoder"
+
+    @property
+    def head_dim(self) -> int:
+        return getattr(self.model.config, "head_dim", None) or self.d_model // self.n_heads
+
+    def head_input_path(self, layer: int) -> str:
+        """The module whose *input* holds the concatenated head outputs of ``layer``
+        (``[batch, pos, n_heads * head_dim]``): the attention output projection."""
+        paths = self.component_paths(layer)
+        if paths.get("attn", "").endswith("self_attn"):
+            return f"{paths['attn']}.o_proj"
+        return paths["attn"]  # BERT: attention.output.dense is the output projection itself
+
+    def attention_paths(self) -> list[str]:
+        """Per layer, the module that calls the attention function."""
+        out = []
+        for layer in range(self.n_layers):
+            block = self.block_path(layer)
+            module = self.model.get_submodule(block)
+            out.append(f"{block}.self_attn" if hasattr(module, "self_attn")
+                       else f"{block}.attention.self")
+        return out
+
+    @contextlib.contextmanager
+    def attention_access(self, state: AttentionState):
+        """Run attention through RankScope's eager function (records / edits weights, prepends
+        cached keys) inside the block; the model's own implementation is restored after."""
+        _register_attention()
+        state.layer_of = {id(self.model.get_submodule(path)): layer
+                          for layer, path in enumerate(self.attention_paths())}
+        configs = {id(m.config): m.config for m in self.model.modules()
+                   if getattr(m, "config", None) is not None and hasattr(m.config, "_attn_implementation")}
+        configs[id(self.model.config)] = self.model.config
+        before = {key: config._attn_implementation for key, config in configs.items()}
+        _ATTENTION_STATE.append(state)
+        try:
+            for config in configs.values():
+                config._attn_implementation = _ATTENTION_NAME
+            yield state
+        finally:
+            _ATTENTION_STATE.remove(state)
+            for key, config in configs.items():
+                config._attn_implementation = before[key]
+
+    def block_call(self, enc: Encoded) -> tuple[tuple, dict]:
+        """The positional and keyword arguments every block receives for ``enc`` (masks,
+        rotary embeddings…), captured from block 0 of a forward pass without running the rest."""
+        captured = {}
+
+        class _Stop(Exception):
+            pass
+
+        def grab(module, args, kwargs):
+            captured["args"], captured["kwargs"] = args[1:], kwargs  # args[0]: hidden states
+            raise _Stop
+
+        handle = self.model.get_submodule(self.block_path(0)).register_forward_pre_hook(
+            grab, with_kwargs=True)
+        try:
+            with contextlib.suppress(_Stop):
+                self.forward(enc)
+        finally:
+            handle.remove()
+        kwargs = dict(captured["kwargs"])
+        if "past_key_values" in kwargs:  # never let a key/value cache grow across calls
+            kwargs["past_key_values"] = None
+        return captured["args"], kwargs
+
+    def run_blocks(self, hidden: torch.Tensor, start: int, args: tuple, kwargs: dict) -> torch.Tensor:
+        """Blocks ``start … n_layers-1`` on residual-stream input ``hidden [batch, pos, d]``."""
+        blocks = self.model.get_submodule(self._blocks_path)
+        for layer in range(start, self.n_layers):
+            out = blocks[layer](hidden, *args, **kwargs)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+
+    def read_out(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The output head on output-position states ``[n, d] -> [n]`` (score or LD)."""
+        return self._read_out(hidden)
+
+    @torch.inference_mode()
+    def unembed(self, vectors: torch.Tensor, k: int = 10) -> list[list[tuple[str, float]]]:
+        """Top-``k`` vocabulary tokens of residual-stream vectors ``[n, d]`` read through the
+        final norm and the unembedding (the output embeddings, else the tied input ones)."""
+        model = self.model
+        matrix = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        matrix = (matrix if matrix is not None else model.get_input_embeddings()).weight
+        if self.kind != "cross-encoder":
+            body = model.get_submodule(self._blocks_path.rsplit(".", 1)[0])
+            if hasattr(body, "norm"):
+                vectors = body.norm(vectors.to(self.dtype))
+        logits = vectors.float() @ matrix.float().T
+        values, index = logits.topk(k, dim=-1)
+        return [[(self.tokenizer.decode([int(i)]), float(v)) for i, v in zip(row_i, row_v)]
+                for row_i, row_v in zip(index.tolist(), values.tolist())]
+
+    def head_output(self, layer: int, head: int, head_input: torch.Tensor) -> torch.Tensor:
+        """One head's contribution to the residual stream: its slice of the output
+        projection's input ``[n, head_dim]`` times its columns of the projection ``-> [n, d]``."""
+        projection = self.model.get_submodule(self.head_input_path(layer))
+        columns = slice(head * self.head_dim, (head + 1) * self.head_dim)
+        return head_input.to(projection.weight.dtype) @ projection.weight[:, columns].T
 
     @torch.inference_mode()
     def layer_scores(self, query: str, document: str) -> np.ndarray:
@@ -759,6 +868,72 @@ class Ranker:
             if progress:
                 progress(min(start + batch_size, len(order)), len(order))
         return out
+
+
+# --------------------------------------------------------------------------- attention access
+@dataclass
+class AttentionState:
+    """What RankScope's attention function records or changes inside one ``with`` block.
+
+    Shapes: weights ``[batch, heads, q_pos, k_pos]``; keys/values ``[batch, kv_heads, pos, d_head]``
+    (after rotary embeddings, before grouped-query repetition).
+
+    Attributes:
+        record_weights: keep each layer's attention weights in ``weights``.
+        record_keys: keep each layer's keys and values in ``keys``.
+        prefix: layer → (keys, values) prepended to the keys of this call: a causal model then
+            runs only the suffix of a sequence whose prefix it has seen (patching skips every
+            position a patch cannot change).
+        edit: layer → function rewriting that layer's attention weights (attention patching).
+    """
+
+    record_weights: bool = False
+    record_keys: bool = False
+    weights: dict = field(default_factory=dict)
+    keys: dict = field(default_factory=dict)
+    prefix: dict = field(default_factory=dict)
+    edit: dict = field(default_factory=dict)
+    layer_of: dict = field(default_factory=dict)
+
+
+_ATTENTION_STATE: list[AttentionState] = []
+_ATTENTION_NAME = "rankscope_eager"
+
+
+def _rankscope_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **_):
+    """Eager attention (as transformers' reference) with the hooks of :class:`AttentionState`."""
+    state = _ATTENTION_STATE[-1] if _ATTENTION_STATE else AttentionState()
+    layer = state.layer_of.get(id(module))
+    if state.record_keys:
+        state.keys[layer] = (key, value)
+    if layer in state.prefix:
+        prefix_key, prefix_value = state.prefix[layer]
+        batch = query.shape[0]
+        key = torch.cat([prefix_key.expand(batch, -1, -1, -1), key], dim=2)
+        value = torch.cat([prefix_value.expand(batch, -1, -1, -1), value], dim=2)
+    repeats = getattr(module, "num_key_value_groups", 1)
+    if repeats > 1:
+        key = key.repeat_interleave(repeats, dim=1)
+        value = value.repeat_interleave(repeats, dim=1)
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask[..., : key.shape[-2]]
+    weights = torch.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    if layer in state.edit:
+        weights = state.edit[layer](weights)
+    if state.record_weights:
+        state.weights[layer] = weights
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    if _ATTENTION_NAME not in AttentionInterface._global_mapping:
+        AttentionInterface.register(_ATTENTION_NAME, _rankscope_attention)
+        AttentionMaskInterface.register(_ATTENTION_NAME, eager_mask)
 
 
 # --------------------------------------------------------------------------- sentence embeddings

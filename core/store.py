@@ -19,6 +19,7 @@ of its own beside it, which the app imports with :meth:`Store.import_file`.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import threading
@@ -65,7 +66,23 @@ CREATE TABLE IF NOT EXISTS probe_results (
     r2_mean DOUBLE, r2_sd DOUBLE, r2_val DOUBLE, mse DOUBLE, n_nonzero INTEGER,
     set_size INTEGER, neurons VARCHAR,
     PRIMARY KEY (probe_key, layer, pooling, feature, estimator));
+CREATE TABLE IF NOT EXISTS patch_runs (
+    patch_key VARCHAR PRIMARY KEY, ranker VARCHAR, collection VARCHAR, config VARCHAR,
+    n_pairs INTEGER, status VARCHAR, created DOUBLE, finished DOUBLE);
+CREATE TABLE IF NOT EXISTS patch_pairs (
+    patch_key VARCHAR, pair INTEGER, qid VARCHAR, positive_docno VARCHAR,
+    negative_docno VARCHAR, doc_tokens INTEGER, n_tokens INTEGER, ld_clean DOUBLE,
+    ld_corr DOUBLE, status VARCHAR, tokens VARCHAR, PRIMARY KEY (patch_key, pair));
+CREATE TABLE IF NOT EXISTS patch_results (
+    patch_key VARCHAR, pair INTEGER, target VARCHAR, layer INTEGER, "group" VARCHAR,
+    head INTEGER, value DOUBLE, ie DOUBLE);
+CREATE TABLE IF NOT EXISTS result_frames (
+    frame_key VARCHAR PRIMARY KEY, analysis VARCHAR, ranker VARCHAR, collection VARCHAR,
+    config VARCHAR, frame VARCHAR, created DOUBLE);
 """
+PATCH_PAIR_COLUMNS = ["pair", "qid", "positive_docno", "negative_docno", "doc_tokens",
+                      "n_tokens", "ld_clean", "ld_corr", "status", "tokens"]
+PATCH_RESULT_COLUMNS = ["pair", "target", "layer", "group", "head", "value", "ie"]
 TABLES = ("runs", "pairs", "batches", "activations")
 PROBE_COLUMNS = ["layer", "pooling", "feature", "estimator", "r2_mean", "r2_sd", "r2_val", "mse",
                  "n_nonzero", "set_size", "neurons"]
@@ -332,11 +349,84 @@ class Store:
                 "LEFT JOIN (SELECT probe_key, count(DISTINCT (layer, pooling)) AS done FROM "
                 "probe_results GROUP BY probe_key) u USING (probe_key) ORDER BY p.created").df()
 
+    # -- patching -------------------------------------------------------------------------
+    def begin_patch(self, patch_key: str, *, ranker: str, collection: str, config: dict,
+                    n_pairs: int) -> None:
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO patch_runs VALUES (?, ?, ?, ?, ?, 'running', ?, NULL) "
+                        "ON CONFLICT DO NOTHING", [patch_key, ranker, collection,
+                                                   json.dumps(config, sort_keys=True), n_pairs,
+                                                   time.time()])
+
+    def patch_pairs_done(self, patch_key: str) -> set[int]:
+        with self.cursor() as cur:
+            rows = cur.execute("SELECT pair FROM patch_pairs WHERE patch_key = ?",
+                               [patch_key]).fetchall()
+        return {r[0] for r in rows}
+
+    def write_patch_pair(self, patch_key: str, pair: dict, results: pd.DataFrame) -> None:
+        """One pair and all its patched runs in one transaction (all or nothing)."""
+        rows = results[PATCH_RESULT_COLUMNS].copy()
+        rows.insert(0, "patch_key", patch_key)
+        rows = rows.astype({"pair": "int32", "layer": "int32", "head": "int32",
+                            "value": "float64", "ie": "float64"})
+        with self.transaction() as cur:
+            if cur.execute("SELECT count(*) FROM patch_pairs WHERE patch_key = ? AND pair = ?",
+                           [patch_key, pair["pair"]]).fetchall()[0][0]:
+                return
+            cur.execute("INSERT INTO patch_pairs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [patch_key, *[pair[c] for c in PATCH_PAIR_COLUMNS]])
+            if len(rows):
+                cur.register("new_patch_rows", rows)
+                cur.execute("INSERT INTO patch_results SELECT * FROM new_patch_rows")
+                cur.unregister("new_patch_rows")
+
+    def finish_patch(self, patch_key: str) -> None:
+        with self.transaction() as cur:
+            cur.execute("UPDATE patch_runs SET status = 'done', finished = ? WHERE patch_key = ?",
+                        [time.time(), patch_key])
+
+    def patch_results(self, patch_key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(pairs, per-patch rows) of a patching sweep, in pair order."""
+        with self.cursor() as cur:
+            pairs = cur.execute(f"SELECT {', '.join(PATCH_PAIR_COLUMNS)} FROM patch_pairs WHERE "
+                                "patch_key = ? ORDER BY pair", [patch_key]).df()
+            results = cur.execute(
+                'SELECT pair, target, layer, "group", head, value, ie FROM patch_results WHERE '
+                'patch_key = ? ORDER BY pair, target, layer, "group", head', [patch_key]).df()
+        return pairs, results
+
+    def patch_runs(self) -> pd.DataFrame:
+        with self.cursor() as cur:
+            return cur.execute(
+                "SELECT r.patch_key, r.ranker, r.collection, r.n_pairs, coalesce(p.done, 0) AS "
+                "pairs_done, r.status, r.config, to_timestamp(r.created) AS created FROM "
+                "patch_runs r LEFT JOIN (SELECT patch_key, count(*) AS done FROM patch_pairs "
+                "GROUP BY patch_key) p USING (patch_key) ORDER BY r.created").df()
+
+    # -- small finished tables (knock-out …) -------------------------------------------
+    def frame(self, frame_key: str) -> pd.DataFrame | None:
+        with self.cursor() as cur:
+            row = cur.execute("SELECT frame FROM result_frames WHERE frame_key = ?",
+                              [frame_key]).fetchone()
+        return None if row is None else pd.read_json(io.StringIO(row[0]), orient="table")
+
+    def write_frame(self, frame_key: str, analysis: str, ranker: str, collection: str,
+                    config: dict, frame: pd.DataFrame) -> None:
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO result_frames VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO "
+                        "NOTHING", [frame_key, analysis, ranker, collection,
+                                    json.dumps(config, sort_keys=True),
+                                    frame.to_json(orient="table", index=False), time.time()])
+
     # -- several files ----------------------------------------------------------------
     @staticmethod
     def _import_keyed(cur, alias: str, head: str, details: tuple[str, ...], key: str,
                       finished: str) -> int:
         """Copy finished ``head`` rows (and their ``details`` rows) this store lacks."""
+        if not cur.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND "
+                           "table_name = ?", [alias, head]).fetchall()[0][0]:
+            return 0  # written by an older RankScope without this analysis
         keys = [r[0] for r in cur.execute(
             f"SELECT {key} FROM {alias}.{head} WHERE {finished} AND {key} NOT IN "
             f"(SELECT {key} FROM {head} WHERE {finished})").fetchall()]
@@ -373,6 +463,11 @@ class Store:
                     cur, alias, "feature_sets", ("features",), "features_key", "TRUE")
                 counts["probes"] = self._import_keyed(
                     cur, alias, "probe_runs", ("probe_results",), "probe_key", "status = 'done'")
+                counts["patching sweeps"] = self._import_keyed(
+                    cur, alias, "patch_runs", ("patch_pairs", "patch_results"), "patch_key",
+                    "status = 'done'")
+                counts["tables"] = self._import_keyed(
+                    cur, alias, "result_frames", (), "frame_key", "TRUE")
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")

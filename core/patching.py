@@ -1,0 +1,680 @@
+"""Activation patching: where relevance flows through a ranker (study 3 of DESIGN.md).
+
+Context:
+    *How do LLMs understand relevance?* (2025) runs each prompt twice: a **clean** run with a
+    relevant document and a **corrupted** run with a non-relevant one (pairwise prompts: the
+    same two documents, order swapped), documents cut to the same token length so positions
+    align. The metric is LD = logit(yes) − logit(no) at the answer position (for a ranker with
+    a score head, the score). A **patched** run is the corrupted run with one activation
+    replaced by its clean value; its indirect effect is
+
+        IE = (LD_patched − LD_corr) / (LD_clean − LD_corr),
+
+    0 when the patched activation carries nothing of the difference, 1 when it carries all of
+    it. Patch targets: attention output, MLP output and residual stream of every layer at the
+    position groups document / query / instruction / last token; every head's output at chosen
+    groups; and the attention weights between query and document tokens, per head.
+
+Intuition for the fast path:
+    A patch at layer l cannot change anything below l, so a patched run starts from the
+    corrupted run's cached residual stream at l (:meth:`Ranker.run_blocks`). In a causal decoder
+    it cannot change positions before the first patched position p either: the run then carries
+    only positions p… through the blocks, attending to the corrupted run's cached keys and
+    values of positions < p (:class:`core.models.AttentionState`). Many patched runs share a
+    batch: the corrupted input repeated, each row patched differently. The one-forward-per-patch
+    loop (TransformerLens / MechIR style) is kept as ``method="loop"`` — the bench's baseline
+    and the tests' reference.
+
+Everything goes through one generic routine, :func:`_patched_scores`, specialised by small
+setters (STYLE.md); hooks live only inside context managers that remove them in ``finally``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.data import Collection
+from core.errors import InputError
+from core.hooks import capture, capture_inputs, intervene, intervene_inputs
+from core.models import DOCUMENT, INSTRUCTION, LAST, QUERY, AttentionState, Ranker
+from core.retrieval import bm25_run, doc_texts
+from core.store import SCHEMA_VERSION
+
+PATCH_VERSION = 1
+GROUPS = ("document", "query", "instruction", "last")
+GROUP_CODES = {"instruction": INSTRUCTION, "query": QUERY, "document": DOCUMENT, "last": LAST}
+COMPONENTS = ("attn", "mlp", "resid")
+TARGETS = (*COMPONENTS, "head", "attn_scores")
+METHODS = ("staged", "loop")
+RESULT_COLUMNS = ["pair", "target", "layer", "group", "head", "value", "ie"]
+
+
+@dataclass(frozen=True)
+class PatchConfig:
+    """One patching sweep. Defaults follow the study where it fixes them.
+
+    Attributes:
+        prompt: pointwise (clean = positive document, corrupted = negative) or pairwise
+            (judges only; clean = positive first, corrupted = order swapped).
+        pairs: prompt pairs to patch (one per query).
+        split: queries of this split only (the demo collection's held-out queries are "test");
+            None = every query.
+        doc_tokens: documents are cut to min(this, both documents' lengths) tokens.
+        min_gap: pairs with |LD_clean − LD_corr| below this are excluded and reported (IE is a
+            ratio over that gap and explodes when it is near 0).
+        depth: negatives come from BM25 top-``depth`` non-relevant documents (study: 100).
+        components: per-layer targets patched at every position group.
+        groups: position groups for ``components``.
+        head_groups: position groups at which each head's output is patched (study: last
+            token and query positions); () skips heads.
+        attention_scores: patch each head's attention weights between query and document tokens.
+        method: ``staged`` (fast path) or ``loop`` (one full forward per patch; same numbers).
+        batch_rows: patched runs per forward pass (staged).
+    """
+
+    prompt: str = "pointwise"
+    pairs: int = 6
+    split: str | None = "test"
+    doc_tokens: int = 48
+    min_gap: float = 0.5
+    depth: int = 100  # study: negatives from BM25 top-100
+    components: tuple[str, ...] = COMPONENTS
+    groups: tuple[str, ...] = GROUPS
+    head_groups: tuple[str, ...] = ("last", "query")  # study: heads at last token and query
+    attention_scores: bool = True
+    method: str = "staged"
+    batch_rows: int = 48
+
+    def validate(self, ranker: Ranker | None = None) -> None:
+        if self.prompt not in ("pointwise", "pairwise"):
+            raise InputError(f"prompt must be pointwise or pairwise, got {self.prompt!r}")
+        if ranker is not None and self.prompt == "pairwise" and ranker.kind != "llm-judge":
+            raise InputError(f"{ranker.spec.name} is a {ranker.kind}: pairwise prompts need a "
+                             "yes/no judge (llm-judge); use --prompt pointwise")
+        if not 1 <= self.pairs <= 10_000:
+            raise InputError(f"pairs must be between 1 and 10000, got {self.pairs}")
+        if self.doc_tokens < 4:
+            raise InputError(f"doc_tokens must be at least 4, got {self.doc_tokens}")
+        if self.min_gap < 0:
+            raise InputError(f"min_gap must be ≥ 0, got {self.min_gap}")
+        for name, values, allowed in (("components", self.components, COMPONENTS),
+                                      ("groups", self.groups, GROUPS),
+                                      ("head_groups", self.head_groups, GROUPS)):
+            unknown = [v for v in values if v not in allowed]
+            if unknown:
+                raise InputError(f"unknown {name}: {', '.join(unknown)}; choose from "
+                                 f"{', '.join(allowed)}")
+        if self.method not in METHODS:
+            raise InputError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.batch_rows < 1:
+            raise InputError("batch_rows must be at least 1")
+
+    def key_fields(self) -> dict:
+        """What determines the numbers (method and batch size do not)."""
+        fields = asdict(self)
+        fields.pop("method")
+        fields.pop("batch_rows")
+        return fields
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One patched run: ``target`` at ``layer`` over the positions of ``group`` (``head`` for
+    head targets). For ``attn_scores`` the group names the attention direction."""
+
+    target: str
+    layer: int
+    group: str
+    head: int = -1
+
+
+# --------------------------------------------------------------------------- prompt pairs
+def prompt_pairs(collection: Collection, config: PatchConfig, *, skip_qids=()) -> pd.DataFrame:
+    """Per query one positive and one negative document ``[qid, query, positive, negative,
+    positive_docno, negative_docno, bm25_rank_negative]``.
+
+    Positive: the highest-graded judged document (ties: the better BM25 rank, then docno).
+    Negative: the best-ranked BM25 top-``depth`` document judged (or assumed) non-relevant —
+    a hard negative, as in the study. Queries are taken in collection order.
+    """
+    queries = collection.queries
+    if config.split is not None and "split" in queries:
+        queries = queries[queries.split == config.split]
+    relevant = collection.qrels[collection.qrels.relevance >= collection.min_relevant]
+    queries = queries[queries.qid.isin(set(relevant.qid)) & ~queries.qid.isin(set(skip_qids))]
+    if queries.empty:
+        raise InputError(f"collection {collection.name!r} has no queries with a relevant "
+                         f"document{' in split ' + config.split if config.split else ''}")
+    run = bm25_run(collection, config.depth, queries.qid.tolist())
+    texts = dict(zip(collection.docs.docno, doc_texts(collection.docs)))
+    grades = {(q, d): r for q, d, r in collection.qrels[["qid", "docno", "relevance"]]
+              .itertuples(index=False)}
+    rows = []
+    for qid, query in zip(queries.qid, queries.text):
+        ranked = run[run.qid == qid]
+        bm25_rank = dict(zip(ranked.docno, ranked["rank"]))
+        judged = relevant[relevant.qid == qid]
+        order = sorted(zip(judged.docno, judged.relevance),
+                       key=lambda item: (-item[1], bm25_rank.get(item[0], 10**9), item[0]))
+        negatives = [(d, r) for d, r in zip(ranked.docno, ranked["rank"])
+                     if grades.get((qid, d), 0) < collection.min_relevant]
+        if not order or not negatives:
+            continue
+        positive, negative = order[0][0], negatives[0]
+        rows.append((qid, query, texts[positive], texts[negative[0]], positive, negative[0],
+                     int(negative[1])))
+        if len(rows) >= config.pairs:
+            break
+    return pd.DataFrame(rows, columns=["qid", "query", "positive", "negative", "positive_docno",
+                                       "negative_docno", "bm25_rank_negative"])
+
+
+def encode_pair(ranker: Ranker, query: str, positive: str, negative: str, config: PatchConfig):
+    """Clean and corrupted inputs in one batch of 2, documents cut to one token length.
+
+    Returns:
+        (encoded batch or None, reason it cannot be used or "", document tokens)
+    """
+    tokens = [len(ranker.tokenizer(d, add_special_tokens=False)["input_ids"])
+              for d in (positive, negative)]
+    n = max(1, min(config.doc_tokens, *tokens))
+    if config.prompt == "pairwise":
+        enc = ranker.encode([query, query], [positive, negative], "pairwise",
+                            documents_b=[negative, positive], doc_tokens=n)
+    else:
+        enc = ranker.encode([query, query], [positive, negative], doc_tokens=n)
+    if not bool(enc.attention_mask.all()) or not torch.equal(enc.groups[0], enc.groups[1]):
+        return None, "clean and corrupted positions do not align after truncation", n
+    return enc, "", n
+
+
+# --------------------------------------------------------------------------- one pair's caches
+@dataclass
+class PreparedPair:
+    """The clean and corrupted runs of one pair, cached for patching.
+
+    Shapes: ``groups`` ``[pos]``; ``block_inputs[l]`` (corrupted residual stream entering block
+    l), ``clean[(target, l)]`` ``[pos, d]``; ``clean_heads[l]`` ``[pos, n_heads * head_dim]``;
+    ``weights[l]`` ``[2, heads, pos, pos]`` (clean, corrupted); ``keys[l]`` corrupted
+    (keys, values) ``[1, kv_heads, pos, d_head]``.
+    """
+
+    enc: object
+    groups: torch.Tensor
+    ld_clean: float
+    ld_corr: float
+    block_inputs: list
+    clean: dict
+    clean_heads: dict
+    corrupted: dict
+    corrupted_heads: dict
+    weights: dict
+    keys: dict
+    args: tuple
+    kwargs: dict
+    n_positions: int
+    direction: tuple[str, str] = ("query", "document")
+
+    @property
+    def gap(self) -> float:
+        return self.ld_clean - self.ld_corr
+
+    def positions(self, group: str) -> torch.Tensor:
+        return torch.nonzero(self.groups == GROUP_CODES[group]).flatten()
+
+
+@torch.inference_mode()
+def prepare_pair(ranker: Ranker, enc) -> PreparedPair:
+    """One forward pass of [clean, corrupted] recording everything patching needs."""
+    model = ranker.model
+    enc = enc.to(ranker.device)
+    n_layers = ranker.n_layers
+    component_paths = {(t, l): p for l in range(n_layers)
+                       for t, p in ranker.component_paths(l).items() if t in COMPONENTS}
+    block_paths = [ranker.block_path(l) for l in range(n_layers)]
+    head_paths = [ranker.head_input_path(l) for l in range(n_layers)]
+    state = AttentionState(record_weights=True, record_keys=True)
+    with ranker.attention_access(state):
+        with capture(model, list(component_paths.values())) as outputs, \
+                capture_inputs(model, block_paths + head_paths) as inputs:
+            scores = ranker.forward(enc)
+        args, kwargs = ranker.block_call(enc)
+    corrupted = torch.tensor([1], device=ranker.device)
+    groups = enc.groups[0].clone()
+    query_first = int(torch.nonzero(groups == QUERY).min()) < int(torch.nonzero(groups == DOCUMENT).min())
+    direction = ("document", "query") if ranker.is_causal and query_first else ("query", "document")
+    return PreparedPair(
+        enc=enc, groups=groups, ld_clean=float(scores[0]), ld_corr=float(scores[1]),
+        block_inputs=[inputs[p][1] for p in block_paths],
+        clean={key: outputs[path][0] for key, path in component_paths.items()},
+        clean_heads={l: inputs[p][0] for l, p in enumerate(head_paths)},
+        corrupted={key: outputs[path][1] for key, path in component_paths.items()},
+        corrupted_heads={l: inputs[p][1] for l, p in enumerate(head_paths)},
+        weights={l: w.detach() for l, w in state.weights.items()},
+        keys={l: (k[1:2].detach(), v[1:2].detach()) for l, (k, v) in state.keys.items()},
+        args=_select_rows(args, corrupted, 2), kwargs=_select_rows(kwargs, corrupted, 2),
+        n_positions=int(enc.input_ids.shape[1]), direction=direction)
+
+
+def _select_rows(value, index: torch.Tensor, batch: int):
+    """Rows ``index`` of every tensor whose first dimension is the batch (recursively)."""
+    if isinstance(value, torch.Tensor):
+        return value.index_select(0, index) if value.dim() and value.shape[0] == batch else value
+    if isinstance(value, tuple):
+        return tuple(_select_rows(v, index, batch) for v in value)
+    if isinstance(value, list):
+        return [_select_rows(v, index, batch) for v in value]
+    if isinstance(value, dict):
+        return {k: _select_rows(v, index, batch) for k, v in value.items()}
+    return value
+
+
+def _suffix_call(args: tuple, kwargs: dict, start: int) -> tuple[tuple, dict]:
+    """Block arguments for positions ``start…`` of a causal decoder (mask rows, rotary
+    embeddings and position ids of the suffix; keys of the prefix come from the cache)."""
+    if start == 0:
+        return args, kwargs
+    kwargs = dict(kwargs)
+    if isinstance(kwargs.get("attention_mask"), torch.Tensor):
+        kwargs["attention_mask"] = kwargs["attention_mask"][..., start:, :]
+    if kwargs.get("position_embeddings") is not None:
+        kwargs["position_embeddings"] = tuple(t[:, start:] for t in kwargs["position_embeddings"])
+    for name in ("position_ids", "cache_position"):
+        if isinstance(kwargs.get(name), torch.Tensor):
+            kwargs[name] = kwargs[name][..., start:]
+    return args, kwargs
+
+
+# --------------------------------------------------------------------------- patched runs
+def patch_positions(prepared: PreparedPair, patch: Patch) -> torch.Tensor:
+    """Token positions a patch rewrites (for attention scores: the attending positions)."""
+    if patch.target == "attn_scores":
+        return prepared.positions(prepared.direction[0])
+    return prepared.positions(patch.group)
+
+
+def changes_nothing(ranker: Ranker, prepared: PreparedPair, patch: Patch) -> bool:
+    """True when the clean values a patch writes equal the corrupted ones (e.g. query tokens
+    that precede the document in a causal decoder): the patched run *is* the corrupted run."""
+    positions = patch_positions(prepared, patch)
+    if patch.target in COMPONENTS:
+        key = (patch.target, patch.layer)
+        clean, corrupted = prepared.clean[key][positions], prepared.corrupted[key][positions]
+    elif patch.target == "head":
+        cols = slice(patch.head * ranker.head_dim, (patch.head + 1) * ranker.head_dim)
+        clean = prepared.clean_heads[patch.layer][positions, cols]
+        corrupted = prepared.corrupted_heads[patch.layer][positions, cols]
+    else:
+        attended = prepared.positions(prepared.direction[1])
+        weights = prepared.weights[patch.layer][:, patch.head][:, positions][:, :, attended]
+        clean, corrupted = weights[0], weights[1]
+    return bool(torch.equal(clean, corrupted))
+
+
+def _start(ranker: Ranker, prepared: PreparedPair, patch: Patch) -> int:
+    """First position a patch can change (0 for encoders: every position sees every other)."""
+    if not ranker.is_causal:
+        return 0
+    positions = patch_positions(prepared, patch)
+    return int(positions.min()) if len(positions) else prepared.n_positions - 1
+
+
+def _patched_scores(ranker: Ranker, prepared: PreparedPair, patches: list[Patch],
+                    start: int, full: bool = False) -> torch.Tensor:
+    """LD of the corrupted run with each row patched as ``patches`` say ``-> [rows]``.
+
+    All patches share one layer. ``full``: run every block from the embeddings (the loop
+    baseline); otherwise start at the patched layer and, from position ``start`` on.
+    """
+    layer = patches[0].layer
+    rows = len(patches)
+    n, device = prepared.n_positions, ranker.device
+    span = slice(0 if full else start, n)
+    width = n - span.start
+
+    def row_mask(target: str, last_dim: int, head_slices: bool = False) -> torch.Tensor | None:
+        mask = torch.zeros(rows, width, last_dim, dtype=torch.bool, device=device)
+        used = False
+        for r, patch in enumerate(patches):
+            if patch.target != target:
+                continue
+            positions = patch_positions(prepared, patch) - span.start
+            positions = positions[positions >= 0]
+            if head_slices:
+                cols = slice(patch.head * ranker.head_dim, (patch.head + 1) * ranker.head_dim)
+                mask[r, positions, cols] = True
+            else:
+                mask[r, positions] = True
+            used = True
+        return mask if used else None
+
+    def setter(mask: torch.Tensor, clean: torch.Tensor) -> Callable:
+        clean = clean[span].to(device)
+        return lambda out: torch.where(mask, clean.to(out.dtype), out)
+
+    paths = ranker.component_paths(layer)
+    output_setters, input_setters = {}, {}
+    for target in COMPONENTS:
+        mask = row_mask(target, 1)
+        if mask is not None:
+            output_setters[paths[target]] = setter(mask, prepared.clean[(target, layer)])
+    mask = row_mask("head", ranker.n_heads * ranker.head_dim, head_slices=True)
+    if mask is not None:
+        input_setters[ranker.head_input_path(layer)] = setter(mask, prepared.clean_heads[layer])
+    state = AttentionState()
+    if any(p.target == "attn_scores" for p in patches):
+        weight_mask = torch.zeros(rows, ranker.n_heads, width, n, dtype=torch.bool, device=device)
+        attending = prepared.positions(prepared.direction[0]) - span.start
+        attended = prepared.positions(prepared.direction[1])
+        attending = attending[attending >= 0]
+        for r, patch in enumerate(patches):
+            if patch.target == "attn_scores":
+                weight_mask[r, patch.head, attending.unsqueeze(1), attended.unsqueeze(0)] = True
+        clean_weights = prepared.weights[layer][0, :, span]
+        state.edit[layer] = lambda w: torch.where(weight_mask, clean_weights.to(w.dtype), w)
+    with ranker.attention_access(state), intervene(ranker.model, output_setters), \
+            intervene_inputs(ranker.model, input_setters):
+        if full:
+            enc = prepared.enc
+            batch = type(enc)(enc.input_ids[1:2].expand(rows, -1), enc.attention_mask[1:2].expand(rows, -1),
+                              enc.groups[1:2].expand(rows, -1), enc.last[1:2].expand(rows),
+                              None if enc.token_type_ids is None else enc.token_type_ids[1:2].expand(rows, -1),
+                              [])
+            return ranker.forward(batch)
+        if start > 0:
+            state.prefix = {l: (k[:, :, :start], v[:, :, :start])
+                            for l, (k, v) in prepared.keys.items() if l >= layer}
+        # masks and rotary tables keep batch 1 and broadcast over the patched rows
+        args, kwargs = _suffix_call(prepared.args, prepared.kwargs, start)
+        hidden = prepared.block_inputs[layer][span].unsqueeze(0).expand(rows, -1, -1).contiguous()
+        hidden = ranker.run_blocks(hidden, layer, args, kwargs)
+        output = int(prepared.enc.last[1]) - span.start
+        return ranker.read_out(hidden[:, output])
+
+
+def plan_patches(ranker: Ranker, prepared: PreparedPair, config: PatchConfig) -> list[Patch]:
+    """Every patch of the sweep for one pair (groups absent from the input are skipped)."""
+    present = [g for g in GROUPS if len(prepared.positions(g))]
+    patches = []
+    for layer in range(ranker.n_layers):
+        patches += [Patch(t, layer, g) for t in config.components for g in config.groups
+                    if g in present]
+        patches += [Patch("head", layer, g, h) for g in config.head_groups if g in present
+                    for h in range(ranker.n_heads)]
+        if config.attention_scores and all(g in present for g in prepared.direction):
+            label = f"{prepared.direction[0]}→{prepared.direction[1]}"
+            patches += [Patch("attn_scores", layer, label, h) for h in range(ranker.n_heads)]
+    return patches
+
+
+@torch.inference_mode()
+def patch_pair(ranker: Ranker, prepared: PreparedPair, patches: list[Patch],
+               method: str = "staged", batch_rows: int = 48) -> np.ndarray:
+    """LD_patched for every patch ``-> [len(patches)]``."""
+    out = np.empty(len(patches), dtype=np.float64)
+    if method == "loop":
+        for i, patch in enumerate(patches):
+            out[i] = float(_patched_scores(ranker, prepared, [patch], 0, full=True)[0])
+        return out
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for i, patch in enumerate(patches):
+        if changes_nothing(ranker, prepared, patch):
+            out[i] = prepared.ld_corr
+            continue
+        buckets.setdefault((patch.layer, _start(ranker, prepared, patch)), []).append(i)
+    for (layer, start), members in buckets.items():
+        for chunk in range(0, len(members), batch_rows):
+            index = members[chunk:chunk + batch_rows]
+            scores = _patched_scores(ranker, prepared, [patches[i] for i in index], start)
+            out[index] = scores.double().cpu().numpy()
+    return out
+
+
+def interaction_scores(prepared: PreparedPair) -> pd.DataFrame:
+    """Attention interaction per layer and head: s = Σ_{i∈A} max_{k∈B} A_ik over the attending
+    group A and attended group B, for clean and corrupted runs; S = s(clean) − s(corrupted).
+
+    The study's direction is query → document; a causal decoder whose prompt puts the query
+    first cannot attend from query to document, so there A = document, B = query.
+    """
+    attending = prepared.positions(prepared.direction[0])
+    attended = prepared.positions(prepared.direction[1])
+    rows = []
+    for layer, weights in sorted(prepared.weights.items()):
+        block = weights[:, :, attending][:, :, :, attended]  # [2, heads, |A|, |B|]
+        s = block.float().amax(dim=-1).sum(dim=-1)  # [2, heads]
+        for head in range(s.shape[1]):
+            rows.append((layer, head, float(s[0, head]), float(s[1, head])))
+    frame = pd.DataFrame(rows, columns=["layer", "head", "s_clean", "s_corrupted"])
+    frame["interaction"] = frame.s_clean - frame.s_corrupted
+    return frame
+
+
+# --------------------------------------------------------------------------- sweeps
+def patch_key(ranker: Ranker, collection: Collection, config: PatchConfig) -> str:
+    payload = json.dumps({"ranker": ranker.spec.key(), "collection": collection.content_hash,
+                          "config": config.key_fields(), "version": PATCH_VERSION,
+                          "schema": SCHEMA_VERSION}, sort_keys=True)
+    return "patch-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass
+class PatchResult:
+    key: str
+    pairs: pd.DataFrame
+    results: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    stopped: bool = False
+    seconds: float = 0.0
+
+    @property
+    def used(self) -> pd.DataFrame:
+        """Per-patch rows of the pairs kept (IE present)."""
+        keep = set(self.pairs[self.pairs.status == "used"].pair)
+        return self.results[self.results.pair.isin(keep)]
+
+
+def run_patching(ranker: Ranker, collection: Collection, config: PatchConfig, store=None, *,
+                 progress: Callable[[int, int, str], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> PatchResult:
+    """Patch every target for each prompt pair; resumable per pair through ``store``.
+
+    Returns per-pair rows (``pairs``: LD_clean, LD_corr, status, tokens) and per-patch rows
+    (``results``: pair, target, layer (1-based), group, head, value = LD_patched — or S for
+    target ``interaction`` — and ie).
+    """
+    config.validate(ranker)
+    started = time.perf_counter()
+    key = patch_key(ranker, collection, config)
+    pairs = prompt_pairs(collection, config)
+    notes = []
+    if len(pairs) < config.pairs:
+        notes.append(f"{len(pairs)} of the {config.pairs} pairs asked for could be built "
+                     "(queries need a relevant document and a BM25 negative)")
+    if store is not None:
+        store.begin_patch(key, ranker=ranker.spec.name, collection=collection.name,
+                          config=config.key_fields(), n_pairs=len(pairs))
+        done = store.patch_pairs_done(key)
+    else:
+        done = set()
+    pair_rows, result_frames, stopped = [], [], False
+    for index, row in enumerate(pairs.itertuples(index=False)):
+        if index in done:
+            continue
+        if should_stop and should_stop():
+            stopped = True
+            break
+        if progress:
+            progress(index, len(pairs), f"pair {index + 1}/{len(pairs)}: query {row.qid}")
+        pair_row, frame = _sweep_pair(ranker, config, index, row)
+        if store is not None:
+            store.write_patch_pair(key, pair_row, frame)
+        pair_rows.append(pair_row)
+        result_frames.append(frame)
+    if progress and not stopped:
+        progress(len(pairs), len(pairs), "done")
+    if store is not None:
+        if not stopped:
+            store.finish_patch(key)
+        pair_frame, results = store.patch_results(key)
+    else:
+        pair_frame = pd.DataFrame(pair_rows)
+        results = (pd.concat(result_frames, ignore_index=True) if result_frames
+                   else pd.DataFrame(columns=RESULT_COLUMNS))
+    excluded = pair_frame[pair_frame.status != "used"] if len(pair_frame) else pair_frame
+    for item in excluded.itertuples(index=False):
+        notes.append(f"pair {item.pair + 1} (query {item.qid}) excluded: {item.status}")
+    return PatchResult(key, pair_frame, results, notes, stopped, time.perf_counter() - started)
+
+
+def _sweep_pair(ranker: Ranker, config: PatchConfig, index: int, row) -> tuple[dict, pd.DataFrame]:
+    enc, reason, doc_tokens = encode_pair(ranker, row.query, row.positive, row.negative, config)
+    pair_row = {"pair": index, "qid": str(row.qid), "positive_docno": str(row.positive_docno),
+                "negative_docno": str(row.negative_docno), "doc_tokens": doc_tokens,
+                "n_tokens": 0, "ld_clean": float("nan"), "ld_corr": float("nan"),
+                "status": reason or "used", "tokens": "[]"}
+    if enc is None:
+        return pair_row, pd.DataFrame(columns=RESULT_COLUMNS)
+    prepared = prepare_pair(ranker, enc)
+    pair_row.update(n_tokens=prepared.n_positions, ld_clean=prepared.ld_clean,
+                    ld_corr=prepared.ld_corr, tokens=json.dumps(_tokens(ranker, enc),
+                                                                ensure_ascii=False))
+    if abs(prepared.gap) < config.min_gap:
+        pair_row["status"] = (f"|LD_clean − LD_corr| = {abs(prepared.gap):.3f} is below "
+                              f"min_gap {config.min_gap}")
+        return pair_row, pd.DataFrame(columns=RESULT_COLUMNS)
+    patches = plan_patches(ranker, prepared, config)
+    patched = patch_pair(ranker, prepared, patches, config.method, config.batch_rows)
+    frame = pd.DataFrame({
+        "pair": index, "target": [p.target for p in patches],
+        "layer": [p.layer + 1 for p in patches], "group": [p.group for p in patches],
+        "head": [p.head for p in patches], "value": patched,
+        "ie": (patched - prepared.ld_corr) / prepared.gap})
+    interaction = interaction_scores(prepared)
+    frame = pd.concat([frame, pd.DataFrame({
+        "pair": index, "target": "interaction", "layer": interaction.layer + 1,
+        "group": f"{prepared.direction[0]}→{prepared.direction[1]}", "head": interaction["head"],
+        "value": interaction.interaction, "ie": np.nan})], ignore_index=True)
+    return pair_row, frame[RESULT_COLUMNS]
+
+
+def _tokens(ranker: Ranker, enc) -> list[list]:
+    """[[token, clean group, corrupted token]] for the clickable token view."""
+    from core.models import GROUP_NAMES
+
+    clean = ranker.tokenizer.convert_ids_to_tokens(enc.input_ids[0].tolist())
+    corrupted = ranker.tokenizer.convert_ids_to_tokens(enc.input_ids[1].tolist())
+    as_text = ranker.tokenizer.convert_tokens_to_string
+    return [[as_text([a]), GROUP_NAMES[int(g)], as_text([b])]
+            for a, b, g in zip(clean, corrupted, enc.groups[0].tolist())]
+
+
+# --------------------------------------------------------------------------- summaries (tidy)
+def mean_effects(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean / sd / count of IE per (target, layer, group, head) over the pairs kept."""
+    data = results[results.target != "interaction"]
+    grouped = data.groupby(["target", "layer", "group", "head"], as_index=False).ie
+    return grouped.agg(ie_mean="mean", ie_sd="std", pairs="count").fillna({"ie_sd": 0.0})
+
+
+def layer_rankings(effects: pd.DataFrame) -> dict[tuple[str, str], list[int]]:
+    """(component, group) → layers ordered by mean IE, highest first (ties: lower layer)."""
+    out = {}
+    for (target, group), frame in effects[effects.target.isin(COMPONENTS)].groupby(["target", "group"]):
+        ordered = frame.sort_values(["ie_mean", "layer"], ascending=[False, True])
+        out[(target, group)] = ordered.layer.astype(int).tolist()
+    return out
+
+
+def rbo_table(pointwise: pd.DataFrame, pairwise: pd.DataFrame, p: float = 0.7) -> pd.DataFrame:
+    """RBO (Webber et al. 2010, p = 0.7 as the study) of pointwise vs pairwise layer rankings
+    per component and position group, from two :func:`mean_effects` frames."""
+    from core.metrics import rank_biased_overlap
+
+    left, right = layer_rankings(pointwise), layer_rankings(pairwise)
+    rows = [(target, group, rank_biased_overlap(left[(target, group)], right[(target, group)], p),
+             left[(target, group)][:3], right[(target, group)][:3])
+            for target, group in sorted(set(left) & set(right))]
+    return pd.DataFrame(rows, columns=["component", "group", "rbo", "top layers (pointwise)",
+                                       "top layers (pairwise)"])
+
+
+def head_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (layer, head): mean IE of its output at each head group, of its attention scores,
+    and mean interaction S — the scatter's data."""
+    data = results[results.target.isin(["head", "attn_scores", "interaction"])]
+    if data.empty:
+        return pd.DataFrame(columns=["layer", "head"])
+    data = data.assign(column=np.where(data.target == "head", "head IE @ " + data.group,
+                                       np.where(data.target == "attn_scores", "attention-score IE",
+                                                "interaction S")),
+                       measure=np.where(data.target == "interaction", data.value, data.ie))
+    table = data.pivot_table(index=["layer", "head"], columns="column", values="measure",
+                             aggfunc="mean").reset_index()
+    table.columns.name = None
+    return table
+
+
+def correlations(table: pd.DataFrame, x: str, ys: list[str]) -> pd.DataFrame:
+    """Pearson and Spearman correlation of column ``x`` with each of ``ys`` over heads."""
+    rows = []
+    for y in ys:
+        if x not in table or y not in table:
+            continue
+        pair = table[[x, y]].dropna()
+        if len(pair) < 3 or pair[x].std() == 0 or pair[y].std() == 0:
+            continue
+        rows.append((x, y, len(pair), float(pair[x].corr(pair[y])),
+                     float(pair[x].corr(pair[y], method="spearman"))))
+    return pd.DataFrame(rows, columns=["x", "y", "heads", "pearson", "spearman"])
+
+
+def top_heads(effects: pd.DataFrame, group: str | None, k: int) -> list[tuple[int, int, str]]:
+    """The ``k`` heads with the highest mean IE at ``group`` (None: every group mixed) as
+    (layer 0-based, head, group)."""
+    heads = effects[effects.target == "head"]
+    if group is not None:
+        heads = heads[heads.group == group]
+    heads = heads.sort_values(["ie_mean", "layer", "head"], ascending=[False, True, True])
+    heads = heads.drop_duplicates(["layer", "head"]).head(k)
+    return [(int(r.layer) - 1, int(r.head), str(r.group)) for r in heads.itertuples()]
+
+
+@torch.inference_mode()
+def head_top_tokens(ranker: Ranker, collection: Collection, config: PatchConfig,
+                    heads: list[tuple[int, int]], k: int = 10, pairs: int = 4) -> pd.DataFrame:
+    """Project each head's mean output at the last token of clean inputs through the
+    unembedding (logit lens on a head): its top-``k`` tokens."""
+    frame = prompt_pairs(collection, replace(config, pairs=pairs))
+    sums: dict[tuple[int, int], torch.Tensor] = {}
+    count = 0
+    layers = sorted({layer for layer, _ in heads})
+    paths = [ranker.head_input_path(layer) for layer in layers]
+    for row in frame.itertuples(index=False):
+        enc, reason, _ = encode_pair(ranker, row.query, row.positive, row.negative, config)
+        if enc is None:
+            continue
+        enc = enc.to(ranker.device)
+        with capture_inputs(ranker.model, paths) as inputs:
+            ranker.forward(enc)
+        last = int(enc.last[0])
+        for layer, head in heads:
+            cols = slice(head * ranker.head_dim, (head + 1) * ranker.head_dim)
+            vector = ranker.head_output(layer, head, inputs[ranker.head_input_path(layer)][0, last:last + 1, cols])
+            sums[(layer, head)] = sums.get((layer, head), 0) + vector.float()
+        count += 1
+    if not count:
+        return pd.DataFrame(columns=["layer", "head", "rank", "token", "logit"])
+    rows = []
+    for (layer, head), total in sums.items():
+        for rank, (token, logit) in enumerate(ranker.unembed(total / count, k)[0], start=1):
+            rows.append((layer + 1, head, rank, token, logit))
+    return pd.DataFrame(rows, columns=["layer", "head", "rank", "token", "logit"])
