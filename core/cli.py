@@ -17,7 +17,7 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-def _progress_bar(description: str):
+def _progress_bar(description: str, unit: str = "batch"):
     from tqdm import tqdm
 
     bar = None
@@ -25,7 +25,7 @@ def _progress_bar(description: str):
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, initial=0, desc=description, unit="batch", file=sys.stderr)
+            bar = tqdm(total=total, initial=0, desc=description, unit=unit, file=sys.stderr)
         bar.n = done
         bar.refresh()
         if done >= total:
@@ -184,6 +184,106 @@ def cmd_probe(args) -> int:
     return 0
 
 
+def _patch_config(args):
+    from core.patching import PatchConfig
+
+    config = PatchConfig(prompt=args.prompt, pairs=args.pairs, split=args.split or None,
+                         doc_tokens=args.doc_tokens, min_gap=args.min_gap,
+                         components=tuple(args.components), groups=tuple(args.groups),
+                         head_groups=tuple(args.head_groups),
+                         attention_scores=not args.no_attention_scores, method=args.method)
+    config.validate()  # before the model loads: bad settings fail at once
+    return config
+
+
+def _patch(args, config, ranker, collection, store):
+    from core.patching import run_patching
+
+    bar = _progress_bar("patch", "pair")
+    return run_patching(ranker, collection, config, store,
+                        progress=lambda done, total, _: bar(done, total))
+
+
+def cmd_patch(args) -> int:
+    """Activation patching sweep; write the per-patch table (mean IE) to --out (CSV)."""
+    from core.errors import InputError
+    from core.patching import head_table, mean_effects
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'patch.csv'}")
+    config = _patch_config(args)
+    ranker, collection = _load(args)
+    config.validate(ranker)
+    store = _open_store(args)
+    try:
+        result = _patch(args, config, ranker, collection, store)
+    except KeyboardInterrupt:
+        print("stopped: finished pairs are saved; run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        store.close()
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    used = result.pairs[result.pairs.status == "used"]
+    effects = mean_effects(result.used)
+    effects.insert(0, "prompt", config.prompt)
+    effects.insert(0, "collection", collection.name)
+    effects.insert(0, "ranker", ranker.spec.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    effects.to_csv(out, index=False)
+    if args.per_pair:
+        result.results.to_csv(out.with_name(out.stem + "-per-pair.csv"), index=False)
+    print(f"patch {result.key}: {len(used)} of {len(result.pairs)} pairs used, "
+          f"{len(result.results)} patched runs, {result.seconds:.1f}s → {out}")
+    components = effects[effects.target.isin(["attn", "mlp"])]
+    for target in ("attn", "mlp"):
+        best = components[components.target == target].nlargest(3, "ie_mean")
+        print(f"top {target}: " + ", ".join(f"layer {r.layer} {r.group} IE {r.ie_mean:.2f}"
+                                           for r in best.itertuples()))
+    heads = head_table(result.used)
+    for column in [c for c in heads.columns if c.startswith("head IE")]:
+        best = heads.nlargest(3, column)[["layer", "head", column]]
+        print(f"top heads ({column}): " + ", ".join(
+            f"L{layer:.0f}H{head:.0f} {value:.2f}"
+            for layer, head, value in best.itertuples(index=False, name=None)))
+    return 0
+
+
+def cmd_knockout(args) -> int:
+    """Head knock-out after a patching sweep (runs the sweep first when it is not stored)."""
+    from core.ablation import KnockoutConfig, run_knockout
+    from core.errors import InputError
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'knockout.csv'}")
+    config = _patch_config(args)
+    knockout = KnockoutConfig(k=args.k, repeats=args.repeats, queries=args.queries, seed=args.seed)
+    ranker, collection = _load(args)
+    config.validate(ranker)
+    knockout.validate(ranker)
+    store = _open_store(args)
+    try:
+        result = _patch(args, config, ranker, collection, store)
+        bar = _progress_bar("knock-out", "run")
+        frame = run_knockout(ranker, collection, result, config, knockout, store,
+                             progress=lambda done, total, _: bar(done, total))
+    except KeyboardInterrupt:
+        print("stopped: finished patching pairs are saved; the knock-out restarts when you run "
+              "the same command again", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        store.close()
+    frame.insert(0, "ranker", ranker.spec.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    print(frame.drop(columns=["ranker"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"→ {out}")
+    return 0
+
+
 def cmd_score(args) -> int:
     ranker, _ = _load(args)
     score = ranker.score([args.query], [args.document])[0]
@@ -240,6 +340,43 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Lasso solver: batched torch (default on CUDA) or scikit-learn "
                             "per feature and fold (default on the CPU, faster there)")
     probe.add_argument("--out", required=True, help="CSV file for the tidy result table")
+    for name, help_text in (("patch", "activation patching: IE per layer × position, heads"),
+                            ("knockout", "mean-ablate the top-k heads by IE vs random heads")):
+        p = sub.add_parser(name, help=help_text)
+        common(p)
+        for action in p._actions:
+            if action.dest == "ranker":
+                action.option_strings.append("--model")
+                p._option_string_actions["--model"] = action
+            if action.dest == "split":
+                action.default = "test"
+                action.help = "queries of this split (default test; '' for all)"
+        p.add_argument("--prompt", default="pointwise", choices=["pointwise", "pairwise"])
+        p.add_argument("--pairs", type=int, default=6, help="prompt pairs (one per query)")
+        p.add_argument("--doc-tokens", type=int, default=48,
+                       help="documents are cut to at most this many tokens")
+        p.add_argument("--min-gap", type=float, default=0.5,
+                       help="exclude pairs with |LD_clean − LD_corr| below this")
+        p.add_argument("--components", nargs="+", default=["attn", "mlp", "resid"],
+                       choices=["attn", "mlp", "resid"])
+        p.add_argument("--groups", nargs="+", default=["document", "query", "instruction", "last"],
+                       choices=["document", "query", "instruction", "last"])
+        p.add_argument("--head-groups", nargs="*", default=["last", "query"],
+                       choices=["document", "query", "instruction", "last"],
+                       help="position groups at which each head is patched (none: skip heads)")
+        p.add_argument("--no-attention-scores", action="store_true",
+                       help="skip patching attention weights between query and document")
+        p.add_argument("--method", default="staged", choices=["staged", "loop"],
+                       help="staged (fast) or loop (one full forward per patch; same numbers)")
+        p.add_argument("--out", required=True, help="CSV file for the result table")
+        if name == "patch":
+            p.add_argument("--per-pair", action="store_true",
+                           help="also write every pair's rows to <out>-per-pair.csv")
+        else:
+            p.add_argument("--k", type=int, default=5, help="heads ablated per condition")
+            p.add_argument("--repeats", type=int, default=3, help="random head sets")
+            p.add_argument("--queries", type=int, default=5, help="held-out queries")
+            p.add_argument("--seed", type=int, default=0)
     score = sub.add_parser("score", help="score one query-document pair")
     common(score, collection=False)
     score.add_argument("--query", required=True)
@@ -248,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"models": cmd_models, "extract": cmd_extract, "evaluate": cmd_evaluate,
-            "probe": cmd_probe, "score": cmd_score}
+            "probe": cmd_probe, "patch": cmd_patch, "knockout": cmd_knockout,
+            "score": cmd_score}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,3 +36,37 @@ def evaluate(collection: Collection, pairs: pd.DataFrame, scores: np.ndarray,
     rows = [(r.query_id, names[str(r.measure)], r.value)
             for r in ir_measures.iter_calc(list(measures.values()), qrels, run)]
     return pd.DataFrame(rows, columns=["qid", "measure", "value"])
+
+
+def rank_biased_overlap(left: list, right: list, p: float = 0.7) -> float:
+    """Extrapolated rank-biased overlap of two rankings (Webber, Moffat & Zobel 2010, eq. 32).
+
+    RBO_ext = X_k/k · p^k + (1−p)/p · Σ_{d=1..k} X_d/d · p^d, with X_d the overlap of the two
+    top-d prefixes and k the length of the shorter list. 1 for identical rankings, 0 for
+    disjoint ones; ``p`` weights the top (0.7 in the patching study).
+    """
+    if not 0 < p < 1:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    k = min(len(left), len(right))
+    if k == 0:
+        return float("nan")
+    seen_left, seen_right, overlap, total = set(), set(), 0, 0.0
+    for depth in range(1, k + 1):
+        a, b = left[depth - 1], right[depth - 1]
+        if a == b:
+            overlap += 1
+        else:
+            overlap += (a in seen_right) + (b in seen_left)
+        seen_left.add(a)
+        seen_right.add(b)
+        total += overlap / depth * p ** depth
+    return float(overlap / k * p ** k + (1 - p) / p * total)
+
+
+def f1(labels, predictions) -> float:
+    """F1 of binary yes/no judgments (scikit-learn's, positive class 1; 0 when nothing is
+    predicted relevant)."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(np.asarray(labels, dtype=int), np.asarray(predictions, dtype=int),
+                          zero_division=0))

@@ -1,0 +1,243 @@
+"""Knock-out: remove components and measure what the ranking loses.
+
+Context:
+    Patching says where the clean/corrupted difference flows; knock-out asks whether a model
+    still judges and ranks without those parts. The patching study mean-ablates the top-k heads
+    by indirect effect at each position group (and all groups mixed) and compares with the same
+    number of random heads: F1 of yes/no judgments on held-out pairs and nDCG@10 re-ranking
+    BM25 top-20 (its Table 1, with the relative drop).
+
+Mean ablation replaces a head's output (its slice of the attention output projection's input)
+at the chosen positions with that head's mean output over a reference set — the prompt pairs of
+the patching sweep (clean and corrupted, every non-pad token) — so the model sees a typical,
+input-independent value rather than an out-of-distribution zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.data import Collection
+from core.errors import InputError
+from core.hooks import capture_inputs, intervene_inputs
+from core.metrics import evaluate, f1
+from core.models import Ranker
+from core.patching import (GROUP_CODES, PatchConfig, PatchResult, encode_pair, mean_effects,
+                           prompt_pairs, top_heads)
+from core.retrieval import candidate_pairs
+
+KNOCKOUT_VERSION = 1
+KNOCKOUT_COLUMNS = ["group", "selection", "heads", "f1", "f1_sd", "f1_drop_pct", "ndcg",
+                    "ndcg_sd", "ndcg_drop_pct"]
+
+
+@dataclass(frozen=True)
+class KnockoutConfig:
+    """Head knock-out after a patching sweep.
+
+    Attributes:
+        k: heads ablated per condition.
+        repeats: random head sets drawn (their scores are averaged).
+        queries: held-out queries (not among the patching pairs) for F1 and nDCG@10.
+        depth: BM25 candidates re-ranked (study: top-20).
+        seed: random head draws.
+    """
+
+    k: int = 5
+    repeats: int = 3
+    queries: int = 5
+    depth: int = 20  # study: re-rank BM25 top-20
+    seed: int = 0
+
+    def validate(self, ranker: Ranker) -> None:
+        n_heads = ranker.n_layers * ranker.n_heads
+        if not 1 <= self.k < n_heads:
+            raise InputError(f"k must be between 1 and {n_heads - 1} ({ranker.spec.name} has "
+                             f"{n_heads} heads), got {self.k}")
+        if self.repeats < 1 or self.queries < 1 or self.depth < 1:
+            raise InputError("repeats, queries and depth must be at least 1")
+
+
+@torch.inference_mode()
+def head_means(ranker: Ranker, encodings: list) -> dict[int, torch.Tensor]:
+    """Mean of every head's output over the non-pad tokens of ``encodings``:
+    layer → ``[n_heads * head_dim]``."""
+    paths = {layer: ranker.head_input_path(layer) for layer in range(ranker.n_layers)}
+    sums = {layer: 0.0 for layer in paths}
+    count = 0
+    for enc in encodings:
+        enc = enc.to(ranker.device)
+        mask = enc.attention_mask.bool()
+        with capture_inputs(ranker.model, list(paths.values())) as inputs:
+            ranker.forward(enc)
+        for layer, path in paths.items():
+            sums[layer] = sums[layer] + inputs[path][mask].float().sum(dim=0)
+        count += int(mask.sum())
+    return {layer: total / count for layer, total in sums.items()}
+
+
+@contextmanager
+def heads_ablated(ranker: Ranker, heads: list[tuple[int, int, str]], means: dict[int, torch.Tensor],
+                  groups_of_batch: Callable[[], torch.Tensor]):
+    """Mean-ablate ``(layer, head, group)`` inside the block; ``groups_of_batch()`` returns the
+    current batch's position-group codes ``[batch, pos]``."""
+    by_layer: dict[int, list[tuple[int, str]]] = {}
+    for layer, head, group in heads:
+        by_layer.setdefault(layer, []).append((head, group))
+
+    def make_setter(layer: int):
+        def setter(head_inputs: torch.Tensor) -> torch.Tensor:
+            groups = groups_of_batch().to(head_inputs.device)
+            out = head_inputs.clone()
+            for head, group in by_layer[layer]:
+                cols = slice(head * ranker.head_dim, (head + 1) * ranker.head_dim)
+                where = groups == GROUP_CODES[group] if group != "all" else groups > 0
+                out[..., cols][where] = means[layer][cols].to(out.dtype)
+            return out
+
+        return setter
+
+    setters = {ranker.head_input_path(layer): make_setter(layer) for layer in by_layer}
+    with intervene_inputs(ranker.model, setters):
+        yield
+
+
+@torch.inference_mode()
+def score_ablated(ranker: Ranker, queries: list[str], documents: list[str],
+                  heads: list[tuple[int, int, str]], means: dict[int, torch.Tensor],
+                  prompt: str = "pointwise", documents_b: list[str] | None = None,
+                  batch_size: int = 16) -> np.ndarray:
+    """Scores with ``heads`` mean-ablated ``-> [n]`` (same batching as :meth:`Ranker.score`)."""
+    current = {}
+    out = np.empty(len(queries), dtype=np.float64)
+    with heads_ablated(ranker, heads, means, lambda: current["groups"]):
+        for start in range(0, len(queries), batch_size):
+            index = slice(start, start + batch_size)
+            enc = ranker.encode(queries[index], documents[index], prompt,
+                                None if documents_b is None else documents_b[index])
+            current["groups"] = enc.groups
+            out[index] = ranker.forward(enc).double().cpu().numpy()
+    return out
+
+
+def knockout_key(patch: PatchResult, config: KnockoutConfig) -> str:
+    payload = json.dumps({"patch": patch.key, "config": asdict(config),
+                          "version": KNOCKOUT_VERSION}, sort_keys=True)
+    return "knockout-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def run_knockout(ranker: Ranker, collection: Collection, patch: PatchResult,
+                 patch_config: PatchConfig, config: KnockoutConfig, store=None, *,
+                 progress: Callable[[int, int, str], None] | None = None) -> pd.DataFrame:
+    """Table 1 of the study: F1 and nDCG@10 with the top-k heads (by mean IE at each head
+    group, and all groups mixed) mean-ablated, versus ``repeats`` random head sets of the same
+    size at the same positions, with the relative drop from the full model in percent."""
+    config.validate(ranker)
+    key = knockout_key(patch, config)
+    if store is not None and (cached := store.frame(key)) is not None:
+        return cached
+    effects = mean_effects(patch.used)
+    head_groups = sorted(set(effects[effects.target == "head"].group))
+    if not head_groups:
+        raise InputError("this patching sweep patched no heads; run it with head groups "
+                         "(e.g. last, query) before a knock-out")
+    started = time.perf_counter()
+    # reference set for the means: the sweep's own prompt pairs
+    pairs = prompt_pairs(collection, patch_config)
+    encodings = [enc for row in pairs.itertuples(index=False)
+                 if (enc := encode_pair(ranker, row.query, row.positive, row.negative,
+                                        patch_config)[0]) is not None]
+    means = head_means(ranker, encodings)
+    heldout_config = PatchConfig(prompt=patch_config.prompt, pairs=config.queries,
+                                 split=patch_config.split, depth=patch_config.depth)
+    judged = prompt_pairs(collection, heldout_config, skip_qids=set(pairs.qid))
+    if judged.empty:
+        raise InputError("no held-out queries are left for the knock-out; use fewer patching "
+                         "pairs or a larger collection")
+    rerank = candidate_pairs(collection, config.depth, qids=judged.qid.tolist())
+    f1_inputs = _judgment_inputs(judged, patch_config.prompt)
+
+    def measure(heads):
+        scores = score_ablated(ranker, *f1_inputs[:2], heads, means, patch_config.prompt,
+                               f1_inputs[2])
+        ranked = score_ablated(ranker, rerank["query"].tolist(), rerank["document"].tolist(),
+                               heads, means)
+        return scores, evaluate(collection, rerank, ranked)["nDCG@10"]
+
+    rng = np.random.default_rng(config.seed)
+    all_heads = [(layer, head) for layer in range(ranker.n_layers) for head in range(ranker.n_heads)]
+    conditions = [*head_groups, "mixed"]
+    total = 1 + len(conditions) * (1 + config.repeats)
+    step = 0
+
+    def tick(what):
+        nonlocal step
+        step += 1
+        if progress:
+            progress(step, total, what)
+
+    full_scores, full_ndcg = measure([])
+    threshold = 0.0 if ranker.kind == "llm-judge" else float(np.median(full_scores))
+    labels = f1_inputs[3]
+
+    def judged_f1(scores):
+        return f1(labels, scores > threshold)
+
+    full_f1 = judged_f1(full_scores)
+    tick("full model")
+    rows = [("all", "full model", 0, full_f1, 0.0, 0.0, full_ndcg, 0.0, 0.0)]
+    for condition in conditions:
+        top = top_heads(effects, None if condition == "mixed" else condition, config.k)
+        scores, ndcg = measure(top)
+        tick(f"top-{config.k} heads at {condition}")
+        rows.append(_row(condition, f"top-{len(top)}", len(top), [judged_f1(scores)], [ndcg],
+                         full_f1, full_ndcg))
+        chosen = {(layer, head) for layer, head, _ in top}
+        pool = [h for h in all_heads if h not in chosen]
+        f1s, ndcgs = [], []
+        for repeat in range(config.repeats):
+            picks = rng.choice(len(pool), size=len(top), replace=False)
+            random_heads = [(*pool[i], condition if condition != "mixed"
+                             else head_groups[int(rng.integers(len(head_groups)))]) for i in picks]
+            scores, ndcg = measure(random_heads)
+            f1s.append(judged_f1(scores))
+            ndcgs.append(ndcg)
+            tick(f"random heads at {condition} ({repeat + 1}/{config.repeats})")
+        rows.append(_row(condition, f"random-{len(top)} (×{config.repeats})", len(top), f1s,
+                         ndcgs, full_f1, full_ndcg))
+    frame = pd.DataFrame(rows, columns=KNOCKOUT_COLUMNS)
+    frame.attrs["seconds"] = time.perf_counter() - started
+    if store is not None:
+        store.write_frame(key, "knockout", ranker.spec.name, collection.name,
+                          {"patch": patch.key, **asdict(config)}, frame)
+    return frame
+
+
+def _judgment_inputs(judged: pd.DataFrame, prompt: str):
+    """(queries, documents, documents_b, labels) for the yes/no judgments on held-out pairs."""
+    queries = [*judged["query"], *judged["query"]]
+    if prompt == "pairwise":  # A = positive → yes; A = negative → no
+        return (queries, [*judged.positive, *judged.negative],
+                [*judged.negative, *judged.positive], np.r_[np.ones(len(judged)), np.zeros(len(judged))])
+    return (queries, [*judged.positive, *judged.negative], None,
+            np.r_[np.ones(len(judged)), np.zeros(len(judged))])
+
+
+def _row(group, selection, heads, f1s, ndcgs, full_f1, full_ndcg):
+    f1_value, ndcg_value = float(np.mean(f1s)), float(np.mean(ndcgs))
+    return (group, selection, heads, f1_value, float(np.std(f1s)),
+            _drop(f1_value, full_f1), ndcg_value, float(np.std(ndcgs)), _drop(ndcg_value, full_ndcg))
+
+
+def _drop(value: float, full: float) -> float:
+    """Relative change from the full model in percent (negative = a drop)."""
+    return float("nan") if full == 0 else 100.0 * (value - full) / full
