@@ -228,6 +228,9 @@ class PreparedPair:
         return self.ld_clean - self.ld_corr
 
     def positions(self, group: str) -> torch.Tensor:
+        """Token positions of a group (``all``: every position)."""
+        if group == "all":
+            return torch.arange(self.n_positions, device=self.groups.device)
         return torch.nonzero(self.groups == GROUP_CODES[group]).flatten()
 
 

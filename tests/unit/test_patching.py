@@ -1,0 +1,222 @@
+"""Activation patching on tiny random Llama / BERT rankers: the IE arithmetic, the fast path
+against the one-forward-per-patch loop, resumption, knock-out and hook hygiene."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from core import models
+from core.ablation import KnockoutConfig, head_means, heads_ablated, run_knockout
+from core.errors import InputError
+from core.hooks import capture_inputs, count_hooks
+from core.metrics import rank_biased_overlap
+from core.models import DOCUMENT, INSTRUCTION, LAST, QUERY, ModelSpec, load_ranker
+from core.patching import (Patch, PatchConfig, PreparedPair, encode_pair, interaction_scores,
+                           mean_effects, patch_pair, plan_patches, prepare_pair, prompt_pairs,
+                           rbo_table, run_patching)
+from core.store import Store
+
+
+@pytest.fixture(scope="module")
+def tiny_judge(tiny_llama_dir):
+    return load_ranker(ModelSpec("tiny-judge", "llm-judge", str(tiny_llama_dir), device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def tiny_ce(tiny_bert_dir):
+    ranker = load_ranker(ModelSpec("tiny-ce", "cross-encoder", str(tiny_bert_dir), device="cpu"))
+    with torch.no_grad():  # a random head (std 0.02) barely separates documents: scale it up
+        ranker.model.classifier.weight.mul_(1000.0)
+    return ranker
+
+
+QUERY_TEXT = "how to store honey"
+POSITIVE = "Store honey in a sealed glass jar at room temperature, away from sunlight."
+NEGATIVE = "The football season starts in August with twenty teams in the league table."
+
+
+def _prepared(ranker, prompt="pointwise", positive=POSITIVE, negative=NEGATIVE):
+    config = PatchConfig(prompt=prompt, doc_tokens=12)
+    enc, reason, _ = encode_pair(ranker, QUERY_TEXT, positive, negative, config)
+    assert reason == ""
+    return prepare_pair(ranker, enc)
+
+
+def _ie(prepared, values):
+    return (np.asarray(values) - prepared.ld_corr) / prepared.gap
+
+
+@pytest.mark.parametrize("name", ["tiny_judge", "tiny_ce"])
+def test_patching_the_whole_residual_stream_restores_the_clean_run(name, request):
+    ranker = request.getfixturevalue(name)
+    prepared = _prepared(ranker)
+    assert abs(prepared.gap) > 1e-4  # random weights still separate these two documents
+    patches = [Patch("resid", layer, "all") for layer in range(ranker.n_layers)]
+    ie = _ie(prepared, patch_pair(ranker, prepared, patches))
+    np.testing.assert_allclose(ie, 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["tiny_judge", "tiny_ce"])
+def test_patching_nothing_leaves_the_corrupted_run(name, request):
+    ranker = request.getfixturevalue(name)
+    # clean = corrupted: every patch writes the values already there, so IE's numerator is 0
+    prepared = _prepared(ranker, negative=POSITIVE)
+    patches = plan_patches(ranker, prepared, PatchConfig())
+    forced = [p for p in patches if p.target != "resid"][:40]
+    for method in ("staged", "loop"):
+        values = patch_pair(ranker, prepared, forced, method)
+        np.testing.assert_allclose(values, prepared.ld_corr, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,prompt", [("tiny_judge", "pointwise"), ("tiny_judge", "pairwise"),
+                                         ("tiny_ce", "pointwise")])
+def test_fast_path_matches_one_forward_per_patch(name, prompt, request):
+    ranker = request.getfixturevalue(name)
+    prepared = _prepared(ranker, prompt)
+    patches = plan_patches(ranker, prepared, PatchConfig(prompt=prompt,
+                                                         head_groups=("last", "query", "document")))
+    assert {p.target for p in patches} == {"attn", "mlp", "resid", "head", "attn_scores"}
+    staged = patch_pair(ranker, prepared, patches, "staged", batch_rows=7)
+    loop = patch_pair(ranker, prepared, patches, "loop")
+    assert np.abs(staged - loop).max() <= 1e-4
+    assert count_hooks(ranker.model) == 0
+    assert ranker.model.config._attn_implementation != models._ATTENTION_NAME
+    assert models._ATTENTION_STATE == []
+
+
+def test_causal_query_before_document_cannot_carry_the_difference(tiny_judge):
+    """In a decoder the query precedes the document, so its activations are identical in the
+    clean and corrupted runs: IE is exactly 0 there (and the fast path skips those runs)."""
+    prepared = _prepared(tiny_judge)
+    assert prepared.direction == ("document", "query")
+    patches = [Patch(t, layer, "query") for t in ("attn", "mlp", "resid")
+               for layer in range(tiny_judge.n_layers)]
+    assert np.all(_ie(prepared, patch_pair(tiny_judge, prepared, patches)) == 0)
+
+
+def test_interaction_score_by_hand():
+    groups = torch.tensor([INSTRUCTION, QUERY, QUERY, DOCUMENT, DOCUMENT, LAST])
+    weights = torch.zeros(2, 1, 6, 6)
+    # clean: query token 1 attends 0.6 / 0.1 to the documents, token 2 0.2 / 0.5
+    weights[0, 0, 1, 3:5] = torch.tensor([0.6, 0.1])
+    weights[0, 0, 2, 3:5] = torch.tensor([0.2, 0.5])
+    weights[1, 0, 1, 3:5] = torch.tensor([0.1, 0.1])
+    weights[1, 0, 2, 3:5] = torch.tensor([0.3, 0.0])
+    prepared = PreparedPair(enc=None, groups=groups, ld_clean=1.0, ld_corr=0.0, block_inputs=[],
+                            clean={}, clean_heads={}, corrupted={}, corrupted_heads={},
+                            weights={0: weights}, keys={}, args=(), kwargs={}, n_positions=6)
+    frame = interaction_scores(prepared)
+    row = frame.iloc[0]
+    assert row.s_clean == pytest.approx(0.6 + 0.5)
+    assert row.s_corrupted == pytest.approx(0.1 + 0.3)
+    assert row.interaction == pytest.approx(0.7)
+
+
+def test_rbo_worked_examples():
+    assert rank_biased_overlap([1, 2, 3], [1, 2, 3]) == pytest.approx(1.0)
+    assert rank_biased_overlap([1, 2], [3, 4]) == 0.0
+    # X1 = 0, X2 = 2: 2/2·0.5² + (0.5/0.5)·(0 + 2/2·0.5²) = 0.5
+    assert rank_biased_overlap([1, 2], [2, 1], p=0.5) == pytest.approx(0.5)
+    # p = 0.7, [a b c] vs [a c b]: X = 1, 1, 3 → 1·0.343 + (0.3/0.7)(0.7 + 0.5·0.49 + 0.343)
+    expected = 0.343 + 0.3 / 0.7 * (0.7 + 0.245 + 0.343)
+    assert rank_biased_overlap(["a", "b", "c"], ["a", "c", "b"]) == pytest.approx(expected)
+    with pytest.raises(ValueError):
+        rank_biased_overlap([1], [1], p=1.0)
+
+
+def test_rbo_table_compares_layer_rankings():
+    def effects(order):
+        return pd.DataFrame({"target": "attn", "layer": [1, 2, 3], "group": "last", "head": -1,
+                             "ie_mean": order, "ie_sd": 0.0, "pairs": 2})
+
+    table = rbo_table(effects([0.9, 0.5, 0.1]), effects([0.9, 0.1, 0.5]))
+    assert table.rbo.iloc[0] == pytest.approx(rank_biased_overlap([1, 2, 3], [1, 3, 2]))
+
+
+def test_sweep_is_stored_resumable_and_leaves_no_hooks(tiny_judge, demo, store_path):
+    config = PatchConfig(pairs=3, min_gap=0.0, doc_tokens=10, head_groups=("last",))
+    store = Store(store_path)
+    calls = []
+
+    def stop_after_first():
+        calls.append(1)
+        return len(calls) > 1
+
+    first = run_patching(tiny_judge, demo, config, store, should_stop=stop_after_first)
+    assert first.stopped and len(first.pairs) == 1
+    resumed = run_patching(tiny_judge, demo, config, store)
+    assert not resumed.stopped and len(resumed.pairs) == 3
+    fresh = run_patching(tiny_judge, demo, config, store=None)
+    merged = resumed.results.merge(fresh.results, on=["pair", "target", "layer", "group", "head"])
+    assert len(merged) == len(fresh.results)
+    np.testing.assert_allclose(merged.value_x, merged.value_y, atol=1e-5)
+    tokens = json.loads(resumed.pairs.tokens.iloc[0])
+    assert {t[1] for t in tokens} >= {"query", "document", "instruction", "last"}
+    assert count_hooks(tiny_judge.model) == 0
+    effects = mean_effects(resumed.used)
+    assert set(effects.target) >= {"attn", "mlp", "resid", "head", "attn_scores"}
+    store.close()
+
+
+def test_tight_gap_pairs_are_reported_not_kept(tiny_judge, demo):
+    result = run_patching(tiny_judge, demo, PatchConfig(pairs=2, min_gap=1e6, doc_tokens=10))
+    assert (result.pairs.status != "used").all()
+    assert result.used.empty
+    assert any("below min_gap" in note for note in result.notes)
+
+
+def test_hooks_and_attention_are_restored_when_a_sweep_fails(tiny_judge, demo):
+    def boom(*_):
+        raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError):
+        run_patching(tiny_judge, demo, PatchConfig(pairs=1, min_gap=0.0, doc_tokens=10),
+                     progress=boom)
+    assert count_hooks(tiny_judge.model) == 0
+    assert models._ATTENTION_STATE == []
+
+
+def test_bad_settings_are_named(tiny_ce, demo):
+    with pytest.raises(InputError, match="pairwise prompts need"):
+        PatchConfig(prompt="pairwise").validate(tiny_ce)
+    with pytest.raises(InputError, match="unknown groups"):
+        PatchConfig(groups=("body",)).validate()
+    with pytest.raises(InputError, match="no queries with a relevant"):
+        prompt_pairs(demo, PatchConfig(split="nonexistent"))
+
+
+def test_mean_ablation_writes_the_mean_at_the_group_only(tiny_ce):
+    enc = tiny_ce.encode([QUERY_TEXT], [POSITIVE])
+    means = head_means(tiny_ce, [enc])
+    path = tiny_ce.head_input_path(1)
+    cols = slice(2 * tiny_ce.head_dim, 3 * tiny_ce.head_dim)
+    with heads_ablated(tiny_ce, [(1, 2, "query")], means, lambda: enc.groups), \
+            capture_inputs(tiny_ce.model, [path]) as seen, torch.inference_mode():
+        tiny_ce.forward(enc)
+    query = enc.groups[0] == QUERY
+    ablated = seen[path][0]
+    assert torch.allclose(ablated[query][:, cols], means[1][cols].expand(int(query.sum()), -1))
+    with capture_inputs(tiny_ce.model, [path]) as plain, torch.inference_mode():
+        tiny_ce.forward(enc)
+    assert torch.equal(ablated[~query], plain[path][0][~query])  # other positions untouched
+    assert count_hooks(tiny_ce.model) == 0
+
+
+def test_knockout_table(tiny_ce, demo, store_path):
+    config = PatchConfig(pairs=2, min_gap=0.0, doc_tokens=10, attention_scores=False)
+    store = Store(store_path)
+    patch = run_patching(tiny_ce, demo, config, store)
+    knockout = KnockoutConfig(k=2, repeats=2, queries=2)
+    table = run_knockout(tiny_ce, demo, patch, config, knockout, store)
+    assert list(table.selection[:2]) == ["full model", "top-2"]
+    assert set(table.group) == {"all", "last", "query", "mixed"}
+    assert table.f1.between(0, 1).all() and table.ndcg.between(0, 1).all()
+    assert (table.heads[1:] == 2).all()
+    again = run_knockout(tiny_ce, demo, patch, config, knockout, store)  # served from the store
+    pd.testing.assert_frame_equal(table.reset_index(drop=True), again.reset_index(drop=True),
+                                  check_dtype=False)
+    assert count_hooks(tiny_ce.model) == 0
+    store.close()
