@@ -330,25 +330,19 @@ def _start(ranker: Ranker, prepared: PreparedPair, patch: Patch) -> int:
     return int(positions.min()) if len(positions) else prepared.n_positions - 1
 
 
-def _patched_scores(ranker: Ranker, prepared: PreparedPair, patches: list[Patch],
-                    start: int, full: bool = False) -> torch.Tensor:
-    """LD of the corrupted run with each row patched as ``patches`` say ``-> [rows]``.
-
-    All patches share one layer. ``full``: run every block from the embeddings (the loop
-    baseline); otherwise start at the patched layer and, from position ``start`` on.
-    """
-    layer = patches[0].layer
-    rows = len(patches)
-    n, device = prepared.n_positions, ranker.device
-    span = slice(0 if full else start, n)
-    width = n - span.start
+def _layer_hooks(ranker: Ranker, prepared: PreparedPair, patches: list[Patch | None],
+                 layer: int, span: slice):
+    """Setters (outputs, inputs) and an attention-weight edit that apply each row's patch at
+    ``layer``; ``patches[r]`` is None for rows patched at another layer."""
+    rows, width, device = len(patches), span.stop - span.start, ranker.device
 
     def row_mask(target: str, last_dim: int, head_slices: bool = False) -> torch.Tensor | None:
-        mask = torch.zeros(rows, width, last_dim, dtype=torch.bool, device=device)
-        used = False
+        mask = None
         for r, patch in enumerate(patches):
-            if patch.target != target:
+            if patch is None or patch.target != target:
                 continue
+            if mask is None:
+                mask = torch.zeros(rows, width, last_dim, dtype=torch.bool, device=device)
             positions = patch_positions(prepared, patch) - span.start
             positions = positions[positions >= 0]
             if head_slices:
@@ -356,51 +350,86 @@ def _patched_scores(ranker: Ranker, prepared: PreparedPair, patches: list[Patch]
                 mask[r, positions, cols] = True
             else:
                 mask[r, positions] = True
-            used = True
-        return mask if used else None
+        return mask
 
     def setter(mask: torch.Tensor, clean: torch.Tensor) -> Callable:
         clean = clean[span].to(device)
         return lambda out: torch.where(mask, clean.to(out.dtype), out)
 
     paths = ranker.component_paths(layer)
-    output_setters, input_setters = {}, {}
+    outputs, inputs, edit = {}, {}, None
     for target in COMPONENTS:
-        mask = row_mask(target, 1)
-        if mask is not None:
-            output_setters[paths[target]] = setter(mask, prepared.clean[(target, layer)])
-    mask = row_mask("head", ranker.n_heads * ranker.head_dim, head_slices=True)
-    if mask is not None:
-        input_setters[ranker.head_input_path(layer)] = setter(mask, prepared.clean_heads[layer])
-    state = AttentionState()
-    if any(p.target == "attn_scores" for p in patches):
+        if (mask := row_mask(target, 1)) is not None:
+            outputs[paths[target]] = setter(mask, prepared.clean[(target, layer)])
+    if (mask := row_mask("head", ranker.n_heads * ranker.head_dim, head_slices=True)) is not None:
+        inputs[ranker.head_input_path(layer)] = setter(mask, prepared.clean_heads[layer])
+    if any(p is not None and p.target == "attn_scores" for p in patches):
+        n = prepared.n_positions
         weight_mask = torch.zeros(rows, ranker.n_heads, width, n, dtype=torch.bool, device=device)
         attending = prepared.positions(prepared.direction[0]) - span.start
-        attended = prepared.positions(prepared.direction[1])
         attending = attending[attending >= 0]
+        attended = prepared.positions(prepared.direction[1])
         for r, patch in enumerate(patches):
-            if patch.target == "attn_scores":
+            if patch is not None and patch.target == "attn_scores":
                 weight_mask[r, patch.head, attending.unsqueeze(1), attended.unsqueeze(0)] = True
         clean_weights = prepared.weights[layer][0, :, span]
-        state.edit[layer] = lambda w: torch.where(weight_mask, clean_weights.to(w.dtype), w)
-    with ranker.attention_access(state), intervene(ranker.model, output_setters), \
-            intervene_inputs(ranker.model, input_setters):
-        if full:
-            enc = prepared.enc
-            batch = type(enc)(enc.input_ids[1:2].expand(rows, -1), enc.attention_mask[1:2].expand(rows, -1),
-                              enc.groups[1:2].expand(rows, -1), enc.last[1:2].expand(rows),
-                              None if enc.token_type_ids is None else enc.token_type_ids[1:2].expand(rows, -1),
-                              [])
-            return ranker.forward(batch)
-        if start > 0:
-            state.prefix = {l: (k[:, :, :start], v[:, :, :start])
-                            for l, (k, v) in prepared.keys.items() if l >= layer}
-        # masks and rotary tables keep batch 1 and broadcast over the patched rows
-        args, kwargs = _suffix_call(prepared.args, prepared.kwargs, start)
-        hidden = prepared.block_inputs[layer][span].unsqueeze(0).expand(rows, -1, -1).contiguous()
-        hidden = ranker.run_blocks(hidden, layer, args, kwargs)
-        output = int(prepared.enc.last[1]) - span.start
-        return ranker.read_out(hidden[:, output])
+
+        def edit(weights):
+            return torch.where(weight_mask, clean_weights.to(weights.dtype), weights)
+
+    return outputs, inputs, edit
+
+
+def _patched_scores(ranker: Ranker, prepared: PreparedPair, patches: list[Patch],
+                    start: int) -> torch.Tensor:
+    """LD of the corrupted run with row r patched as ``patches[r]`` says ``-> [rows]``.
+
+    ``patches`` are sorted by layer and all change nothing before position ``start``. The
+    batch grows block by block: the rows patched at layer l join at block l with the corrupted
+    residual stream entering it, so no block runs for a row below its patched layer, and in a
+    causal decoder only positions ``start…`` are carried (keys and values of the earlier
+    positions come from the corrupted run).
+    """
+    n, first = prepared.n_positions, patches[0].layer
+    span = slice(start, n)
+    state = AttentionState()
+    if start > 0:
+        state.prefix = {l: (k[:, :, :start], v[:, :, :start])
+                        for l, (k, v) in prepared.keys.items() if l >= first}
+    # masks and rotary tables keep batch 1 and broadcast over the patched rows
+    args, kwargs = _suffix_call(prepared.args, prepared.kwargs, start)
+    blocks = ranker.model.get_submodule(ranker.block_path(0).rsplit(".", 1)[0])
+    hidden, joined = None, []
+    with ranker.attention_access(state):
+        for layer in range(first, ranker.n_layers):
+            entering = [p for p in patches if p.layer == layer]
+            if entering:
+                fresh = prepared.block_inputs[layer][span].unsqueeze(0).expand(len(entering), -1, -1)
+                hidden = fresh if hidden is None else torch.cat([hidden, fresh])
+                joined += entering
+            rows = [None] * (len(joined) - len(entering)) + entering
+            outputs, inputs, edit = _layer_hooks(ranker, prepared, rows, layer, span) \
+                if entering else ({}, {}, None)
+            state.edit = {layer: edit} if edit is not None else {}
+            with intervene(ranker.model, outputs), intervene_inputs(ranker.model, inputs):
+                out = blocks[layer](hidden, *args, **kwargs)
+            hidden = out[0] if isinstance(out, tuple) else out
+    scores = ranker.read_out(hidden[:, int(prepared.enc.last[1]) - start])
+    order = {id(p): i for i, p in enumerate(joined)}
+    return scores[torch.tensor([order[id(p)] for p in patches], device=scores.device)]
+
+
+def _loop_score(ranker: Ranker, prepared: PreparedPair, patch: Patch) -> float:
+    """The baseline: the whole corrupted input through the model once, with one patch."""
+    span = slice(0, prepared.n_positions)
+    outputs, inputs, edit = _layer_hooks(ranker, prepared, [patch], patch.layer, span)
+    state = AttentionState(edit={patch.layer: edit} if edit is not None else {})
+    enc = prepared.enc
+    one = type(enc)(enc.input_ids[1:2], enc.attention_mask[1:2], enc.groups[1:2], enc.last[1:2],
+                    None if enc.token_type_ids is None else enc.token_type_ids[1:2], [])
+    with ranker.attention_access(state), intervene(ranker.model, outputs), \
+            intervene_inputs(ranker.model, inputs):
+        return float(ranker.forward(one)[0])
 
 
 def plan_patches(ranker: Ranker, prepared: PreparedPair, config: PatchConfig) -> list[Patch]:
@@ -425,15 +454,16 @@ def patch_pair(ranker: Ranker, prepared: PreparedPair, patches: list[Patch],
     out = np.empty(len(patches), dtype=np.float64)
     if method == "loop":
         for i, patch in enumerate(patches):
-            out[i] = float(_patched_scores(ranker, prepared, [patch], 0, full=True)[0])
+            out[i] = _loop_score(ranker, prepared, patch)
         return out
-    buckets: dict[tuple[int, int], list[int]] = {}
+    buckets: dict[int, list[int]] = {}
     for i, patch in enumerate(patches):
         if changes_nothing(ranker, prepared, patch):
             out[i] = prepared.ld_corr
             continue
-        buckets.setdefault((patch.layer, _start(ranker, prepared, patch)), []).append(i)
-    for (layer, start), members in buckets.items():
+        buckets.setdefault(_start(ranker, prepared, patch), []).append(i)
+    for start, members in buckets.items():
+        members.sort(key=lambda i: patches[i].layer)
         for chunk in range(0, len(members), batch_rows):
             index = members[chunk:chunk + batch_rows]
             scores = _patched_scores(ranker, prepared, [patches[i] for i in index], start)
