@@ -119,6 +119,73 @@ def neuron_count_chart(histogram: pd.DataFrame) -> alt.Chart:
     ).properties(height=240, title="How many neurons each Lasso probe uses")
 
 
+# --------------------------------------------------------------------------- patching (study 3)
+GROUP_ORDER = ["document", "query", "instruction", "last"]
+IE_SCALE = alt.Scale(scheme="redblue", domainMid=0, reverse=True)
+
+
+def ie_heatmap(effects: pd.DataFrame, target: str, title: str | None = None) -> alt.Chart:
+    """Mean IE per layer × position group for one component (``mean_effects`` rows)."""
+    data = effects[(effects.target == target) & (effects["head"] < 0)]
+    names = {"attn": "attention output", "mlp": "MLP output", "resid": "residual stream"}
+    base = alt.Chart(data).encode(
+        x=alt.X("layer:O", title="layer"),
+        y=alt.Y("group:N", sort=GROUP_ORDER, title=None))
+    cells = base.mark_rect().encode(
+        color=alt.Color("ie_mean:Q", scale=IE_SCALE, title="mean IE"),
+        tooltip=["group", "layer", alt.Tooltip("ie_mean:Q", format=".3f"),
+                 alt.Tooltip("ie_sd:Q", format=".3f"), "pairs"])
+    return cells.properties(height=150, title=title or f"IE of the {names.get(target, target)}")
+
+
+def head_heatmap(effects: pd.DataFrame, group: str, top: int = 5) -> alt.Chart:
+    """Mean IE of each head's output (layer × head) at one position group; the ``top`` heads
+    are outlined and labelled."""
+    data = effects[(effects.target == "head") & (effects.group == group)].copy()
+    data["rank"] = data.ie_mean.rank(ascending=False, method="first").astype(int)
+    data["top"] = data["rank"] <= top
+    base = alt.Chart(data).encode(x=alt.X("layer:O", title="layer"),
+                                  y=alt.Y("head:O", title="head"))
+    cells = base.mark_rect().encode(
+        color=alt.Color("ie_mean:Q", scale=IE_SCALE, title="mean IE"),
+        tooltip=["layer", "head", alt.Tooltip("ie_mean:Q", format=".3f"), "rank"])
+    outline = base.transform_filter("datum.top").mark_rect(fill=None, stroke="black",
+                                                           strokeWidth=2)
+    labels = base.transform_filter("datum.top").mark_text(fontSize=9).encode(text="rank:Q")
+    return (cells + outline + labels).properties(
+        height=max(160, 18 * int(data["head"].nunique() or 1)),
+        title=f"Head outputs patched at {group} positions (top {top} outlined, by rank)")
+
+
+def head_scatter(table: pd.DataFrame, x: str, y: str) -> alt.Chart:
+    """One point per head: ``x`` against ``y`` (columns of ``head_table``), with a fit line."""
+    data = table[["layer", "head", x, y]].dropna().rename(columns={x: "x", y: "y"})
+    points = alt.Chart(data).mark_circle(size=40, opacity=0.7).encode(
+        x=alt.X("x:Q", title=x), y=alt.Y("y:Q", title=y),
+        color=alt.Color("layer:Q", scale=alt.Scale(scheme="viridis"), title="layer"),
+        tooltip=["layer", "head", alt.Tooltip("x:Q", format=".3f", title=x),
+                 alt.Tooltip("y:Q", format=".3f", title=y)])
+    fit = points.transform_regression("x", "y").mark_line(color="#888", strokeDash=[4, 3])
+    return (points + fit).properties(height=280, title=f"{y} vs {x}")
+
+
+def knockout_chart(table: pd.DataFrame, measure: str = "ndcg") -> alt.Chart:
+    """Knock-out: ``measure`` (f1 or ndcg) per position group, top-k heads vs random heads,
+    with the full model as a rule."""
+    full = table[table.selection == "full model"]
+    data = table[table.selection != "full model"].assign(
+        kind=lambda f: np.where(f.selection.str.startswith("top"), "top-k by IE", "random"))
+    title = {"ndcg": "nDCG@10 (BM25 top-20 re-ranked)", "f1": "F1 of yes/no judgments"}[measure]
+    bars = alt.Chart(data).mark_bar().encode(
+        x=alt.X("group:N", title="heads chosen at", sort=[*GROUP_ORDER, "mixed"]),
+        xOffset="kind:N", y=alt.Y(f"{measure}:Q", title=title),
+        color=alt.Color("kind:N", title=None),
+        tooltip=["group", "selection", alt.Tooltip(f"{measure}:Q", format=".3f"),
+                 alt.Tooltip(f"{measure}_drop_pct:Q", format=".1f", title="change %")])
+    rule = alt.Chart(full).mark_rule(strokeDash=[5, 4]).encode(y=f"{measure}:Q")
+    return (bars + rule).properties(height=240, title=f"Knock-out: {title} (dashed: full model)")
+
+
 def export_chart(chart: alt.Chart, fmt: str) -> bytes:
     """PNG or SVG bytes of a chart, rendered offline by vl-convert."""
     import vl_convert as vlc

@@ -146,3 +146,37 @@ def test_probing_page_stop_keeps_finished_work(app_store):
     at.run()
     assert at.warning and "Run probes" in at.warning[0].value
     assert not at.exception
+
+
+def test_patching_page_heatmaps_heads_knockout_and_token_view(app_store):
+    import json
+
+    at = page("pages/4_Patching.py").run()
+    assert not at.exception and not at.error
+    next(n for n in at.number_input if n.label == "Pairs").set_value(2)
+    next(c for c in at.checkbox if c.label == "Head knock-out").check()
+    at.button[0].click().run()  # minilm-cross-encoder, pointwise
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.get("progress")
+    specs = [json.dumps(json.loads(c.proto.spec), ensure_ascii=False)
+             for c in at.get("vega_lite_chart")]
+    assert any("Attention output · pointwise" in s for s in specs)
+    assert any("MLP output · pointwise" in s for s in specs)
+    assert any("Head outputs patched at last positions" in s for s in specs)
+    assert any("Knock-out: nDCG@10" in s for s in specs)
+    assert any("attention-score IE" in s for s in specs)
+    knockout = next(d.value for d in at.dataframe if "nDCG@10" in d.value.columns)
+    assert knockout.selection.iloc[0] == "full model" and len(knockout) == 7
+    tokens = [m.value for m in at.markdown if "<span" in m.value]
+    assert tokens and 'title="query"' in tokens[0] and 'title="document"' in tokens[0]
+    # asking again is served from the store
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+
+
+def test_patching_page_refuses_pairwise_for_a_cross_encoder(app_store):
+    at = page("pages/4_Patching.py").run()
+    next(m for m in at.multiselect if m.label == "Prompt").set_value(["pointwise", "pairwise"])
+    at.button[0].click().run()
+    assert at.error and "pairwise prompts need" in at.error[0].value
+    assert not at.exception

@@ -1,0 +1,251 @@
+"""Activation patching: where relevance flows — layer × position heatmaps, heads, RBO, knock-out."""
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from core.ablation import KnockoutConfig, run_knockout
+from core.charts import head_heatmap, head_scatter, ie_heatmap, knockout_chart
+from core.data import available_collections
+from core.errors import RankScopeError
+from core.models import PRESETS
+from core.patching import (GROUPS, PatchConfig, correlations, head_table, head_top_tokens,
+                           mean_effects, rbo_table, run_patching, top_heads)
+
+ui.page_setup("Patching", "🩹")
+ranker_name, source = ui.sidebar()
+st.title("Activation patching")
+st.caption("Each prompt runs twice: **clean** with a relevant document, **corrupted** with a "
+           "hard non-relevant one (BM25's best-ranked non-relevant document, cut to the same "
+           "token length). A **patched** run is the corrupted run with one activation taken "
+           "from the clean run; its indirect effect IE = (LD_patched − LD_corr) / (LD_clean − "
+           "LD_corr) is 1 when that activation carries the whole difference and 0 when it "
+           "carries none. LD = logit(yes) − logit(no) for judges, the score for rankers "
+           "(*How do LLMs understand relevance?*, 2025).")
+
+store = ui.store_or_error()
+if store is None:
+    st.stop()
+
+with st.form("patch"):
+    c1, c2, c3 = st.columns(3)
+    names = list(PRESETS)
+    model = c1.selectbox("Judge or ranker", names, index=names.index(ranker_name))
+    options = available_collections() + [o for o in st.session_state.get("extra_collections", [])
+                                         if o not in available_collections()]
+    collection_source = c2.selectbox("Collection", options,
+                                     index=options.index(source) if source in options else 0)
+    prompts = c3.multiselect("Prompt", ["pointwise", "pairwise"], default=["pointwise"],
+                             help="Pairwise needs a yes/no judge; both give the RBO table.")
+    c4, c5, c6, c7 = st.columns(4)
+    pairs = c4.number_input("Pairs", min_value=1, max_value=200, value=3,
+                            help="One pair per held-out query. On a CPU a SmolLM2 pair takes "
+                                 "≈20–40 s, a MiniLM pair ≈2 s.")
+    doc_tokens = c5.number_input("Document tokens (max)", min_value=4, max_value=512, value=48)
+    min_gap = c6.number_input("Min |LD_clean − LD_corr|", min_value=0.0, value=0.5, step=0.1,
+                              help="Pairs below are excluded (IE divides by this gap).")
+    head_groups = c7.multiselect("Patch heads at", list(GROUPS), default=["last", "query"])
+    c8, c9, c10, c11 = st.columns(4)
+    attention_scores = c8.checkbox("Patch attention scores", value=True,
+                                   help="Each head's attention weights between query and "
+                                        "document tokens.")
+    knockout = c9.checkbox("Head knock-out", value=False,
+                           help="Mean-ablate the top-k heads by IE vs random heads.")
+    k = c10.number_input("k heads", min_value=1, value=5)
+    repeats = c11.number_input("Random repeats", min_value=1, value=3)
+    submitted = st.form_submit_button("Run patching", type="primary")
+
+if st.session_state.get("patching") and not submitted:
+    st.session_state["patching"] = False
+    st.warning("Stopped. Finished pairs are saved in the store — press **Run patching** to "
+               "resume where it stopped.")
+
+if submitted:
+    configs = [PatchConfig(prompt=p, pairs=int(pairs), doc_tokens=int(doc_tokens),
+                           min_gap=float(min_gap), head_groups=tuple(head_groups),
+                           attention_scores=attention_scores) for p in prompts]
+    ranker = ui.ranker_or_error(model)
+    collection = ui.collection_or_error(collection_source)
+    if ranker is None or collection is None:
+        st.stop()
+    try:
+        if not configs:
+            raise RankScopeError("pick at least one prompt type")
+        for config in configs:
+            config.validate(ranker)
+        knockout_config = KnockoutConfig(k=int(k), repeats=int(repeats))
+        if knockout:
+            knockout_config.validate(ranker)
+    except RankScopeError as error:
+        st.error(str(error))
+        st.stop()
+    st.session_state["patching"] = True
+    stop_slot = st.empty()
+    stop_slot.button("Stop", help="Stops after the current pair; finished pairs are kept.")
+    bar = st.progress(0.0, text="Starting …")
+    results = {}
+    try:
+        for config in configs:
+            def show(done, total, what, prompt=config.prompt):
+                bar.progress(done / max(total, 1), text=f"{model} · {prompt}: {what}")
+
+            results[config.prompt] = (config, run_patching(ranker, collection, config, store,
+                                                           progress=show))
+        knockout_table = None
+        if knockout:
+            config, result = next(iter(results.values()))
+
+            def show_knockout(done, total, what):
+                bar.progress(done / total, text=f"knock-out: {what}")
+
+            knockout_table = run_knockout(ranker, collection, result, config, knockout_config,
+                                          store, progress=show_knockout)
+    except RankScopeError as error:
+        st.session_state["patching"] = False
+        st.error(str(error))
+        st.stop()
+    bar.progress(1.0, text="Done")
+    stop_slot.empty()
+    st.session_state["patching"] = False
+    st.session_state["patch_view"] = {"model": model, "collection": collection.name,
+                                      "results": results, "knockout": knockout_table}
+
+view = st.session_state.get("patch_view")
+if not view:
+    st.info("Pick a judge or ranker, a collection and a prompt, then **Run patching**. Results "
+            "are kept in the store: asking again is instant.")
+    st.stop()
+
+results = view["results"]
+label = f"{view['model']} · {view['collection']}"
+for prompt, (config, result) in results.items():
+    for note in result.notes:
+        st.caption(f"{prompt}: {note}")
+effects = {prompt: mean_effects(result.used) for prompt, (_, result) in results.items()}
+if all(frame.empty for frame in effects.values()):
+    st.warning("No pair was kept (see the notes above): lower the minimum LD gap or use more "
+               "pairs.")
+    st.stop()
+
+tabs = st.tabs(["Layers × positions", "Heads", "Attention", "RBO", "Knock-out", "Pairs",
+                "Table"])
+with tabs[0]:
+    for target in ("attn", "mlp", "resid"):
+        columns = st.columns(len(effects))
+        for column, (prompt, frame) in zip(columns, effects.items()):
+            if frame[frame.target == target].empty:
+                continue
+            with column:
+                part = frame[frame.target == target]
+                title = {"attn": "Attention output", "mlp": "MLP output",
+                         "resid": "Residual stream"}[target]
+                ui.chart_with_exports(ie_heatmap(part, target, f"{title} · {prompt}"), part,
+                                      f"ie-{target}-{prompt}")
+
+with tabs[1]:
+    prompt = st.radio("Prompt", list(effects), horizontal=True, key="heads_prompt")
+    frame = effects[prompt]
+    groups_done = [g for g in GROUPS if g in set(frame[frame.target == "head"].group)]
+    if not groups_done:
+        st.caption("Heads were not patched in this run (choose position groups under "
+                   "*Patch heads at*).")
+    for group in groups_done:
+        part = frame[(frame.target == "head") & (frame.group == group)]
+        ui.chart_with_exports(head_heatmap(part, group), part, f"heads-{group}-{prompt}")
+    if groups_done:
+        top = top_heads(frame, None, 5)
+        if st.button("Top tokens of the top-5 heads (unembedding projection)"):
+            ranker = ui.ranker_or_error(view["model"])
+            collection = ui.collection_or_error(source)
+            if ranker is not None and collection is not None:
+                config = results[prompt][0]
+                tokens = head_top_tokens(ranker, collection, config,
+                                         [(layer, head) for layer, head, _ in top])
+                table = (tokens.groupby(["layer", "head"]).token
+                         .apply(lambda t: " · ".join(repr(x) for x in t)).reset_index())
+                st.dataframe(table, hide_index=True, width="stretch")
+
+with tabs[2]:
+    prompt = st.radio("Prompt", list(effects), horizontal=True, key="attention_prompt")
+    table = head_table(results[prompt][1].used)
+    head_columns = [c for c in table.columns if c.startswith("head IE")]
+    if "attention-score IE" not in table or not head_columns:
+        st.caption("Patch heads and attention scores to compare them.")
+    else:
+        x = st.selectbox("Head output IE at", head_columns)
+        left, right = st.columns(2)
+        with left:
+            ui.chart_with_exports(head_scatter(table, "attention-score IE", x), table,
+                                  f"scatter-scores-{prompt}")
+        with right:
+            ui.chart_with_exports(head_scatter(table, "interaction S", x), table,
+                                  f"scatter-interaction-{prompt}")
+        st.dataframe(correlations(table, x, ["attention-score IE", "interaction S"]),
+                     hide_index=True)
+        direction = results[prompt][1].results
+        direction = direction[direction.target == "interaction"].group.unique()
+        st.caption(f"Interaction S = s(clean) − s(corrupted), s = Σ over attending tokens of "
+                   f"the max attention to an attended token; direction here: "
+                   f"{', '.join(direction)} (a decoder that reads the query first cannot attend "
+                   "from query to document).")
+
+with tabs[3]:
+    if len(effects) < 2:
+        st.caption("Run both prompts (pointwise and pairwise, judges only) for the RBO of "
+                   "their layer rankings.")
+    else:
+        st.dataframe(rbo_table(effects["pointwise"], effects["pairwise"]), hide_index=True,
+                     width="stretch")
+        st.caption("Rank-biased overlap (p = 0.7) between the layers ordered by mean IE under "
+                   "each prompt, per component and position group.")
+
+with tabs[4]:
+    table = view.get("knockout")
+    if table is None:
+        st.caption("Tick *Head knock-out* and run again for the knock-out table.")
+    else:
+        shown = table.assign(
+            F1=[f"{v:.3f} ({d:+.1f}%)" for v, d in zip(table.f1, table.f1_drop_pct)],
+            nDCG10=[f"{v:.3f} ({d:+.1f}%)" for v, d in zip(table.ndcg, table.ndcg_drop_pct)])
+        st.dataframe(shown[["group", "selection", "heads", "F1", "nDCG10"]]
+                     .rename(columns={"nDCG10": "nDCG@10"}), hide_index=True, width="stretch")
+        left, right = st.columns(2)
+        with left:
+            ui.chart_with_exports(knockout_chart(table, "f1"), table, "knockout-f1")
+        with right:
+            ui.chart_with_exports(knockout_chart(table, "ndcg"), table, "knockout-ndcg")
+
+with tabs[5]:
+    prompt = st.radio("Prompt", list(results), horizontal=True, key="pairs_prompt")
+    pair_frame = results[prompt][1].pairs
+    event = st.dataframe(pair_frame.drop(columns="tokens"), hide_index=True, width="stretch",
+                         on_select="rerun", selection_mode="single-row", key=f"pairs-{prompt}")
+    selected = event.selection.rows if event is not None and hasattr(event, "selection") else []
+    index = selected[0] if selected else 0
+    row = pair_frame.iloc[index]
+    tokens = json.loads(row.tokens)
+    st.markdown(f"**Pair {int(row.pair) + 1}** (query {row.qid}; click a row to switch): clean "
+                f"input with the relevant document {row.positive_docno} — LD_clean "
+                f"{row.ld_clean:.3f}, LD_corr {row.ld_corr:.3f}, status: {row.status}")
+    if tokens:
+        st.markdown(ui.coloured_tokens([(t[0], t[1]) for t in tokens]), unsafe_allow_html=True)
+        st.markdown(f"Corrupted input (document {row.negative_docno}):")
+        st.markdown(ui.coloured_tokens([(t[2], t[1]) for t in tokens]), unsafe_allow_html=True)
+
+with tabs[6]:
+    frames = []
+    for prompt, frame in effects.items():
+        frames.append(frame.assign(prompt=prompt, model=view["model"],
+                                   collection=view["collection"]))
+    table = pd.concat(frames, ignore_index=True)
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.download_button("Download mean IE (CSV)", table.to_csv(index=False), "patching.csv",
+                       "text/csv", on_click="ignore")
+    per_pair = pd.concat([r.results.assign(prompt=p) for p, (_, r) in results.items()])
+    st.download_button("Download every patched run (CSV)", per_pair.to_csv(index=False),
+                       "patching-per-pair.csv", "text/csv", on_click="ignore")
+st.caption(f"{label}: " + "; ".join(
+    f"{p}: {len(r.pairs[r.pairs.status == 'used'])} of {len(r.pairs)} pairs, "
+    f"{len(r.results)} rows, key {r.key}" for p, (_, r) in results.items()))
