@@ -152,14 +152,15 @@ def run_knockout(ranker: Ranker, collection: Collection, patch: PatchResult,
                          "(e.g. last, query) before a knock-out")
     started = time.perf_counter()
     # reference set for the means: the sweep's own prompt pairs
-    pairs = prompt_pairs(collection, patch_config)
+    candidates = prompt_pairs(collection, patch_config, limit=len(patch.pairs) or 1)
+    pairs = candidates[candidates.qid.isin(set(patch.pairs[patch.pairs.status == "used"].qid))]
     encodings = [enc for row in pairs.itertuples(index=False)
                  if (enc := encode_pair(ranker, row.query, row.positive, row.negative,
                                         patch_config)[0]) is not None]
     means = head_means(ranker, encodings)
     heldout_config = PatchConfig(prompt=patch_config.prompt, pairs=config.queries,
                                  split=patch_config.split, depth=patch_config.depth)
-    judged = prompt_pairs(collection, heldout_config, skip_qids=set(pairs.qid))
+    judged = prompt_pairs(collection, heldout_config, skip_qids=set(patch.pairs.qid))
     if judged.empty:
         raise InputError("no held-out queries are left for the knock-out; use fewer patching "
                          "pairs or a larger collection")

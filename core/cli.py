@@ -184,11 +184,12 @@ def cmd_probe(args) -> int:
     return 0
 
 
-def _patch_config(args):
+def _patch_config(args, prompt=None):
     from core.patching import PatchConfig
 
-    config = PatchConfig(prompt=args.prompt, pairs=args.pairs, split=args.split or None,
+    config = PatchConfig(prompt=prompt or args.prompt, pairs=args.pairs, split=args.split or None,
                          doc_tokens=args.doc_tokens, min_gap=args.min_gap,
+                         correct_only=not args.any_direction,
                          components=tuple(args.components), groups=tuple(args.groups),
                          head_groups=tuple(args.head_groups),
                          attention_scores=not args.no_attention_scores, method=args.method)
@@ -212,42 +213,60 @@ def cmd_patch(args) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give a file name such as {out / 'patch.csv'}")
-    config = _patch_config(args)
+    import pandas as pd
+
+    from core.patching import rbo_table
+
+    prompts = ["pointwise", "pairwise"] if args.prompt == "both" else [args.prompt]
+    configs = [_patch_config(args, prompt) for prompt in prompts]
     ranker, collection = _load(args)
-    config.validate(ranker)
+    for config in configs:
+        config.validate(ranker)
     store = _open_store(args)
+    results = {}
     try:
-        result = _patch(args, config, ranker, collection, store)
+        for config in configs:
+            results[config.prompt] = _patch(args, config, ranker, collection, store)
     except KeyboardInterrupt:
         print("stopped: finished pairs are saved; run the same command again to resume",
               file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         store.close()
-    for note in result.notes:
-        print(f"note: {note}", file=sys.stderr)
-    used = result.pairs[result.pairs.status == "used"]
-    effects = mean_effects(result.used)
-    effects.insert(0, "prompt", config.prompt)
-    effects.insert(0, "collection", collection.name)
-    effects.insert(0, "ranker", ranker.spec.name)
+    tables, per_pair = [], []
+    for prompt, result in results.items():
+        for note in result.notes:
+            print(f"note: {prompt}: {note}", file=sys.stderr)
+        effects = mean_effects(result.used)
+        effects.insert(0, "prompt", prompt)
+        effects.insert(0, "collection", collection.name)
+        effects.insert(0, "ranker", ranker.spec.name)
+        tables.append(effects)
+        per_pair.append(result.results.assign(prompt=prompt))
+        used = result.pairs[result.pairs.status == "used"]
+        print(f"patch {result.key} ({prompt}): {len(used)} of {len(result.pairs)} pairs used, "
+              f"{len(result.results)} patched runs, {result.seconds:.1f}s")
+    effects = pd.concat(tables, ignore_index=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     effects.to_csv(out, index=False)
     if args.per_pair:
-        result.results.to_csv(out.with_name(out.stem + "-per-pair.csv"), index=False)
-    print(f"patch {result.key}: {len(used)} of {len(result.pairs)} pairs used, "
-          f"{len(result.results)} patched runs, {result.seconds:.1f}s → {out}")
-    components = effects[effects.target.isin(["attn", "mlp"])]
-    for target in ("attn", "mlp"):
-        best = components[components.target == target].nlargest(3, "ie_mean")
-        print(f"top {target}: " + ", ".join(f"layer {r.layer} {r.group} IE {r.ie_mean:.2f}"
-                                           for r in best.itertuples()))
-    heads = head_table(result.used)
-    for column in [c for c in heads.columns if c.startswith("head IE")]:
-        best = heads.nlargest(3, column)[["layer", "head", column]]
-        print(f"top heads ({column}): " + ", ".join(
-            f"L{layer:.0f}H{head:.0f} {value:.2f}"
-            for layer, head, value in best.itertuples(index=False, name=None)))
+        pd.concat(per_pair).to_csv(out.with_name(out.stem + "-per-pair.csv"), index=False)
+    print(f"→ {out}")
+    if len(tables) == 2:
+        print("RBO (p = 0.7) of pointwise vs pairwise layer rankings:")
+        print(rbo_table(tables[0], tables[1]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for (prompt, result), table in zip(results.items(), tables):
+        components = table[table.target.isin(["attn", "mlp"])]
+        for target in ("attn", "mlp"):
+            best = components[components.target == target].nlargest(3, "ie_mean")
+            print(f"{prompt} top {target}: " + ", ".join(
+                f"layer {r.layer} {r.group} IE {r.ie_mean:.2f}" for r in best.itertuples()))
+        heads = head_table(result.used)
+        for column in [c for c in heads.columns if c.startswith("head IE")]:
+            best = heads.nlargest(3, column)[["layer", "head", column]]
+            print(f"{prompt} top heads ({column}): " + ", ".join(
+                f"L{layer:.0f}H{head:.0f} {value:.2f}"
+                for layer, head, value in best.itertuples(index=False, name=None)))
     return 0
 
 
@@ -351,12 +370,16 @@ def build_parser() -> argparse.ArgumentParser:
             if action.dest == "split":
                 action.default = "test"
                 action.help = "queries of this split (default test; '' for all)"
-        p.add_argument("--prompt", default="pointwise", choices=["pointwise", "pairwise"])
+        p.add_argument("--prompt", default="pointwise",
+                       choices=["pointwise", "pairwise"] + (["both"] if name == "patch" else []),
+                       help="judges only: pairwise; both = pointwise and pairwise, with RBO")
         p.add_argument("--pairs", type=int, default=6, help="prompt pairs (one per query)")
         p.add_argument("--doc-tokens", type=int, default=48,
                        help="documents are cut to at most this many tokens")
         p.add_argument("--min-gap", type=float, default=0.5,
-                       help="exclude pairs with |LD_clean − LD_corr| below this")
+                       help="exclude pairs with LD_clean − LD_corr below this")
+        p.add_argument("--any-direction", action="store_true",
+                       help="also keep pairs the model gets wrong (LD_clean < LD_corr)")
         p.add_argument("--components", nargs="+", default=["attn", "mlp", "resid"],
                        choices=["attn", "mlp", "resid"])
         p.add_argument("--groups", nargs="+", default=["document", "query", "instruction", "last"],

@@ -27,6 +27,7 @@ import json
 import os
 import socket
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -287,8 +288,9 @@ def _head_names(kind: str) -> list[str]:
     return ["lm_head"] if kind == "llm-judge" else ["classifier", "score"]
 
 
-def _dequantized_gguf(spec: ModelSpec, base_dir: Path) -> Path:
-    """Dequantize a GGUF checkpoint once to fp32 safetensors under cache/ (NOTES.md)."""
+def _dequantized_gguf(spec: ModelSpec, base_dir: Path, only_cached: bool = False) -> Path | None:
+    """Dequantize a GGUF checkpoint once to fp32 safetensors under cache/ (NOTES.md); with
+    ``only_cached``, the cached folder or None (nothing is computed)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = base_dir / spec.gguf_file
@@ -296,6 +298,8 @@ def _dequantized_gguf(spec: ModelSpec, base_dir: Path) -> Path:
     target = cache_dir() / "models" / f"gguf-{Path(spec.gguf_file).stem}-{tag}"
     if (target / "model.safetensors").is_file():
         return target
+    if only_cached:
+        return None
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_dir, gguf_file=spec.gguf_file)
         model = AutoModelForCausalLM.from_pretrained(base_dir, gguf_file=spec.gguf_file,
@@ -350,7 +354,9 @@ def _merged_fp32(spec: ModelSpec, base_dir: Path, adapter_dir: Path | None):
 
         _check_adapter_base(adapter_dir, config, spec)
         try:
-            model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+            with warnings.catch_warnings():  # peft reads a deprecated transformers property
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+                model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
         except (RuntimeError, ValueError, KeyError) as error:
             first = str(error).strip().splitlines()[0][:200]
             raise ModelLoadError(f"adapter {adapter_dir} does not fit base {spec.source!r} "
@@ -379,7 +385,7 @@ def load_ranker(spec: str | ModelSpec, *, progress=None) -> "Ranker":
     adapter_dir = resolve_adapter(spec)
     _check_weights_format(base_dir, spec)
     if spec.gguf_file:
-        if progress:
+        if progress and not _dequantized_gguf(spec, base_dir, only_cached=True):
             progress("dequantizing GGUF (first load only, ≈20 s)")
         base_dir = _dequantized_gguf(spec, base_dir)
     from transformers import AutoTokenizer

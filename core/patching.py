@@ -48,13 +48,14 @@ from core.models import DOCUMENT, INSTRUCTION, LAST, QUERY, AttentionState, Rank
 from core.retrieval import bm25_run, doc_texts
 from core.store import SCHEMA_VERSION
 
-PATCH_VERSION = 1
+PATCH_VERSION = 2  # 2: correct_only, excluded pairs replaced
 GROUPS = ("document", "query", "instruction", "last")
 GROUP_CODES = {"instruction": INSTRUCTION, "query": QUERY, "document": DOCUMENT, "last": LAST}
 COMPONENTS = ("attn", "mlp", "resid")
 TARGETS = (*COMPONENTS, "head", "attn_scores")
 METHODS = ("staged", "loop")
 RESULT_COLUMNS = ["pair", "target", "layer", "group", "head", "value", "ie"]
+CANDIDATES_PER_PAIR = 4  # queries tried per pair asked for, when pairs are excluded
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,13 @@ class PatchConfig:
         split: queries of this split only (the demo collection's held-out queries are "test");
             None = every query.
         doc_tokens: documents are cut to min(this, both documents' lengths) tokens.
-        min_gap: pairs with |LD_clean − LD_corr| below this are excluded and reported (IE is a
+        min_gap: pairs with LD_clean − LD_corr below this are excluded and reported (IE is a
             ratio over that gap and explodes when it is near 0).
+        correct_only: keep only pairs the model judges right (LD_clean − LD_corr ≥ min_gap),
+            as the study analyses how a model reaches a correct judgment; False keeps pairs
+            with |LD_clean − LD_corr| ≥ min_gap either way (IE then follows the model's own
+            preference). Excluded pairs are replaced by the next queries' pairs, up to
+            ``CANDIDATES_PER_PAIR`` candidates per pair asked for.
         depth: negatives come from BM25 top-``depth`` non-relevant documents (study: 100).
         components: per-layer targets patched at every position group.
         groups: position groups for ``components``.
@@ -85,6 +91,7 @@ class PatchConfig:
     split: str | None = "test"
     doc_tokens: int = 48
     min_gap: float = 0.5
+    correct_only: bool = True
     depth: int = 100  # study: negatives from BM25 top-100
     components: tuple[str, ...] = COMPONENTS
     groups: tuple[str, ...] = GROUPS
@@ -137,13 +144,15 @@ class Patch:
 
 
 # --------------------------------------------------------------------------- prompt pairs
-def prompt_pairs(collection: Collection, config: PatchConfig, *, skip_qids=()) -> pd.DataFrame:
+def prompt_pairs(collection: Collection, config: PatchConfig, *, skip_qids=(),
+                 limit: int | None = None) -> pd.DataFrame:
     """Per query one positive and one negative document ``[qid, query, positive, negative,
     positive_docno, negative_docno, bm25_rank_negative]``.
 
     Positive: the highest-graded judged document (ties: the better BM25 rank, then docno).
     Negative: the best-ranked BM25 top-``depth`` document judged (or assumed) non-relevant —
-    a hard negative, as in the study. Queries are taken in collection order.
+    a hard negative, as in the study. Queries are taken in collection order, at most ``limit``
+    (default ``config.pairs``).
     """
     queries = collection.queries
     if config.split is not None and "split" in queries:
@@ -171,7 +180,7 @@ def prompt_pairs(collection: Collection, config: PatchConfig, *, skip_qids=()) -
         positive, negative = order[0][0], negatives[0]
         rows.append((qid, query, texts[positive], texts[negative[0]], positive, negative[0],
                      int(negative[1])))
-        if len(rows) >= config.pairs:
+        if len(rows) >= (limit or config.pairs):
             break
     return pd.DataFrame(rows, columns=["qid", "query", "positive", "negative", "positive_docno",
                                        "negative_docno", "bm25_rank_negative"])
@@ -527,33 +536,38 @@ def run_patching(ranker: Ranker, collection: Collection, config: PatchConfig, st
     config.validate(ranker)
     started = time.perf_counter()
     key = patch_key(ranker, collection, config)
-    pairs = prompt_pairs(collection, config)
+    pairs = prompt_pairs(collection, config, limit=config.pairs * CANDIDATES_PER_PAIR)
     notes = []
-    if len(pairs) < config.pairs:
-        notes.append(f"{len(pairs)} of the {config.pairs} pairs asked for could be built "
-                     "(queries need a relevant document and a BM25 negative)")
     if store is not None:
         store.begin_patch(key, ranker=ranker.spec.name, collection=collection.name,
-                          config=config.key_fields(), n_pairs=len(pairs))
-        done = store.patch_pairs_done(key)
+                          config=config.key_fields(), n_pairs=config.pairs)
+        stored, _ = store.patch_results(key)
+        done = set(stored.pair)
+        used = int((stored.status == "used").sum())
     else:
-        done = set()
+        done, used = set(), 0
     pair_rows, result_frames, stopped = [], [], False
     for index, row in enumerate(pairs.itertuples(index=False)):
+        if used >= config.pairs:
+            break
         if index in done:
             continue
         if should_stop and should_stop():
             stopped = True
             break
         if progress:
-            progress(index, len(pairs), f"pair {index + 1}/{len(pairs)}: query {row.qid}")
+            progress(used, config.pairs, f"pair {used + 1}/{config.pairs}: query {row.qid}")
         pair_row, frame = _sweep_pair(ranker, config, index, row)
         if store is not None:
             store.write_patch_pair(key, pair_row, frame)
         pair_rows.append(pair_row)
         result_frames.append(frame)
+        used += pair_row["status"] == "used"
+    if used < config.pairs and not stopped:
+        notes.append(f"{used} of the {config.pairs} pairs asked for could be used ({len(pairs)} "
+                     "candidate queries with a relevant document and a BM25 negative were tried)")
     if progress and not stopped:
-        progress(len(pairs), len(pairs), "done")
+        progress(config.pairs, config.pairs, "done")
     if store is not None:
         if not stopped:
             store.finish_patch(key)
@@ -580,6 +594,11 @@ def _sweep_pair(ranker: Ranker, config: PatchConfig, index: int, row) -> tuple[d
     pair_row.update(n_tokens=prepared.n_positions, ld_clean=prepared.ld_clean,
                     ld_corr=prepared.ld_corr, tokens=json.dumps(_tokens(ranker, enc),
                                                                 ensure_ascii=False))
+    if config.correct_only and prepared.gap < config.min_gap:
+        pair_row["status"] = (f"LD_clean − LD_corr = {prepared.gap:.3f} is below min_gap "
+                              f"{config.min_gap}" + (" (the model prefers the negative document)"
+                                                     if prepared.gap < 0 else ""))
+        return pair_row, pd.DataFrame(columns=RESULT_COLUMNS)
     if abs(prepared.gap) < config.min_gap:
         pair_row["status"] = (f"|LD_clean − LD_corr| = {abs(prepared.gap):.3f} is below "
                               f"min_gap {config.min_gap}")

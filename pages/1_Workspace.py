@@ -87,8 +87,9 @@ if pending:
                 counts = store.import_file(path)
                 path.unlink(missing_ok=True)  # its runs now live in the main store
                 path.with_name(path.name + ".wal").unlink(missing_ok=True)
-                st.success(f"Imported {counts['runs']} run(s) and {counts['probes']} probe "
-                           f"sweep(s) from {path.name}")
+                st.success(f"Imported {counts['runs']} run(s), {counts['probes']} probe "
+                           f"sweep(s) and {counts['patching sweeps']} patching sweep(s) from "
+                           f"{path.name}")
             except RankScopeError as error:
                 st.error(str(error))
 runs = store.runs()
@@ -98,3 +99,7 @@ else:
     current = extraction_key(ranker, collection, config)
     runs["this config"] = runs.run_key == current
     st.dataframe(runs.drop(columns=["config"]), hide_index=True, width="stretch")
+patches = store.patch_runs()
+if not patches.empty:
+    st.markdown("**Patching sweeps**")
+    st.dataframe(patches.drop(columns=["config"]), hide_index=True, width="stretch")

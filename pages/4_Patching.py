@@ -44,13 +44,17 @@ with st.form("patch"):
                             help="One pair per held-out query. On a CPU a SmolLM2 pair takes "
                                  "≈20–40 s, a MiniLM pair ≈2 s.")
     doc_tokens = c5.number_input("Document tokens (max)", min_value=4, max_value=512, value=48)
-    min_gap = c6.number_input("Min |LD_clean − LD_corr|", min_value=0.0, value=0.5, step=0.1,
-                              help="Pairs below are excluded (IE divides by this gap).")
+    min_gap = c6.number_input("Min LD_clean − LD_corr", min_value=0.0, value=0.5, step=0.1,
+                              help="Pairs below are excluded and replaced by the next query's "
+                                   "(IE divides by this gap).")
     head_groups = c7.multiselect("Patch heads at", list(GROUPS), default=["last", "query"])
     c8, c9, c10, c11 = st.columns(4)
     attention_scores = c8.checkbox("Patch attention scores", value=True,
                                    help="Each head's attention weights between query and "
                                         "document tokens.")
+    correct_only = c8.checkbox("Only pairs judged right", value=True,
+                               help="Keep pairs where the model prefers the relevant document "
+                                    "(as the study); off: any pair with a large enough gap.")
     knockout = c9.checkbox("Head knock-out", value=False,
                            help="Mean-ablate the top-k heads by IE vs random heads.")
     k = c10.number_input("k heads", min_value=1, value=5)
@@ -64,7 +68,8 @@ if st.session_state.get("patching") and not submitted:
 
 if submitted:
     configs = [PatchConfig(prompt=p, pairs=int(pairs), doc_tokens=int(doc_tokens),
-                           min_gap=float(min_gap), head_groups=tuple(head_groups),
+                           min_gap=float(min_gap), correct_only=correct_only,
+                           head_groups=tuple(head_groups),
                            attention_scores=attention_scores) for p in prompts]
     ranker = ui.ranker_or_error(model)
     collection = ui.collection_or_error(collection_source)

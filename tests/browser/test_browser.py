@@ -75,3 +75,33 @@ def test_playground_in_a_real_browser(server, tmp_path):
             shutil.copy(shot, Path(out) / "playground.png")
         browser.close()
     assert first != second and first > second
+
+
+def test_patching_page_in_a_real_browser(server, tmp_path):
+    """Run a two-pair MiniLM sweep from the page; the IE heatmaps and the token view draw."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2200})
+        page.goto(f"{server}/Patching", timeout=60_000)
+        pairs = page.get_by_label("Pairs")
+        pairs.wait_for(timeout=120_000)
+        pairs.fill("2")
+        page.get_by_role("button", name="Run patching").click()
+        page.locator('[data-testid="stVegaLiteChart"] svg.marks').first.wait_for(timeout=240_000)
+        page.get_by_role("tab", name="Pairs").click()
+        page.locator("span[title=document]").first.wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Layers × positions").click()
+        charts = page.locator('[data-testid="stVegaLiteChart"] svg.marks')
+        charts.nth(2).wait_for(timeout=60_000)  # attention, MLP and residual-stream heatmaps
+        shot = tmp_path / "patching.png"
+        page.screenshot(path=str(shot))
+        out = os.environ.get("RANKSCOPE_SCREENSHOTS")
+        if out:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            shutil.copy(shot, Path(out) / "patching.png")
+        text = page.locator("body").inner_text()
+        browser.close()
+    assert "Traceback" not in text and "Error" not in text
+    assert "pairs, " in text and "key patch-" in text  # the run summary under the tabs

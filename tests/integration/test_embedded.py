@@ -187,3 +187,43 @@ def test_cli_probe_refuses_bad_settings(tmp_path, extra, message):
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_cli_patch_on_the_judge_writes_mean_ie_and_serves_again(tmp_path):
+    import pandas as pd
+
+    store, out = tmp_path / "p.duckdb", tmp_path / "patch.csv"
+    args = ("patch", "--model", "smollm2-judge", "--pairs", "1", "--components", "attn", "mlp",
+            "--head-groups", "last", "--no-attention-scores", "--min-gap", "0", "--per-pair",
+            "--out", str(out))
+    first = run_cli(*args, store=store)
+    assert first.returncode == 0, first.stderr
+    table = pd.read_csv(out)
+    assert list(table.columns[:7]) == ["ranker", "collection", "prompt", "target", "layer",
+                                       "group", "head"]
+    components = table[table.target.isin(["attn", "mlp"])]
+    assert len(components) == 30 * 2 * 4 and set(components.layer) == set(range(1, 31))
+    assert len(table[table.target == "head"]) == 30 * 9
+    # the query precedes the document in the judge's prompt: a causal model's query tokens are
+    # identical in clean and corrupted runs, so patching them cannot move LD at all
+    assert (components[components.group == "query"].ie_mean == 0).all()
+    assert components[components.group == "document"].ie_mean.abs().max() > 0.1
+    per_pair = pd.read_csv(tmp_path / "patch-per-pair.csv")
+    assert set(per_pair.target) == {"attn", "mlp", "head", "interaction"}
+    assert "1 of 1 pairs used" in first.stdout and "pointwise top heads" in first.stdout
+    second = run_cli(*args, store=store)
+    assert second.returncode == 0 and "1 of 1 pairs used" in second.stdout
+    pd.testing.assert_frame_equal(pd.read_csv(out), table)
+
+
+@pytest.mark.parametrize("args,message", [
+    (("patch", "--model", "minilm-cross-encoder", "--prompt", "pairwise"), "pairwise prompts need"),
+    (("patch", "--model", "minilm-cross-encoder", "--pairs", "0"), "pairs must be"),
+    (("knockout", "--model", "minilm-cross-encoder", "--k", "500"), "k must be between"),
+    (("patch", "--model", "minilm-cross-encoder", "--split", "nope"), "no queries with a relevant"),
+])
+def test_cli_patch_and_knockout_refuse_bad_settings(tmp_path, args, message):
+    out = run_cli(*args, "--out", str(tmp_path / "x.csv"), store=tmp_path / "s.duckdb")
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "x.csv").exists()

@@ -137,7 +137,8 @@ def test_rbo_table_compares_layer_rankings():
 
 
 def test_sweep_is_stored_resumable_and_leaves_no_hooks(tiny_judge, demo, store_path):
-    config = PatchConfig(pairs=3, min_gap=0.0, doc_tokens=10, head_groups=("last",))
+    config = PatchConfig(pairs=3, min_gap=0.0, correct_only=False, doc_tokens=10,
+                         head_groups=("last",))
     store = Store(store_path)
     calls = []
 
@@ -164,8 +165,24 @@ def test_sweep_is_stored_resumable_and_leaves_no_hooks(tiny_judge, demo, store_p
 def test_tight_gap_pairs_are_reported_not_kept(tiny_judge, demo):
     result = run_patching(tiny_judge, demo, PatchConfig(pairs=2, min_gap=1e6, doc_tokens=10))
     assert (result.pairs.status != "used").all()
+    assert len(result.pairs) == 8  # excluded pairs are replaced: 4 candidates per pair asked for
     assert result.used.empty
     assert any("below min_gap" in note for note in result.notes)
+    assert any("0 of the 2 pairs asked for could be used" in note for note in result.notes)
+
+
+def test_only_pairs_judged_right_are_kept_by_default(tiny_judge, demo):
+    either = run_patching(tiny_judge, demo, PatchConfig(pairs=4, min_gap=0.0, correct_only=False,
+                                                        doc_tokens=10, head_groups=(),
+                                                        attention_scores=False))
+    right = run_patching(tiny_judge, demo, PatchConfig(pairs=4, min_gap=0.0, doc_tokens=10,
+                                                       head_groups=(), attention_scores=False))
+    used = right.pairs[right.pairs.status == "used"]
+    assert (used.ld_clean > used.ld_corr).all() and len(used) == 4
+    wrong = right.pairs[right.pairs.status != "used"]
+    assert (wrong.ld_clean < wrong.ld_corr).all()
+    assert all("prefers the negative" in status for status in wrong.status)
+    assert len(either.pairs) == 4  # nothing excluded when either direction is kept
 
 
 def test_hooks_and_attention_are_restored_when_a_sweep_fails(tiny_judge, demo):
@@ -173,8 +190,8 @@ def test_hooks_and_attention_are_restored_when_a_sweep_fails(tiny_judge, demo):
         raise RuntimeError("stop here")
 
     with pytest.raises(RuntimeError):
-        run_patching(tiny_judge, demo, PatchConfig(pairs=1, min_gap=0.0, doc_tokens=10),
-                     progress=boom)
+        run_patching(tiny_judge, demo, PatchConfig(pairs=1, min_gap=0.0, correct_only=False,
+                                                   doc_tokens=10), progress=boom)
     assert count_hooks(tiny_judge.model) == 0
     assert models._ATTENTION_STATE == []
 
@@ -206,7 +223,8 @@ def test_mean_ablation_writes_the_mean_at_the_group_only(tiny_ce):
 
 
 def test_knockout_table(tiny_ce, demo, store_path):
-    config = PatchConfig(pairs=2, min_gap=0.0, doc_tokens=10, attention_scores=False)
+    config = PatchConfig(pairs=2, min_gap=0.0, correct_only=False, doc_tokens=10,
+                         attention_scores=False)
     store = Store(store_path)
     patch = run_patching(tiny_ce, demo, config, store)
     knockout = KnockoutConfig(k=2, repeats=2, queries=2)
