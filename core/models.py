@@ -719,6 +719,36 @@ class Ranker:
         extra = {"use_cache": False} if self.kind == "llm-ranker" else {}
         return self.model(**enc.model_inputs(), **extra).logits[:, 0].float()
 
+    def input_embeddings(self, enc: Encoded) -> torch.Tensor:
+        """Token embeddings of an encoded batch ``[batch, pos, d]`` (before positions are added)."""
+        return self.model.get_input_embeddings()(enc.input_ids.to(self.device))
+
+    def forward_from_embeddings(self, enc: Encoded, embeddings: torch.Tensor) -> torch.Tensor:
+        """Scores ``[batch]`` with the token embeddings replaced by ``embeddings`` (integrated
+        gradients interpolate there); gradients flow when the caller enables them."""
+        enc = enc.to(self.device)
+        if self.kind == "cross-encoder":
+            inputs = {"inputs_embeds": embeddings, "attention_mask": enc.attention_mask}
+            if enc.token_type_ids is not None:
+                inputs["token_type_ids"] = enc.token_type_ids
+            return self.model(**inputs).logits[:, 0].float()
+        body = self.model.get_submodule(self._blocks_path.rsplit(".", 1)[0])
+        hidden = body(inputs_embeds=embeddings, attention_mask=enc.attention_mask,
+                      use_cache=False).last_hidden_state
+        last = hidden[torch.arange(hidden.shape[0], device=hidden.device), enc.last]
+        if self.kind == "llm-ranker":
+            return self.model.score(last)[:, 0].float()
+        logits = self.model.lm_head(last).float()
+        return (torch.logsumexp(logits[:, self.yes_ids], dim=-1)
+                - torch.logsumexp(logits[:, self.no_ids], dim=-1))
+
+    def linear_paths(self) -> list[str]:
+        """Every ``nn.Linear`` inside the transformer blocks (Q, K, V, attention output, FFN;
+        gate/up/down for LLMs), in model order — the units neuron attribution scores."""
+        prefix = self._blocks_path + "."
+        return [name for name, module in self.model.named_modules()
+                if name.startswith(prefix) and isinstance(module, torch.nn.Linear)]
+
     def _read_out(self, hidden: torch.Tensor) -> torch.Tensor:
         """The model's own output head applied to output-position states ``[n, d] -> [n]``."""
         model = self.model
