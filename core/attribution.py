@@ -244,3 +244,88 @@ def scheme(ranker: Ranker, pairs: pd.DataFrame, config: AttributionConfig, sign:
         if progress:
             progress(i + 1, len(pairs))
     return total / max(len(pairs), 1), pd.DataFrame(reports)
+
+
+# --------------------------------------------------------------------------- schemes
+SCHEME_COLUMNS = ["path", "layer", "component", "unit", "relevant", "non_relevant", "fused"]
+TOP_PERCENTS = (0.01, 0.1, 1.0)  # study: top 0.01 %, 0.1 %, 1 % of neurons
+
+
+def scheme_pairs(ranker: Ranker, collection, pairs_per_label: int, split: str | None = "test",
+                 depth: int = 20) -> tuple[pd.DataFrame, dict]:
+    """Pairs for the two label schemes, as the study: BM25 top-``depth`` candidates of the
+    queries, scored; a relevant pair counts when the model predicts it relevant (score above
+    the median of all candidate scores), a non-relevant one when it predicts it non-relevant.
+    Returns ``[qid, docno, query, document, relevance, score, label]`` (first
+    ``pairs_per_label`` of each label, in collection order) and counts."""
+    from core.retrieval import candidate_pairs
+
+    qids = None
+    if split is not None and "split" in collection.queries:
+        qids = collection.queries[collection.queries.split == split].qid.tolist()
+    candidates = candidate_pairs(collection, depth, qids=qids,
+                                 limit_queries=max(4, pairs_per_label * 2))
+    if candidates.empty:
+        raise InputError(f"collection {collection.name!r} yields no candidate pairs")
+    scores = ranker.score(candidates["query"].tolist(), candidates["document"].tolist())
+    threshold = float(np.median(scores))
+    relevant = candidates.relevance >= collection.min_relevant
+    predicted = scores > threshold
+    candidates = candidates.assign(score=scores, label=np.where(relevant, "relevant",
+                                                                 "non_relevant"))
+    correct = candidates[relevant.to_numpy() == predicted]
+    chosen = pd.concat([correct[correct.label == "relevant"].head(pairs_per_label),
+                        correct[correct.label == "non_relevant"].head(pairs_per_label)])
+    counts = {"candidates": len(candidates), "threshold": threshold,
+              "correct": int(len(correct)),
+              "relevant": int((chosen.label == "relevant").sum()),
+              "non_relevant": int((chosen.label == "non_relevant").sum())}
+    return chosen.reset_index(drop=True), counts
+
+
+def attribute_collection(ranker: Ranker, collection, config: AttributionConfig,
+                         pairs_per_label: int = 10, split: str | None = "test",
+                         progress: Callable[[int, int], None] | None = None
+                         ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Both label schemes on one collection: relevant pairs attribute F, non-relevant pairs
+    attribute −F, each averaged over correctly predicted pairs; fused ⊕ = their mean.
+
+    Returns (one row per neuron ``SCHEME_COLUMNS``, one completeness row per pair, counts).
+    """
+    config.validate(ranker)
+    chosen, counts = scheme_pairs(ranker, collection, pairs_per_label, split)
+    index = neuron_index(ranker)
+    frame = index.copy()
+    reports = []
+    done = 0
+    for label, sign in (("relevant", 1.0), ("non_relevant", -1.0)):
+        part = chosen[chosen.label == label]
+
+        def step(i, n, offset=done):
+            if progress:
+                progress(offset + i, len(chosen))
+
+        values, report = scheme(ranker, part, config, sign, step)
+        frame[label] = values if len(part) else np.nan
+        reports.append(report.assign(label=label))
+        done += len(part)
+    frame["fused"] = frame[["relevant", "non_relevant"]].mean(axis=1)
+    return frame[SCHEME_COLUMNS], pd.concat(reports, ignore_index=True), counts
+
+
+def set_counts(frame: pd.DataFrame, column: str, percents=TOP_PERCENTS) -> pd.DataFrame:
+    """Per top-X% set of ``column``: neurons per layer and component ``[percent, layer,
+    component, neurons]``."""
+    rows = []
+    for percent in percents:
+        chosen = frame.iloc[top_set(frame[column].to_numpy(), percent)]
+        counts = chosen.groupby(["layer", "component"]).size().reset_index(name="neurons")
+        rows.append(counts.assign(percent=percent))
+    return pd.concat(rows, ignore_index=True)[["percent", "layer", "component", "neurons"]]
+
+
+def intersection_curve(a: np.ndarray, b: np.ndarray, percents=None) -> pd.DataFrame:
+    """|top-X%(a) ∩ top-X%(b)| / |top-X%| in percent, over X (the study's curves)."""
+    percents = percents if percents is not None else np.geomspace(0.01, 10, 13)
+    return pd.DataFrame({"percent": percents,
+                         "intersection": [overlap(top_set(a, p), top_set(b, p)) for p in percents]})

@@ -303,6 +303,52 @@ def cmd_knockout(args) -> int:
     return 0
 
 
+def cmd_attribute(args) -> int:
+    """Neuron conductance of every linear layer for the relevant / non-relevant schemes."""
+    from core.attribution import (TOP_PERCENTS, AttributionConfig, attribute_collection,
+                                  overlap, set_counts, top_set)
+    from core.errors import InputError
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'nig.csv'}")
+    config = AttributionConfig(steps=args.steps, baseline=args.baseline)
+    config.validate()
+    if args.pairs < 1:
+        raise InputError(f"--pairs must be at least 1, got {args.pairs}")
+    ranker, collection = _load(args)
+    config.validate(ranker)
+    bar = _progress_bar("attribute", "pair")
+    try:
+        frame, reports, counts = attribute_collection(
+            ranker, collection, config, args.pairs, args.split or None,
+            progress=lambda done, total: bar(done, total))
+    except KeyboardInterrupt:
+        print("stopped: nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    frame.insert(0, "collection", collection.name)
+    frame.insert(0, "ranker", ranker.spec.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    reports.to_csv(out.with_name(out.stem + "-pairs.csv"), index=False)
+    set_counts(frame, "fused").to_csv(out.with_name(out.stem + "-counts.csv"), index=False)
+    print(f"{ranker.spec.name} on {collection.name}: {counts['relevant']} relevant and "
+          f"{counts['non_relevant']} non-relevant pairs judged right ({counts['correct']} of "
+          f"{counts['candidates']} candidates), {len(frame)} neurons, N = {config.steps}, "
+          f"baseline {config.baseline} → {out}")
+    gaps = reports.completeness_gap
+    print(f"completeness (last block total vs F(x) − F(baseline)): median gap "
+          f"{gaps.median():.4f}, max {gaps.max():.4f}")
+    for percent in TOP_PERCENTS:
+        a = top_set(frame.relevant.to_numpy(), percent)
+        b = top_set(frame.non_relevant.to_numpy(), percent)
+        chosen = frame.iloc[top_set(frame.fused.to_numpy(), percent)]
+        where = chosen.groupby("component").size().sort_values(ascending=False)
+        print(f"top {percent}% ({len(a)} neurons): relevant ∩ non-relevant {overlap(a, b):.1f}%; "
+              f"fused set by component: " + ", ".join(f"{c} {n}" for c, n in where.items()))
+    return 0
+
+
 def cmd_score(args) -> int:
     ranker, _ = _load(args)
     score = ranker.score([args.query], [args.document])[0]
@@ -400,6 +446,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--repeats", type=int, default=3, help="random head sets")
             p.add_argument("--queries", type=int, default=5, help="held-out queries")
             p.add_argument("--seed", type=int, default=0)
+    attribute = sub.add_parser("attribute", help="neuron conductance (NIG) of every linear layer")
+    common(attribute)
+    for action in attribute._actions:
+        if action.dest == "split":
+            action.default = "test"
+            action.help = "queries of this split (default test; '' for all)"
+    attribute.add_argument("--pairs", type=int, default=10,
+                           help="pairs per label (relevant / non-relevant), judged right")
+    attribute.add_argument("--steps", type=int, default=100, help="Riemann steps N (study: 100)")
+    attribute.add_argument("--baseline", default="pad", choices=["pad", "pad-query", "zero"])
+    attribute.add_argument("--out", required=True, help="CSV file: one row per neuron")
     score = sub.add_parser("score", help="score one query-document pair")
     common(score, collection=False)
     score.add_argument("--query", required=True)
@@ -409,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"models": cmd_models, "extract": cmd_extract, "evaluate": cmd_evaluate,
             "probe": cmd_probe, "patch": cmd_patch, "knockout": cmd_knockout,
+            "attribute": cmd_attribute,
             "score": cmd_score}
 
 

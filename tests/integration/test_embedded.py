@@ -227,3 +227,27 @@ def test_cli_patch_and_knockout_refuse_bad_settings(tmp_path, args, message):
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_cli_attribute_writes_one_row_per_neuron_and_checks_completeness(tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "nig.csv"
+    result = run_cli("attribute", "--ranker", "minilm-cross-encoder", "--pairs", "1",
+                     "--steps", "20", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(out)
+    assert len(table) == 6 * (3 * 384 + 384 + 1536 + 384)  # Q, K, V, attn out, FFN in, FFN out
+    assert table[["relevant", "non_relevant"]].notna().all().all()
+    np.testing.assert_allclose(table.fused, (table.relevant + table.non_relevant) / 2)
+    pairs = pd.read_csv(tmp_path / "nig-pairs.csv")
+    assert set(pairs.label) == {"relevant", "non_relevant"}
+    assert (pairs.completeness_gap < 0.2).all()  # N = 20 here; the study's N = 100 is tighter
+    assert "top 1.0%" in result.stdout
+
+
+def test_cli_attribute_refuses_a_quantized_ranker(tmp_path):
+    out = run_cli("attribute", "--ranker", "minilm-cross-encoder", "--quantization", "4bit-nf4",
+                  "--out", str(tmp_path / "x.csv"))
+    assert out.returncode == 2 and "silently wrong" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "x.csv").exists()
