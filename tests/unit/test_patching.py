@@ -238,3 +238,18 @@ def test_knockout_table(tiny_ce, demo, store_path):
                                   check_dtype=False)
     assert count_hooks(tiny_ce.model) == 0
     store.close()
+
+
+def test_patching_sweeps_travel_from_a_cli_side_file(tiny_ce, demo, tmp_path):
+    config = PatchConfig(pairs=1, min_gap=0.0, correct_only=False, doc_tokens=8,
+                         head_groups=(), attention_scores=False)
+    side = Store(tmp_path / "side.duckdb")
+    result = run_patching(tiny_ce, demo, config, side)
+    side.close()
+    main = Store(tmp_path / "main.duckdb")
+    counts = main.import_file(tmp_path / "side.duckdb")
+    assert counts["patching sweeps"] == 1
+    pairs, results = main.patch_results(result.key)
+    assert len(pairs) == 1 and len(results) == len(result.results)
+    assert main.patch_runs().status.tolist() == ["done"]
+    main.close()
