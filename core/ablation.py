@@ -242,3 +242,133 @@ def _row(group, selection, heads, f1s, ndcgs, full_f1, full_ndcg):
 def _drop(value: float, full: float) -> float:
     """Relative change from the full model in percent (negative = a drop)."""
     return float("nan") if full == 0 else 100.0 * (value - full) / full
+
+
+# --------------------------------------------------------------------------- neuron sets (study 2)
+NEURON_MODES = ("zero", "mean")
+
+
+@dataclass(frozen=True)
+class NeuronAblationConfig:
+    """Knock-out of neuron sets during re-ranking.
+
+    Attributes:
+        mode: ``zero`` (study 2) or ``mean`` (the unit's mean output over the re-ranked pairs).
+        draws: random sets per neuron set (study: 50), same count in the same linear layers.
+        queries: queries re-ranked (their BM25 top-``depth``); split: their split.
+        seed: random draws.
+    """
+
+    mode: str = "zero"
+    draws: int = 50  # study: 50 random draws
+    queries: int = 20
+    depth: int = 20  # study: BM25 top-20
+    split: str | None = "test"
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.mode not in NEURON_MODES:
+            raise InputError(f"mode must be zero or mean, got {self.mode!r}")
+        if self.draws < 1 or self.queries < 1 or self.depth < 1:
+            raise InputError("draws, queries and depth must be at least 1")
+
+
+@contextmanager
+def neurons_ablated(ranker: Ranker, units: dict[str, np.ndarray],
+                    means: dict[str, torch.Tensor] | None = None):
+    """Set output units of linear layers (path → unit indices) to 0, or to ``means[path]``."""
+    def make(path, index):
+        index = torch.as_tensor(index, dtype=torch.long, device=ranker.device)
+
+        def setter(output):
+            out = output.clone()
+            out[..., index] = 0.0 if means is None else means[path][index].to(out.dtype)
+            return out
+
+        return setter
+
+    from core.hooks import intervene
+
+    with intervene(ranker.model, {path: make(path, index) for path, index in units.items()
+                                  if len(index)}):
+        yield
+
+
+@torch.inference_mode()
+def unit_means(ranker: Ranker, queries: list[str], documents: list[str], paths: list[str],
+               batch_size: int = 16) -> dict[str, torch.Tensor]:
+    """Mean output of every unit of ``paths`` over the non-pad tokens of the pairs."""
+    from core.hooks import capture
+
+    sums, count = {}, 0
+    for start in range(0, len(queries), batch_size):
+        enc = ranker.encode(queries[start:start + batch_size], documents[start:start + batch_size])
+        mask = enc.attention_mask.bool().to(ranker.device)
+        with capture(ranker.model, paths) as seen:
+            ranker.forward(enc)
+        for path in paths:
+            total = seen[path][mask].double().sum(0)
+            sums[path] = total if path not in sums else sums[path] + total
+        count += int(mask.sum())
+    return {path: (total / count).float() for path, total in sums.items()}
+
+
+def ablate_neuron_sets(ranker: Ranker, collection: Collection, sets: dict[str, pd.DataFrame],
+                       config: NeuronAblationConfig,
+                       progress: Callable[[int, int, str], None] | None = None) -> pd.DataFrame:
+    """nDCG@10 re-ranking BM25 top-``depth`` with each neuron set (``[path, unit]`` rows)
+    knocked out, against the full model and against ``draws`` random sets with the same number
+    of units in the same layers; a paired two-tailed t-test over queries (scipy) compares the
+    set's per-query nDCG with the random sets' per-query mean. One row per set (the study's
+    Table 4)."""
+    from scipy.stats import ttest_rel
+
+    from core.retrieval import candidate_pairs
+
+    config.validate()
+    qids = None
+    if config.split is not None and "split" in collection.queries:
+        qids = collection.queries[collection.queries.split == config.split].qid.tolist()
+    pairs = candidate_pairs(collection, config.depth, qids=qids, limit_queries=config.queries)
+    if pairs.empty:
+        raise InputError(f"collection {collection.name!r} yields no candidate pairs")
+    queries, documents = pairs["query"].tolist(), pairs["document"].tolist()
+    paths = sorted({p for frame in sets.values() for p in frame.path})
+    widths = {p: ranker.model.get_submodule(p).out_features for p in paths}
+    means = unit_means(ranker, queries, documents, paths) if config.mode == "mean" else None
+    rng = np.random.default_rng(config.seed)
+    total = 1 + len(sets) * (1 + config.draws)
+    step = 0
+
+    def per_query(units):
+        nonlocal step
+        with neurons_ablated(ranker, units, means):
+            scores = ranker.score(queries, documents)
+        step += 1
+        if progress:
+            progress(step, total, "re-ranking")
+        values = evaluate(collection, pairs, scores, per_query=True)
+        values = values[values.measure == "nDCG@10"].set_index("qid").value
+        return values.reindex(pairs.qid.unique()).fillna(0.0).to_numpy()
+
+    full = per_query({})
+    rows = []
+    for name, frame in sets.items():
+        units = {p: np.sort(g.unit.to_numpy()) for p, g in frame.groupby("path")}
+        ablated = per_query(units)
+        randoms = []
+        for _ in range(config.draws):
+            drawn = {p: rng.choice(widths[p], size=len(u), replace=False) for p, u in units.items()}
+            randoms.append(per_query(drawn))
+        random_mean = np.mean(randoms, axis=0)
+        test = ttest_rel(ablated, random_mean) if len(ablated) > 1 else None
+        p_value = float(test.pvalue) if test is not None and np.isfinite(test.pvalue) else float("nan")
+        rows.append({"set": name, "neurons": int(len(frame)), "ndcg_full": float(full.mean()),
+                     "ndcg_ablated": float(ablated.mean()),
+                     "change_pct": _drop(float(ablated.mean()), float(full.mean())),
+                     "ndcg_random": float(random_mean.mean()),
+                     "random_change_pct": _drop(float(random_mean.mean()), float(full.mean())),
+                     "random_sd": float(np.std([r.mean() for r in randoms])),
+                     "p_value": p_value, "significant": bool(p_value < 0.05),
+                     "queries": int(len(ablated))})
+    return pd.DataFrame(rows)

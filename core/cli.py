@@ -349,6 +349,52 @@ def cmd_attribute(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    """Knock out the top-X% neurons of an attribution table; nDCG@10 vs random sets."""
+    import pandas as pd
+
+    from core.ablation import NeuronAblationConfig, ablate_neuron_sets
+    from core.attribution import top_set
+    from core.errors import InputError
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'ablate.csv'}")
+    source = Path(args.attribution)
+    if not source.is_file():
+        raise InputError(f"--attribution {source} is not a file; write one with "
+                         "`python -m core attribute … --out FILE.csv`")
+    table = pd.read_csv(source)
+    missing = {"path", "unit", args.scheme} - set(table.columns)
+    if missing:
+        raise InputError(f"{source} lacks column(s) {', '.join(sorted(missing))}; is it the "
+                         "table `python -m core attribute` writes?")
+    if "ranker" in table and args.ranker not in set(table.ranker):
+        raise InputError(f"{source} holds attributions of {', '.join(set(table.ranker))}, "
+                         f"not {args.ranker}")
+    config = NeuronAblationConfig(mode=args.mode, draws=args.draws, queries=args.queries,
+                                  depth=args.depth, split=args.split or None)
+    config.validate()
+    ranker, collection = _load(args)
+    sets = {f"top {p}% {args.scheme}": table.iloc[top_set(table[args.scheme].to_numpy(), p)]
+            for p in args.percents}
+    bar = _progress_bar("ablate", "ranking")
+    try:
+        result = ablate_neuron_sets(ranker, collection, sets, config,
+                                    progress=lambda done, total, _: bar(done, total))
+    except KeyboardInterrupt:
+        print("stopped: nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    result.insert(0, "collection", collection.name)
+    result.insert(0, "ranker", ranker.spec.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.to_csv(out, index=False)
+    print(result.drop(columns=["ranker", "collection"]).to_string(
+        index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"→ {out}")
+    return 0
+
+
 def cmd_score(args) -> int:
     ranker, _ = _load(args)
     score = ranker.score([args.query], [args.document])[0]
@@ -457,6 +503,18 @@ def build_parser() -> argparse.ArgumentParser:
     attribute.add_argument("--steps", type=int, default=100, help="Riemann steps N (study: 100)")
     attribute.add_argument("--baseline", default="pad", choices=["pad", "pad-query", "zero"])
     attribute.add_argument("--out", required=True, help="CSV file: one row per neuron")
+    ablate = sub.add_parser("ablate", help="knock out top-X%% NIG neurons vs random sets")
+    common(ablate)
+    for action in ablate._actions:
+        if action.dest == "split":
+            action.default = "test"
+    ablate.add_argument("--attribution", required=True, help="CSV written by `attribute`")
+    ablate.add_argument("--scheme", default="fused", choices=["relevant", "non_relevant", "fused"])
+    ablate.add_argument("--percents", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    ablate.add_argument("--mode", default="zero", choices=["zero", "mean"])
+    ablate.add_argument("--draws", type=int, default=50, help="random sets (study: 50)")
+    ablate.add_argument("--queries", type=int, default=20)
+    ablate.add_argument("--out", required=True)
     score = sub.add_parser("score", help="score one query-document pair")
     common(score, collection=False)
     score.add_argument("--query", required=True)
@@ -466,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"models": cmd_models, "extract": cmd_extract, "evaluate": cmd_evaluate,
             "probe": cmd_probe, "patch": cmd_patch, "knockout": cmd_knockout,
-            "attribute": cmd_attribute,
+            "attribute": cmd_attribute, "ablate": cmd_ablate,
             "score": cmd_score}
 
 

@@ -251,3 +251,28 @@ def test_cli_attribute_refuses_a_quantized_ranker(tmp_path):
                   "--out", str(tmp_path / "x.csv"))
     assert out.returncode == 2 and "silently wrong" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "x.csv").exists()
+
+
+def test_ablating_a_planted_relevance_neuron_collapses_ndcg(demo):
+    """Route MiniLM's score through one pooler unit (the classifier reads only it): knocking
+    that unit out must collapse nDCG@10, a random unit of the same layer must not."""
+    import pandas as pd
+    import torch
+
+    from core.ablation import NeuronAblationConfig, ablate_neuron_sets
+    from core.models import load_ranker
+
+    ranker = load_ranker("minilm-cross-encoder")  # its own copy: the head is rewired below
+    weight = ranker.model.classifier.weight.data[0]
+    planted = int(weight.abs().argmax())
+    with torch.no_grad():
+        kept = torch.zeros_like(weight)
+        kept[planted] = weight[planted]
+        weight.copy_(kept)
+    sets = {"planted": pd.DataFrame({"path": ["bert.pooler.dense"], "unit": [planted]})}
+    table = ablate_neuron_sets(ranker, demo, sets, NeuronAblationConfig(draws=3, queries=8))
+    row = table.iloc[0]
+    assert row.ndcg_full > 0.6  # the single unit still ranks well
+    assert row.change_pct < -50 and row.significant
+    assert abs(row.random_change_pct) < 5  # random units of the pooler are not read at all
+    assert count_hooks(ranker.model) == 0
