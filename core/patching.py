@@ -638,9 +638,12 @@ def mean_effects(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def layer_rankings(effects: pd.DataFrame) -> dict[tuple[str, str], list[int]]:
-    """(component, group) → layers ordered by mean IE, highest first (ties: lower layer)."""
+    """(component, group) → layers ordered by mean IE, highest first (ties: lower layer);
+    a component whose IE is the same at every layer (e.g. 0 everywhere) has no ranking."""
     out = {}
     for (target, group), frame in effects[effects.target.isin(COMPONENTS)].groupby(["target", "group"]):
+        if frame.ie_mean.nunique() < 2:
+            continue
         ordered = frame.sort_values(["ie_mean", "layer"], ascending=[False, True])
         out[(target, group)] = ordered.layer.astype(int).tolist()
     return out
@@ -652,9 +655,12 @@ def rbo_table(pointwise: pd.DataFrame, pairwise: pd.DataFrame, p: float = 0.7) -
     from core.metrics import rank_biased_overlap
 
     left, right = layer_rankings(pointwise), layer_rankings(pairwise)
-    rows = [(target, group, rank_biased_overlap(left[(target, group)], right[(target, group)], p),
-             left[(target, group)][:3], right[(target, group)][:3])
-            for target, group in sorted(set(left) & set(right))]
+    keys = {tuple(k) for k in pd.concat([pointwise, pairwise])[["target", "group"]]
+            .drop_duplicates().itertuples(index=False) if k[0] in COMPONENTS}
+    rows = [(target, group, rank_biased_overlap(left[(target, group)], right[(target, group)], p)
+             if (target, group) in left and (target, group) in right else float("nan"),
+             left.get((target, group), [])[:3], right.get((target, group), [])[:3])
+            for target, group in sorted(keys)]
     return pd.DataFrame(rows, columns=["component", "group", "rbo", "top layers (pointwise)",
                                        "top layers (pairwise)"])
 

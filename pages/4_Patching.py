@@ -204,7 +204,8 @@ with tabs[3]:
         st.dataframe(rbo_table(effects["pointwise"], effects["pairwise"]), hide_index=True,
                      width="stretch")
         st.caption("Rank-biased overlap (p = 0.7) between the layers ordered by mean IE under "
-                   "each prompt, per component and position group.")
+                   "each prompt, per component and position group; empty where IE is the same "
+                   "at every layer (e.g. query tokens a decoder reads before the document).")
 
 with tabs[4]:
     table = view.get("knockout")

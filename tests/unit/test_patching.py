@@ -253,3 +253,10 @@ def test_patching_sweeps_travel_from_a_cli_side_file(tiny_ce, demo, tmp_path):
     assert len(pairs) == 1 and len(results) == len(result.results)
     assert main.patch_runs().status.tolist() == ["done"]
     main.close()
+
+
+def test_rbo_is_undefined_where_ie_is_flat():
+    flat = pd.DataFrame({"target": "attn", "layer": [1, 2, 3], "group": "query", "head": -1,
+                         "ie_mean": 0.0, "ie_sd": 0.0, "pairs": 2})
+    table = rbo_table(flat, flat)
+    assert len(table) == 1 and np.isnan(table.rbo.iloc[0])
