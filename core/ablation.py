@@ -7,6 +7,10 @@ Context:
     number of random heads: F1 of yes/no judgments on held-out pairs and nDCG@10 re-ranking
     BM25 top-20 (its Table 1, with the relative drop).
 
+Neuron sets (study 2, *Which Neurons Matter in IR?*): zero- (or mean-) ablate the top-X% neurons
+by conductance in their linear layers during re-ranking, against random sets of the same size in
+the same layers (50 draws), with a paired two-tailed t-test over queries (its Table 4).
+
 Mean ablation replaces a head's output (its slice of the attention output projection's input)
 at the chosen positions with that head's mean output over a reference set — the prompt pairs of
 the patching sweep (clean and corrupted, every non-pad token) — so the model sees a typical,
