@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 from core.errors import InputError
+from core.hooks import hooked
 from core.models import QUERY, Encoded, Ranker
 
 BASELINES = ("pad", "pad-query", "zero")
@@ -92,20 +93,12 @@ def baseline_embeddings(ranker: Ranker, enc: Encoded, baseline: str) -> torch.Te
     return out
 
 
-def _kept_outputs(model: torch.nn.Module, paths: list[str]):
-    """Forward hooks keeping each module's output tensor (graph attached)."""
-    kept: dict[str, torch.Tensor] = {}
-    handles = []
+def _keeping(kept: dict[str, torch.Tensor], path: str):
+    """A forward hook keeping a module's output tensor (graph attached) under ``path``."""
+    def hook(module, inputs, output):
+        kept[path] = output[0] if isinstance(output, tuple) else output
 
-    def make(path):
-        def hook(module, inputs, output):
-            kept[path] = output[0] if isinstance(output, tuple) else output
-
-        return hook
-
-    for path in paths:
-        handles.append(model.get_submodule(path).register_forward_hook(make(path)))
-    return kept, handles
+    return hook
 
 
 def integrated_conductance(forward: Callable[[torch.Tensor], torch.Tensor], model: torch.nn.Module,
@@ -122,8 +115,8 @@ def integrated_conductance(forward: Callable[[torch.Tensor], torch.Tensor], mode
     alphas = torch.linspace(0, 1, steps + 1, device=x.device, dtype=x.dtype)
     totals: dict[str, torch.Tensor] = {}
     ends = {}
-    kept, handles = _kept_outputs(model, paths)
-    try:
+    kept: dict[str, torch.Tensor] = {}
+    with hooked(model, {path: _keeping(kept, path) for path in paths}):
         start = 0
         while start < steps:
             stop = min(start + chunk - 1, steps)  # this chunk holds alphas[start..stop]
@@ -142,9 +135,6 @@ def integrated_conductance(forward: Callable[[torch.Tensor], torch.Tensor], mode
                 part = ((act[1:] - act[:-1]) * grad[:-1]).sum(dim=(0, 1))
                 totals[path] = part if path not in totals else totals[path] + part
             start = stop
-    finally:
-        for handle in handles:
-            handle.remove()
     return totals, ends[0], ends[steps]
 
 

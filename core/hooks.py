@@ -26,6 +26,22 @@ def primary(output):
 
 
 @contextmanager
+def hooked(model: torch.nn.Module, hooks: dict[str, Callable], *, pre: bool = False) -> Iterator[None]:
+    """Register ``hooks`` (module path → forward hook, or pre-hook with ``pre``) for the block
+    and remove every one of them in ``finally``: the one place hooks are registered."""
+    handles = []
+    try:
+        for path, hook in hooks.items():
+            module = model.get_submodule(path)
+            handles.append(module.register_forward_pre_hook(hook) if pre
+                           else module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
 def capture(model: torch.nn.Module, paths: list[str],
             reduce: Callable[[str, torch.Tensor], object] | None = None) -> Iterator[dict]:
     """Record the output of each module in ``paths`` during the forward passes inside the block.
@@ -38,7 +54,6 @@ def capture(model: torch.nn.Module, paths: list[str],
         dict path → reduced output of the latest forward pass.
     """
     captured: dict[str, object] = {}
-    handles = []
 
     def make_hook(path: str):
         def hook(module, inputs, output):
@@ -47,13 +62,8 @@ def capture(model: torch.nn.Module, paths: list[str],
 
         return hook
 
-    try:
-        for path in paths:
-            handles.append(model.get_submodule(path).register_forward_hook(make_hook(path)))
+    with hooked(model, {path: make_hook(path) for path in paths}):
         yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @contextmanager
@@ -61,7 +71,6 @@ def capture_inputs(model: torch.nn.Module, paths: list[str]) -> Iterator[dict]:
     """Record the first input of each module in ``paths`` (e.g. a block's residual-stream input,
     or the concatenated head outputs entering an attention output projection)."""
     captured: dict[str, torch.Tensor] = {}
-    handles = []
 
     def make_hook(path: str):
         def hook(module, args):
@@ -69,21 +78,14 @@ def capture_inputs(model: torch.nn.Module, paths: list[str]) -> Iterator[dict]:
 
         return hook
 
-    try:
-        for path in paths:
-            handles.append(model.get_submodule(path).register_forward_pre_hook(make_hook(path)))
+    with hooked(model, {path: make_hook(path) for path in paths}, pre=True):
         yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @contextmanager
 def intervene(model: torch.nn.Module,
               setters: dict[str, Callable[[torch.Tensor], torch.Tensor]]) -> Iterator[None]:
     """Replace the output of each module path with ``setter(output)`` inside the block."""
-    handles = []
-
     def make_hook(setter):
         def hook(module, inputs, output):
             if isinstance(output, tuple):
@@ -92,13 +94,8 @@ def intervene(model: torch.nn.Module,
 
         return hook
 
-    try:
-        for path, setter in setters.items():
-            handles.append(model.get_submodule(path).register_forward_hook(make_hook(setter)))
+    with hooked(model, {path: make_hook(setter) for path, setter in setters.items()}):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @contextmanager
@@ -106,21 +103,14 @@ def intervene_inputs(model: torch.nn.Module,
                      setters: dict[str, Callable[[torch.Tensor], torch.Tensor]]) -> Iterator[None]:
     """Replace the first input of each module path with ``setter(input)`` inside the block
     (per-head patching rewrites the input of the attention output projection)."""
-    handles = []
-
     def make_hook(setter):
         def hook(module, args):
             return (setter(args[0]), *args[1:])
 
         return hook
 
-    try:
-        for path, setter in setters.items():
-            handles.append(model.get_submodule(path).register_forward_pre_hook(make_hook(setter)))
+    with hooked(model, {path: make_hook(setter) for path, setter in setters.items()}, pre=True):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def count_hooks(model: torch.nn.Module) -> int:

@@ -12,28 +12,13 @@ from core.attribution import (AttributionConfig, baseline_embeddings, conductanc
 from core.errors import InputError
 from core.hooks import count_hooks
 from core.models import QUERY, Encoded, ModelSpec, load_ranker
-
-
-class Toy(torch.nn.Module):
-    """F(x) = w2 · relu(W1 x) with W1 = [[1, 0], [0, 2]], w2 = [1, 1]."""
-
-    def __init__(self):
-        super().__init__()
-        self.first = torch.nn.Linear(2, 2, bias=False)
-        self.act = torch.nn.ReLU()
-        self.second = torch.nn.Linear(2, 1, bias=False)
-        with torch.no_grad():
-            self.first.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
-            self.second.weight.copy_(torch.tensor([[1.0, 1.0]]))
-
-    def forward(self, x):
-        return self.second(self.act(self.first(x)))[:, 0]
+from toys import Toy
 
 
 def _toy(x, base, steps=100, chunk=7):
     toy = Toy().double()
     values, at_base, at_input = integrated_conductance(
-        toy, toy, ["first", "second"], torch.tensor([x], dtype=torch.float64),
+        lambda inputs: toy(inputs)[:, 0], toy, ["first", "second"], torch.tensor([x], dtype=torch.float64),
         torch.tensor([base], dtype=torch.float64), steps, chunk)
     assert count_hooks(toy) == 0
     return {k: v.numpy() for k, v in values.items()}, at_base, at_input
