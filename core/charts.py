@@ -135,7 +135,9 @@ def ie_heatmap(effects: pd.DataFrame, target: str, title: str | None = None) -> 
         color=alt.Color("ie_mean:Q", scale=IE_SCALE, title="mean IE"),
         tooltip=["group", "layer", alt.Tooltip("ie_mean:Q", format=".3f"),
                  alt.Tooltip("ie_sd:Q", format=".3f"), "pairs"])
-    return cells.properties(height=150, title=title or f"IE of the {names.get(target, target)}")
+    # a stretched page fits title, legend and axes into the height: leave them room
+    return cells.properties(height=120 + 34 * max(1, data.group.nunique()),
+                            title=title or f"IE of the {names.get(target, target)}")
 
 
 def head_heatmap(effects: pd.DataFrame, group: str, top: int = 5) -> alt.Chart:
@@ -153,7 +155,7 @@ def head_heatmap(effects: pd.DataFrame, group: str, top: int = 5) -> alt.Chart:
                                                            strokeWidth=2)
     labels = base.transform_filter("datum.top").mark_text(fontSize=9).encode(text="rank:Q")
     return (cells + outline + labels).properties(
-        height=max(160, 18 * int(data["head"].nunique() or 1)),
+        height=120 + 22 * int(data["head"].nunique() or 1),
         title=f"Head outputs patched at {group} positions (top {top} outlined, by rank)")
 
 

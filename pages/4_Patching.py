@@ -125,9 +125,11 @@ if not view:
 
 results = view["results"]
 label = f"{view['model']} · {view['collection']}"
-for prompt, (config, result) in results.items():
-    for note in result.notes:
-        st.caption(f"{prompt}: {note}")
+notes = [f"{prompt}: {note}" for prompt, (_, result) in results.items() for note in result.notes]
+if notes:
+    with st.expander(f"Notes ({len(notes)}): pairs left out and why"):
+        for note in notes:
+            st.caption(note)
 effects = {prompt: mean_effects(result.used) for prompt, (_, result) in results.items()}
 if all(frame.empty for frame in effects.values()):
     st.warning("No pair was kept (see the notes above): lower the minimum LD gap or use more "
@@ -253,5 +255,5 @@ with tabs[6]:
     st.download_button("Download every patched run (CSV)", per_pair.to_csv(index=False),
                        "patching-per-pair.csv", "text/csv", on_click="ignore")
 st.caption(f"{label}: " + "; ".join(
-    f"{p}: {len(r.pairs[r.pairs.status == 'used'])} of {len(r.pairs)} pairs, "
+    f"{p}: {len(r.pairs[r.pairs.status == 'used'])} pairs used ({len(r.pairs)} tried), "
     f"{len(r.results)} rows, key {r.key}" for p, (_, r) in results.items()))

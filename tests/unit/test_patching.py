@@ -154,6 +154,10 @@ def test_sweep_is_stored_resumable_and_leaves_no_hooks(tiny_judge, demo, store_p
     merged = resumed.results.merge(fresh.results, on=["pair", "target", "layer", "group", "head"])
     assert len(merged) == len(fresh.results)
     np.testing.assert_allclose(merged.value_x, merged.value_y, atol=1e-5)
+    # IE = (LD_patched − LD_corr) / (LD_clean − LD_corr) for every stored row
+    rows = resumed.results[resumed.results.target != "interaction"].merge(resumed.pairs, on="pair")
+    np.testing.assert_allclose(rows.ie, (rows.value - rows.ld_corr) / (rows.ld_clean - rows.ld_corr),
+                               rtol=1e-9)
     tokens = json.loads(resumed.pairs.tokens.iloc[0])
     assert {t[1] for t in tokens} >= {"query", "document", "instruction", "last"}
     assert count_hooks(tiny_judge.model) == 0
