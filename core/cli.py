@@ -303,6 +303,14 @@ def cmd_knockout(args) -> int:
     return 0
 
 
+def _write_table(frame, ranker, collection, out: Path) -> None:
+    """Prefix the ranker and collection columns and write ``frame`` as CSV (folders made)."""
+    frame.insert(0, "collection", collection.name)
+    frame.insert(0, "ranker", ranker.spec.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+
+
 def cmd_attribute(args) -> int:
     """Neuron conductance of every linear layer for the relevant / non-relevant schemes."""
     from core.attribution import (TOP_PERCENTS, AttributionConfig, attribute_collection,
@@ -326,10 +334,7 @@ def cmd_attribute(args) -> int:
     except KeyboardInterrupt:
         print("stopped: nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED
-    frame.insert(0, "collection", collection.name)
-    frame.insert(0, "ranker", ranker.spec.name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
+    _write_table(frame, ranker, collection, out)
     reports.to_csv(out.with_name(out.stem + "-pairs.csv"), index=False)
     set_counts(frame, "fused").to_csv(out.with_name(out.stem + "-counts.csv"), index=False)
     print(f"{ranker.spec.name} on {collection.name}: {counts['relevant']} relevant and "
@@ -385,10 +390,7 @@ def cmd_ablate(args) -> int:
     except KeyboardInterrupt:
         print("stopped: nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED
-    result.insert(0, "collection", collection.name)
-    result.insert(0, "ranker", ranker.spec.name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result.to_csv(out, index=False)
+    _write_table(result, ranker, collection, out)
     print(result.drop(columns=["ranker", "collection"]).to_string(
         index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"→ {out}")

@@ -339,6 +339,11 @@ def _start(ranker: Ranker, prepared: PreparedPair, patch: Patch) -> int:
     return int(positions.min()) if len(positions) else prepared.n_positions - 1
 
 
+def setter_for_weights(mask: torch.Tensor, clean: torch.Tensor) -> Callable:
+    """Attention-weight edit: clean weights where ``mask`` ``[rows, heads, q, k]`` is set."""
+    return lambda weights: torch.where(mask, clean.to(weights.dtype), weights)
+
+
 def _layer_hooks(ranker: Ranker, prepared: PreparedPair, patches: list[Patch | None],
                  layer: int, span: slice):
     """Setters (outputs, inputs) and an attention-weight edit that apply each row's patch at
@@ -382,10 +387,7 @@ def _layer_hooks(ranker: Ranker, prepared: PreparedPair, patches: list[Patch | N
             if patch is not None and patch.target == "attn_scores":
                 weight_mask[r, patch.head, attending.unsqueeze(1), attended.unsqueeze(0)] = True
         clean_weights = prepared.weights[layer][0, :, span]
-
-        def edit(weights):
-            return torch.where(weight_mask, clean_weights.to(weights.dtype), weights)
-
+        edit = setter_for_weights(weight_mask, clean_weights)
     return outputs, inputs, edit
 
 

@@ -244,6 +244,13 @@ def test_cli_attribute_writes_one_row_per_neuron_and_checks_completeness(tmp_pat
     assert set(pairs.label) == {"relevant", "non_relevant"}
     assert (pairs.completeness_gap < 0.2).all()  # N = 20 here; the study's N = 100 is tighter
     assert "top 1.0%" in result.stdout
+    ablated = run_cli("ablate", "--ranker", "minilm-cross-encoder", "--attribution", str(out),
+                      "--percents", "1", "--draws", "2", "--queries", "2",
+                      "--out", str(tmp_path / "ablate.csv"))
+    assert ablated.returncode == 0, ablated.stderr
+    table = pd.read_csv(tmp_path / "ablate.csv")
+    assert table.set.tolist() == ["top 1.0% fused"] and table.neurons.iloc[0] == 207
+    assert {"ndcg_full", "ndcg_ablated", "ndcg_random", "p_value", "significant"} <= set(table.columns)
 
 
 def test_cli_attribute_refuses_a_quantized_ranker(tmp_path):
