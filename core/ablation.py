@@ -72,21 +72,30 @@ class KnockoutConfig:
 
 
 @torch.inference_mode()
+def token_means(ranker: Ranker, encodings, paths: list[str], *, inputs: bool = False
+                ) -> dict[str, torch.Tensor]:
+    """Mean over the non-pad tokens of ``encodings`` of each module's output (or first input)
+    ``path → [width]`` — the reference values mean-ablation writes."""
+    from core.hooks import capture
+
+    sums, count = {}, 0
+    for enc in encodings:
+        mask = enc.attention_mask.bool().to(ranker.device)
+        with (capture_inputs(ranker.model, paths) if inputs else capture(ranker.model, paths)) as seen:
+            ranker.forward(enc)
+        for path in paths:
+            total = seen[path][mask].double().sum(0)
+            sums[path] = total if path not in sums else sums[path] + total
+        count += int(mask.sum())
+    return {path: (total / count).float() for path, total in sums.items()}
+
+
 def head_means(ranker: Ranker, encodings: list) -> dict[int, torch.Tensor]:
     """Mean of every head's output over the non-pad tokens of ``encodings``:
     layer → ``[n_heads * head_dim]``."""
-    paths = {layer: ranker.head_input_path(layer) for layer in range(ranker.n_layers)}
-    sums = {layer: 0.0 for layer in paths}
-    count = 0
-    for enc in encodings:
-        enc = enc.to(ranker.device)
-        mask = enc.attention_mask.bool()
-        with capture_inputs(ranker.model, list(paths.values())) as inputs:
-            ranker.forward(enc)
-        for layer, path in paths.items():
-            sums[layer] = sums[layer] + inputs[path][mask].float().sum(dim=0)
-        count += int(mask.sum())
-    return {layer: total / count for layer, total in sums.items()}
+    paths = [ranker.head_input_path(layer) for layer in range(ranker.n_layers)]
+    means = token_means(ranker, encodings, paths, inputs=True)
+    return {layer: means[path] for layer, path in enumerate(paths)}
 
 
 @contextmanager
@@ -298,25 +307,6 @@ def neurons_ablated(ranker: Ranker, units: dict[str, np.ndarray],
         yield
 
 
-@torch.inference_mode()
-def unit_means(ranker: Ranker, queries: list[str], documents: list[str], paths: list[str],
-               batch_size: int = 16) -> dict[str, torch.Tensor]:
-    """Mean output of every unit of ``paths`` over the non-pad tokens of the pairs."""
-    from core.hooks import capture
-
-    sums, count = {}, 0
-    for start in range(0, len(queries), batch_size):
-        enc = ranker.encode(queries[start:start + batch_size], documents[start:start + batch_size])
-        mask = enc.attention_mask.bool().to(ranker.device)
-        with capture(ranker.model, paths) as seen:
-            ranker.forward(enc)
-        for path in paths:
-            total = seen[path][mask].double().sum(0)
-            sums[path] = total if path not in sums else sums[path] + total
-        count += int(mask.sum())
-    return {path: (total / count).float() for path, total in sums.items()}
-
-
 def ablate_neuron_sets(ranker: Ranker, collection: Collection, sets: dict[str, pd.DataFrame],
                        config: NeuronAblationConfig,
                        progress: Callable[[int, int, str], None] | None = None) -> pd.DataFrame:
@@ -339,7 +329,9 @@ def ablate_neuron_sets(ranker: Ranker, collection: Collection, sets: dict[str, p
     queries, documents = pairs["query"].tolist(), pairs["document"].tolist()
     paths = sorted({p for frame in sets.values() for p in frame.path})
     widths = {p: ranker.model.get_submodule(p).out_features for p in paths}
-    means = unit_means(ranker, queries, documents, paths) if config.mode == "mean" else None
+    batches = (ranker.encode(queries[i:i + 16], documents[i:i + 16])
+               for i in range(0, len(queries), 16))
+    means = token_means(ranker, batches, paths) if config.mode == "mean" else None
     rng = np.random.default_rng(config.seed)
     total = 1 + len(sets) * (1 + config.draws)
     step = 0

@@ -43,6 +43,16 @@ def server(tmp_path_factory):
     proc.wait(timeout=10)
 
 
+def screenshot(page, folder: Path, name: str) -> None:
+    """Save a screenshot; also to $RANKSCOPE_SCREENSHOTS when set (to look at the app)."""
+    shot = folder / name
+    page.screenshot(path=str(shot))
+    out = os.environ.get("RANKSCOPE_SCREENSHOTS")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(out) / name)
+
+
 def test_server_binds_localhost_only(server):
     assert server.startswith("http://127.0.0.1:")
 
@@ -67,12 +77,7 @@ def test_playground_in_a_real_browser(server, tmp_path):
         page.locator("span[title=document]", has_text="Lisbon").first.wait_for(timeout=60_000)
         page.locator('[data-testid="stVegaLiteChart"] svg.marks').first.wait_for(timeout=60_000)
         second = float(metric.inner_text())
-        shot = tmp_path / "playground.png"
-        page.screenshot(path=str(shot))
-        out = os.environ.get("RANKSCOPE_SCREENSHOTS")
-        if out:
-            Path(out).mkdir(parents=True, exist_ok=True)
-            shutil.copy(shot, Path(out) / "playground.png")
+        screenshot(page, tmp_path, "playground.png")
         browser.close()
     assert first != second and first > second
 
@@ -95,12 +100,7 @@ def test_patching_page_in_a_real_browser(server, tmp_path):
         page.get_by_role("tab", name="Layers × positions").click()
         charts = page.locator('[data-testid="stVegaLiteChart"] svg.marks')
         charts.nth(2).wait_for(timeout=60_000)  # attention, MLP and residual-stream heatmaps
-        shot = tmp_path / "patching.png"
-        page.screenshot(path=str(shot))
-        out = os.environ.get("RANKSCOPE_SCREENSHOTS")
-        if out:
-            Path(out).mkdir(parents=True, exist_ok=True)
-            shutil.copy(shot, Path(out) / "patching.png")
+        screenshot(page, tmp_path, "patching.png")
         text = page.locator("body").inner_text()
         browser.close()
     assert "Traceback" not in text and "Error" not in text

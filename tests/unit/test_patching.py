@@ -264,3 +264,22 @@ def test_rbo_is_undefined_where_ie_is_flat():
                          "ie_mean": 0.0, "ie_sd": 0.0, "pairs": 2})
     table = rbo_table(flat, flat)
     assert len(table) == 1 and np.isnan(table.rbo.iloc[0])
+
+
+def test_neuron_mean_ablation_writes_each_units_token_mean(tiny_ce):
+    from core.ablation import neurons_ablated, token_means
+    from core.hooks import capture
+
+    enc = tiny_ce.encode([QUERY_TEXT, "honey"], [POSITIVE, NEGATIVE])
+    path = tiny_ce.linear_paths()[4]
+    with capture(tiny_ce.model, [path]) as plain, torch.inference_mode():
+        tiny_ce.forward(enc)
+    means = token_means(tiny_ce, [enc], [path])
+    real = enc.attention_mask.bool()
+    torch.testing.assert_close(means[path], plain[path][real].mean(0), rtol=1e-5, atol=1e-6)
+    with neurons_ablated(tiny_ce, {path: np.array([1, 3])}, means), \
+            capture(tiny_ce.model, [path]) as seen, torch.inference_mode():
+        tiny_ce.forward(enc)
+    assert torch.allclose(seen[path][..., [1, 3]], means[path][[1, 3]].expand_as(seen[path][..., [1, 3]]))
+    assert torch.equal(seen[path][..., 0], plain[path][..., 0])
+    assert count_hooks(tiny_ce.model) == 0
