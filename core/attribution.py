@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -182,16 +183,24 @@ def _repeat(enc: Encoded, n: int) -> Encoded:
 
 
 # --------------------------------------------------------------------------- neuron tables
-def neuron_index(ranker: Ranker, paths: list[str] | None = None) -> pd.DataFrame:
-    """One row per attributed neuron ``[path, layer, component, unit]`` in model order."""
+def linear_layout(ranker: Ranker) -> dict:
+    """What a neuron table needs to be rebuilt without the model: every attributed Linear's
+    path and width, the blocks' path prefix and the residual width."""
+    return {"blocks": ranker._blocks_path, "d_model": ranker.d_model,
+            "linears": [[p, ranker.model.get_submodule(p).out_features]
+                        for p in ranker.linear_paths()]}
+
+
+def neuron_index(source: Ranker | dict, paths: list[str] | None = None) -> pd.DataFrame:
+    """One row per attributed neuron ``[path, layer, component, unit]`` in model order, from a
+    ranker or a :func:`linear_layout`."""
+    layout = linear_layout(source) if isinstance(source, Ranker) else source
+    widths = dict(layout["linears"])
     rows = []
-    for path in paths or ranker.linear_paths():
-        module = ranker.model.get_submodule(path)
-        rest = path[len(ranker._blocks_path) + 1:]
-        layer, component = rest.split(".", 1)
-        rows.append(pd.DataFrame({"path": path, "layer": int(layer) + 1,
-                                  "component": component,
-                                  "unit": np.arange(module.out_features)}))
+    for path in paths or widths:
+        layer, component = path[len(layout["blocks"]) + 1:].split(".", 1)
+        rows.append(pd.DataFrame({"path": path, "layer": int(layer) + 1, "component": component,
+                                  "unit": np.arange(widths[path])}))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -211,33 +220,9 @@ def overlap(a: np.ndarray, b: np.ndarray) -> float:
     return 100.0 * len(np.intersect1d(a, b)) / max(len(a), 1)
 
 
-def attribution_key(ranker: Ranker, texts: list[tuple[str, str]], config: AttributionConfig,
-                    sign: float) -> str:
-    payload = json.dumps({"ranker": ranker.spec.key(), "texts": texts, "config": asdict(config),
-                          "sign": sign, "version": ATTRIBUTION_VERSION}, sort_keys=True)
-    return "nig-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def scheme(ranker: Ranker, pairs: pd.DataFrame, config: AttributionConfig, sign: float,
-           progress: Callable[[int, int], None] | None = None
-           ) -> tuple[np.ndarray, pd.DataFrame]:
-    """Mean conductance over ``pairs[query, document]`` of ``sign · F`` ``-> [n_neurons]``, and
-    one completeness row per pair."""
-    index = neuron_index(ranker)
-    total = np.zeros(len(index))
-    reports = []
-    for i, row in enumerate(pairs.itertuples(index=False)):
-        enc = ranker.encode([row.query], [row.document])
-        values, report = conductance(ranker, enc, config, sign)
-        total += flatten(values, index)
-        reports.append({"qid": row.qid, "docno": row.docno, **report})
-        if progress:
-            progress(i + 1, len(pairs))
-    return total / max(len(pairs), 1), pd.DataFrame(reports)
-
-
 # --------------------------------------------------------------------------- schemes
 SCHEME_COLUMNS = ["path", "layer", "component", "unit", "relevant", "non_relevant", "fused"]
+LABELS = ("relevant", "non_relevant")
 TOP_PERCENTS = (0.01, 0.1, 1.0)  # study: top 0.01 %, 0.1 %, 1 % of neurons
 
 
@@ -273,34 +258,195 @@ def scheme_pairs(ranker: Ranker, collection, pairs_per_label: int, split: str | 
     return chosen.reset_index(drop=True), counts
 
 
+@dataclass
+class AttributionResult:
+    """One attribution run: per-neuron schemes (``SCHEME_COLUMNS``), one completeness row per
+    pair, pair counts, and whether a Stop cut it short."""
+
+    key: str
+    frame: pd.DataFrame
+    reports: pd.DataFrame
+    counts: dict
+    stopped: bool = False
+    seconds: float = 0.0
+
+
+def attribution_key(ranker: Ranker, collection, config: AttributionConfig,
+                    pairs_per_label: int, split: str | None) -> str:
+    payload = json.dumps({"ranker": ranker.spec.key(), "collection": collection.content_hash,
+                          "config": asdict(config), "pairs": pairs_per_label, "split": split,
+                          "version": ATTRIBUTION_VERSION}, sort_keys=True)
+    return "nig-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def summarise(index: pd.DataFrame, reports: pd.DataFrame, values: np.ndarray) -> pd.DataFrame:
+    """Per-neuron schemes from per-pair conductances ``[pairs, neurons]``: the mean over the
+    relevant pairs (of F) and over the non-relevant pairs (of −F); fused ⊕ = their mean."""
+    frame = index.copy()
+    for label in LABELS:
+        chosen = (reports.label == label).to_numpy()
+        frame[label] = values[chosen].astype(np.float64).mean(axis=0) if chosen.any() else np.nan
+    frame["fused"] = frame[list(LABELS)].mean(axis=1)
+    return frame[SCHEME_COLUMNS]
+
+
 def attribute_collection(ranker: Ranker, collection, config: AttributionConfig,
-                         pairs_per_label: int = 10, split: str | None = "test",
-                         progress: Callable[[int, int], None] | None = None
-                         ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+                         pairs_per_label: int = 10, split: str | None = "test", store=None, *,
+                         progress: Callable[[int, int], None] | None = None,
+                         should_stop: Callable[[], bool] | None = None) -> AttributionResult:
     """Both label schemes on one collection: relevant pairs attribute F, non-relevant pairs
     attribute −F, each averaged over correctly predicted pairs; fused ⊕ = their mean.
 
-    Returns (one row per neuron ``SCHEME_COLUMNS``, one completeness row per pair, counts).
+    With a ``store`` every pair is written as it finishes (one transaction), a finished run is
+    read back without scoring anything, and a stopped one resumes at its first missing pair.
     """
     config.validate(ranker)
+    started = time.perf_counter()
+    key = attribution_key(ranker, collection, config, pairs_per_label, split)
+    if store is not None:
+        loaded = load_attribution(store, key)
+        if loaded is not None and loaded.counts.get("status") == "done":
+            return loaded
     chosen, counts = scheme_pairs(ranker, collection, pairs_per_label, split)
-    index = neuron_index(ranker)
-    frame = index.copy()
-    reports = []
-    done = 0
-    for label, sign in (("relevant", 1.0), ("non_relevant", -1.0)):
-        part = chosen[chosen.label == label]
+    layout = linear_layout(ranker)
+    index = neuron_index(layout)
+    done = set()
+    if store is not None:
+        store.begin_attribution(key, ranker=ranker.spec.name, collection=collection.name,
+                                config={**asdict(config), "pairs_per_label": pairs_per_label,
+                                        "split": split, "layout": layout},
+                                n_pairs=len(chosen), n_neurons=len(index), counts=counts)
+        done = store.attribution_pairs_done(key)
+    rows, values, stopped = [], [], False
+    for i, row in enumerate(chosen.itertuples(index=False)):
+        if i in done:
+            continue
+        if should_stop and should_stop():
+            stopped = True
+            break
+        if progress:
+            progress(i, len(chosen))
+        tick = time.perf_counter()
+        enc = ranker.encode([row.query], [row.document])
+        sign = 1.0 if row.label == "relevant" else -1.0
+        conductances, report = conductance(ranker, enc, config, sign)
+        pair = {"pair": i, "qid": str(row.qid), "docno": str(row.docno), "label": row.label,
+                **report, "seconds": time.perf_counter() - tick}
+        flat = flatten(conductances, index)
+        if store is not None:
+            store.write_attribution_pair(key, pair, flat)
+        rows.append(pair)
+        values.append(flat.astype(np.float32))
+    if progress and not stopped:
+        progress(len(chosen), len(chosen))
+    if store is not None:
+        if not stopped:
+            store.finish_attribution(key)
+        result = load_attribution(store, key)
+        result.stopped = stopped
+    else:
+        reports = pd.DataFrame(rows)
+        data = np.stack(values) if values else np.zeros((0, len(index)), dtype=np.float32)
+        result = AttributionResult(key, summarise(index, reports, data), reports,
+                                   {**counts, "status": "done"}, stopped)
+    result.seconds = time.perf_counter() - started
+    return result
 
-        def step(i, n, offset=done):
-            if progress:
-                progress(offset + i, len(chosen))
 
-        values, report = scheme(ranker, part, config, sign, step)
-        frame[label] = values if len(part) else np.nan
-        reports.append(report.assign(label=label))
-        done += len(part)
-    frame["fused"] = frame[["relevant", "non_relevant"]].mean(axis=1)
-    return frame[SCHEME_COLUMNS], pd.concat(reports, ignore_index=True), counts
+def load_attribution(store, key: str) -> AttributionResult | None:
+    """A stored attribution run (finished or not), without loading the model."""
+    runs = store.attribution_runs()
+    run = runs[runs.attr_key == key]
+    if run.empty:
+        return None
+    info = run.iloc[0]
+    config = json.loads(info.config)
+    reports, data = store.attribution(key)
+    index = neuron_index(config["layout"])
+    frame = (summarise(index, reports, data) if len(reports)
+             else index.assign(relevant=np.nan, non_relevant=np.nan, fused=np.nan))
+    counts = {**json.loads(info.counts), "status": info.status, "ranker": info.ranker,
+              "collection": info.collection, "config": config}
+    return AttributionResult(key, frame, reports, counts)
+
+
+# --------------------------------------------------------------------------- baselines
+@torch.no_grad()
+def baseline_table(ranker: Ranker, pairs: pd.DataFrame, threshold: float,
+                   baselines=BASELINES) -> pd.DataFrame:
+    """How much of the relevance signal each baseline removes (the study's Table 1): the
+    model's score on the input and on the baseline, how often the baseline itself is still
+    judged relevant (score above ``threshold``), and the mean F(x) − F(x') per label — the
+    total a full layer's conductances must add up to."""
+    rows = []
+    for baseline in baselines:
+        at_input, at_base = [], []
+        for row in pairs.itertuples(index=False):
+            enc = ranker.encode([row.query], [row.document]).to(ranker.device)
+            x = ranker.input_embeddings(enc)
+            base = baseline_embeddings(ranker, enc, baseline)
+            scores = ranker.forward_from_embeddings(_repeat(enc, 2), torch.cat([x, base]))
+            at_input.append(float(scores[0]))
+            at_base.append(float(scores[1]))
+        at_input, at_base = np.array(at_input), np.array(at_base)
+        relevant = (pairs.label == "relevant").to_numpy()
+        delta = at_input - at_base
+        rows.append({"baseline": baseline, "pairs": len(pairs),
+                     "score_input": float(at_input.mean()),
+                     "score_baseline": float(at_base.mean()),
+                     "score_baseline_sd": float(at_base.std()),
+                     "baseline_judged_relevant_pct": float(100 * (at_base > threshold).mean()),
+                     "delta_relevant": float(delta[relevant].mean()) if relevant.any() else np.nan,
+                     "delta_non_relevant": (float(delta[~relevant].mean()) if (~relevant).any()
+                                            else np.nan)})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- set algebra
+OPERATIONS = ("∩", "⊕")
+
+
+def combine(columns: dict[str, np.ndarray], operation: str, percent: float) -> np.ndarray:
+    """A neuron set from several schemes (name → conductances in one neuron order):
+    ``∩`` keeps the neurons in every scheme's top-``percent`` %, ``⊕`` fuses the schemes
+    (mean conductance, as the study fuses its two labels) and takes that top-``percent`` %."""
+    if operation not in OPERATIONS:
+        raise InputError(f"operation must be ∩ or ⊕, got {operation!r}")
+    if not columns:
+        raise InputError("pick at least one scheme")
+    if not 0 < percent <= 100:
+        raise InputError(f"X must be in (0, 100] %, got {percent}")
+    arrays = list(columns.values())
+    if operation == "⊕":
+        return np.sort(top_set(np.mean(arrays, axis=0), percent))
+    chosen = top_set(arrays[0], percent)
+    for values in arrays[1:]:
+        chosen = np.intersect1d(chosen, top_set(values, percent))
+    return np.sort(chosen)
+
+
+def intersection_curve(a: np.ndarray, b: np.ndarray, percents=None) -> pd.DataFrame:
+    """|top-X%(a) ∩ top-X%(b)| / |top-X%| in percent, over X (the study's curves)."""
+    percents = percents if percents is not None else np.geomspace(0.01, 10, 13)
+    return pd.DataFrame({"percent": percents,
+                         "intersection": [overlap(top_set(a, p), top_set(b, p)) for p in percents]})
+
+
+def intersection_curves(columns: dict[str, np.ndarray], percents=None) -> pd.DataFrame:
+    """Every pair of schemes' intersection curve, plus the intersection over all of them
+    ``[pair, percent, intersection]``."""
+    percents = percents if percents is not None else np.geomspace(0.01, 10, 13)
+    names = list(columns)
+    frames = [intersection_curve(columns[a], columns[b], percents).assign(pair=f"{a} ∩ {b}")
+              for i, a in enumerate(names) for b in names[i + 1:]]
+    if len(names) > 2:
+        common = [100.0 * len(combine(columns, "∩", p)) / len(top_set(columns[names[0]], p))
+                  for p in percents]
+        frames.append(pd.DataFrame({"percent": percents, "intersection": common,
+                                    "pair": "all " + str(len(names))}))
+    if not frames:
+        return pd.DataFrame(columns=["pair", "percent", "intersection"])
+    return pd.concat(frames, ignore_index=True)[["pair", "percent", "intersection"]]
 
 
 def set_counts(frame: pd.DataFrame, column: str, percents=TOP_PERCENTS) -> pd.DataFrame:
@@ -314,8 +460,76 @@ def set_counts(frame: pd.DataFrame, column: str, percents=TOP_PERCENTS) -> pd.Da
     return pd.concat(rows, ignore_index=True)[["percent", "layer", "component", "neurons"]]
 
 
-def intersection_curve(a: np.ndarray, b: np.ndarray, percents=None) -> pd.DataFrame:
-    """|top-X%(a) ∩ top-X%(b)| / |top-X%| in percent, over X (the study's curves)."""
-    percents = percents if percents is not None else np.geomspace(0.01, 10, 13)
-    return pd.DataFrame({"percent": percents,
-                         "intersection": [overlap(top_set(a, p), top_set(b, p)) for p in percents]})
+# --------------------------------------------------------------------------- agreement
+# Linear layers whose output units are residual-stream dimensions (they write the block's
+# attention / MLP contribution), so their units compare with probe neurons one to one.
+RESIDUAL_WRITERS = {"attention.output.dense": "attn", "self_attn.o_proj": "attn",
+                    "output.dense": "mlp", "mlp.down_proj": "mlp"}
+
+
+def part_of(component: str) -> str:
+    """``attn`` or ``mlp`` for a linear layer's component name."""
+    return "attn" if component.startswith(("attention", "self_attn")) else "mlp"
+
+
+def agreement(neurons: pd.DataFrame, column: str, percent: float, probe: pd.DataFrame | None,
+              patch: pd.DataFrame | None, d_model: int, threshold: float = 0.85) -> pd.DataFrame:
+    """Per layer, what three methods single out (none of the three studies compares them):
+
+    - probe neurons: residual dimensions after the block with a non-zero Lasso coefficient
+      (the stored top neurons) for a feature with test R² > ``threshold``;
+    - top-``percent`` % neurons by conductance ``column``, per attention / MLP part, and those
+      among the residual writers (attention output / FFN output units = residual dimensions);
+    - patching (``patch``: :func:`core.patching.mean_effects` rows): the largest |mean IE| of
+      the block's attention and MLP output over position groups.
+
+    ``probe ∩ NIG`` counts residual dimensions in both sets, next to the count expected by
+    chance (|P| · |N| / d) and a hypergeometric tail p-value.
+    """
+    from scipy.stats import hypergeom
+
+    chosen = neurons.iloc[top_set(neurons[column].to_numpy(), percent)]
+    layers = sorted(neurons.layer.unique())
+    rows = []
+    for layer in layers:
+        here = chosen[chosen.layer == layer]
+        writers = here[here.component.isin(list(RESIDUAL_WRITERS))]
+        dims = set(writers.unit.tolist())
+        row = {"layer": int(layer), "nig_attn": int((here.component.map(part_of) == "attn").sum()),
+               "nig_mlp": int((here.component.map(part_of) == "mlp").sum()),
+               "nig_residual_dims": len(dims)}
+        probe_dims, features = set(), []
+        if probe is not None and len(probe):
+            passing = probe[(probe.layer == layer) & (probe.r2_mean > threshold)]
+            for item in passing.itertuples(index=False):
+                listed = [int(n) for n, _ in json.loads(item.neurons or "[]")]
+                probe_dims.update(listed)
+                features.append(item.feature)
+        both = len(probe_dims & dims)
+        expected = len(probe_dims) * len(dims) / d_model
+        row.update({"probe_features": ", ".join(sorted(set(features))),
+                    "probe_dims": len(probe_dims), "probe_and_nig": both,
+                    "expected_by_chance": expected,
+                    "p_value": (float(hypergeom.sf(both - 1, d_model, len(probe_dims), len(dims)))
+                                if probe_dims and dims else np.nan)})
+        if patch is not None and len(patch):
+            for part in ("attn", "mlp"):
+                ie = patch[(patch.layer == layer) & (patch.target == part)].ie_mean
+                row[f"patch_{part}_ie"] = float(ie.abs().max()) if len(ie) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def agreement_correlation(table: pd.DataFrame) -> dict:
+    """Spearman ρ across (layer, part) between the NIG top-set counts and patching |IE|."""
+    from scipy.stats import spearmanr
+
+    if "patch_attn_ie" not in table:
+        return {}
+    counts = np.concatenate([table.nig_attn, table.nig_mlp]).astype(float)
+    effects = np.concatenate([table.patch_attn_ie, table.patch_mlp_ie]).astype(float)
+    keep = np.isfinite(effects)
+    if keep.sum() < 3 or np.ptp(counts[keep]) == 0 or np.ptp(effects[keep]) == 0:
+        return {"spearman": float("nan"), "p_value": float("nan"), "n": int(keep.sum())}
+    rho = spearmanr(counts[keep], effects[keep])
+    return {"spearman": float(rho.statistic), "p_value": float(rho.pvalue), "n": int(keep.sum())}

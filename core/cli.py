@@ -314,7 +314,7 @@ def _write_table(frame, ranker, collection, out: Path) -> None:
 def cmd_attribute(args) -> int:
     """Neuron conductance of every linear layer for the relevant / non-relevant schemes."""
     from core.attribution import (TOP_PERCENTS, AttributionConfig, attribute_collection,
-                                  overlap, set_counts, top_set)
+                                  baseline_table, overlap, scheme_pairs, set_counts, top_set)
     from core.errors import InputError
 
     out = Path(args.out)
@@ -326,21 +326,26 @@ def cmd_attribute(args) -> int:
         raise InputError(f"--pairs must be at least 1, got {args.pairs}")
     ranker, collection = _load(args)
     config.validate(ranker)
+    store = _open_store(args)
     bar = _progress_bar("attribute", "pair")
     try:
-        frame, reports, counts = attribute_collection(
-            ranker, collection, config, args.pairs, args.split or None,
-            progress=lambda done, total: bar(done, total))
+        result = attribute_collection(ranker, collection, config, args.pairs,
+                                      args.split or None, store,
+                                      progress=lambda done, total: bar(done, total))
     except KeyboardInterrupt:
-        print("stopped: nothing was written", file=sys.stderr)
+        print("stopped: finished pairs are in the store; the same command resumes",
+              file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        store.close()
+    frame, reports, counts = result.frame, result.reports, result.counts
     _write_table(frame, ranker, collection, out)
     reports.to_csv(out.with_name(out.stem + "-pairs.csv"), index=False)
     set_counts(frame, "fused").to_csv(out.with_name(out.stem + "-counts.csv"), index=False)
     print(f"{ranker.spec.name} on {collection.name}: {counts['relevant']} relevant and "
           f"{counts['non_relevant']} non-relevant pairs judged right ({counts['correct']} of "
           f"{counts['candidates']} candidates), {len(frame)} neurons, N = {config.steps}, "
-          f"baseline {config.baseline} → {out}")
+          f"baseline {config.baseline} → {out} ({result.seconds:.0f} s)")
     gaps = reports.completeness_gap
     print(f"completeness (last block total vs F(x) − F(baseline)): median gap "
           f"{gaps.median():.4f}, max {gaps.max():.4f}")
@@ -351,6 +356,105 @@ def cmd_attribute(args) -> int:
         where = chosen.groupby("component").size().sort_values(ascending=False)
         print(f"top {percent}% ({len(a)} neurons): relevant ∩ non-relevant {overlap(a, b):.1f}%; "
               f"fused set by component: " + ", ".join(f"{c} {n}" for c, n in where.items()))
+    if args.baselines:
+        chosen, counts = scheme_pairs(ranker, collection, args.pairs, args.split or None)
+        table = baseline_table(ranker, chosen, counts["threshold"])
+        _write_table(table, ranker, collection, out.with_name(out.stem + "-baselines.csv"))
+        print("baselines (how much relevance signal each removes):")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+def _stored(store, analysis: str, ranker: str, collection: str | None, command: str) -> str:
+    from core.errors import InputError
+
+    key = store.latest(analysis, ranker, collection)
+    if key is None:
+        where = f" on {collection}" if collection else ""
+        raise InputError(f"the store {store.path} holds no finished {analysis} run of {ranker}"
+                         f"{where}; run `python -m core {command}` first")
+    return key
+
+
+def cmd_shapley(args) -> int:
+    """Shapley values of probe-identified neuron groups vs random groups (nDCG@10 game)."""
+    from core.ablation import ShapleyConfig, shapley_validation
+    from core.errors import InputError
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'shapley.csv'}")
+    config = ShapleyConfig(threshold=args.threshold, layer=args.layer,
+                           random_groups=args.random_groups, permutations=args.permutations,
+                           queries=args.queries, depth=args.depth, split=args.split or None,
+                           mode=args.mode, seed=args.seed)
+    config.validate()
+    store = _open_store(args)
+    try:
+        probe_collection = args.probe_collection or args.collection
+        probe = store.probe_results(_stored(store, "probe", args.ranker, probe_collection,
+                                            f"probe --ranker {args.ranker} --collection "
+                                            f"{probe_collection} --out FILE.csv"))
+    finally:
+        store.close()
+    ranker, collection = _load(args)
+    bar = _progress_bar("shapley", "group × query")
+    try:
+        per_query, summary = shapley_validation(ranker, collection, probe, config,
+                                                progress=lambda done, total, _: bar(done, total))
+    except KeyboardInterrupt:
+        print("stopped: nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    _write_table(summary, ranker, collection, out)
+    per_query.to_csv(out.with_name(out.stem + "-per-query.csv"), index=False)
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"→ {out}")
+    return 0
+
+
+def cmd_agreement(args) -> int:
+    """Per layer: probe neurons vs top-X% NIG neurons vs patching components."""
+    from core.attribution import agreement, agreement_correlation, load_attribution
+    from core.errors import InputError
+    from core.patching import mean_effects
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'agree.csv'}")
+    if not 0 < args.percent <= 100:
+        raise InputError(f"--percent must be in (0, 100], got {args.percent}")
+    store = _open_store(args)
+    try:
+        attribution = load_attribution(store, _stored(
+            store, "attribution", args.ranker, args.collection,
+            f"attribute --ranker {args.ranker} --collection {args.collection} --out FILE.csv"))
+        probe_key = store.latest("probe", args.ranker, args.collection)
+        patch_key = store.latest("patch", args.ranker)
+        probe = store.probe_results(probe_key) if probe_key else None
+        if probe is not None:
+            probe = probe[(probe.estimator == "lasso") & (probe.pooling == "mean")]
+        patch = mean_effects(store.patch_results(patch_key)[1]) if patch_key else None
+    finally:
+        store.close()
+    d_model = attribution.counts["config"]["layout"]["d_model"]
+    table = agreement(attribution.frame, args.scheme, args.percent, probe, patch, d_model,
+                      args.threshold)
+    table.insert(0, "ranker", args.ranker)
+    table.insert(1, "collection", args.collection)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    print(table.drop(columns=["ranker", "collection"]).to_string(
+        index=False, float_format=lambda v: f"{v:.3g}"))
+    for name, key in (("probe", probe_key), ("patching", patch_key)):
+        if key is None:
+            print(f"note: no finished {name} run of {args.ranker} in the store; its columns "
+                  "are left out", file=sys.stderr)
+    correlation = agreement_correlation(table)
+    if correlation:
+        print(f"NIG top-{args.percent}% count vs patching |IE| over (layer, attn/mlp): "
+              f"Spearman {correlation['spearman']:.3f} (p = {correlation['p_value']:.3g}, "
+              f"n = {correlation['n']})")
+    print(f"→ {out}")
     return 0
 
 
@@ -504,6 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="pairs per label (relevant / non-relevant), judged right")
     attribute.add_argument("--steps", type=int, default=100, help="Riemann steps N (study: 100)")
     attribute.add_argument("--baseline", default="pad", choices=["pad", "pad-query", "zero"])
+    attribute.add_argument("--baselines", action="store_true",
+                           help="also compare the pad / pad-query / zero baselines "
+                                "(<out>-baselines.csv)")
     attribute.add_argument("--out", required=True, help="CSV file: one row per neuron")
     ablate = sub.add_parser("ablate", help="knock out top-X%% NIG neurons vs random sets")
     common(ablate)
@@ -517,6 +624,29 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--draws", type=int, default=50, help="random sets (study: 50)")
     ablate.add_argument("--queries", type=int, default=20)
     ablate.add_argument("--out", required=True)
+    shapley = sub.add_parser("shapley", help="Shapley values of probe neuron groups vs random "
+                                             "groups (nDCG@10)")
+    common(shapley)
+    for action in shapley._actions:
+        if action.dest == "split":
+            action.default = "test"
+    shapley.add_argument("--probe-collection", default=None,
+                         help="collection of the stored probe run (default: --collection)")
+    shapley.add_argument("--threshold", type=float, default=0.85, help="probe R² (study: 0.85)")
+    shapley.add_argument("--layer", type=int, default=None,
+                         help="block output the probe read, 1-based (default: last)")
+    shapley.add_argument("--random-groups", type=int, default=19)
+    shapley.add_argument("--permutations", type=int, default=40)
+    shapley.add_argument("--queries", type=int, default=10)
+    shapley.add_argument("--mode", default="mean", choices=["mean", "zero"])
+    shapley.add_argument("--seed", type=int, default=0)
+    shapley.add_argument("--out", required=True)
+    agree = sub.add_parser("agreement", help="probe neurons vs NIG top-X%% vs patching, per layer")
+    common(agree)
+    agree.add_argument("--scheme", default="fused", choices=["relevant", "non_relevant", "fused"])
+    agree.add_argument("--percent", type=float, default=1.0, help="NIG top-X%% (default 1)")
+    agree.add_argument("--threshold", type=float, default=0.85, help="probe R² for probe neurons")
+    agree.add_argument("--out", required=True)
     score = sub.add_parser("score", help="score one query-document pair")
     common(score, collection=False)
     score.add_argument("--query", required=True)
@@ -526,7 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"models": cmd_models, "extract": cmd_extract, "evaluate": cmd_evaluate,
             "probe": cmd_probe, "patch": cmd_patch, "knockout": cmd_knockout,
-            "attribute": cmd_attribute, "ablate": cmd_ablate,
+            "attribute": cmd_attribute, "ablate": cmd_ablate, "shapley": cmd_shapley,
+            "agreement": cmd_agreement,
             "score": cmd_score}
 
 

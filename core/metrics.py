@@ -70,3 +70,26 @@ def f1(labels, predictions) -> float:
 
     return float(f1_score(np.asarray(labels, dtype=int), np.asarray(predictions, dtype=int),
                           zero_division=0))
+
+
+def ndcg_matrix(scores: np.ndarray, grades: np.ndarray, docnos: list[str],
+                judged: np.ndarray, k: int = 10) -> np.ndarray:
+    """nDCG@``k`` of one query under many score vectors at once ``scores [m, n] -> [m]``.
+
+    Same definition as ir_measures' ``nDCG@k`` (trec_eval): gain = grade, discount
+    1 / log2(rank + 1), ties broken by docno descending, the ideal DCG from every judged
+    grade of the query (``judged``, including documents not among the candidates). The
+    Shapley value function calls it thousands of times, where one ir_measures call per
+    coalition would dominate; tests check it equals ir_measures.
+    """
+    scores = np.atleast_2d(np.asarray(scores, dtype=float))
+    grades = np.asarray(grades, dtype=float)
+    ideal = np.sort(np.asarray(judged, dtype=float)[np.asarray(judged) > 0])[::-1][:k]
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    idcg = float((ideal * discounts[:len(ideal)]).sum())
+    if idcg == 0:
+        return np.zeros(len(scores))
+    tie = np.argsort(np.argsort(np.asarray(docnos, dtype=object)))  # docno rank ascending
+    order = np.lexsort((np.broadcast_to(-tie, scores.shape), -scores), axis=-1)[:, :k]
+    gains = np.clip(grades, 0, None)[order]
+    return (gains * discounts[:order.shape[1]]).sum(axis=1) / idcg

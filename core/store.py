@@ -76,6 +76,14 @@ CREATE TABLE IF NOT EXISTS patch_pairs (
 CREATE TABLE IF NOT EXISTS patch_results (
     patch_key VARCHAR, pair INTEGER, target VARCHAR, layer INTEGER, "group" VARCHAR,
     head INTEGER, value DOUBLE, ie DOUBLE);
+CREATE TABLE IF NOT EXISTS attribution_runs (
+    attr_key VARCHAR PRIMARY KEY, ranker VARCHAR, collection VARCHAR, config VARCHAR,
+    n_pairs INTEGER, n_neurons INTEGER, counts VARCHAR, status VARCHAR, created DOUBLE,
+    finished DOUBLE);
+CREATE TABLE IF NOT EXISTS attribution_pairs (
+    attr_key VARCHAR, pair INTEGER, qid VARCHAR, docno VARCHAR, label VARCHAR, score DOUBLE,
+    baseline_score DOUBLE, delta DOUBLE, cut_total DOUBLE, completeness_gap DOUBLE,
+    seconds DOUBLE, data BLOB, PRIMARY KEY (attr_key, pair));
 CREATE TABLE IF NOT EXISTS result_frames (
     frame_key VARCHAR PRIMARY KEY, analysis VARCHAR, ranker VARCHAR, collection VARCHAR,
     config VARCHAR, frame VARCHAR, created DOUBLE);
@@ -84,6 +92,8 @@ PATCH_PAIR_COLUMNS = ["pair", "qid", "positive_docno", "negative_docno", "doc_to
                       "n_tokens", "ld_clean", "ld_corr", "status", "tokens"]
 PATCH_RESULT_COLUMNS = ["pair", "target", "layer", "group", "head", "value", "ie"]
 TABLES = ("runs", "pairs", "batches", "activations")
+ATTRIBUTION_PAIR_COLUMNS = ["pair", "qid", "docno", "label", "score", "baseline_score", "delta",
+                            "cut_total", "completeness_gap", "seconds"]
 PROBE_COLUMNS = ["layer", "pooling", "feature", "estimator", "r2_mean", "r2_sd", "r2_val", "mse",
                  "n_nonzero", "set_size", "neurons"]
 
@@ -404,6 +414,67 @@ class Store:
                 "patch_runs r LEFT JOIN (SELECT patch_key, count(*) AS done FROM patch_pairs "
                 "GROUP BY patch_key) p USING (patch_key) ORDER BY r.created").df()
 
+    # -- neuron attribution ----------------------------------------------------------------
+    def begin_attribution(self, attr_key: str, *, ranker: str, collection: str, config: dict,
+                          n_pairs: int, n_neurons: int, counts: dict) -> None:
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO attribution_runs VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, "
+                        "NULL) ON CONFLICT DO NOTHING",
+                        [attr_key, ranker, collection, json.dumps(config, sort_keys=True),
+                         n_pairs, n_neurons, json.dumps(counts, sort_keys=True), time.time()])
+
+    def attribution_pairs_done(self, attr_key: str) -> set[int]:
+        with self.cursor() as cur:
+            rows = cur.execute("SELECT pair FROM attribution_pairs WHERE attr_key = ?",
+                               [attr_key]).fetchall()
+        return {r[0] for r in rows}
+
+    def write_attribution_pair(self, attr_key: str, pair: dict, values: np.ndarray) -> None:
+        """One pair's conductances (every neuron, float32) and completeness report, at once."""
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO attribution_pairs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT DO NOTHING",
+                        [attr_key, *[pair[c] for c in ATTRIBUTION_PAIR_COLUMNS],
+                         np.ascontiguousarray(values, dtype=np.float32).tobytes()])
+
+    def finish_attribution(self, attr_key: str) -> None:
+        with self.transaction() as cur:
+            cur.execute("UPDATE attribution_runs SET status = 'done', finished = ? WHERE "
+                        "attr_key = ?", [time.time(), attr_key])
+
+    def attribution(self, attr_key: str) -> tuple[pd.DataFrame, np.ndarray]:
+        """(one row per stored pair ``ATTRIBUTION_PAIR_COLUMNS``, their conductances
+        ``[pairs, neurons]`` float32), in pair order."""
+        with self.cursor() as cur:
+            rows = cur.execute(f"SELECT {', '.join(ATTRIBUTION_PAIR_COLUMNS)}, data FROM "
+                               "attribution_pairs WHERE attr_key = ? ORDER BY pair",
+                               [attr_key]).df()
+        data = (np.stack([np.frombuffer(b, dtype=np.float32) for b in rows.pop("data")])
+                if len(rows) else np.zeros((0, 0), dtype=np.float32))
+        return rows, data
+
+    def attribution_runs(self) -> pd.DataFrame:
+        with self.cursor() as cur:
+            return cur.execute(
+                "SELECT r.attr_key, r.ranker, r.collection, r.n_pairs, coalesce(p.done, 0) AS "
+                "pairs_done, r.n_neurons, r.status, r.config, r.counts, to_timestamp(r.created) "
+                "AS created FROM attribution_runs r LEFT JOIN (SELECT attr_key, count(*) AS done "
+                "FROM attribution_pairs GROUP BY attr_key) p USING (attr_key) ORDER BY r.created"
+            ).df()
+
+    def latest(self, analysis: str, ranker: str, collection: str | None = None) -> str | None:
+        """Key of the newest finished ``probe`` / ``patch`` / ``attribution`` run of
+        ``ranker`` (on ``collection`` when given), or None."""
+        table, key = {"probe": ("probe_runs", "probe_key"), "patch": ("patch_runs", "patch_key"),
+                      "attribution": ("attribution_runs", "attr_key")}[analysis]
+        query = (f"SELECT {key} FROM {table} WHERE status = 'done' AND ranker = ?"
+                 + (" AND collection = ?" if collection is not None else "")
+                 + " ORDER BY created DESC LIMIT 1")
+        with self.cursor() as cur:
+            row = cur.execute(query, [ranker] + ([collection] if collection is not None
+                                                 else [])).fetchone()
+        return None if row is None else row[0]
+
     # -- small finished tables (knock-out …) -------------------------------------------
     def frame(self, frame_key: str) -> pd.DataFrame | None:
         with self.cursor() as cur:
@@ -465,6 +536,9 @@ class Store:
                     cur, alias, "probe_runs", ("probe_results",), "probe_key", "status = 'done'")
                 counts["patching sweeps"] = self._import_keyed(
                     cur, alias, "patch_runs", ("patch_pairs", "patch_results"), "patch_key",
+                    "status = 'done'")
+                counts["attributions"] = self._import_keyed(
+                    cur, alias, "attribution_runs", ("attribution_pairs",), "attr_key",
                     "status = 'done'")
                 counts["tables"] = self._import_keyed(
                     cur, alias, "result_frames", (), "frame_key", "TRUE")

@@ -87,9 +87,8 @@ if pending:
                 counts = store.import_file(path)
                 path.unlink(missing_ok=True)  # its runs now live in the main store
                 path.with_name(path.name + ".wal").unlink(missing_ok=True)
-                st.success(f"Imported {counts['runs']} run(s), {counts['probes']} probe "
-                           f"sweep(s) and {counts['patching sweeps']} patching sweep(s) from "
-                           f"{path.name}")
+                st.success("Imported " + ", ".join(f"{n} {what}" for what, n in
+                                                   counts.items()) + f" from {path.name}")
             except RankScopeError as error:
                 st.error(str(error))
 runs = store.runs()
@@ -103,3 +102,8 @@ patches = store.patch_runs()
 if not patches.empty:
     st.markdown("**Patching sweeps**")
     st.dataframe(patches.drop(columns=["config"]), hide_index=True, width="stretch")
+attributions = store.attribution_runs()
+if not attributions.empty:
+    st.markdown("**Neuron attributions**")
+    st.dataframe(attributions.drop(columns=["config", "counts"]), hide_index=True,
+                 width="stretch")

@@ -233,8 +233,9 @@ def test_cli_attribute_writes_one_row_per_neuron_and_checks_completeness(tmp_pat
     import pandas as pd
 
     out = tmp_path / "nig.csv"
+    store = tmp_path / "s.duckdb"
     result = run_cli("attribute", "--ranker", "minilm-cross-encoder", "--pairs", "1",
-                     "--steps", "20", "--out", str(out))
+                     "--steps", "20", "--out", str(out), store=store)
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(out)
     assert len(table) == 6 * (3 * 384 + 384 + 1536 + 384)  # Q, K, V, attn out, FFN in, FFN out
@@ -244,6 +245,17 @@ def test_cli_attribute_writes_one_row_per_neuron_and_checks_completeness(tmp_pat
     assert set(pairs.label) == {"relevant", "non_relevant"}
     assert (pairs.completeness_gap < 0.2).all()  # N = 20 here; the study's N = 100 is tighter
     assert "top 1.0%" in result.stdout
+    agreed = run_cli("agreement", "--ranker", "minilm-cross-encoder", "--percent", "1",
+                     "--out", str(tmp_path / "agree.csv"), store=store)
+    assert agreed.returncode == 0, agreed.stderr
+    agree = pd.read_csv(tmp_path / "agree.csv")
+    assert agree.layer.tolist() == [1, 2, 3, 4, 5, 6]
+    assert (agree.nig_attn + agree.nig_mlp).sum() == 207  # the top 1 % of 20,736 neurons
+    assert "no finished probe run" in agreed.stderr  # this store has none: columns left out
+    no_probe = run_cli("shapley", "--ranker", "minilm-cross-encoder",
+                       "--out", str(tmp_path / "shap.csv"), store=store)
+    assert no_probe.returncode == 2 and "no finished probe run" in no_probe.stderr
+    assert "Traceback" not in no_probe.stderr
     ablated = run_cli("ablate", "--ranker", "minilm-cross-encoder", "--attribution", str(out),
                       "--percents", "1", "--draws", "2", "--queries", "2",
                       "--out", str(tmp_path / "ablate.csv"))
@@ -282,4 +294,61 @@ def test_ablating_a_planted_relevance_neuron_collapses_ndcg(demo):
     assert row.ndcg_full > 0.6  # the single unit still ranks well
     assert row.change_pct < -50 and row.significant
     assert abs(row.random_change_pct) < 5  # random units of the pooler are not read at all
+    assert count_hooks(ranker.model) == 0
+
+
+def test_shapley_singles_out_a_planted_probe_group(demo):
+    """Route MiniLM's score through 16 residual dimensions of the last block (the pooler unit
+    the classifier reads sees only them) and hand them in as a probe group: random groups must
+    get a Shapley value of exactly 0, the probe group v(full) − v(group ablated) computed
+    independently with ir_measures, and it ranks above the random groups' 95th percentile
+    exactly where that is positive."""
+    import json
+
+    import pandas as pd
+
+    from core.ablation import ShapleyConfig, shapley_validation
+    from core.hooks import capture, intervene
+    from core.metrics import evaluate
+
+    ranker = load_ranker("minilm-cross-encoder")  # its own copy: the head is rewired below
+    weight = ranker.model.classifier.weight.data[0]
+    unit = int(weight.abs().argmax())
+    pooler = ranker.model.bert.pooler.dense.weight.data
+    dims = np.sort(np.argsort(-pooler[unit].abs().numpy())[:16])
+    with torch.no_grad():
+        weight.copy_(torch.zeros_like(weight).index_fill_(0, torch.tensor([unit]), weight[unit]))
+        row = torch.zeros_like(pooler[unit])
+        row[dims] = pooler[unit][dims]
+        pooler[unit] = row
+    probe = pd.DataFrame({"layer": [6], "pooling": "mean", "estimator": "lasso",
+                          "feature": ["planted"], "r2_mean": [0.9],
+                          "neurons": [json.dumps([[int(d), 0.1] for d in dims])]})
+    config = ShapleyConfig(queries=4, permutations=8, random_groups=9)
+    per_query, summary = shapley_validation(ranker, demo, probe, config)
+    assert len(per_query) == 4 and (per_query.shapley_random_mean == 0).all()
+    last = ranker.block_path(ranker.n_layers - 1)
+    pairs = candidate_pairs(demo, 20, qids=demo.queries[demo.queries.split == "test"].qid.tolist())
+    index = torch.as_tensor(dims)
+    for item in per_query.itertuples(index=False):
+        here = pairs[pairs.qid == item.qid]
+        queries, documents = here["query"].tolist(), here["document"].tolist()
+        enc = ranker.encode(queries, documents)
+        with torch.inference_mode(), capture(ranker.model, [last]) as states:
+            ranker.forward(enc)
+        fill = states[last][enc.attention_mask.bool()].mean(0)[index]
+
+        def ablate(out):
+            out = out.clone()
+            out[..., index] = fill
+            return out
+
+        with intervene(ranker.model, {last: ablate}):
+            ablated = ranker.score(queries, documents)
+        full = ranker.score(queries, documents)
+        expected = (evaluate(demo, here, full)["nDCG@10"]
+                    - evaluate(demo, here, ablated)["nDCG@10"])
+        assert item.shapley_probe == pytest.approx(expected, abs=1e-9)
+        assert item.above_p95 == (item.shapley_probe > 0)
+    assert summary.above_p95.iloc[0] == int((per_query.shapley_probe > 0).sum())
     assert count_hooks(ranker.model) == 0

@@ -4,6 +4,7 @@ refusal on quantized models, and no leaked hooks."""
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -130,3 +131,77 @@ def test_neuron_index_top_sets_and_overlap(tiny_ce):
     values = np.arange(1000, dtype=float)
     assert list(top_set(values, 0.3)) == [999, 998, 997]
     assert overlap(np.array([1, 2, 3, 4]), np.array([3, 4, 5, 6])) == 50.0
+
+
+def test_a_stopped_run_resumes_to_the_same_table_and_a_finished_one_is_served(tiny_ce, demo,
+                                                                               store_path):
+    from core.attribution import attribute_collection
+    from core.store import Store
+
+    config = AttributionConfig(steps=8, chunk=5)
+    whole = attribute_collection(tiny_ce, demo, config, pairs_per_label=2)
+    store = Store(store_path)
+    calls = []
+    first = attribute_collection(tiny_ce, demo, config, 2, store=store,
+                                 should_stop=lambda: len(calls) >= 1,
+                                 progress=lambda done, total: calls.append(done))
+    assert first.stopped and len(first.reports) == 1
+    assert store.attribution_runs().status.tolist() == ["running"]
+    resumed = attribute_collection(tiny_ce, demo, config, 2, store=store)
+    assert not resumed.stopped and len(resumed.reports) == len(whole.reports) == 4
+    np.testing.assert_allclose(resumed.frame[["relevant", "non_relevant", "fused"]],
+                               whole.frame[["relevant", "non_relevant", "fused"]], rtol=1e-5,
+                               atol=1e-7)  # float32 in the store
+    assert resumed.reports.completeness_gap.max() < 0.5  # N = 8 here
+
+    def no_scoring(*_):
+        raise AssertionError("a finished run must be read back, not recomputed")
+
+    original, tiny_ce.score = tiny_ce.score, no_scoring
+    try:
+        again = attribute_collection(tiny_ce, demo, config, 2, store=store)
+    finally:
+        tiny_ce.score = original
+    pd.testing.assert_frame_equal(again.frame, resumed.frame)
+    assert store.attribution_runs().pairs_done.tolist() == [4]
+
+
+def test_set_algebra_and_intersection_curves():
+    from core.attribution import combine, intersection_curves
+
+    a = np.array([9.0, 8, 7, 6, 0, 0, 0, 0, 0, 0])
+    b = np.array([0.0, 8, 7, 0, 9, 0, 0, 0, 0, 0])
+    assert list(combine({"a": a, "b": b}, "∩", 30)) == [1, 2]  # top 3: {0,1,2} ∩ {4,1,2}
+    # means 4.5, 8, 7, 3, 4.5 (index 4): the tie goes to the lower index
+    assert list(combine({"a": a, "b": b}, "⊕", 30)) == [0, 1, 2]
+    assert list(combine({"a": a}, "∩", 10)) == [0]
+    with pytest.raises(InputError, match="X must be"):
+        combine({"a": a}, "∩", 120)
+    curves = intersection_curves({"a": a, "b": b, "c": a}, percents=[30])
+    got = dict(zip(curves.pair, curves.intersection))
+    assert got["a ∩ b"] == pytest.approx(200 / 3) and got["a ∩ c"] == 100
+    assert got["all 3"] == pytest.approx(200 / 3)
+
+
+def test_agreement_counts_shared_residual_dimensions_per_layer():
+    from core.attribution import agreement
+
+    layout = {"blocks": "enc", "d_model": 4,
+              "linears": [["enc.0.attention.self.query", 4], ["enc.0.attention.output.dense", 4],
+                          ["enc.0.output.dense", 4], ["enc.1.output.dense", 4]]}
+    frame = neuron_index(layout)
+    frame["fused"] = 0.0
+    frame.loc[(frame.path == "enc.0.output.dense") & frame.unit.isin([1, 2]), "fused"] = 5.0
+    frame.loc[(frame.path == "enc.0.attention.self.query") & (frame.unit == 0), "fused"] = 4.0
+    probe = pd.DataFrame({"layer": [1, 1, 2], "feature": ["bm25", "tf", "bm25"],
+                          "r2_mean": [0.9, 0.5, 0.95],
+                          "neurons": ["[[2, 0.3], [3, -0.1]]", "[[0, 1.0]]", "[[1, 0.2]]"]})
+    patch = pd.DataFrame({"target": ["attn", "mlp", "mlp"], "layer": [1, 1, 2],
+                          "ie_mean": [0.1, -0.8, 0.2]})
+    table = agreement(frame, "fused", 3 / 16 * 100, probe, patch, d_model=4).set_index("layer")
+    assert table.loc[1, "nig_mlp"] == 2 and table.loc[1, "nig_attn"] == 1
+    assert table.loc[1, "probe_features"] == "bm25" and table.loc[1, "probe_dims"] == 2
+    assert table.loc[1, "probe_and_nig"] == 1  # dim 2 in both; dim 1 only in NIG
+    assert table.loc[1, "expected_by_chance"] == pytest.approx(2 * 2 / 4)
+    assert table.loc[1, "patch_mlp_ie"] == pytest.approx(0.8)
+    assert table.loc[2, "nig_residual_dims"] == 0 and table.loc[2, "probe_and_nig"] == 0
