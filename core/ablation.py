@@ -307,9 +307,17 @@ def neurons_ablated(ranker: Ranker, units: dict[str, np.ndarray],
         yield
 
 
+def _frame_key(prefix: str, ranker: Ranker, collection: Collection, config, extra) -> str:
+    payload = json.dumps({"ranker": ranker.spec.key(), "collection": collection.content_hash,
+                          "config": asdict(config), "extra": extra,
+                          "version": KNOCKOUT_VERSION}, sort_keys=True, default=str)
+    return f"{prefix}-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
 def ablate_neuron_sets(ranker: Ranker, collection: Collection, sets: dict[str, pd.DataFrame],
                        config: NeuronAblationConfig,
-                       progress: Callable[[int, int, str], None] | None = None) -> pd.DataFrame:
+                       progress: Callable[[int, int, str], None] | None = None,
+                       store=None) -> pd.DataFrame:
     """nDCG@10 re-ranking BM25 top-``depth`` with each neuron set (``[path, unit]`` rows)
     knocked out, against the full model and against ``draws`` random sets with the same number
     of units in the same layers; a paired two-tailed t-test over queries (scipy) compares the
@@ -321,6 +329,11 @@ def ablate_neuron_sets(ranker: Ranker, collection: Collection, sets: dict[str, p
     from core.retrieval import candidate_pairs
 
     config.validate()
+    key = _frame_key("neuron-ablation", ranker, collection, config,
+                     {name: [frame.path.tolist(), frame.unit.astype(int).tolist()]
+                      for name, frame in sets.items()})
+    if store is not None and (cached := store.frame(key)) is not None:
+        return cached
     qids = None
     if config.split is not None and "split" in collection.queries:
         qids = collection.queries[collection.queries.split == config.split].qid.tolist()
@@ -369,7 +382,11 @@ def ablate_neuron_sets(ranker: Ranker, collection: Collection, sets: dict[str, p
                      "random_sd": float(np.std([r.mean() for r in randoms])),
                      "p_value": p_value, "significant": bool(p_value < 0.05),
                      "queries": int(len(ablated)), "random_changes": json.dumps(random_changes)})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if store is not None:
+        store.write_frame(key, "neuron-ablation", ranker.spec.name, collection.name,
+                          asdict(config), table)
+    return table
 
 
 # --------------------------------------------------------------------------- Shapley (study 1)
@@ -448,8 +465,8 @@ def shapley_values(value: Callable[[np.ndarray], np.ndarray], players: int, perm
 @torch.inference_mode()
 def shapley_validation(ranker: Ranker, collection: Collection, probe: pd.DataFrame,
                        config: ShapleyConfig,
-                       progress: Callable[[int, int, str], None] | None = None
-                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                       progress: Callable[[int, int, str], None] | None = None,
+                       store=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Study 1's check that probe-identified neurons matter for ranking.
 
     For each probe group (the neurons of one feature whose probe passes ``threshold`` at the
@@ -467,6 +484,10 @@ def shapley_validation(ranker: Ranker, collection: Collection, probe: pd.DataFra
     config.validate(ranker)
     layer = config.layer or ranker.n_layers
     groups = probe_groups(probe, layer, config.threshold)
+    key = _frame_key("shapley", ranker, collection, config,
+                     {f: g.tolist() for f, g in groups.items()})
+    if store is not None and (cached := store.frame(key)) is not None:
+        return cached, store.frame(key + "-summary")
     if not groups:
         best = probe[probe.layer == layer].r2_mean.max() if len(probe) else float("nan")
         raise InputError(f"no probe feature passes R² > {config.threshold} at layer {layer} "
@@ -544,4 +565,9 @@ def shapley_validation(ranker: Ranker, collection: Collection, probe: pd.DataFra
                .reset_index())
     summary["above_p95"] = summary.above_p95.astype(int)
     summary["above_p95_pct"] = 100.0 * summary.above_p95 / summary.queries
+    if store is not None:
+        store.write_frame(key + "-summary", "shapley", ranker.spec.name, collection.name,
+                          asdict(config), summary)
+        store.write_frame(key, "shapley", ranker.spec.name, collection.name, asdict(config),
+                          per_query)
     return per_query, summary

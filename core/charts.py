@@ -188,6 +188,99 @@ def knockout_chart(table: pd.DataFrame, measure: str = "ndcg") -> alt.Chart:
     return (bars + rule).properties(height=240, title=f"Knock-out: {title} (dashed: full model)")
 
 
+# --------------------------------------------------------------------------- attribution (study 2)
+def intersection_chart(curves: pd.DataFrame) -> alt.Chart:
+    """Intersection % of top-X% neuron sets over X, one line per scheme pair
+    (``pair, percent, intersection``)."""
+    return alt.Chart(curves).mark_line(point=True).encode(
+        x=alt.X("percent:Q", title="top X % of neurons", scale=alt.Scale(type="log")),
+        y=alt.Y("intersection:Q", title="intersection (% of the set)",
+                scale=alt.Scale(domain=[0, 100])),
+        color=alt.Color("pair:N", title=None),
+        tooltip=["pair", alt.Tooltip("percent:Q", format=".3g"),
+                 alt.Tooltip("intersection:Q", format=".1f")]).properties(
+        height=300, title="How much two schemes' top-X% neurons share")
+
+
+def layer_component_chart(counts: pd.DataFrame, title: str) -> alt.Chart:
+    """Neurons of a set per layer, stacked by linear layer (``layer, component, neurons``)."""
+    return alt.Chart(counts).mark_bar().encode(
+        x=alt.X("layer:O", title="layer"), y=alt.Y("neurons:Q", title="neurons"),
+        color=alt.Color("component:N", title="linear layer"),
+        tooltip=["layer", "component", "neurons"]).properties(height=280, title=title)
+
+
+def ablation_chart(table: pd.DataFrame) -> alt.Chart:
+    """% change of nDCG@10 per neuron set: the set vs the mean of its random sets; * = p < 0.05
+    (paired t-test)."""
+    data = pd.concat([
+        table.assign(kind="knocked out", change=table.change_pct),
+        table.assign(kind="random (mean)", change=table.random_change_pct)], ignore_index=True)
+    data["mark"] = np.where(data.significant & (data.kind == "knocked out"), "*", "")
+    bars = alt.Chart(data).mark_bar().encode(
+        x=alt.X("set:N", title=None, sort=list(table.set)), xOffset="kind:N",
+        y=alt.Y("change:Q", title="nDCG@10 change (%)"), color=alt.Color("kind:N", title=None),
+        tooltip=["set", "kind", alt.Tooltip("change:Q", format=".2f"),
+                 alt.Tooltip("p_value:Q", format=".3g")])
+    stars = alt.Chart(data).mark_text(dy=-8, fontSize=16).encode(
+        x=alt.X("set:N", sort=list(table.set)), xOffset="kind:N", y="change:Q", text="mark:N")
+    return (bars + stars).properties(height=280, title="Knock-out of neuron sets vs random sets "
+                                                       "(* p < 0.05)")
+
+
+def random_distribution_chart(table: pd.DataFrame) -> alt.Chart:
+    """Each random draw's nDCG@10 change (dots) and the set's own (red tick), per set."""
+    import json
+
+    draws = pd.DataFrame([{"set": row.set, "change": value}
+                          for row in table.itertuples(index=False)
+                          for value in json.loads(row.random_changes)])
+    dots = alt.Chart(draws).mark_circle(size=40, opacity=0.5).encode(
+        y=alt.Y("set:N", title=None, sort=list(table.set)),
+        x=alt.X("change:Q", title="nDCG@10 change (%)"),
+        yOffset=alt.YOffset("jitter:Q"), tooltip=[alt.Tooltip("change:Q", format=".2f")]
+    ).transform_calculate(jitter="random()")
+    own = alt.Chart(table).mark_tick(color="#d62728", thickness=3, size=26).encode(
+        y=alt.Y("set:N", sort=list(table.set)), x="change_pct:Q",
+        tooltip=["set", alt.Tooltip("change_pct:Q", format=".2f")])
+    return (dots + own).properties(
+        height=max(120, 60 * len(table)),
+        title="Random sets of the same size in the same layers (dots) vs the set (red)")
+
+
+def shapley_chart(per_query: pd.DataFrame) -> alt.Chart:
+    """Per query: the probe group's Shapley value (dot) against the random groups' 95th
+    percentile (tick)."""
+    data = pd.concat([
+        per_query.assign(kind="probe group", value=per_query.shapley_probe),
+        per_query.assign(kind="random 95th percentile", value=per_query.random_p95)])
+    return alt.Chart(data).mark_point(filled=True, size=70).encode(
+        x=alt.X("qid:N", title="query"), y=alt.Y("value:Q", title="Shapley value (nDCG@10)"),
+        color=alt.Color("kind:N", title=None), shape=alt.Shape("kind:N", title=None),
+        column=alt.Column("feature:N", title=None),
+        tooltip=["feature", "qid", "kind", alt.Tooltip("value:Q", format=".4f")]).properties(
+        height=240, title="Probe group vs random groups")
+
+
+def agreement_chart(table: pd.DataFrame) -> alt.Chart:
+    """Per layer: residual dimensions picked by the probe, by NIG, by both, and the overlap
+    expected by chance."""
+    data = table.melt(id_vars="layer", value_vars=["probe_dims", "nig_residual_dims",
+                                                   "probe_and_nig"],
+                      var_name="set", value_name="dimensions")
+    data["set"] = data.set.map({"probe_dims": "probe neurons",
+                                "nig_residual_dims": "NIG top-X% (residual writers)",
+                                "probe_and_nig": "both"})
+    bars = alt.Chart(data).mark_bar().encode(
+        x=alt.X("layer:O"), xOffset="set:N", y=alt.Y("dimensions:Q"),
+        color=alt.Color("set:N", title=None), tooltip=["layer", "set", "dimensions"])
+    chance = alt.Chart(table).mark_tick(color="black", thickness=2, size=18).encode(
+        x="layer:O", y="expected_by_chance:Q",
+        tooltip=["layer", alt.Tooltip("expected_by_chance:Q", format=".2f")])
+    return (bars + chance).properties(
+        height=280, title="Residual dimensions per layer: probe vs NIG (tick: overlap by chance)")
+
+
 def export_chart(chart: alt.Chart, fmt: str) -> bytes:
     """PNG or SVG bytes of a chart, rendered offline by vl-convert."""
     import vl_convert as vlc

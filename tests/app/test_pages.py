@@ -180,3 +180,52 @@ def test_patching_page_refuses_pairwise_for_a_cross_encoder(app_store):
     at.button[0].click().run()
     assert at.error and "pairwise prompts need" in at.error[0].value
     assert not at.exception
+
+
+def _specs(at):
+    import json
+
+    return [json.dumps(json.loads(c.proto.spec), ensure_ascii=False)
+            for c in at.get("vega_lite_chart")]
+
+
+def test_attribution_and_ablation_pages_from_a_run_to_a_knockout_table(app_store):
+    at = page("pages/5_Attribution.py").run()
+    assert not at.exception and not at.error
+    next(n for n in at.number_input if n.label == "Pairs per label").set_value(1)
+    next(n for n in at.number_input if n.label == "Riemann steps N").set_value(10)
+    at.button[0].click().run()  # minilm-cross-encoder on demo
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    specs = _specs(at)
+    assert any("How much two schemes' top-X% neurons share" in s for s in specs)
+    assert any("Top 1.0% of demo · relevant" in s for s in specs)
+    algebra = next(m for m in at.metric if m.label == "Neurons in the set")
+    assert 0 < int(algebra.value.replace(",", "")) <= 207  # ∩ of two top-1 % sets
+    next(b for b in at.button if b.label == "Use this set on the Ablation page").click().run()
+    assert at.session_state["neuron_set"]["ranker"] == "minilm-cross-encoder"
+    next(b for b in at.button if b.label == "Compare the three baselines").click().run()
+    assert not at.exception and not at.error
+    table = next(d.value for d in at.dataframe if "baseline" in d.value.columns)
+    assert table.baseline.tolist() == ["pad", "pad-query", "zero"]
+
+    ablation = page("pages/6_Ablation.py")
+    ablation.session_state["neuron_set"] = at.session_state["neuron_set"]
+    ablation.run()
+    assert not ablation.exception and not ablation.error
+    next(n for n in ablation.number_input if n.label == "Random sets").set_value(2)
+    next(n for n in ablation.number_input if n.label == "Queries").set_value(2)
+    next(b for b in ablation.button if b.label == "Run knock-out").click().run()
+    assert not ablation.exception and not ablation.error, [e.value for e in ablation.error]
+    table = next(d.value for d in ablation.dataframe if "knocked out" in d.value.columns)
+    assert len(table) == 1 and table["queries"].iloc[0] == 2
+    specs = _specs(ablation)
+    assert any("Knock-out of neuron sets vs random sets" in s for s in specs)
+    assert any("Random sets of the same size" in s for s in specs)
+    assert any("probe vs NIG" in s for s in specs)  # agreement tab, from the stored run
+
+
+def test_ablation_page_without_results_says_what_to_run_first(app_store):
+    at = page("pages/6_Ablation.py").run()
+    assert not at.exception and not at.error
+    infos = " ".join(i.value for i in at.info)
+    assert "Run an attribution first" in infos and "Run a probe first" in infos
