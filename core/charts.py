@@ -196,7 +196,8 @@ def intersection_chart(curves: pd.DataFrame) -> alt.Chart:
         x=alt.X("percent:Q", title="top X % of neurons", scale=alt.Scale(type="log")),
         y=alt.Y("intersection:Q", title="intersection (% of the set)",
                 scale=alt.Scale(domain=[0, 100])),
-        color=alt.Color("pair:N", title=None),
+        color=alt.Color("pair:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=500,
+                                                                 columns=2)),
         tooltip=["pair", alt.Tooltip("percent:Q", format=".3g"),
                  alt.Tooltip("intersection:Q", format=".1f")]).properties(
         height=300, title="How much two schemes' top-X% neurons share")
@@ -218,13 +219,15 @@ def ablation_chart(table: pd.DataFrame) -> alt.Chart:
         table.assign(kind="random (mean)", change=table.random_change_pct)], ignore_index=True)
     data["mark"] = np.where(data.significant & (data.kind == "knocked out"), "*", "")
     bars = alt.Chart(data).mark_bar().encode(
-        x=alt.X("set:N", title=None, sort=list(table.set)), xOffset="kind:N",
-        y=alt.Y("change:Q", title="nDCG@10 change (%)"), color=alt.Color("kind:N", title=None),
+        x=alt.X("set:N", title=None, sort=list(table.set), axis=alt.Axis(labelAngle=0,
+                                                                          labelLimit=400)),
+        xOffset="kind:N", y=alt.Y("change:Q", title="nDCG@10 change (%)"),
+        color=alt.Color("kind:N", title=None),
         tooltip=["set", "kind", alt.Tooltip("change:Q", format=".2f"),
                  alt.Tooltip("p_value:Q", format=".3g")])
     stars = alt.Chart(data).mark_text(dy=-8, fontSize=16).encode(
         x=alt.X("set:N", sort=list(table.set)), xOffset="kind:N", y="change:Q", text="mark:N")
-    return (bars + stars).properties(height=280, title="Knock-out of neuron sets vs random sets "
+    return (bars + stars).properties(height=320, title="Knock-out of neuron sets vs random sets "
                                                        "(* p < 0.05)")
 
 
@@ -236,7 +239,7 @@ def random_distribution_chart(table: pd.DataFrame) -> alt.Chart:
                           for row in table.itertuples(index=False)
                           for value in json.loads(row.random_changes)])
     dots = alt.Chart(draws).mark_circle(size=40, opacity=0.5).encode(
-        y=alt.Y("set:N", title=None, sort=list(table.set)),
+        y=alt.Y("set:N", title=None, sort=list(table.set), axis=alt.Axis(labelLimit=400)),
         x=alt.X("change:Q", title="nDCG@10 change (%)"),
         yOffset=alt.YOffset("jitter:Q"), tooltip=[alt.Tooltip("change:Q", format=".2f")]
     ).transform_calculate(jitter="random()")
@@ -244,7 +247,7 @@ def random_distribution_chart(table: pd.DataFrame) -> alt.Chart:
         y=alt.Y("set:N", sort=list(table.set)), x="change_pct:Q",
         tooltip=["set", alt.Tooltip("change_pct:Q", format=".2f")])
     return (dots + own).properties(
-        height=max(120, 60 * len(table)),
+        height=max(160, 70 * len(table)),
         title="Random sets of the same size in the same layers (dots) vs the set (red)")
 
 

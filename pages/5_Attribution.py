@@ -52,14 +52,18 @@ with st.form("attribute"):
                           help="Only queries of this split (demo: test); empty for all.")
     submitted = st.form_submit_button("Run attribution", type="primary")
 
+# one container for run-time messages, so the tabs below keep their place (and the tab a user
+# was on) from the run that drew a progress bar to the next rerun that does not
+status = st.container()
 if st.session_state.get("attributing") and not submitted:
     st.session_state["attributing"] = False
-    st.warning("Stopped. Finished pairs are saved in the store — press **Run attribution** "
+    status.warning("Stopped. Finished pairs are saved in the store — press **Run attribution** "
                "to resume.")
 
 if submitted:
     config = AttributionConfig(steps=int(steps), baseline=baseline)
-    ranker = ui.ranker_or_error(model)
+    with status:
+        ranker = ui.ranker_or_error(model)
     if ranker is None:
         st.stop()
     try:
@@ -68,12 +72,12 @@ if submitted:
             raise RankScopeError("pick at least one collection")
         loaded = [ui.get_collection(c) for c in collections]
     except RankScopeError as error:
-        st.error(str(error))
+        status.error(str(error))
         st.stop()
     st.session_state["attributing"] = True
-    stop_slot = st.empty()
+    stop_slot = status.empty()
     stop_slot.button("Stop", help="Stops after the current pair; finished pairs are kept.")
-    bar = st.progress(0.0, text="Starting …")
+    bar = status.progress(0.0, text="Starting …")
     keys = []
     try:
         for collection in loaded:
@@ -85,9 +89,9 @@ if submitted:
             keys.append(result.key)
     except RankScopeError as error:
         st.session_state["attributing"] = False
-        st.error(str(error))
+        status.error(str(error))
         st.stop()
-    bar.progress(1.0, text="Done")
+    bar.empty()
     stop_slot.empty()
     st.session_state["attributing"] = False
     st.session_state["attribution_keys"] = keys

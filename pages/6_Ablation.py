@@ -106,13 +106,9 @@ with tabs[0]:
             st.caption("Random: the mean over the random sets (± sd of their means); p: paired "
                        "two-tailed t-test over queries of the set vs the random sets' mean; "
                        "* p < 0.05.")
-            left, right = st.columns(2)
-            with left:
-                ui.chart_with_exports(ablation_chart(table), table.drop(columns="random_changes"),
-                                      "ablation")
-            with right:
-                ui.chart_with_exports(random_distribution_chart(table), table,
-                                      "ablation-random")
+            ui.chart_with_exports(ablation_chart(table), table.drop(columns="random_changes"),
+                                  "ablation")
+            ui.chart_with_exports(random_distribution_chart(table), table, "ablation-random")
 
 with tabs[1]:
     st.caption("Neurons a probe relies on (non-zero Lasso weights of a feature with test R² "

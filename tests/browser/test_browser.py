@@ -105,3 +105,37 @@ def test_patching_page_in_a_real_browser(server, tmp_path):
         browser.close()
     assert "Traceback" not in text and "Error" not in text
     assert "pairs used" in text and "key patch-" in text  # the run summary under the tabs
+
+
+def test_attribution_then_ablation_in_a_real_browser(server, tmp_path):
+    """Attribute one pair per label on MiniLM, send the ∩ set to the Ablation page and knock
+    it out against random sets."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2000})
+        page.goto(f"{server}/Attribution", timeout=60_000)
+        pairs = page.get_by_role("spinbutton", name="Pairs per label", exact=True)
+        pairs.wait_for(timeout=120_000)
+        pairs.fill("1")
+        page.get_by_role("spinbutton", name="Riemann steps N", exact=True).fill("10")
+        page.get_by_role("button", name="Run attribution").click()
+        page.locator('[data-testid="stVegaLiteChart"] svg.marks').first.wait_for(timeout=240_000)
+        screenshot(page, tmp_path, "attribution.png")
+        page.get_by_role("tab", name="Set algebra").click()
+        page.get_by_role("button", name="Use this set on the Ablation page").click()
+        page.get_by_text("Saved: open").wait_for(timeout=60_000)
+        page.get_by_role("link", name="Ablation").click()  # same session: the set goes along
+        draws = page.get_by_role("spinbutton", name="Random sets", exact=True)
+        draws.wait_for(timeout=120_000)
+        draws.fill("2")
+        page.get_by_role("spinbutton", name="Queries", exact=True).first.fill("2")
+        page.get_by_role("button", name="Run knock-out").click()
+        page.get_by_text("Random: the mean over the random sets").wait_for(timeout=240_000)
+        page.locator('[data-testid="stVegaLiteChart"] svg.marks').first.wait_for(timeout=60_000)
+        screenshot(page, tmp_path, "ablation.png")
+        text = page.locator("body").inner_text()
+        browser.close()
+    assert "Traceback" not in text and "Error" not in text
+    assert "knocked out" in text and " ∩ " in text  # the set built on the Attribution page
