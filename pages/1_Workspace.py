@@ -87,8 +87,8 @@ if pending:
                 counts = store.import_file(path)
                 path.unlink(missing_ok=True)  # its runs now live in the main store
                 path.with_name(path.name + ".wal").unlink(missing_ok=True)
-                st.success("Imported " + ", ".join(f"{n} {what}" for what, n in
-                                                   counts.items()) + f" from {path.name}")
+                found = ", ".join(f"{what}: {n}" for what, n in counts.items() if n)
+                st.success(f"Imported from {path.name} — {found or 'nothing new'}")
             except RankScopeError as error:
                 st.error(str(error))
 runs = store.runs()

@@ -101,7 +101,7 @@ def test_workspace_imports_results_of_a_cli_job(app_store, embedded_rankers, dem
     at = page("pages/1_Workspace.py").run()
     assert any("waiting to be imported" in i.value for i in at.info)
     next(b for b in at.button if b.label == "Import CLI results").click().run()
-    assert any("Imported 1 run(s)" in s.value for s in at.success)
+    assert any("— runs: 1" in s.value for s in at.success)
     assert at.dataframe[-1].value.run_key.tolist() == [result.run_key]
     assert not side_path.exists()
 
