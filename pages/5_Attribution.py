@@ -39,7 +39,7 @@ with st.form("attribute"):
                                  help="Each collection gives its own relevant / non-relevant "
                                       "schemes; add a second one (e.g. cranfield) to compare "
                                       "in- and out-of-distribution neurons.")
-    c3, c4, c5, c6 = st.columns(4)
+    c3, c4, c5, c6, c7 = st.columns(5)
     pairs = c3.number_input("Pairs per label", min_value=1, max_value=500, value=5,
                             help="Pairs judged right per label. On this CPU a MiniLM pair "
                                  "takes ≈3 s at N = 100, a SmolLM2 pair ≈1 min.")
@@ -48,7 +48,12 @@ with st.form("attribute"):
     baseline = c5.selectbox("Baseline", BASELINES,
                             help="pad: every text token → [PAD] (the study's choice); "
                                  "pad-query: only the query's tokens; zero: zero vectors.")
-    split = c6.text_input("Query split", value="test",
+    rule = c6.selectbox("Riemann rule", ["left", "trapezoid"],
+                        help="left: the study's (and captum's) sum, gradient at the start of "
+                             "each step; trapezoid: the same points with gradients averaged "
+                             "over both ends — the completeness gap of SmolLM2 at N = 100 "
+                             "falls from ≈65% to ≈5%.")
+    split = c7.text_input("Query split", value="test",
                           help="Only queries of this split (demo: test); empty for all.")
     submitted = st.form_submit_button("Run attribution", type="primary")
 
@@ -61,7 +66,7 @@ if st.session_state.get("attributing") and not submitted:
                "to resume.")
 
 if submitted:
-    config = AttributionConfig(steps=int(steps), baseline=baseline)
+    config = AttributionConfig(steps=int(steps), baseline=baseline, rule=rule)
     with status:
         ranker = ui.ranker_or_error(model)
     if ranker is None:
@@ -103,7 +108,8 @@ if runs.empty:
             "store: asking again is instant.")
     st.stop()
 runs["label"] = [f"{r.ranker} · {r.collection} · {r.pairs_done} pairs · "
-                 f"N={json.loads(r.config)['steps']} · "
+                 f"N={json.loads(r.config)['steps']} "
+                 f"{json.loads(r.config).get('rule', 'left')} · "
                  f"{json.loads(r.config)['baseline']}" for r in runs.itertuples()]
 wanted = [k for k in st.session_state.get("attribution_keys", []) if k in set(runs.attr_key)]
 default = wanted or runs[runs.ranker == model].attr_key.tail(2).tolist() or [runs.attr_key.iloc[-1]]
@@ -216,6 +222,9 @@ with tabs[4]:
     st.markdown(f"Completeness: the last block's conductances sum to F(x) − F(baseline) within "
                 f"a median relative gap of **{gaps.median():.4f}** (max {gaps.max():.4f}) over "
                 f"{len(reports)} pairs.")
+    if gaps.median() > 0.05:
+        st.warning(f"The conductances miss {100 * gaps.median():.0f}% of F(x) − F(baseline) "
+                   "(median): use the trapezoid rule or more steps before trusting them.")
     st.dataframe(reports, hide_index=True, width="stretch")
     totals = [f"{r.counts['collection']}: {r.counts['relevant']} relevant + "
               f"{r.counts['non_relevant']} non-relevant pairs judged right of "

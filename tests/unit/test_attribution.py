@@ -205,3 +205,34 @@ def test_agreement_counts_shared_residual_dimensions_per_layer():
     assert table.loc[1, "expected_by_chance"] == pytest.approx(2 * 2 / 4)
     assert table.loc[1, "patch_mlp_ie"] == pytest.approx(0.8)
     assert table.loc[2, "nig_residual_dims"] == 0 and table.loc[2, "probe_and_nig"] == 0
+
+
+def test_trapezoid_rule_converges_faster_than_the_left_sum(tiny_ce):
+    enc = _enc(tiny_ce)
+    paths = tiny_ce.linear_paths()[:4]
+    reference, _ = conductance(tiny_ce, enc, AttributionConfig(steps=400, rule="trapezoid"),
+                               paths=paths)
+
+    def error(rule):
+        values, report = conductance(tiny_ce, enc, AttributionConfig(steps=10, rule=rule),
+                                     paths=paths)
+        return max(np.abs(values[p] - reference[p]).max() for p in paths), report
+
+    (left, left_report), (trapezoid, trapezoid_report) = error("left"), error("trapezoid")
+    assert trapezoid < left / 3
+    assert trapezoid_report["delta"] == pytest.approx(left_report["delta"])
+    with pytest.raises(InputError, match="rule must be"):
+        AttributionConfig(rule="simpson").validate()
+
+
+def test_non_finite_gradients_are_refused_not_returned(tiny_ce, monkeypatch):
+    original = tiny_ce.forward_from_embeddings
+
+    def kinked(enc, embeddings):  # √|F − F(first point)| has no finite slope at that point
+        scores = original(enc, embeddings)
+        return (scores - scores[0].detach()).abs().sqrt()
+
+    monkeypatch.setattr(tiny_ce, "forward_from_embeddings", kinked)
+    with pytest.raises(InputError, match="non-finite gradients"):
+        conductance(tiny_ce, _enc(tiny_ce), AttributionConfig(steps=4, baseline="zero"))
+    assert count_hooks(tiny_ce.model) == 0
