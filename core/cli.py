@@ -508,6 +508,10 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_score(args) -> int:
+    from core.data import check_user_text
+
+    check_user_text("query", args.query)
+    check_user_text("document", args.document)
     ranker, _ = _load(args)
     score = ranker.score([args.query], [args.document])[0]
     print(f"{score:.4f}")

@@ -93,6 +93,13 @@ def read_text_lines(path: str | Path) -> list[str]:
     return out
 
 
+def check_user_text(what: str, text: str) -> None:
+    """Refuse a typed or passed query/document that cannot be scored, naming which one."""
+    problem = _check_text(text)
+    if problem:
+        raise InputError(f"the {what} is unusable: {problem}")
+
+
 def _check_text(text: str) -> str | None:
     """Why a query/document text is unusable, or None."""
     if not text.strip():

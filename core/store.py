@@ -124,6 +124,13 @@ class Store:
             raise StoreError(f"{self.path} cannot be opened as a DuckDB store: "
                              f"{str(error).splitlines()[0]}") from None
         self._lock = threading.Lock()
+        names = {r[0] for r in self._con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+        ).fetchall()}
+        if names and "meta" not in names:  # someone else's database: never write into it
+            self._con.close()
+            raise StoreError(f"{self.path} is a DuckDB file but not a RankScope store (it holds "
+                             f"{len(names)} other table(s)); choose another store path")
         if not read_only:
             self._con.execute(SCHEMA)
             self._con.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",

@@ -5,6 +5,7 @@ import streamlit as st
 
 import ui
 from core.charts import layer_lens_chart
+from core.data import check_user_text
 from core.errors import RankScopeError
 
 ui.page_setup("Playground", "🎛️")
@@ -24,6 +25,12 @@ document = st.text_area(
           "often report a dry cough, followed a few days later by severe fatigue.")
 if not query.strip() or not document.strip():
     st.error("Both the query and the document need some text.")
+    st.stop()
+try:
+    check_user_text("query", query)
+    check_user_text("document", document)
+except RankScopeError as error:
+    st.error(str(error))
     st.stop()
 
 try:

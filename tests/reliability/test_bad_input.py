@@ -1,0 +1,254 @@
+"""Bad input, table-driven: every case must raise one RankScopeError whose message names what
+is wrong and where (file, line, field or setting) — never a raw exception — and leave the
+store without partial rows.
+
+Collections start from one valid folder (docs.jsonl, queries.tsv, qrels.txt, run.txt) and
+change one thing; settings start from valid defaults and break one field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.errors import RankScopeError
+
+GOOD = {
+    "docs.jsonl": "\n".join(json.dumps({"docno": f"d{i}", "title": "", "text": text})
+                            for i, text in enumerate(["honey keeps for years in a jar",
+                                                      "bees make honey from nectar",
+                                                      "trams run along the harbour"])) + "\n",
+    "queries.tsv": "q1\thow long does honey keep\nq2\twhere do trams run\n",
+    "qrels.txt": "q1 0 d0 2\nq1 0 d1 1\nq2 0 d2 2\n",
+    "run.txt": "q1 Q0 d0 1 3.5 bm25\nq1 Q0 d1 2 1.0 bm25\nq2 Q0 d2 1 2.0 bm25\n",
+}
+
+
+def _folder(tmp_path: Path, **changes) -> Path:
+    """The good folder with files replaced (text or bytes) or removed (None)."""
+    folder = tmp_path / "collection"
+    folder.mkdir()
+    for name, content in {**GOOD, **changes}.items():
+        if content is None:
+            continue
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content, encoding="utf-8")
+    return folder
+
+
+def _doc_line(text: str, docno: str = "d9") -> str:
+    return json.dumps({"docno": docno, "title": "", "text": text})
+
+
+# (case id, files changed, message fragments that must all appear)
+COLLECTION_CASES = [
+    ("docs: invalid JSON", {"docs.jsonl": GOOD["docs.jsonl"] + "{not json\n"},
+     ["docs.jsonl line 4", "invalid JSON"]),
+    ("docs: JSON array line", {"docs.jsonl": GOOD["docs.jsonl"] + "[1, 2]\n"},
+     ["line 4", "expected an object"]),
+    ("docs: missing text", {"docs.jsonl": GOOD["docs.jsonl"] + '{"docno": "d9"}\n'},
+     ["line 4", "missing field"]),
+    ("docs: missing id", {"docs.jsonl": GOOD["docs.jsonl"] + '{"text": "a b c"}\n'},
+     ["line 4", "missing field"]),
+    ("docs: empty text", {"docs.jsonl": GOOD["docs.jsonl"] + _doc_line("") + "\n"},
+     ["line 4", "empty text"]),
+    ("docs: whitespace text", {"docs.jsonl": GOOD["docs.jsonl"] + _doc_line(" \t ") + "\n"},
+     ["line 4", "empty text"]),
+    ("docs: NUL bytes", {"docs.jsonl": GOOD["docs.jsonl"] + _doc_line("a\x00b") + "\n"},
+     ["line 4", "binary content"]),
+    ("docs: 100k-token text", {"docs.jsonl": GOOD["docs.jsonl"]
+                               + _doc_line("honey " * 100_000) + "\n"},
+     ["line 4", "longer than 200,000 characters"]),
+    ("docs: latin-1 bytes", {"docs.jsonl": GOOD["docs.jsonl"].encode() + b'{"docno": "d9", '
+                             b'"text": "caf\xe9"}\n'}, ["docs.jsonl line 4", "not valid UTF-8"]),
+    ("docs: binary file", {"docs.jsonl": bytes(range(256)) * 4}, ["docs.jsonl", "UTF-8"]),
+    ("docs: duplicate id", {"docs.jsonl": GOOD["docs.jsonl"] + _doc_line("again", "d0") + "\n"},
+     ["duplicate document id 'd0'"]),
+    ("docs: none", {"docs.jsonl": None}, ["no documents found"]),
+    ("docs: only blank lines", {"docs.jsonl": "\n\n"}, ["no usable documents"]),
+    ("docs tsv: wrong field count", {"docs.jsonl": None, "docs.tsv": "d0\thoney\textra\n"},
+     ["docs.tsv line 1", "wrong field count", "expected 2"]),
+    ("queries: wrong field count", {"queries.tsv": "q1 how long does honey keep\n"},
+     ["queries.tsv line 1", "wrong field count"]),
+    ("queries: three fields", {"queries.tsv": GOOD["queries.tsv"] + "q3\ta\tb\n"},
+     ["queries.tsv line 3", "got 3"]),
+    ("queries: empty text", {"queries.tsv": GOOD["queries.tsv"] + "q3\t\n"},
+     ["queries.tsv line 3", "empty text"]),
+    ("queries: whitespace text", {"queries.tsv": GOOD["queries.tsv"] + "q3\t   \n"},
+     ["queries.tsv line 3", "empty text"]),
+    ("queries: NUL bytes", {"queries.tsv": GOOD["queries.tsv"] + "q3\tho\x00ney\n"},
+     ["queries.tsv line 3", "binary content"]),
+    ("queries: cp1252 bytes", {"queries.tsv": b"q1\tcaf\xe9 honey\n"},
+     ["queries.tsv line 1", "not valid UTF-8"]),
+    ("queries: duplicate id", {"queries.tsv": GOOD["queries.tsv"] + "q1\tagain\n"},
+     ["duplicate query id 'q1'"]),
+    ("queries: none", {"queries.tsv": None}, ["no queries found"]),
+    ("topics: no <top>", {"queries.tsv": None, "topics.txt": "<num> 1 <title> honey\n"},
+     ["topics.txt", "no <top> blocks"]),
+    ("topics: block without title", {"queries.tsv": None,
+                                     "topics.txt": "<top>\n<num> Number: 7\n</top>\n"},
+     ["topics.txt", "lacks <num> or <title>", "topic 7"]),
+    ("qrels: unknown query", {"qrels.txt": GOOD["qrels.txt"] + "q9 0 d0 1\n"},
+     ["qrels name unknown query id 'q9'"]),
+    ("qrels: negative grade", {"qrels.txt": GOOD["qrels.txt"] + "q2 0 d1 -1\n"},
+     ["negative grade", "'q2'", "'d1'"]),
+    ("qrels: NaN grade", {"qrels.txt": GOOD["qrels.txt"] + "q2 0 d1 nan\n"},
+     ["qrels.txt line 4", "relevance is not an integer"]),
+    ("qrels: fractional grade", {"qrels.txt": GOOD["qrels.txt"] + "q2 0 d1 0.5\n"},
+     ["qrels.txt line 4", "not an integer"]),
+    ("qrels: wrong field count", {"qrels.txt": GOOD["qrels.txt"] + "q2 d1 1\n"},
+     ["qrels.txt line 4", "wrong field count", "expected 4"]),
+    ("qrels: none", {"qrels.txt": None}, ["no qrels file found"]),
+    ("run: NaN score", {"run.txt": GOOD["run.txt"] + "q2 Q0 d0 2 nan bm25\n"},
+     ["run.txt line 4", "score is not finite"]),
+    ("run: infinite score", {"run.txt": GOOD["run.txt"] + "q2 Q0 d0 2 inf bm25\n"},
+     ["run.txt line 4", "score is not finite"]),
+    ("run: rank not a number", {"run.txt": GOOD["run.txt"] + "q2 Q0 d0 two 1.0 bm25\n"},
+     ["run.txt line 4", "not a number"]),
+    ("run: wrong field count", {"run.txt": GOOD["run.txt"] + "q2 d0 2 1.0\n"},
+     ["run.txt line 4", "wrong field count"]),
+    ("run: unknown query", {"run.txt": GOOD["run.txt"] + "q7 Q0 d0 1 1.0 bm25\n"},
+     ["run name unknown query id 'q7'"]),
+    ("beir: no qrels", {"docs.jsonl": None, "queries.tsv": None, "qrels.txt": None,
+                        "run.txt": None, "corpus.jsonl": GOOD["docs.jsonl"],
+                        "queries.jsonl": '{"_id": "q1", "text": "honey"}\n'},
+     ["BEIR folder has no qrels/*.tsv"]),
+    ("beir: grade not an integer", {"docs.jsonl": None, "queries.tsv": None, "qrels.txt": None,
+                                    "run.txt": None, "corpus.jsonl": GOOD["docs.jsonl"],
+                                    "queries.jsonl": '{"_id": "q1", "text": "honey"}\n',
+                                    "qrels/test.tsv": "query-id\tcorpus-id\tscore\nq1\td0\thigh\n"},
+     ["qrels", "relevance is not an integer"]),
+]
+
+
+@pytest.mark.parametrize("changes, fragments", [c[1:] for c in COLLECTION_CASES],
+                         ids=[c[0] for c in COLLECTION_CASES])
+def test_bad_collection_files_name_what_and_where(tmp_path, changes, fragments):
+    from core.data import load_folder
+
+    folder = _folder(tmp_path, **changes)
+    with pytest.raises(RankScopeError) as raised:
+        load_folder(folder, strict=True)
+    message = str(raised.value)
+    assert all(f in message for f in fragments), message
+    assert "Traceback" not in message and "\n" not in message
+
+
+def test_the_good_folder_and_a_bom_load(tmp_path):
+    from core.data import load_folder
+
+    folder = _folder(tmp_path, **{"queries.tsv": "\ufeff" + GOOD["queries.tsv"]})
+    collection = load_folder(folder, strict=True)
+    assert collection.queries.qid.tolist() == ["q1", "q2"]  # the BOM is not part of the id
+    assert len(collection.docs) == 3 and len(collection.run) == 3
+
+
+def test_lenient_loading_skips_and_counts_what_strict_loading_refuses(tmp_path):
+    from core.data import load_folder
+
+    broken = GOOD["docs.jsonl"] + "{not json\n" + _doc_line("") + "\n"
+    collection = load_folder(_folder(tmp_path, **{"docs.jsonl": broken}))
+    assert len(collection.docs) == 3
+    assert collection.skipped == {"invalid JSON": 1, "empty text": 1}
+
+
+def _ranker_free_settings():
+    from core.ablation import NeuronAblationConfig, ShapleyConfig
+    from core.attribution import AttributionConfig, combine
+    from core.extract import ExtractionConfig
+    from core.probing import ProbeConfig
+
+    import numpy as np
+
+    return [
+        ("probe: 0 folds", lambda: ProbeConfig(features=("bm25",), folds=0).validate(), "folds"),
+        ("probe: 1 fold", lambda: ProbeConfig(features=("bm25",), folds=1).validate(), "folds"),
+        ("probe: negative α", lambda: ProbeConfig(features=("bm25",), lasso_alpha=-0.1).validate(), "positive"),
+        ("probe: zero α", lambda: ProbeConfig(features=("bm25",), lasso_alpha=0.0).validate(), "positive"),
+        ("extract: batch size 0", lambda: ExtractionConfig(batch_size=0).validate(), "batch size"),
+        ("extract: depth 0", lambda: ExtractionConfig(depth=0).validate(), "depth"),
+        ("attribution: 1 step", lambda: AttributionConfig(steps=1).validate(), "steps"),
+        ("attribution: unknown baseline", lambda: AttributionConfig(baseline="mask").validate(),
+         "baseline must be"),
+        ("attribution: unknown rule", lambda: AttributionConfig(rule="simpson").validate(),
+         "rule must be"),
+        ("set algebra: X% > 100", lambda: combine({"a": np.ones(10)}, "∩", 120), "X must be"),
+        ("set algebra: X% = 0", lambda: combine({"a": np.ones(10)}, "∩", 0), "X must be"),
+        ("set algebra: no scheme", lambda: combine({}, "∩", 1), "at least one scheme"),
+        ("set algebra: unknown operation", lambda: combine({"a": np.ones(3)}, "∪", 1),
+         "operation must be"),
+        ("ablation: 0 draws", lambda: NeuronAblationConfig(draws=0).validate(), "at least 1"),
+        ("ablation: unknown mode", lambda: NeuronAblationConfig(mode="noise").validate(),
+         "mode must be"),
+        ("shapley: threshold 1.5", lambda: ShapleyConfig(threshold=1.5).validate(), "threshold"),
+        ("shapley: 0 permutations", lambda: ShapleyConfig(permutations=0).validate(),
+         "at least"),
+    ]
+
+
+SETTINGS = _ranker_free_settings()
+
+
+@pytest.mark.parametrize("call, fragment", [s[1:] for s in SETTINGS], ids=[s[0] for s in SETTINGS])
+def test_impossible_settings_are_refused_with_the_setting_named(call, fragment):
+    with pytest.raises(RankScopeError) as raised:
+        call()
+    assert fragment in str(raised.value), str(raised.value)
+
+
+def test_store_files_that_are_not_stores(tmp_path):
+    import duckdb
+
+    from core.store import Store
+
+    text = tmp_path / "notes.duckdb"
+    text.write_text("these are my notes, not a database")
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).execute("CREATE TABLE t (x INT)").close()
+    old = tmp_path / "old.duckdb"
+    Store(old).close()
+    duckdb.connect(str(old)).execute(
+        "UPDATE meta SET value = '1' WHERE name = 'schema_version'").close()
+    for path, fragment in ((text, "is not a DuckDB file"), (other, "not a RankScope store"),
+                           (old, "schema version 1")):
+        with pytest.raises(RankScopeError) as raised:
+            Store(path)
+        assert fragment in str(raised.value) and str(path) in str(raised.value)
+    assert text.read_text() == "these are my notes, not a database"  # left untouched
+    tables = duckdb.connect(str(other)).execute("SELECT table_name FROM duckdb_tables()")
+    assert [r[0] for r in tables.fetchall()] == ["t"]  # nothing of RankScope's written into it
+
+
+TEXTS = [("empty", ""), ("whitespace", " \t\n "), ("binary", "ab\x00\x01cd"),
+         ("100k tokens", "honey " * 100_000)]
+
+
+@pytest.mark.parametrize("what", ["query", "document"])
+@pytest.mark.parametrize("name, text", TEXTS, ids=[t[0] for t in TEXTS])
+def test_unusable_query_or_document_texts_are_refused(what, name, text):
+    from core.data import check_user_text
+
+    with pytest.raises(RankScopeError, match=f"the {what} is unusable"):
+        check_user_text(what, text)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--query", "", "--document", "honey keeps"], "the query is unusable: empty text"),
+    (["--query", "honey", "--document", " \t "], "the document is unusable: empty text"),
+])
+def test_cli_score_refuses_unusable_text_before_loading(args, fragment):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-m", "core", "score", "--ranker",
+                          "minilm-cross-encoder", *args], capture_output=True, text=True,
+                         cwd=root, timeout=300)
+    assert out.returncode == 2 and fragment in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and "loading" not in out.stderr
