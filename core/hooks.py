@@ -14,10 +14,27 @@ Two primitives:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
+
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: torch.nn.Module) -> threading.RLock:
+    """The model's own re-entrant lock. Hooks are global to a module, so while one analysis
+    has hooks in place (or runs a forward pass) no other thread may run that model: two app
+    sessions share one cached ranker. Every hook block and every forward pass holds it."""
+    lock = getattr(model, "_rankscope_lock", None)
+    if lock is None:
+        with _LOCKS_GUARD:
+            lock = getattr(model, "_rankscope_lock", None)
+            if lock is None:
+                lock = threading.RLock()
+                object.__setattr__(model, "_rankscope_lock", lock)
+    return lock
 
 
 def primary(output):
@@ -30,15 +47,16 @@ def hooked(model: torch.nn.Module, hooks: dict[str, Callable], *, pre: bool = Fa
     """Register ``hooks`` (module path → forward hook, or pre-hook with ``pre``) for the block
     and remove every one of them in ``finally``: the one place hooks are registered."""
     handles = []
-    try:
-        for path, hook in hooks.items():
-            module = model.get_submodule(path)
-            handles.append(module.register_forward_pre_hook(hook) if pre
-                           else module.register_forward_hook(hook))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    with model_lock(model):
+        try:
+            for path, hook in hooks.items():
+                module = model.get_submodule(path)
+                handles.append(module.register_forward_pre_hook(hook) if pre
+                               else module.register_forward_hook(hook))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 @contextmanager

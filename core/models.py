@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from core.errors import ModelLoadError
+from core.hooks import model_lock
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -708,7 +709,10 @@ class Ranker:
         Cross-encoders and LLM rankers: the score head's logit. Judges: LD =
         logsumexp(yes spellings) − logsumexp(no spellings) at the answer position.
         """
-        enc = enc.to(self.device)
+        with model_lock(self.model):
+            return self._forward(enc.to(self.device))
+
+    def _forward(self, enc: Encoded) -> torch.Tensor:
         if self.kind == "llm-judge":
             body = self.model.get_submodule(self._blocks_path.rsplit(".", 1)[0])
             hidden = body(**enc.model_inputs(), use_cache=False).last_hidden_state
@@ -726,7 +730,10 @@ class Ranker:
     def forward_from_embeddings(self, enc: Encoded, embeddings: torch.Tensor) -> torch.Tensor:
         """Scores ``[batch]`` with the token embeddings replaced by ``embeddings`` (integrated
         gradients interpolate there); gradients flow when the caller enables them."""
-        enc = enc.to(self.device)
+        with model_lock(self.model):
+            return self._forward_from_embeddings(enc.to(self.device), embeddings)
+
+    def _forward_from_embeddings(self, enc: Encoded, embeddings: torch.Tensor) -> torch.Tensor:
         if self.kind == "cross-encoder":
             inputs = {"inputs_embeds": embeddings, "attention_mask": enc.attention_mask}
             if enc.token_type_ids is not None:
@@ -803,15 +810,16 @@ class Ranker:
                    if getattr(m, "config", None) is not None and hasattr(m.config, "_attn_implementation")}
         configs[id(self.model.config)] = self.model.config
         before = {key: config._attn_implementation for key, config in configs.items()}
-        _ATTENTION_STATE.append(state)
-        try:
-            for config in configs.values():
-                config._attn_implementation = _ATTENTION_NAME
-            yield state
-        finally:
-            _ATTENTION_STATE.remove(state)
-            for key, config in configs.items():
-                config._attn_implementation = before[key]
+        with model_lock(self.model):
+            _ATTENTION_STATE.append(state)
+            try:
+                for config in configs.values():
+                    config._attn_implementation = _ATTENTION_NAME
+                yield state
+            finally:
+                _ATTENTION_STATE.remove(state)
+                for key, config in configs.items():
+                    config._attn_implementation = before[key]
 
     def block_call(self, enc: Encoded) -> tuple[tuple, dict]:
         """The positional and keyword arguments every block receives for ``enc`` (masks,
@@ -825,13 +833,14 @@ class Ranker:
             captured["args"], captured["kwargs"] = args[1:], kwargs  # args[0]: hidden states
             raise _Stop
 
-        handle = self.model.get_submodule(self.block_path(0)).register_forward_pre_hook(
-            grab, with_kwargs=True)
-        try:
-            with contextlib.suppress(_Stop):
-                self.forward(enc)
-        finally:
-            handle.remove()
+        with model_lock(self.model):
+            handle = self.model.get_submodule(self.block_path(0)).register_forward_pre_hook(
+                grab, with_kwargs=True)
+            try:
+                with contextlib.suppress(_Stop):
+                    self.forward(enc)
+            finally:
+                handle.remove()
         kwargs = dict(captured["kwargs"])
         if "past_key_values" in kwargs:  # never let a key/value cache grow across calls
             kwargs["past_key_values"] = None
@@ -840,14 +849,16 @@ class Ranker:
     def run_blocks(self, hidden: torch.Tensor, start: int, args: tuple, kwargs: dict) -> torch.Tensor:
         """Blocks ``start … n_layers-1`` on residual-stream input ``hidden [batch, pos, d]``."""
         blocks = self.model.get_submodule(self._blocks_path)
-        for layer in range(start, self.n_layers):
-            out = blocks[layer](hidden, *args, **kwargs)
-            hidden = out[0] if isinstance(out, tuple) else out
+        with model_lock(self.model):
+            for layer in range(start, self.n_layers):
+                out = blocks[layer](hidden, *args, **kwargs)
+                hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 
     def read_out(self, hidden: torch.Tensor) -> torch.Tensor:
         """The output head on output-position states ``[n, d] -> [n]`` (score or LD)."""
-        return self._read_out(hidden)
+        with model_lock(self.model):
+            return self._read_out(hidden)
 
     @torch.inference_mode()
     def unembed(self, vectors: torch.Tensor, k: int = 10) -> list[list[tuple[str, float]]]:

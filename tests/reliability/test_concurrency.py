@@ -1,0 +1,70 @@
+"""Concurrency: the app's store serves two sessions writing at once (threads on its one
+connection) while a CLI job works on the same file; no lock error reaches anyone, and after the
+import every result is there exactly once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.models import ModelSpec, load_ranker
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_ce(tiny_bert_dir):
+    return load_ranker(ModelSpec("tiny-ce", "cross-encoder", str(tiny_bert_dir), device="cpu"))
+
+
+def test_two_sessions_and_a_cli_job_on_one_store_lose_and_duplicate_nothing(
+        tmp_path, tiny_ce, demo):
+    from core.extract import ExtractionConfig, extract
+    from core.store import open_store, side_files
+
+    path = tmp_path / "shared.duckdb"
+    app, note = open_store(path, fallback=True)  # the app process owns the file
+    assert note is None
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "core", "extract", "--ranker", "minilm-cross-encoder",
+         "--limit", "3", "--store", str(path)], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    errors, results = [], {}
+
+    def session(limit):
+        try:
+            with torch.inference_mode():
+                results[limit] = extract(tiny_ce, demo, ExtractionConfig(limit_queries=limit,
+                                                                         batch_size=4), app)
+        except Exception as error:  # noqa: BLE001 - any failure fails the test below
+            errors.append(repr(error))
+
+    threads = [threading.Thread(target=session, args=(limit,)) for limit in (4, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    out, err = cli.communicate(timeout=600)
+    assert not errors, errors
+    assert cli.returncode == 0, err
+    assert "lock" not in (out + err).lower().replace("is open in the ranker", "")
+    assert "is open in the RankScope app" in err  # the CLI took its own file
+    pending = side_files(path)
+    assert len(pending) == 1
+    counts = app.import_file(pending[0])
+    assert counts["runs"] == 1 and app.import_file(pending[0])["runs"] == 0
+    runs = app.runs()
+    assert len(runs) == 3 and set(runs.status) == {"done"}
+    for result in results.values():
+        assert result.complete and result.computed_now == result.n_batches
+        assert len(app.scores(result.run_key)) == result.n_pairs
+    with app.cursor() as cur:
+        duplicated = cur.execute("SELECT count(*) FROM (SELECT run_key, batch_index FROM batches "
+                                 "GROUP BY 1, 2 HAVING count(*) > 1)").fetchall()[0][0]
+    assert duplicated == 0
+    app.close()
