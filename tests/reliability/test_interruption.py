@@ -101,3 +101,66 @@ def test_sigkill_at_random_batches_never_leaves_partial_rows_and_resumes_identic
                                   clean.activations(result.run_key, "resid", layer, pooling))
     killed.close()
     clean.close()
+
+
+PROBE_CHILD = """
+import sys
+sys.path.insert(0, {root!r})
+from core.data import demo_collection
+from core.models import load_ranker
+from core.probing import ProbeConfig, probe_ranker
+from core.store import Store
+config = ProbeConfig(features=("bm25", "stream_length", "sum_tf"), poolings=("mean", "max"),
+                     folds=3)
+store = Store({store!r})
+probe_ranker(load_ranker("minilm-cross-encoder"), demo_collection(), store, config,
+             limit_queries=30,
+             progress=lambda stage, done, total: print(stage, done, total, flush=True))
+store.close()
+print("finished", flush=True)
+"""
+
+
+def test_sigkill_during_a_probe_sweep_keeps_whole_units_and_resumes_identically(tmp_path, demo):
+    from core.models import load_ranker
+    from core.probing import ProbeConfig, probe_ranker
+    from core.store import Store
+
+    path = tmp_path / "probe.duckdb"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    code = PROBE_CHILD.format(root=str(ROOT), store=str(path))
+    rng = random.Random(1)
+    for _ in range(3):
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True, env=env)
+        wanted, seen = rng.randint(1, 3), 0
+        for line in child.stdout:
+            seen += line.startswith("probe")
+            if seen >= wanted or line.startswith("finished"):
+                break
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+        store = Store(path, read_only=True)
+        runs = store.probe_runs()
+        assert runs.status.tolist() == ["running"]
+        rows = store.probe_results(runs.probe_key.iloc[0])
+        assert (rows.groupby(["layer", "pooling"]).size() == 3).all()  # whole units only
+        store.close()
+    finisher = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=env, timeout=600)
+    assert "finished" in finisher.stdout
+    resumed = Store(path, read_only=True)
+    key = resumed.probe_runs().probe_key.iloc[0]
+    assert resumed.probe_runs().status.tolist() == ["done"]
+    clean = Store(tmp_path / "clean.duckdb")
+    config = ProbeConfig(features=("bm25", "stream_length", "sum_tf"), poolings=("mean", "max"),
+                         folds=3)
+    fresh = probe_ranker(load_ranker("minilm-cross-encoder"), demo, clean, config,
+                         limit_queries=30)
+    assert fresh.key == key and len(fresh.frame) == 6 * 2 * 3
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(resumed.probe_results(key), clean.probe_results(key),
+                                  check_exact=True)
+    resumed.close()
+    clean.close()
