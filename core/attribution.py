@@ -537,6 +537,25 @@ def agreement(neurons: pd.DataFrame, column: str, percent: float, probe: pd.Data
     return pd.DataFrame(rows)
 
 
+def stored_agreement(store, result: AttributionResult, column: str, percent: float,
+                     threshold: float) -> tuple[pd.DataFrame, str | None, str | None]:
+    """:func:`agreement` for a stored attribution run, against the newest finished probe run
+    of the same ranker and collection (Lasso, mean pooling) and the newest patching sweep of
+    the ranker. Returns (table, probe key, patch key); a missing run's columns are left out."""
+    from core.patching import mean_effects
+
+    ranker, collection = result.counts["ranker"], result.counts["collection"]
+    probe_key = store.latest("probe", ranker, collection)
+    patch_key = store.latest("patch", ranker)
+    probe = store.probe_results(probe_key) if probe_key else None
+    if probe is not None:
+        probe = probe[(probe.estimator == "lasso") & (probe.pooling == "mean")]
+    patch = mean_effects(store.patch_results(patch_key)[1]) if patch_key else None
+    table = agreement(result.frame, column, percent, probe, patch,
+                      result.counts["config"]["layout"]["d_model"], threshold)
+    return table, probe_key, patch_key
+
+
 def agreement_correlation(table: pd.DataFrame) -> dict:
     """Spearman ρ across (layer, part) between the NIG top-set counts and patching |IE|."""
     from scipy.stats import spearmanr

@@ -420,9 +420,8 @@ def cmd_shapley(args) -> int:
 
 def cmd_agreement(args) -> int:
     """Per layer: probe neurons vs top-X% NIG neurons vs patching components."""
-    from core.attribution import agreement, agreement_correlation, load_attribution
+    from core.attribution import agreement_correlation, load_attribution, stored_agreement
     from core.errors import InputError
-    from core.patching import mean_effects
 
     out = Path(args.out)
     if out.is_dir():
@@ -434,17 +433,10 @@ def cmd_agreement(args) -> int:
         attribution = load_attribution(store, _stored(
             store, "attribution", args.ranker, args.collection,
             f"attribute --ranker {args.ranker} --collection {args.collection} --out FILE.csv"))
-        probe_key = store.latest("probe", args.ranker, args.collection)
-        patch_key = store.latest("patch", args.ranker)
-        probe = store.probe_results(probe_key) if probe_key else None
-        if probe is not None:
-            probe = probe[(probe.estimator == "lasso") & (probe.pooling == "mean")]
-        patch = mean_effects(store.patch_results(patch_key)[1]) if patch_key else None
+        table, probe_key, patch_key = stored_agreement(store, attribution, args.scheme,
+                                                       args.percent, args.threshold)
     finally:
         store.close()
-    d_model = attribution.counts["config"]["layout"]["d_model"]
-    table = agreement(attribution.frame, args.scheme, args.percent, probe, patch, d_model,
-                      args.threshold)
     table.insert(0, "ranker", args.ranker)
     table.insert(1, "collection", args.collection)
     out.parent.mkdir(parents=True, exist_ok=True)

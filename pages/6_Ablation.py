@@ -7,12 +7,11 @@ import streamlit as st
 import ui
 from core.ablation import (NEURON_MODES, NeuronAblationConfig, ShapleyConfig,
                            ablate_neuron_sets, shapley_validation)
-from core.attribution import (LABELS, TOP_PERCENTS, agreement, agreement_correlation,
-                              load_attribution, top_set)
+from core.attribution import (LABELS, TOP_PERCENTS, agreement_correlation, load_attribution,
+                              stored_agreement, top_set)
 from core.charts import (ablation_chart, agreement_chart, random_distribution_chart,
                          shapley_chart)
 from core.errors import RankScopeError
-from core.patching import mean_effects
 
 ui.page_setup("Ablation", "✂️")
 ranker_name, source = ui.sidebar()
@@ -183,15 +182,9 @@ with tabs[2]:
         percent = c3.number_input("Top X %", 0.001, 100.0, 1.0, key="agree_percent")
         threshold = c4.number_input("Probe R² >", 0.0, 0.99, 0.5, 0.05, key="agree_threshold")
         result = load_attribution(store, key)
-        ranker, collection = result.counts["ranker"], result.counts["collection"]
-        probe_key = store.latest("probe", ranker, collection)
-        patch_key = store.latest("patch", ranker)
-        probe = store.probe_results(probe_key) if probe_key else None
-        if probe is not None:
-            probe = probe[(probe.estimator == "lasso") & (probe.pooling == "mean")]
-        patch = mean_effects(store.patch_results(patch_key)[1]) if patch_key else None
-        table = agreement(result.frame, scheme, float(percent), probe, patch,
-                          result.counts["config"]["layout"]["d_model"], float(threshold))
+        ranker = result.counts["ranker"]
+        table, probe_key, patch_key = stored_agreement(store, result, scheme, float(percent),
+                                                       float(threshold))
         for name, found in (("probe", probe_key), ("patching", patch_key)):
             if found is None:
                 st.caption(f"No finished {name} run of {ranker} in the store: its columns are "
