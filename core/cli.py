@@ -71,6 +71,16 @@ def _load(args):
     return ranker, collection
 
 
+def _out_file(value: str, example: str) -> Path:
+    """The ``--out`` path, refused when it names a folder (before any work starts)."""
+    from core.errors import InputError
+
+    out = Path(value)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name such as {out / example}")
+    return out
+
+
 def _open_store(args):
     from core.store import open_store
 
@@ -144,13 +154,10 @@ def cmd_evaluate(args) -> int:
 
 def cmd_probe(args) -> int:
     """Probe every layer for IR features; write the tidy table to --out (CSV)."""
-    from core.errors import InputError
     from core.features import FEATURES
     from core.probing import ProbeConfig, positives_negatives, probe_ranker
 
-    out = Path(args.out)
-    if out.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'probe.csv'}")
+    out = _out_file(args.out, "probe.csv")
     config = ProbeConfig(features=tuple(args.features or FEATURES), groups=tuple(args.groups),
                          poolings=tuple(args.pooling), estimators=tuple(args.estimator),
                          lasso_alpha=args.alpha, folds=args.folds, seed=args.seed,
@@ -207,12 +214,9 @@ def _patch(args, config, ranker, collection, store):
 
 def cmd_patch(args) -> int:
     """Activation patching sweep; write the per-patch table (mean IE) to --out (CSV)."""
-    from core.errors import InputError
     from core.patching import head_table, mean_effects
 
-    out = Path(args.out)
-    if out.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'patch.csv'}")
+    out = _out_file(args.out, "patch.csv")
     import pandas as pd
 
     from core.patching import rbo_table
@@ -273,11 +277,8 @@ def cmd_patch(args) -> int:
 def cmd_knockout(args) -> int:
     """Head knock-out after a patching sweep (runs the sweep first when it is not stored)."""
     from core.ablation import KnockoutConfig, run_knockout
-    from core.errors import InputError
 
-    out = Path(args.out)
-    if out.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'knockout.csv'}")
+    out = _out_file(args.out, "knockout.csv")
     config = _patch_config(args)
     knockout = KnockoutConfig(k=args.k, repeats=args.repeats, queries=args.queries, seed=args.seed)
     ranker, collection = _load(args)
@@ -320,9 +321,7 @@ def cmd_attribute(args) -> int:
                                   baseline_table, overlap, scheme_pairs, set_counts, top_set)
     from core.errors import InputError
 
-    out = Path(args.out)
-    if out.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'nig.csv'}")
+    out = _out_file(args.out, "nig.csv")
     config = AttributionConfig(steps=args.steps, baseline=args.baseline, rule=args.rule)
     config.validate()
     if args.pairs < 1:
@@ -385,11 +384,8 @@ def _stored(store, analysis: str, ranker: str, collection: str | None, command: 
 def cmd_shapley(args) -> int:
     """Shapley values of probe-identified neuron groups vs random groups (nDCG@10 game)."""
     from core.ablation import ShapleyConfig, shapley_validation
-    from core.errors import InputError
 
-    out = Path(args.out)
-    if out.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'shapley.csv'}")
+    out = _out_file(args.out, "shapley.csv")
     config = ShapleyConfig(threshold=args.threshold, layer=args.layer,
                            random_groups=args.random_groups, permutations=args.permutations,
                            queries=args.queries, depth=args.depth, split=args.split or None,
@@ -423,9 +419,7 @@ def cmd_agreement(args) -> int:
     from core.attribution import agreement_correlation, load_attribution, stored_agreement
     from core.errors import InputError
 
-    out = Path(args.out)
-    if out.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'agree.csv'}")
+    out = _out_file(args.out, "agree.csv")
     if not 0 < args.percent <= 100:
         raise InputError(f"--percent must be in (0, 100], got {args.percent}")
     store = _open_store(args)
@@ -464,9 +458,7 @@ def cmd_ablate(args) -> int:
     from core.attribution import top_set
     from core.errors import InputError
 
-    out = Path(args.out)
-    if out.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'ablate.csv'}")
+    out = _out_file(args.out, "ablate.csv")
     source = Path(args.attribution)
     if not source.is_file():
         raise InputError(f"--attribution {source} is not a file; write one with "

@@ -38,6 +38,17 @@ def _child(model: Path, store: Path) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL, text=True, env=env)
 
 
+def _kill_after(child: subprocess.Popen, prefix: str, wanted: int) -> None:
+    """SIGKILL ``child`` once it has printed ``wanted`` lines starting with ``prefix``."""
+    seen = 0
+    for line in child.stdout:
+        seen += line.startswith(prefix)
+        if seen >= wanted or line.startswith("finished"):
+            break
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=60)
+
+
 def _whole_batches_only(store_path: Path) -> tuple[int, int]:
     """(batches stored, batches total); asserts every stored batch is complete."""
     from core.store import Store
@@ -72,14 +83,7 @@ def test_sigkill_at_random_batches_never_leaves_partial_rows_and_resumes_identic
     killed_path = tmp_path / "killed.duckdb"
     history = []
     for _ in range(KILLS):
-        child = _child(tiny_bert_dir, killed_path)
-        wanted, seen = rng.randint(1, 3), 0
-        for line in child.stdout:
-            seen += line.startswith("batch")
-            if seen >= wanted or line.startswith("finished"):
-                break
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=60)
+        _kill_after(_child(tiny_bert_dir, killed_path), "batch", rng.randint(1, 3))
         history.append(_whole_batches_only(killed_path))
     done, total = history[-1]
     assert 0 < done < total and [d for d, _ in history] == sorted(d for d, _ in history)
@@ -133,13 +137,7 @@ def test_sigkill_during_a_probe_sweep_keeps_whole_units_and_resumes_identically(
     for _ in range(3):
         child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                                  stderr=subprocess.DEVNULL, text=True, env=env)
-        wanted, seen = rng.randint(1, 3), 0
-        for line in child.stdout:
-            seen += line.startswith("probe")
-            if seen >= wanted or line.startswith("finished"):
-                break
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=60)
+        _kill_after(child, "probe", rng.randint(1, 3))
         store = Store(path, read_only=True)
         runs = store.probe_runs()
         assert runs.status.tolist() == ["running"]
