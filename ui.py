@@ -114,6 +114,43 @@ def pending_side_files() -> list[Path]:
     return [p for p in side_files(store_path()) if p != get_store(str(store_path()))[0].path]
 
 
+class RunStatus:
+    """Stop button, progress bar and messages of a long run, all in one container placed above
+    the results, so the elements after it (tabs: and the tab a user is on) keep their place
+    between the rerun that draws a progress bar and the next one that does not.
+
+    ``flag`` marks a run in progress in the session: a rerun that finds it set without a new
+    submission was caused by Stop, and says how to resume."""
+
+    def __init__(self, flag: str, submitted: bool, button: str, unit: str):
+        self.flag, self.unit = flag, unit
+        self.area = st.container()
+        if st.session_state.get(flag) and not submitted:
+            st.session_state[flag] = False
+            self.area.warning(f"Stopped. Finished {unit}s are saved in the store — press "
+                              f"**{button}** to resume where it stopped.")
+
+    def start(self):
+        """Show Stop and a progress bar; returns the bar."""
+        st.session_state[self.flag] = True
+        self._stop = self.area.empty()
+        self._stop.button("Stop", help=f"Stops after the current {self.unit}; finished "
+                                       f"{self.unit}s are kept.")
+        self.bar = self.area.progress(0.0, text="Starting …")
+        return self.bar
+
+    def fail(self, error: Exception) -> None:
+        """Show the error where the run was and stop the script."""
+        st.session_state[self.flag] = False
+        self.area.error(str(error))
+        st.stop()
+
+    def done(self) -> None:
+        self.bar.progress(1.0, text="Done")
+        self._stop.empty()
+        st.session_state[self.flag] = False
+
+
 def coloured_tokens(tokens: list[tuple[str, str]]) -> str:
     """HTML for tokens coloured by position group (query / document / instruction / last)."""
     import html

@@ -61,10 +61,7 @@ with st.form("patch"):
     repeats = c11.number_input("Random repeats", min_value=1, value=3)
     submitted = st.form_submit_button("Run patching", type="primary")
 
-if st.session_state.get("patching") and not submitted:
-    st.session_state["patching"] = False
-    st.warning("Stopped. Finished pairs are saved in the store — press **Run patching** to "
-               "resume where it stopped.")
+run = ui.RunStatus("patching", submitted, "Run patching", "pair")
 
 if submitted:
     configs = [PatchConfig(prompt=p, pairs=int(pairs), doc_tokens=int(doc_tokens),
@@ -84,12 +81,8 @@ if submitted:
         if knockout:
             knockout_config.validate(ranker)
     except RankScopeError as error:
-        st.error(str(error))
-        st.stop()
-    st.session_state["patching"] = True
-    stop_slot = st.empty()
-    stop_slot.button("Stop", help="Stops after the current pair; finished pairs are kept.")
-    bar = st.progress(0.0, text="Starting …")
+        run.fail(error)
+    bar = run.start()
     results = {}
     try:
         for config in configs:
@@ -108,12 +101,8 @@ if submitted:
             knockout_table = run_knockout(ranker, collection, result, config, knockout_config,
                                           store, progress=show_knockout)
     except RankScopeError as error:
-        st.session_state["patching"] = False
-        st.error(str(error))
-        st.stop()
-    bar.progress(1.0, text="Done")
-    stop_slot.empty()
-    st.session_state["patching"] = False
+        run.fail(error)
+    run.done()
     st.session_state["patch_view"] = {"model": model, "collection": collection.name,
                                       "results": results, "knockout": knockout_table}
 

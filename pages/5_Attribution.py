@@ -57,17 +57,11 @@ with st.form("attribute"):
                           help="Only queries of this split (demo: test); empty for all.")
     submitted = st.form_submit_button("Run attribution", type="primary")
 
-# one container for run-time messages, so the tabs below keep their place (and the tab a user
-# was on) from the run that drew a progress bar to the next rerun that does not
-status = st.container()
-if st.session_state.get("attributing") and not submitted:
-    st.session_state["attributing"] = False
-    status.warning("Stopped. Finished pairs are saved in the store — press **Run attribution** "
-               "to resume.")
+run = ui.RunStatus("attributing", submitted, "Run attribution", "pair")
 
 if submitted:
     config = AttributionConfig(steps=int(steps), baseline=baseline, rule=rule)
-    with status:
+    with run.area:
         ranker = ui.ranker_or_error(model)
     if ranker is None:
         st.stop()
@@ -77,12 +71,8 @@ if submitted:
             raise RankScopeError("pick at least one collection")
         loaded = [ui.get_collection(c) for c in collections]
     except RankScopeError as error:
-        status.error(str(error))
-        st.stop()
-    st.session_state["attributing"] = True
-    stop_slot = status.empty()
-    stop_slot.button("Stop", help="Stops after the current pair; finished pairs are kept.")
-    bar = status.progress(0.0, text="Starting …")
+        run.fail(error)
+    bar = run.start()
     keys = []
     try:
         for collection in loaded:
@@ -93,12 +83,8 @@ if submitted:
                                           split.strip() or None, store, progress=show)
             keys.append(result.key)
     except RankScopeError as error:
-        st.session_state["attributing"] = False
-        status.error(str(error))
-        st.stop()
-    bar.empty()
-    stop_slot.empty()
-    st.session_state["attributing"] = False
+        run.fail(error)
+    run.done()
     st.session_state["attribution_keys"] = keys
 
 runs = store.attribution_runs()
