@@ -20,8 +20,8 @@ for collection in demo cranfield; do
   "$PY" -m core agreement --ranker minilm-cross-encoder --collection "$collection" \
     --percent 1 --threshold 0.5 --out "$OUT/agree-minilm-$collection.csv"
 done
-# SmolLM2: the trapezoid rule (the left sum leaves ≈65% of F(x) − F(baseline) unexplained at
-# N = 100 on this decoder; trapezoid ≈5%); one SmolLM2 pair takes minutes here
+# SmolLM2: the trapezoid rule (bench/completeness.py: the left sum leaves a median 40% of
+# F(x) − F(baseline) unexplained at N = 100 on this decoder, the trapezoid 1%)
 "$PY" -m core attribute --ranker smollm2-ranker --collection demo --pairs 2 --steps 50 \
   --rule trapezoid --baselines --out "$OUT/nig-smollm2-demo.csv"
 "$PY" -m core ablate --ranker smollm2-ranker --collection demo \
