@@ -11,13 +11,23 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.data import Collection, available_collections, load_collection
-from core.errors import RankScopeError
-from core.models import EMBEDDED, PRESETS, Ranker, load_ranker
+from core.data import Collection, available_collections, load_collection, save_upload
+from core.errors import ModelLoadError, RankScopeError
+from core.models import (EMBEDDED, KINDS, PRESETS, QUANTIZATIONS, REMOTE_CODE_WARNING, ModelSpec,
+                         Ranker, cache_dir, custom_spec, load_ranker)
 from core.store import DEFAULT_PATH, Store, open_store, side_files
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-UPLOAD_LIMIT_MB = 50
+
+
+def upload_limit_mb() -> float:
+    """Upload size limit: ``RANKSCOPE_UPLOAD_LIMIT_MB`` or 50 MB (also Streamlit's
+    ``server.maxUploadSize`` in .streamlit/config.toml, which refuses larger files earlier)."""
+    return float(os.environ.get("RANKSCOPE_UPLOAD_LIMIT_MB", 50))
+
+
+def uploads_dir() -> Path:
+    return cache_dir() / "uploads"
 GROUP_COLOURS = {"query": "#cfe8ff", "document": "#e6f4d7", "instruction": "#eeeeee",
                  "last": "#ffd7a8", "pad": "#ffffff"}
 
@@ -33,8 +43,40 @@ def get_store(path: str) -> tuple[Store, str | None]:
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
+def _load_ranker(key: str, _spec: ModelSpec) -> Ranker:
+    return load_ranker(_spec)
+
+
 def get_ranker(name: str) -> Ranker:
-    return load_ranker(name)
+    """A loaded ranker (cached per process by its spec's key: sessions share one copy)."""
+    spec = spec_for(name)
+    return _load_ranker(spec.key() + spec.name, spec)
+
+
+def ranker_names() -> list[str]:
+    """Presets, then the models this session added (sidebar: Add a model)."""
+    return list(PRESETS) + [n for n in st.session_state.get("custom_models", {})
+                            if n not in PRESETS]
+
+
+def spec_for(name: str) -> ModelSpec:
+    custom = st.session_state.get("custom_models", {})
+    if name in custom:
+        return custom[name]
+    if name in PRESETS:
+        return PRESETS[name]
+    raise ModelLoadError(f"ranker {name!r} is not loaded in this session; add it again in the "
+                         "sidebar (Add a model) — results stored for it are kept")
+
+
+def collection_options() -> list[str]:
+    """Built-in collections, uploaded ones, then folders this session added."""
+    options = available_collections()
+    if uploads_dir().is_dir():
+        options += sorted(str(p) for p in uploads_dir().iterdir()
+                          if p.is_dir() and not p.name.startswith("."))
+    options += [o for o in st.session_state.get("extra_collections", []) if o not in options]
+    return options
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -50,22 +92,24 @@ def sidebar() -> tuple[str, str]:
     """Shared workspace choice: (ranker name, collection source)."""
     with st.sidebar:
         st.markdown("### Workspace")
-        names = list(PRESETS)
+        names = ranker_names()
         default = st.session_state.get("ranker", EMBEDDED[0])
         ranker = st.selectbox(
             "Ranker", names, index=names.index(default) if default in names else 0,
-            format_func=lambda n: n + ("" if n in EMBEDDED else "  (hub)"),
+            format_func=lambda n: n + ("" if n in EMBEDDED or n not in PRESETS else "  (hub)"),
             help="Embedded rankers work offline; hub presets need a connection (and a GPU "
                  "for 7B models).")
         st.session_state["ranker"] = ranker
-        st.caption(PRESETS[ranker].description)
-        options = available_collections()
+        st.caption(spec_for(ranker).description)
+        options = collection_options()
         extra = st.session_state.get("extra_collections", [])
-        options += [o for o in extra if o not in options]
         default_c = st.session_state.get("collection", "demo")
         collection = st.selectbox("Collection", options,
-                                  index=options.index(default_c) if default_c in options else 0)
+                                  index=options.index(default_c) if default_c in options else 0,
+                                  format_func=lambda o: Path(o).name if "/" in o else o)
         st.session_state["collection"] = collection
+        _add_model_form()
+        _upload_form()
         with st.expander("Add a collection folder"):
             folder = st.text_input("Folder path", key="folder_input",
                                    help="BEIR, MS MARCO TSV, or docs.jsonl + queries.tsv + "
@@ -80,6 +124,70 @@ def sidebar() -> tuple[str, str]:
                     st.session_state["collection"] = folder
                     st.rerun()
     return ranker, collection
+
+
+def _add_model_form() -> None:
+    """Sidebar form: a hub id or local folder as a ranker, remote code only when ticked."""
+    with st.expander("Add a model (hub id or folder)"):
+        source = st.text_input("Hub id or local folder", key="model_source",
+                               placeholder="cross-encoder/ms-marco-MiniLM-L-6-v2")
+        kind = st.selectbox("Kind", KINDS, key="model_kind",
+                            help="cross-encoder: [CLS] score head; llm-ranker: score head at "
+                                 "the last token (RankLlama); llm-judge: yes/no logits.")
+        adapter = st.text_input("LoRA adapter (optional)", key="model_adapter",
+                                help="peft folder or hub id, merged into the base.")
+        gguf = st.text_input("GGUF file (optional)", key="model_gguf",
+                             help="File name inside the folder / repository.")
+        c1, c2 = st.columns(2)
+        quantization = c1.selectbox("Precision", QUANTIZATIONS, key="model_quantization",
+                                    help="4bit-nf4 / 8bit need bitsandbytes (8bit: CUDA).")
+        max_length = c2.number_input("Max tokens", min_value=8, max_value=32_768, value=256,
+                                     key="model_max_length")
+        trust = st.checkbox("Trust remote code", value=False, key="model_trust",
+                            help=REMOTE_CODE_WARNING)
+        if trust:
+            st.warning(REMOTE_CODE_WARNING)
+        else:
+            st.caption("Remote code is off: a model that needs its own Python code is refused, "
+                       "and nothing from the repository runs.")
+        if st.button("Load model", key="add_model"):
+            try:
+                spec = custom_spec(source, kind, adapter=adapter, gguf_file=gguf,
+                                   quantization=quantization, max_length=int(max_length),
+                                   trust_remote_code=trust)
+                with st.spinner(f"Loading {spec.name} …"):
+                    _load_ranker(spec.key() + spec.name, spec)
+            except RankScopeError as error:
+                st.error(str(error))
+            else:
+                custom = dict(st.session_state.get("custom_models", {}))
+                custom[spec.name] = spec
+                st.session_state["custom_models"] = custom
+                st.session_state["ranker"] = spec.name
+                st.rerun()
+
+
+def _upload_form() -> None:
+    """Sidebar: upload collection files (size-limited, parsed as text, checked before use)."""
+    with st.expander("Upload a collection"):
+        limit = upload_limit_mb()
+        files = st.file_uploader(
+            "Collection files", accept_multiple_files=True, type=["jsonl", "tsv", "txt"],
+            key="upload_files",
+            help=f"docs.jsonl (or collection.tsv / docs.tsv / BEIR corpus.jsonl), queries.tsv "
+                 f"(or queries.jsonl), qrels*.txt (or a BEIR qrels .tsv), optional run.txt; "
+                 f"{limit:g} MB in all.")
+        name = st.text_input("Collection name (optional)", key="upload_name")
+        if st.button("Add upload", key="add_upload"):
+            try:
+                folder = save_upload([(f.name, f.getvalue()) for f in files or []],
+                                     uploads_dir(), limit, name)
+                get_collection(str(folder))
+            except RankScopeError as error:
+                st.error(str(error))
+            else:
+                st.session_state["collection"] = str(folder)
+                st.rerun()
 
 
 def ranker_or_error(name: str) -> Ranker | None:

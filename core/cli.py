@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from core.errors import RankScopeError
+from core.errors import InputError, RankScopeError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -53,15 +53,35 @@ def cmd_models(args) -> int:
     return 0
 
 
-def _load(args):
+def _spec(args, name: str | None = None):
+    """The ranker asked for: a preset, or (with ``--kind``) a hub id or local folder."""
     from dataclasses import replace
 
-    from core.data import load_collection
-    from core.models import get_spec, load_ranker
+    from core.models import PRESETS, custom_spec, get_spec
 
-    spec = get_spec(args.ranker)
+    name = name or args.ranker
+    custom = getattr(args, "kind", None)
+    if name in PRESETS and not custom:
+        spec = get_spec(name)
+        if getattr(args, "trust_remote_code", False):
+            raise InputError("--trust-remote-code applies to a hub id or folder given with "
+                             "--kind, not to a preset (no preset needs remote code)")
+    elif custom:
+        spec = custom_spec(name, custom, adapter=args.adapter, gguf_file=args.gguf_file,
+                           trust_remote_code=args.trust_remote_code, name=name,
+                           max_length=args.max_length)
+    else:
+        spec = get_spec(name)  # unknown name: the message lists presets and --kind
     if getattr(args, "quantization", None):
         spec = replace(spec, quantization=args.quantization)
+    return spec
+
+
+def _load(args):
+    from core.data import load_collection
+    from core.models import load_ranker
+
+    spec = _spec(args)
     collection = load_collection(args.collection) if getattr(args, "collection", None) else None
     if collection is not None and collection.skipped:
         skipped = ", ".join(f"{n} × {k}" for k, n in collection.skipped.items())
@@ -73,7 +93,6 @@ def _load(args):
 
 def _out_file(value: str, example: str) -> Path:
     """The ``--out`` path, refused when it names a folder (before any work starts)."""
-    from core.errors import InputError
 
     out = Path(value)
     if out.is_dir():
@@ -133,7 +152,7 @@ def cmd_evaluate(args) -> int:
     store = _open_store(args)
     try:
         for name in (EMBEDDED if args.ranker == "all" else [args.ranker]):
-            ranker = load_ranker(name)
+            ranker = load_ranker(_spec(args, name))
             result = extract(ranker, collection, config, store,
                              progress=_progress_bar(f"score {name}"))
             rows.append((name, evaluate(collection, store.pairs(result.run_key),
@@ -319,7 +338,6 @@ def cmd_attribute(args) -> int:
     """Neuron conductance of every linear layer for the relevant / non-relevant schemes."""
     from core.attribution import (TOP_PERCENTS, AttributionConfig, attribute_collection,
                                   baseline_table, overlap, scheme_pairs, set_counts, top_set)
-    from core.errors import InputError
 
     out = _out_file(args.out, "nig.csv")
     config = AttributionConfig(steps=args.steps, baseline=args.baseline, rule=args.rule)
@@ -371,7 +389,6 @@ def cmd_attribute(args) -> int:
 
 
 def _stored(store, analysis: str, ranker: str, collection: str | None, command: str) -> str:
-    from core.errors import InputError
 
     key = store.latest(analysis, ranker, collection)
     if key is None:
@@ -417,7 +434,6 @@ def cmd_shapley(args) -> int:
 def cmd_agreement(args) -> int:
     """Per layer: probe neurons vs top-X% NIG neurons vs patching components."""
     from core.attribution import agreement_correlation, load_attribution, stored_agreement
-    from core.errors import InputError
 
     out = _out_file(args.out, "agree.csv")
     if not 0 < args.percent <= 100:
@@ -456,7 +472,6 @@ def cmd_ablate(args) -> int:
 
     from core.ablation import NeuronAblationConfig, ablate_neuron_sets
     from core.attribution import top_set
-    from core.errors import InputError
 
     out = _out_file(args.out, "ablate.csv")
     source = Path(args.attribution)
@@ -510,8 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list rankers: name, kind, installed, source")
 
     def common(p, collection=True):
-        p.add_argument("--ranker", required=True, help="preset name (see `models`)")
+        p.add_argument("--ranker", required=True,
+                       help="preset name (see `models`), or a hub id / local folder with --kind")
         p.add_argument("--quantization", choices=["fp32", "bf16", "4bit-nf4", "8bit"])
+        custom = p.add_argument_group("a model that is not a preset (--ranker is its hub id "
+                                      "or folder)")
+        custom.add_argument("--kind", choices=["cross-encoder", "llm-ranker", "llm-judge"])
+        custom.add_argument("--adapter", help="peft LoRA adapter folder or hub id, merged in")
+        custom.add_argument("--gguf-file", help="GGUF file inside the folder / repository")
+        custom.add_argument("--max-length", type=int, default=256, help="tokens per input")
+        custom.add_argument("--trust-remote-code", action="store_true",
+                            help="run the repository's own Python code (off by default; only "
+                                 "for authors you trust: it runs with your permissions)")
         if collection:
             p.add_argument("--collection", default="demo",
                            help="demo, cranfield, a folder, or irds:<id>")

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -405,3 +406,90 @@ def available_collections() -> list[str]:
     if CRANFIELD_DIR.is_dir():
         names.append("cranfield")
     return names
+
+
+# --------------------------------------------------------------------------- uploads
+UPLOAD_FILES = ("docs.jsonl", "corpus.jsonl", "collection.tsv", "docs.tsv", "queries.tsv",
+                "queries.jsonl", "run.txt")
+UPLOAD_SUFFIXES = (".jsonl", ".tsv", ".txt")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+
+def save_upload(files: list[tuple[str, bytes]], root: str | Path, limit_mb: float,
+                name: str = "") -> Path:
+    """Check uploaded collection files and keep them as a collection folder under ``root``.
+
+    Files are plain text, read only by this module's parsers (nothing is unpickled, unzipped
+    or executed). Accepted names: the folder layouts of :func:`load_folder` (``docs.jsonl`` /
+    ``corpus.jsonl`` / ``collection.tsv`` / ``docs.tsv``, ``queries.tsv`` / ``queries.jsonl``,
+    ``qrels*``, optional ``run.txt``); with ``corpus.jsonl`` (BEIR) the qrels go to ``qrels/``.
+    The folder is written under a temporary name and loaded strictly; only a collection that
+    loads is renamed into place, so a refused upload leaves nothing behind.
+
+    Returns:
+        the collection folder (named ``name``, or ``upload-<content hash>``).
+
+    Raises:
+        InputError: over the size limit, an unsafe or unexpected file name, a name given
+            twice, or a file the strict loader refuses (its message names file and line).
+    """
+    import shutil
+    import uuid
+
+    if not files:
+        raise InputError("upload: no files given; upload docs, queries and qrels files")
+    total = sum(len(data) for _, data in files)
+    if total > limit_mb * 1024 * 1024:
+        raise InputError(f"upload: {total / 1024 / 1024:.1f} MB is over the {limit_mb:g} MB "
+                         "upload limit; add a large collection as a folder instead "
+                         "(sidebar: Add a collection folder)")
+    names = [filename for filename, _ in files]
+    for filename in names:
+        if not _SAFE_NAME.match(filename) or ".." in filename:
+            raise InputError(f"upload: file name {filename!r} is not a plain file name "
+                             "(letters, digits, '.', '_' and '-' only)")
+        if filename not in UPLOAD_FILES and not (filename.startswith("qrels")
+                                                 and filename.endswith(UPLOAD_SUFFIXES)):
+            raise InputError(f"upload: unexpected file {filename!r}; expected "
+                             f"{', '.join(UPLOAD_FILES)} or qrels*.txt / qrels*.tsv")
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"upload: {', '.join(twice)} given more than once")
+    digest = hashlib.sha256()
+    for filename, data in sorted(files):
+        digest.update(filename.encode() + b"\0" + data)
+    name = name.strip() or f"upload-{digest.hexdigest()[:8]}"
+    if not _SAFE_NAME.match(name) or ".." in name:
+        raise InputError(f"upload: collection name {name!r} must be letters, digits, '.', '_' "
+                         "or '-' (at most 80)")
+    root = Path(root)
+    target = root / name
+    if target.exists():
+        marker = target / ".upload-digest"
+        if marker.is_file() and marker.read_text() == digest.hexdigest():
+            return target  # the same files again
+        raise InputError(f"upload: a collection named {name!r} already exists; choose "
+                         "another name")
+    root.mkdir(parents=True, exist_ok=True)
+    partial = root / f".partial-{uuid.uuid4().hex}"
+    beir = "corpus.jsonl" in names
+    try:
+        partial.mkdir()
+        for filename, data in files:
+            where = partial / ("qrels" if beir and filename.startswith("qrels") else "")
+            where.mkdir(exist_ok=True)
+            out = where / (filename if not (beir and filename.startswith("qrels"))
+                           else filename.rsplit(".", 1)[0] + ".tsv")
+            out.write_bytes(data)
+        collection = load_folder(partial, strict=True)
+        (partial / ".upload-digest").write_text(digest.hexdigest())
+        partial.rename(target)
+    except InputError as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        message = str(error).replace(str(partial), f"upload {name}")
+        raise InputError(message) from None
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    del collection
+    return target

@@ -159,13 +159,52 @@ PRESETS: dict[str, ModelSpec] = {
 EMBEDDED = ("minilm-cross-encoder", "smollm2-ranker", "smollm2-judge")
 
 
+REMOTE_CODE_WARNING = (
+    "Trusting remote code lets the model's own Python files (named in its config.json "
+    "`auto_map`) run on this computer with your permissions: they can read and change your "
+    "files and reach the network. Tick it only for a repository whose authors you trust; "
+    "RankScope's presets never need it.")
+
+
 def get_spec(name_or_spec: str | ModelSpec) -> ModelSpec:
     if isinstance(name_or_spec, ModelSpec):
         return name_or_spec
     if name_or_spec in PRESETS:
         return PRESETS[name_or_spec]
     raise ModelLoadError(f"unknown ranker {name_or_spec!r}; choose one of "
-                         f"{', '.join(PRESETS)} (see `python -m core models`)")
+                         f"{', '.join(PRESETS)} (see `python -m core models`), or give a hub id "
+                         "or local folder with its kind (CLI: --kind)")
+
+
+def custom_spec(source: str, kind: str, *, adapter: str | None = None,
+                gguf_file: str | None = None, quantization: str = "fp32",
+                max_length: int = 256, trust_remote_code: bool = False,
+                revision: str | None = None, name: str | None = None) -> ModelSpec:
+    """A :class:`ModelSpec` for a model that is not a preset: a hub id or a local folder.
+
+    Nothing is loaded or downloaded here; impossible settings are refused with a message.
+    ``trust_remote_code`` stays off unless the caller (the user) turns it on.
+    """
+    source = (source or "").strip()
+    if not source:
+        raise ModelLoadError("give a model source: a hub id such as "
+                             "'cross-encoder/ms-marco-MiniLM-L-6-v2' or a local folder")
+    if kind not in KINDS:
+        raise ModelLoadError(f"unknown ranker kind {kind!r}; use one of {', '.join(KINDS)}")
+    if quantization not in QUANTIZATIONS:
+        raise ModelLoadError(f"unknown quantization {quantization!r}; use one of "
+                             f"{', '.join(QUANTIZATIONS)}")
+    if not 8 <= int(max_length) <= 32_768:
+        raise ModelLoadError(f"max length {max_length} is outside 8 … 32768 tokens")
+    label = name or (Path(source).name if Path(source).expanduser().is_dir() else source)
+    if trust_remote_code and not name:
+        label += " [remote code]"
+    return ModelSpec(label, kind, source, gguf_file=(gguf_file or "").strip() or None,
+                     adapter=(adapter or "").strip() or None, quantization=quantization,
+                     revision=(revision or "").strip() or None,
+                     trust_remote_code=bool(trust_remote_code), max_length=int(max_length),
+                     description=f"{kind} from {source}"
+                                 + (" — remote code trusted" if trust_remote_code else ""))
 
 
 # --------------------------------------------------------------------------- resolving sources
@@ -189,15 +228,21 @@ def _hub_reachable(timeout: float = 2.0) -> bool:
     return False
 
 
-def _resolve_hub(repo_id: str, revision: str | None, what: str) -> str:
-    """A hub id served from the local cache when it is there; otherwise fail fast when offline."""
+def _resolve_hub(repo_id: str, revision: str | None, what: str, code: bool = False) -> str:
+    """A hub id served from the local cache when it is there; otherwise fail fast when offline.
+
+    Only configs, tokenizers and safetensors/GGUF weights are fetched; the repository's Python
+    files only with ``code`` (the user trusted its remote code), pickles never.
+    """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
 
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.gguf", "*.jinja"]
+    if code:
+        patterns.append("*.py")
     try:
         return snapshot_download(repo_id, revision=revision, local_files_only=True,
-                                 allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt",
-                                                 "*.gguf", "*.jinja"])
+                                 allow_patterns=patterns)
     except HFValidationError:
         raise ModelLoadError(f"{what} {repo_id!r} is neither an existing local folder nor a "
                              "valid hub id; check the path or spelling") from None
@@ -213,9 +258,7 @@ def _resolve_hub(repo_id: str, revision: str | None, what: str) -> str:
             f"{what} {repo_id!r} is not cached locally and the Hugging Face hub cannot be "
             "reached from this machine; connect to the internet or pick an embedded ranker")
     try:
-        return snapshot_download(repo_id, revision=revision,
-                                 allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt",
-                                                 "*.gguf", "*.jinja"])
+        return snapshot_download(repo_id, revision=revision, allow_patterns=patterns)
     except Exception as error:  # noqa: BLE001 - gated repos, 404s, network drops
         raise ModelLoadError(f"{what} {repo_id!r} could not be downloaded: "
                              f"{type(error).__name__}: {str(error).splitlines()[0]}") from None
@@ -236,7 +279,33 @@ def resolve_source(spec: ModelSpec) -> Path:
             raise ModelLoadError(f"model source {spec.source!r} is a file; give the folder that "
                                  "holds config.json (and gguf_file= for a GGUF file)")
         return local
-    return Path(_resolve_hub(spec.source, spec.revision, "model"))
+    return Path(_resolve_hub(spec.source, spec.revision, "model", code=spec.trust_remote_code))
+
+
+def _check_remote_code(path: Path, spec: ModelSpec) -> None:
+    """Refuse, before transformers sees it, a model that needs its own Python code when the
+    user has not trusted it (nothing from the folder is imported)."""
+    config_file = path / "config.json"
+    if spec.trust_remote_code or spec.gguf_file or not config_file.is_file():
+        return
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{config_file} is not valid JSON ({error}); is the model "
+                             "folder complete?") from None
+    auto_map = config.get("auto_map") if isinstance(config, dict) else None
+    if not auto_map:
+        return
+    from transformers import CONFIG_MAPPING
+
+    if config.get("model_type") in CONFIG_MAPPING:
+        return  # transformers has the architecture built in and ignores the repository's code
+    files = sorted({str(v).split(".")[0] + ".py" for v in auto_map.values()
+                    if isinstance(v, str)})
+    raise ModelLoadError(
+        f"model {spec.source!r} (model type {config.get('model_type')!r}) needs its own Python "
+        f"code ({', '.join(files) or 'auto_map in config.json'}), which RankScope does not run "
+        "unless you tick 'Trust remote code' (CLI: --trust-remote-code). " + REMOTE_CODE_WARNING)
 
 
 def resolve_adapter(spec: ModelSpec) -> Path | None:
@@ -385,20 +454,35 @@ def load_ranker(spec: str | ModelSpec, *, progress=None) -> "Ranker":
     base_dir = resolve_source(spec)
     adapter_dir = resolve_adapter(spec)
     _check_weights_format(base_dir, spec)
+    _check_remote_code(base_dir, spec)
     if spec.gguf_file:
         if progress and not _dequantized_gguf(spec, base_dir, only_cached=True):
             progress("dequantizing GGUF (first load only, ≈20 s)")
         base_dir = _dequantized_gguf(spec, base_dir)
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base_dir, trust_remote_code=spec.trust_remote_code)
-    if spec.quantization in ("fp32", "bf16"):
-        model = _merged_fp32(spec, base_dir, adapter_dir)
-        if spec.quantization == "bf16":
-            model = model.to(torch.bfloat16)
-        model = model.to(device)
-    else:
-        model = _load_quantized(spec, base_dir, adapter_dir, device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_dir,
+                                                  trust_remote_code=spec.trust_remote_code)
+        if spec.quantization in ("fp32", "bf16"):
+            model = _merged_fp32(spec, base_dir, adapter_dir)
+            if spec.quantization == "bf16":
+                model = model.to(torch.bfloat16)
+            model = model.to(device)
+        else:
+            model = _load_quantized(spec, base_dir, adapter_dir, device)
+    except ModelLoadError:
+        raise
+    except Exception as error:  # noqa: BLE001 - see below
+        # a folder or repository transformers cannot read as this kind of ranker, or (trusted)
+        # remote code that raised anything at all
+        expected = (OSError, ValueError, KeyError, TypeError, ImportError, AttributeError)
+        if not (spec.trust_remote_code or isinstance(error, expected)):
+            raise
+        first = (str(error).strip().splitlines() or ["no detail"])[0][:240]
+        where = " (its own trusted code failed)" if spec.trust_remote_code else ""
+        raise ModelLoadError(f"model {spec.source!r} could not be loaded as a {spec.kind}"
+                             f"{where}: {type(error).__name__}: {first}") from None
     model.eval()
     return Ranker(spec, model, tokenizer, device, load_seconds=time.perf_counter() - started)
 

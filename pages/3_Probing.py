@@ -6,10 +6,8 @@ import streamlit as st
 import ui
 from core.charts import (comparison_heatmap, id_ood_chart, neuron_count_chart, r2_curve_chart,
                          radar_chart)
-from core.data import available_collections
 from core.errors import RankScopeError
 from core.features import FEATURE_GROUPS
-from core.models import PRESETS
 from core.probing import (NEGATIVE_R2, POSITIVE_R2, ProbeConfig, collection_gaps,
                           neuron_histogram, positives_negatives, probe_ranker)
 
@@ -27,10 +25,9 @@ if store is None:
 
 with st.form("probe"):
     c1, c2 = st.columns(2)
-    rankers = c1.multiselect("Rankers", list(PRESETS), default=[ranker_name],
+    rankers = c1.multiselect("Rankers", ui.ranker_names(), default=[ranker_name],
                              help="Several rankers give the model comparison.")
-    options = available_collections() + [o for o in st.session_state.get("extra_collections", [])
-                                         if o not in available_collections()]
+    options = ui.collection_options()
     collections = c2.multiselect("Collections", options, default=[source],
                                  help="Two collections give the in- vs out-of-distribution view.")
     groups = st.multiselect("Feature groups", list(FEATURE_GROUPS), default=list(FEATURE_GROUPS),

@@ -8,9 +8,7 @@ import streamlit as st
 import ui
 from core.ablation import KnockoutConfig, run_knockout
 from core.charts import head_heatmap, head_scatter, ie_heatmap, knockout_chart
-from core.data import available_collections
 from core.errors import RankScopeError
-from core.models import PRESETS
 from core.patching import (GROUPS, PatchConfig, correlations, head_table, head_top_tokens,
                            mean_effects, rbo_table, run_patching, top_heads)
 
@@ -31,10 +29,9 @@ if store is None:
 
 with st.form("patch"):
     c1, c2, c3 = st.columns(3)
-    names = list(PRESETS)
+    names = ui.ranker_names()
     model = c1.selectbox("Judge or ranker", names, index=names.index(ranker_name))
-    options = available_collections() + [o for o in st.session_state.get("extra_collections", [])
-                                         if o not in available_collections()]
+    options = ui.collection_options()
     collection_source = c2.selectbox("Collection", options,
                                      index=options.index(source) if source in options else 0)
     prompts = c3.multiselect("Prompt", ["pointwise", "pairwise"], default=["pointwise"],

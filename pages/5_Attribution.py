@@ -10,9 +10,7 @@ from core.attribution import (BASELINES, LABELS, OPERATIONS, TOP_PERCENTS, Attri
                               attribute_collection, baseline_table, combine, intersection_curves,
                               load_attribution, scheme_pairs, set_counts)
 from core.charts import intersection_chart, layer_component_chart
-from core.data import available_collections
 from core.errors import RankScopeError
-from core.models import PRESETS
 
 ui.page_setup("Attribution", "🧬")
 ranker_name, source = ui.sidebar()
@@ -28,11 +26,10 @@ store = ui.store_or_error()
 if store is None:
     st.stop()
 
-options = available_collections() + [o for o in st.session_state.get("extra_collections", [])
-                                     if o not in available_collections()]
+options = ui.collection_options()
 with st.form("attribute"):
     c1, c2 = st.columns([1, 2])
-    names = list(PRESETS)
+    names = ui.ranker_names()
     model = c1.selectbox("Ranker", names, index=names.index(ranker_name))
     collections = c2.multiselect("Collections", options, default=[source] if source in options
                                  else options[:1],

@@ -70,8 +70,8 @@ def test_workspace_card_stats_and_extraction_with_progress(app_store):
 
 def test_workspace_reports_a_bad_collection_folder(tmp_path):
     at = page("app.py").run()
-    at.sidebar.text_input[0].set_value(str(tmp_path / "missing"))
-    at.sidebar.button[0].click().run()
+    at.text_input(key="folder_input").set_value(str(tmp_path / "missing"))
+    at.button(key="add_folder").click().run()
     assert at.sidebar.error and "not a folder" in at.sidebar.error[0].value
     assert not at.exception
 

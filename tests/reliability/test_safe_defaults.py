@@ -70,3 +70,104 @@ def test_an_unknown_hub_id_offline_fails_fast_with_the_id(no_network, monkeypatc
     with pytest.raises(RankScopeError, match="someone/not-cached-ranker"):
         load_ranker(ModelSpec("x", "cross-encoder", "someone/not-cached-ranker"))
     assert time.perf_counter() - started < 10
+
+
+# --------------------------------------------------------------------------- remote code
+def _model_with_code(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the embedded MiniLM folder whose config needs the repository's own Python
+    code (an unknown model type with ``auto_map``); that code, if ever run, writes a marker."""
+    import json
+    import shutil
+
+    from core.models import PRESETS, resolve_source
+
+    folder = tmp_path / "needs-code"
+    shutil.copytree(resolve_source(PRESETS["minilm-cross-encoder"]), folder)
+    marker = tmp_path / "EXECUTED"
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="rankscope-test-bert",
+                  auto_map={"AutoConfig": "configuration_custom.CustomConfig"})
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "configuration_custom.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n")
+    return folder, marker
+
+
+def test_code_shipped_with_a_model_never_runs_unless_trusted(tmp_path):
+    from core.errors import ModelLoadError
+    from core.models import custom_spec, load_ranker
+
+    folder, marker = _model_with_code(tmp_path)
+    with pytest.raises(ModelLoadError, match="Trust remote code") as refused:
+        load_ranker(custom_spec(str(folder), "cross-encoder"))
+    assert "configuration_custom.py" in str(refused.value)
+    assert not marker.exists()
+    # ticked: the user's choice reaches transformers (the code runs), and its failure is still
+    # one message, not a traceback
+    with pytest.raises(ModelLoadError, match="its own trusted code failed"):
+        load_ranker(custom_spec(str(folder), "cross-encoder", trust_remote_code=True))
+    assert marker.read_text() == "ran"
+
+
+def test_hub_downloads_fetch_python_files_only_when_trusted(monkeypatch):
+    import huggingface_hub
+
+    from core.models import _resolve_hub
+
+    asked = []
+
+    def fake_download(repo_id, **kwargs):
+        asked.append(kwargs["allow_patterns"])
+        return "/nonexistent"
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    _resolve_hub("someone/model", None, "model")
+    _resolve_hub("someone/model", None, "model", code=True)
+    assert "*.py" not in asked[0] and "*.py" in asked[1]
+    assert not any(p.endswith((".bin", ".pt", ".pkl", ".pth")) for p in asked[0] + asked[1])
+
+
+def test_cli_refuses_remote_code_for_presets_and_needs_it_for_custom_code(tmp_path):
+    import subprocess
+    import sys
+
+    folder, marker = _model_with_code(tmp_path)
+    cases = [(["--ranker", "minilm-cross-encoder", "--trust-remote-code"], "not to a preset"),
+             (["--ranker", str(folder), "--kind", "cross-encoder"], "Trust remote code")]
+    for args, fragment in cases:
+        done = subprocess.run([sys.executable, "-m", "core", "score", *args, "--query", "q",
+                               "--document", "d"], cwd=ROOT, capture_output=True, text=True,
+                              env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+        assert done.returncode == 2 and fragment in done.stderr
+        assert "Traceback" not in done.stderr
+    assert not marker.exists()
+
+
+def test_sidebar_loads_a_folder_model_and_explains_remote_code(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from core.models import PRESETS, REMOTE_CODE_WARNING, resolve_source
+
+    monkeypatch.setenv("RANKSCOPE_STORE", str(tmp_path / "s.duckdb"))
+    folder, marker = _model_with_code(tmp_path)
+    at = AppTest.from_file(str(ROOT / "pages/1_Workspace.py"), default_timeout=180).run()
+    assert at.checkbox(key="model_trust").value is False  # off unless the user ticks it
+    assert not any(REMOTE_CODE_WARNING in w.value for w in at.sidebar.warning)
+    at.text_input(key="model_source").set_value(str(folder))
+    at.button(key="add_model").click().run()  # (elements are fetched again after each run)
+    assert not at.exception
+    assert any("Trust remote code" in e.value for e in at.sidebar.error)
+    assert not marker.exists()
+    at.checkbox(key="model_trust").check().run()
+    assert any(REMOTE_CODE_WARNING in w.value for w in at.sidebar.warning)  # what it means
+    assert not marker.exists()  # ticking alone loads nothing
+    # a plain folder model (no code) becomes a ranker of this session, on every page
+    at.checkbox(key="model_trust").uncheck().run()
+    plain = resolve_source(PRESETS["minilm-cross-encoder"])
+    at.text_input(key="model_source").set_value(str(plain))
+    at.button(key="add_model").click().run()
+    assert not at.exception and not at.sidebar.error
+    assert at.session_state["ranker"] == plain.name
+    assert plain.name in at.sidebar.selectbox[0].options
+    card = at.dataframe[0].value
+    assert "cross-encoder" in card.value.tolist() and not marker.exists()
