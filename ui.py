@@ -14,7 +14,7 @@ import streamlit as st
 from core.data import Collection, available_collections, load_collection, save_upload
 from core.errors import ModelLoadError, RankScopeError
 from core.models import (EMBEDDED, KINDS, PRESETS, QUANTIZATIONS, REMOTE_CODE_WARNING, ModelSpec,
-                         Ranker, cache_dir, custom_spec, load_ranker)
+                         Ranker, custom_spec, load_ranker)
 from core.store import DEFAULT_PATH, Store, open_store, side_files
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -27,7 +27,8 @@ def upload_limit_mb() -> float:
 
 
 def uploads_dir() -> Path:
-    return cache_dir() / "uploads"
+    """Uploaded collections live next to the store (``cache/uploads`` by default)."""
+    return store_path().parent / "uploads"
 GROUP_COLOURS = {"query": "#cfe8ff", "document": "#e6f4d7", "instruction": "#eeeeee",
                  "last": "#ffd7a8", "pad": "#ffffff"}
 

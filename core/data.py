@@ -279,7 +279,14 @@ def validate(collection: Collection, *, strict: bool = True) -> Collection:
         raise InputError(f"{name}: qrels give a negative grade ({bad.relevance}) for query "
                          f"{bad.qid!r}, document {bad.docno!r}; grades must be ≥ 0")
     qrels = _filter(collection.qrels, "qrels")
-    qrels = qrels[qrels.relevance >= 0].drop_duplicates(["qid", "docno"], keep="last")
+    negative = int((qrels.relevance < 0).sum())
+    if negative:  # some TREC tracks grade junk −1 / −2: counted, not used
+        skipped["qrels with a negative grade"] = negative
+    qrels = qrels[qrels.relevance >= 0]
+    repeated = int(qrels.duplicated(["qid", "docno"], keep="last").sum())
+    if repeated:
+        skipped["qrels repeating a (query, document) pair (last kept)"] = repeated
+    qrels = qrels.drop_duplicates(["qid", "docno"], keep="last")
     run = _filter(collection.run, "run")
     if len(queries) == 0:
         raise InputError(f"{name}: no usable queries")
@@ -412,6 +419,7 @@ def available_collections() -> list[str]:
 UPLOAD_FILES = ("docs.jsonl", "corpus.jsonl", "collection.tsv", "docs.tsv", "queries.tsv",
                 "queries.jsonl", "run.txt")
 UPLOAD_SUFFIXES = (".jsonl", ".tsv", ".txt")
+BEIR_QRELS = ("train.tsv", "dev.tsv", "test.tsv")  # BEIR's qrels/ files
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 
@@ -448,10 +456,10 @@ def save_upload(files: list[tuple[str, bytes]], root: str | Path, limit_mb: floa
         if not _SAFE_NAME.match(filename) or ".." in filename:
             raise InputError(f"upload: file name {filename!r} is not a plain file name "
                              "(letters, digits, '.', '_' and '-' only)")
-        if filename not in UPLOAD_FILES and not (filename.startswith("qrels")
-                                                 and filename.endswith(UPLOAD_SUFFIXES)):
+        if filename not in UPLOAD_FILES and not _is_qrels(filename, names):
             raise InputError(f"upload: unexpected file {filename!r}; expected "
-                             f"{', '.join(UPLOAD_FILES)} or qrels*.txt / qrels*.tsv")
+                             f"{', '.join(UPLOAD_FILES)}, qrels*.txt / qrels*.tsv, or with "
+                             f"BEIR's corpus.jsonl its {' / '.join(BEIR_QRELS)}")
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
         raise InputError(f"upload: {', '.join(twice)} given more than once")
@@ -476,20 +484,26 @@ def save_upload(files: list[tuple[str, bytes]], root: str | Path, limit_mb: floa
     try:
         partial.mkdir()
         for filename, data in files:
-            where = partial / ("qrels" if beir and filename.startswith("qrels") else "")
+            where = partial / ("qrels" if beir and _is_qrels(filename, names) else "")
             where.mkdir(exist_ok=True)
-            out = where / (filename if not (beir and filename.startswith("qrels"))
-                           else filename.rsplit(".", 1)[0] + ".tsv")
-            out.write_bytes(data)
+            (where / filename).write_bytes(data)
         collection = load_folder(partial, strict=True)
         (partial / ".upload-digest").write_text(digest.hexdigest())
         partial.rename(target)
     except InputError as error:
         shutil.rmtree(partial, ignore_errors=True)
-        message = str(error).replace(str(partial), f"upload {name}")
+        message = str(error).replace(str(partial), f"upload {name}").replace(
+            partial.name, f"upload {name}")
         raise InputError(message) from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     del collection
     return target
+
+
+def _is_qrels(filename: str, names: list[str]) -> bool:
+    if "corpus.jsonl" in names:  # BEIR: qrels/*.tsv
+        return filename in BEIR_QRELS or (filename.startswith("qrels")
+                                           and filename.endswith(".tsv"))
+    return filename.startswith("qrels") and filename.endswith(UPLOAD_SUFFIXES)

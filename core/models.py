@@ -476,7 +476,10 @@ def load_ranker(spec: str | ModelSpec, *, progress=None) -> "Ranker":
     except Exception as error:  # noqa: BLE001 - see below
         # a folder or repository transformers cannot read as this kind of ranker, or (trusted)
         # remote code that raised anything at all
-        expected = (OSError, ValueError, KeyError, TypeError, ImportError, AttributeError)
+        from safetensors import SafetensorError
+
+        expected = (OSError, ValueError, KeyError, TypeError, ImportError, AttributeError,
+                    SafetensorError)
         if not (spec.trust_remote_code or isinstance(error, expected)):
             raise
         first = (str(error).strip().splitlines() or ["no detail"])[0][:240]

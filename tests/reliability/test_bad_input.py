@@ -252,3 +252,199 @@ def test_cli_score_refuses_unusable_text_before_loading(args, fragment):
                          cwd=root, timeout=300)
     assert out.returncode == 2 and fragment in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and "loading" not in out.stderr
+
+
+# --------------------------------------------------------------------------- models
+def _model_case(tmp_path: Path, case: str):
+    """Build the broken model source of one case; returns a callable that loads it."""
+    from core.models import ModelSpec, custom_spec, load_ranker
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    if case == "empty source":
+        return lambda: custom_spec("  ", "cross-encoder")
+    if case == "unknown kind":
+        return lambda: custom_spec(str(folder), "bi-encoder")
+    if case == "unknown precision":
+        return lambda: custom_spec(str(folder), "cross-encoder", quantization="3bit")
+    if case == "max length 0":
+        return lambda: custom_spec(str(folder), "cross-encoder", max_length=0)
+    if case == "unknown preset":
+        return lambda: load_ranker("minilm-cross-encodr")
+    if case == "unknown hub id offline":
+        return lambda: load_ranker(custom_spec("someone/not-a-cached-model", "cross-encoder"))
+    if case == "source is a file":
+        return lambda: load_ranker(custom_spec(str(folder / "config.json"), "cross-encoder"))
+    if case == "pickled weights only":
+        (folder / "pytorch_model.bin").write_bytes(b"never unpickled")
+        return lambda: load_ranker(custom_spec(str(folder), "cross-encoder"))
+    (folder / "model.safetensors").write_bytes(b"{}")
+    if case == "adapter without adapter_config.json":
+        (tmp_path / "adapter").mkdir()
+        return lambda: load_ranker(custom_spec(str(folder), "cross-encoder",
+                                               adapter=str(tmp_path / "adapter")))
+    if case == "pickled adapter":
+        (tmp_path / "adapter").mkdir()
+        (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+        (tmp_path / "adapter" / "adapter_model.bin").write_bytes(b"never unpickled")
+        return lambda: load_ranker(custom_spec(str(folder), "cross-encoder",
+                                               adapter=str(tmp_path / "adapter")))
+    if case == "GGUF file missing":
+        return lambda: load_ranker(custom_spec(str(folder), "llm-judge", gguf_file="m.gguf"))
+    if case == "GGUF with bad magic":
+        (folder / "m.gguf").write_bytes(b"PK\x03\x04 a zip, not a GGUF")
+        return lambda: load_ranker(custom_spec(str(folder), "llm-judge", gguf_file="m.gguf"))
+    if case == "truncated GGUF":
+        (folder / "m.gguf").write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 20)
+        return lambda: load_ranker(custom_spec(str(folder), "llm-judge", gguf_file="m.gguf"))
+    if case == "8-bit without CUDA":
+        return lambda: load_ranker(ModelSpec("x", "cross-encoder", str(folder),
+                                             quantization="8bit", device="cpu"))
+    if case == "config.json not JSON":
+        (folder / "config.json").write_text("{model_type: bert")
+        return lambda: load_ranker(custom_spec(str(folder), "cross-encoder"))
+    if case == "needs remote code":
+        (folder / "config.json").write_text(
+            '{"model_type": "mystery", "auto_map": {"AutoConfig": "cfg.MysteryConfig"}}')
+        return lambda: load_ranker(custom_spec(str(folder), "cross-encoder"))
+    if case == "weights transformers cannot read":
+        return lambda: load_ranker(custom_spec(str(folder), "cross-encoder"))
+    raise AssertionError(case)
+
+
+MODEL_CASES = [
+    ("empty source", "give a model source"),
+    ("unknown kind", "unknown ranker kind 'bi-encoder'"),
+    ("unknown precision", "unknown quantization '3bit'"),
+    ("max length 0", "max length 0"),
+    ("unknown preset", "unknown ranker 'minilm-cross-encodr'"),
+    ("unknown hub id offline", "someone/not-a-cached-model"),
+    ("source is a file", "is a file"),
+    ("pickled weights only", "never loads pickled"),
+    ("adapter without adapter_config.json", "no adapter_config.json"),
+    ("pickled adapter", "pickled .bin adapters are refused"),
+    ("GGUF file missing", "'m.gguf' not found"),
+    ("GGUF with bad magic", "not a GGUF file"),
+    ("truncated GGUF", "could not be read"),
+    ("8-bit without CUDA", "needs a CUDA GPU"),
+    ("config.json not JSON", "config.json is not valid JSON"),
+    ("needs remote code", "Trust remote code"),
+    ("weights transformers cannot read", "could not be loaded as a cross-encoder"),
+]
+
+
+@pytest.mark.parametrize("case, fragment", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_models_that_cannot_be_loaded_say_why(tmp_path, monkeypatch, case, fragment):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    load = _model_case(tmp_path, case)
+    with pytest.raises(RankScopeError) as raised:
+        load()
+    message = str(raised.value)
+    assert fragment in message, message
+    assert "Traceback" not in message
+
+
+# --------------------------------------------------------------------------- uploads
+def _files(**changes) -> list[tuple[str, bytes]]:
+    files = {**GOOD, **changes}
+    return [(name, content if isinstance(content, bytes) else content.encode())
+            for name, content in files.items() if content is not None]
+
+
+UPLOAD_CASES = [
+    ("over the size limit", _files(**{"docs.jsonl": GOOD["docs.jsonl"] + "x" * 2048}), 0.001,
+     ["MB upload limit"]),
+    ("path in a file name", _files() + [("../../etc/passwd", b"x")], 1, ["not a plain file name"]),
+    ("hidden file", _files() + [(".bashrc", b"x")], 1, ["not a plain file name"]),
+    ("pickle", _files() + [("model.pkl", b"\x80\x04")], 1, ["unexpected file 'model.pkl'"]),
+    ("zip archive", [("collection.zip", b"PK\x03\x04")], 1, ["unexpected file"]),
+    ("same name twice", _files() + [("queries.tsv", b"q3\tx\n")], 1, ["queries.tsv given more"]),
+    ("no files", [], 1, ["no files given"]),
+    ("no qrels", _files(**{"qrels.txt": None}), 1, ["no qrels file"]),
+    ("latin-1 queries", _files(**{"queries.tsv": "q1\tcaf\xe9 au lait\n".encode("latin-1")}), 1,
+     ["queries.tsv line 1", "UTF-8"]),
+    ("qrels for an unknown query", _files(**{"qrels.txt": GOOD["qrels.txt"] + "q9 0 d0 1\n"}),
+     1, ["q9"]),
+]
+
+
+@pytest.mark.parametrize("files, limit, fragments", [c[1:] for c in UPLOAD_CASES],
+                         ids=[c[0] for c in UPLOAD_CASES])
+def test_bad_uploads_are_refused_and_leave_nothing(tmp_path, files, limit, fragments):
+    from core.data import save_upload
+
+    root = tmp_path / "uploads"
+    with pytest.raises(RankScopeError) as raised:
+        save_upload(files, root, limit)
+    message = str(raised.value)
+    assert all(f in message for f in fragments), message
+    assert ".partial" not in message  # names the upload, not the temporary folder
+    assert not root.exists() or list(root.iterdir()) == []
+    assert not (tmp_path.parent / "etc").exists()
+
+
+def test_a_good_upload_becomes_a_collection_once(tmp_path):
+    from core.data import load_collection, save_upload
+
+    root = tmp_path / "uploads"
+    folder = save_upload(_files(), root, 1, "honey")
+    assert folder == root / "honey"
+    collection = load_collection(folder)
+    assert collection.name == "honey" and len(collection.docs) == 3
+    assert save_upload(_files(), root, 1, "honey") == folder  # the same files again: no-op
+    with pytest.raises(RankScopeError, match="already exists"):
+        save_upload(_files(**{"run.txt": None}), root, 1, "honey")
+    with pytest.raises(RankScopeError, match="collection name"):
+        save_upload(_files(), root, 1, "../honey")
+    beir = save_upload([("corpus.jsonl", GOOD["docs.jsonl"].replace('"docno"', '"_id"').encode()),
+                        ("queries.jsonl", b'{"_id": "q1", "text": "honey"}\n'),
+                        ("test.tsv", b"query-id\tcorpus-id\tscore\nq1\td0\t1\n")], root, 1)
+    assert (beir / "qrels" / "test.tsv").is_file()  # BEIR's layout, from flat uploads
+    assert load_collection(beir).qrels.relevance.tolist() == [1]
+
+
+# --------------------------------------------------------------------------- the same in the UI
+def test_every_bad_collection_folder_shows_one_error_in_the_app(tmp_path, monkeypatch):
+    """The collection table once more through the sidebar's "Add a collection folder": each
+    case shows the engine's message with st.error, no exception, and the choice is unchanged."""
+    from streamlit.testing.v1 import AppTest
+
+    from core.data import load_folder
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("RANKSCOPE_STORE", str(tmp_path / "s.duckdb"))
+    at = AppTest.from_file(str(root / "app.py"), default_timeout=120).run()
+    problems, refused = [], 0
+    for index, (case, changes, _) in enumerate(COLLECTION_CASES):
+        case_dir = tmp_path / f"case{index}"
+        case_dir.mkdir()
+        folder = _folder(case_dir, **changes)
+        at.text_input(key="folder_input").set_value(str(folder))
+        at.button(key="add_folder").click().run()
+        errors = [e.value for e in at.sidebar.error]
+        lenient_ok = False
+        try:
+            # the app loads leniently: lines it can skip are skipped and counted (the
+            # Workspace page shows the counts), never silently accepted
+            lenient_ok = bool(load_folder(folder).skipped)
+            if not lenient_ok:
+                problems.append(f"{case}: loads leniently with nothing counted as skipped")
+                continue
+        except RankScopeError as error:
+            expected = str(error)
+        if at.exception:
+            problems.append(f"{case}: exception {at.exception[0].value}")
+        elif lenient_ok:
+            if errors:  # loads with skipped lines: accepted, and nothing refused
+                problems.append(f"{case}: error although it loads leniently: {errors}")
+            at.session_state["collection"] = "demo"
+            at.session_state["extra_collections"] = []
+        elif errors != [expected]:
+            problems.append(f"{case}: shown {errors}, expected [{expected}]")
+        elif at.session_state["collection"] != "demo":
+            problems.append(f"{case}: the refused folder became the collection")
+        else:
+            refused += 1
+    assert not problems, "\n".join(problems)
+    assert refused >= 10, refused  # whole-file problems cannot be skipped line by line
