@@ -24,7 +24,8 @@ def server(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "RANKSCOPE_STORE": str(tmp_path_factory.mktemp("b") / "s.duckdb")}
+    env = {**os.environ, "RANKSCOPE_STORE": str(tmp_path_factory.mktemp("b") / "s.duckdb"),
+           "RANKSCOPE_UPLOAD_LIMIT_MB": "0.05"}  # 50 KB: the upload test crosses it cheaply
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
                              "--server.port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -139,3 +140,63 @@ def test_attribution_then_ablation_in_a_real_browser(server, tmp_path):
         browser.close()
     assert "Traceback" not in text and "Error" not in text
     assert "knocked out" in text and " ∩ " in text  # the set built on the Attribution page
+
+
+def test_upload_a_collection_in_a_real_browser(server, tmp_path):
+    """Upload collection files through the sidebar: over the limit → one error and nothing
+    kept; a good set → the new collection is chosen and its statistics shown."""
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    docs = "\n".join(json.dumps({"docno": f"d{i}", "title": "", "text": t}) for i, t in
+                     enumerate(["honey keeps for years", "bees make honey", "trams in Lisbon"]))
+    good = {"docs.jsonl": docs + "\n", "queries.tsv": "q1\thoney\nq2\ttrams\n",
+            "qrels.txt": "q1 0 d0 2\nq1 0 d1 1\nq2 0 d2 1\n"}
+    big = dict(good, **{"docs.jsonl": docs + "\n" + json.dumps(
+        {"docno": "d9", "title": "", "text": "word " * 20_000}) + "\n"})
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(f"{server}/Workspace", timeout=60_000)
+        page.get_by_text("Upload a collection").click()
+        chooser = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+        files = [{"name": n, "mimeType": "text/plain", "buffer": t.encode()}
+                 for n, t in big.items()]
+        chooser.set_input_files(files)
+        page.get_by_text("queries.tsv").first.wait_for(timeout=60_000)
+        page.locator('[data-testid="stFileChipIconSpinner"]').first.wait_for(
+            state="detached", timeout=30_000)
+        page.get_by_role("button", name="Add upload").click()
+        error = page.locator('[data-testid="stSidebar"] [data-testid="stAlert"]',
+                             has_text="upload limit")
+        error.wait_for(timeout=60_000)
+        refused = error.inner_text()
+        # the same files without the oversized document
+        # a new session: the same files without the oversized document
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(f"{server}/Workspace", timeout=60_000)
+        page.get_by_text("Upload a collection").click()
+        chooser = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+        chooser.set_input_files([{"name": n, "mimeType": "text/plain", "buffer": t.encode()}
+                                 for n, t in good.items()])
+        page.wait_for_function(
+            "() => document.querySelectorAll('[data-testid=\"stFileChip\"]').length == 3",
+            timeout=30_000)
+        page.locator('[data-testid="stFileChipIconSpinner"]').first.wait_for(
+            state="detached", timeout=30_000)  # every file is on the server
+        page.get_by_role("textbox", name="Collection name (optional)").fill("lisbon-honey")
+        page.get_by_role("textbox", name="Collection name (optional)").press("Tab")
+        page.wait_for_timeout(1500)  # the name's rerun
+        page.get_by_role("button", name="Add upload").click()
+        # the new collection is chosen (the select shows it as its input's value)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=\"stSidebar\"] input')]"
+            ".some(i => i.getAttribute('aria-label') == 'Collection' && "
+            "i.value == 'lisbon-honey')", timeout=60_000)
+        page.locator('[data-testid="stDataFrame"]').nth(1).wait_for(timeout=120_000)
+        screenshot(page, tmp_path, "upload.png")
+        text = page.locator("body").inner_text()
+        browser.close()
+    assert "0.1 MB is over the 0.05 MB upload limit" in refused
+    assert "Traceback" not in text
