@@ -68,3 +68,66 @@ def test_two_sessions_and_a_cli_job_on_one_store_lose_and_duplicate_nothing(
                                  "GROUP BY 1, 2 HAVING count(*) > 1)").fetchall()[0][0]
     assert duplicated == 0
     app.close()
+
+
+def test_two_app_sessions_and_a_cli_job_through_the_real_pages(tmp_path, monkeypatch):
+    """Two AppTest sessions of the Workspace page extract at the same moment in one process
+    (sharing its cached store connection and ranker, as two browser tabs do) while a CLI job
+    extracts into the same file; the first session then imports the CLI's results."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    import ui
+
+    path = tmp_path / "app.duckdb"
+    monkeypatch.setenv("RANKSCOPE_STORE", str(path))
+    st.cache_data.clear()
+    ui.get_store.clear()
+    sessions = [AppTest.from_file(str(ROOT / "pages/1_Workspace.py"), default_timeout=600)
+                for _ in range(2)]
+    for at, limit in zip(sessions, (2, 3)):
+        at.run()  # the app opens the store first (the CLI then finds it open)
+        assert not at.exception and not at.error
+        at.number_input[0].set_value(limit)
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "core", "extract", "--ranker", "minilm-cross-encoder",
+         "--limit", "1", "--store", str(path)], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    failures = []
+
+    def press(at):
+        try:
+            at.button[0].click().run()  # the form's submit button
+        except Exception as error:  # noqa: BLE001 - reported below
+            failures.append(repr(error))
+
+    threads = [threading.Thread(target=press, args=(at,)) for at in sessions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=900)
+    out, err = cli.communicate(timeout=600)
+    try:
+        assert not failures, failures
+        for at, pairs in zip(sessions, (40, 60)):
+            assert not at.exception and not at.error, (at.exception, at.error)
+            assert f"{pairs} pairs in" in at.success[0].value
+        assert cli.returncode == 0 and "is open in the RankScope app" in err, err
+        assert "lock" not in (out + err).lower().replace("is open in the ranker", "")
+        first = sessions[0]
+        first.run()
+        importer = next(b for b in first.button if b.label == "Import CLI results")
+        importer.click().run()
+        assert not first.exception and not first.error
+        assert "runs: 1" in first.success[0].value
+        store, _ = ui.get_store(str(path))
+        runs = store.runs()
+        assert len(runs) == 3 and set(runs.status) == {"done"}
+        assert sorted(runs.n_pairs) == [20, 40, 60]
+        with store.cursor() as cur:
+            duplicated = cur.execute(
+                "SELECT count(*) FROM (SELECT run_key, batch_index FROM batches "
+                "GROUP BY 1, 2 HAVING count(*) > 1)").fetchall()[0][0]
+        assert duplicated == 0
+    finally:
+        ui.get_store.clear()
