@@ -171,3 +171,43 @@ def test_sidebar_loads_a_folder_model_and_explains_remote_code(tmp_path, monkeyp
     assert plain.name in at.sidebar.selectbox[0].options
     card = at.dataframe[0].value
     assert "cross-encoder" in card.value.tolist() and not marker.exists()
+
+
+# --------------------------------------------------------------------------- SQL
+HOSTILE = "x'); DROP TABLE runs; --"
+
+
+def test_hostile_names_in_every_user_field_reach_the_store_as_plain_text(tmp_path,
+                                                                         tiny_bert_dir, demo):
+    """A ranker label, a collection name, a store file name and result names made of SQL are
+    stored and read back verbatim and touch no table (DuckDB cannot bind ATTACH paths: those
+    are quoted, here with a quote in the file name)."""
+    import dataclasses
+
+    import pandas as pd
+
+    from core.extract import ExtractionConfig, extract
+    from core.models import custom_spec, load_ranker
+    from core.store import Store
+
+    ranker = load_ranker(custom_spec(str(tiny_bert_dir), "cross-encoder", name=HOSTILE))
+    collection = dataclasses.replace(demo, name=HOSTILE + " \"; DELETE FROM pairs; --")
+    side = tmp_path / "it's; DROP TABLE batches; --.duckdb"
+    other = Store(side)
+    run = extract(ranker, collection, ExtractionConfig(limit_queries=1, batch_size=8), other)
+    other.write_frame(HOSTILE, "knockout", HOSTILE, collection.name, {"k": HOSTILE},
+                      pd.DataFrame({"name": [HOSTILE]}))
+    other.close()
+    store = Store(tmp_path / "main.duckdb")
+    counts = store.import_file(side)
+    assert counts["runs"] == 1
+    runs = store.runs()
+    assert runs.ranker.tolist() == [HOSTILE] and runs.collection.tolist() == [collection.name]
+    assert len(store.pairs(run.run_key)) == run.n_pairs
+    assert store.frame(HOSTILE).name.tolist() == [HOSTILE]
+    assert store.latest("probe", HOSTILE, collection.name) is None
+    assert store.run_info(HOSTILE) is None
+    with store.cursor() as cur:
+        tables = {r[0] for r in cur.execute("SHOW TABLES").fetchall()}
+    assert {"runs", "pairs", "batches", "result_frames"} <= tables
+    store.close()
