@@ -29,6 +29,8 @@ def upload_limit_mb() -> float:
 def uploads_dir() -> Path:
     """Uploaded collections live next to the store (``cache/uploads`` by default)."""
     return store_path().parent / "uploads"
+
+
 GROUP_COLOURS = {"query": "#cfe8ff", "document": "#e6f4d7", "instruction": "#eeeeee",
                  "last": "#ffd7a8", "pad": "#ffffff"}
 
@@ -48,10 +50,13 @@ def _load_ranker(key: str, _spec: ModelSpec) -> Ranker:
     return load_ranker(_spec)
 
 
-def get_ranker(name: str) -> Ranker:
-    """A loaded ranker (cached per process by its spec's key: sessions share one copy)."""
-    spec = spec_for(name)
+def load_spec(spec: ModelSpec) -> Ranker:
+    """A loaded ranker, cached per process by its spec (sessions share one copy)."""
     return _load_ranker(spec.key() + spec.name, spec)
+
+
+def get_ranker(name: str) -> Ranker:
+    return load_spec(spec_for(name))
 
 
 def ranker_names() -> list[str]:
@@ -157,7 +162,7 @@ def _add_model_form() -> None:
                                    quantization=quantization, max_length=int(max_length),
                                    trust_remote_code=trust)
                 with st.spinner(f"Loading {spec.name} …"):
-                    _load_ranker(spec.key() + spec.name, spec)
+                    load_spec(spec)
             except RankScopeError as error:
                 st.error(str(error))
             else:
@@ -182,8 +187,7 @@ def _upload_form() -> None:
         if st.button("Add upload", key="add_upload"):
             try:
                 folder = save_upload([(f.name, f.getvalue()) for f in files or []],
-                                     uploads_dir(), limit, name)
-                get_collection(str(folder))
+                                     uploads_dir(), limit, name)  # loaded strictly there
             except RankScopeError as error:
                 st.error(str(error))
             else:

@@ -93,7 +93,6 @@ def _load(args):
 
 def _out_file(value: str, example: str) -> Path:
     """The ``--out`` path, refused when it names a folder (before any work starts)."""
-
     out = Path(value)
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give a file name such as {out / example}")
@@ -389,7 +388,6 @@ def cmd_attribute(args) -> int:
 
 
 def _stored(store, analysis: str, ranker: str, collection: str | None, command: str) -> str:
-
     key = store.latest(analysis, ranker, collection)
     if key is None:
         where = f" on {collection}" if collection else ""

@@ -487,7 +487,7 @@ def save_upload(files: list[tuple[str, bytes]], root: str | Path, limit_mb: floa
             where = partial / ("qrels" if beir and _is_qrels(filename, names) else "")
             where.mkdir(exist_ok=True)
             (where / filename).write_bytes(data)
-        collection = load_folder(partial, strict=True)
+        load_folder(partial, strict=True)  # refuses what the collection cannot be used with
         (partial / ".upload-digest").write_text(digest.hexdigest())
         partial.rename(target)
     except InputError as error:
@@ -498,7 +498,6 @@ def save_upload(files: list[tuple[str, bytes]], root: str | Path, limit_mb: floa
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    del collection
     return target
 
 

@@ -176,6 +176,14 @@ def get_spec(name_or_spec: str | ModelSpec) -> ModelSpec:
                          "or local folder with its kind (CLI: --kind)")
 
 
+def _check_choices(kind: str, quantization: str) -> None:
+    if kind not in KINDS:
+        raise ModelLoadError(f"unknown ranker kind {kind!r}; use one of {', '.join(KINDS)}")
+    if quantization not in QUANTIZATIONS:
+        raise ModelLoadError(f"unknown quantization {quantization!r}; use one of "
+                             f"{', '.join(QUANTIZATIONS)}")
+
+
 def custom_spec(source: str, kind: str, *, adapter: str | None = None,
                 gguf_file: str | None = None, quantization: str = "fp32",
                 max_length: int = 256, trust_remote_code: bool = False,
@@ -189,11 +197,7 @@ def custom_spec(source: str, kind: str, *, adapter: str | None = None,
     if not source:
         raise ModelLoadError("give a model source: a hub id such as "
                              "'cross-encoder/ms-marco-MiniLM-L-6-v2' or a local folder")
-    if kind not in KINDS:
-        raise ModelLoadError(f"unknown ranker kind {kind!r}; use one of {', '.join(KINDS)}")
-    if quantization not in QUANTIZATIONS:
-        raise ModelLoadError(f"unknown quantization {quantization!r}; use one of "
-                             f"{', '.join(QUANTIZATIONS)}")
+    _check_choices(kind, quantization)
     if not 8 <= int(max_length) <= 32_768:
         raise ModelLoadError(f"max length {max_length} is outside 8 … 32768 tokens")
     label = name or (Path(source).name if Path(source).expanduser().is_dir() else source)
@@ -300,8 +304,9 @@ def _check_remote_code(path: Path, spec: ModelSpec) -> None:
 
     if config.get("model_type") in CONFIG_MAPPING:
         return  # transformers has the architecture built in and ignores the repository's code
-    files = sorted({str(v).split(".")[0] + ".py" for v in auto_map.values()
-                    if isinstance(v, str)})
+    names = [v for value in auto_map.values()  # AutoTokenizer maps to [slow, fast] names
+             for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
+    files = sorted({v.split("--")[-1].split(".")[0] + ".py" for v in names})
     raise ModelLoadError(
         f"model {spec.source!r} (model type {config.get('model_type')!r}) needs its own Python "
         f"code ({', '.join(files) or 'auto_map in config.json'}), which RankScope does not run "
@@ -441,11 +446,7 @@ def load_ranker(spec: str | ModelSpec, *, progress=None) -> "Ranker":
         ModelLoadError: one sentence saying what is wrong and what to do.
     """
     spec = get_spec(spec)
-    if spec.kind not in KINDS:
-        raise ModelLoadError(f"unknown ranker kind {spec.kind!r}; use one of {', '.join(KINDS)}")
-    if spec.quantization not in QUANTIZATIONS:
-        raise ModelLoadError(f"unknown quantization {spec.quantization!r}; use one of "
-                             f"{', '.join(QUANTIZATIONS)}")
+    _check_choices(spec.kind, spec.quantization)
     device = _device(spec)
     if spec.quantization == "8bit" and device.type != "cuda":
         raise ModelLoadError("8-bit quantization needs a CUDA GPU and none is visible; use "
