@@ -200,7 +200,9 @@ def custom_spec(source: str, kind: str, *, adapter: str | None = None,
     _check_choices(kind, quantization)
     if not 8 <= int(max_length) <= 32_768:
         raise ModelLoadError(f"max length {max_length} is outside 8 … 32768 tokens")
-    label = name or (Path(source).name if Path(source).expanduser().is_dir() else source)
+    folder = Path(source).expanduser()
+    # a folder is named by its last two parts: ".../minilm/model" → "minilm/model"
+    label = name or (f"{folder.parent.name}/{folder.name}" if folder.is_dir() else source)
     if trust_remote_code and not name:
         label += " [remote code]"
     return ModelSpec(label, kind, source, gguf_file=(gguf_file or "").strip() or None,

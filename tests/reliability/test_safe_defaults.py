@@ -167,8 +167,9 @@ def test_sidebar_loads_a_folder_model_and_explains_remote_code(tmp_path, monkeyp
     at.text_input(key="model_source").set_value(str(plain))
     at.button(key="add_model").click().run()
     assert not at.exception and not at.sidebar.error
-    assert at.session_state["ranker"] == plain.name
-    assert plain.name in at.sidebar.selectbox[0].options
+    label = f"{plain.parent.name}/{plain.name}"
+    assert at.session_state["ranker"] == label
+    assert label in at.sidebar.selectbox[0].options
     card = at.dataframe[0].value
     assert "cross-encoder" in card.value.tolist() and not marker.exists()
 
