@@ -570,9 +570,11 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--folds", type=int, default=5)
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--max-set-size", type=int, default=4000)
-    probe.add_argument("--solver", default="auto", choices=["auto", "batched", "sklearn"],
-                       help="Lasso solver: batched torch (default on CUDA) or scikit-learn "
-                            "per feature and fold (default on the CPU, faster there)")
+    probe.add_argument("--solver", default="auto",
+                       choices=["auto", "working_set", "batched", "sklearn"],
+                       help="Lasso solver: working_set (core.lasso, the CPU default), batched "
+                            "torch (the CUDA default) or scikit-learn's Lasso per feature and "
+                            "fold (the reference)")
     probe.add_argument("--out", required=True, help="CSV file for the tidy result table")
     for name, help_text in (("patch", "activation patching: IE per layer × position, heads"),
                             ("knockout", "mean-ablate the top-k heads by IE vs random heads")):

@@ -22,14 +22,14 @@ Method (per feature, shared by every layer):
        ``Ridge(alpha)`` objectives exactly). A neuron equal to a feature then reaches
        R² = 1 − (α / s)², s its scaled standard deviation.
 
-Speed (``bench/probe_sweep.py``): with ``solver="batched"`` (the default on CUDA) every
-(feature, fold) problem of a layer is solved at once in torch. Full gradients for all problems come from two batched matmuls over the padded
-``[features, pairs, d]`` design; the exact Lasso solution is found on a small per-problem
-working set (active neurons plus the worst KKT violators) by FISTA on the working set's Gram
-matrix, and the working set grows until no neuron violates the optimality conditions. Ridge
-solves one Cholesky system per problem from each feature's train Gram, downdated per fold.
-On this 2-core CPU the batched Lasso is not faster than scikit-learn's coordinate descent
-(see ``ProbeConfig.solver``), so the CPU default loops scikit-learn per feature and fold.
+Speed (``bench/probe_sweep.py``): on the CPU the Lasso probes of a layer are solved by
+``core.lasso`` (``solver="working_set"``): every (feature, fold) problem shares a few matrix
+products over the layer's activations, and coordinate descent (numba) runs on small per-feature
+working sets of neurons, downdated per fold, until each problem's duality gap meets
+scikit-learn's own stopping rule. On CUDA, ``solver="batched"`` solves all problems at once in
+torch over the padded ``[features, pairs, d]`` design (working sets, batched feature-sign
+search, KKT-checked). ``solver="sklearn"`` loops scikit-learn's ``Lasso`` (the reference).
+Ridge solves one Cholesky system per problem from each feature's train Gram, downdated per fold.
 """
 
 from __future__ import annotations
@@ -46,8 +46,10 @@ import pandas as pd
 import torch
 
 from core.errors import InputError
+from core.lasso import LassoProblems, solve_layer
 
-PROBE_VERSION = 1
+SOLVERS = ("auto", "working_set", "batched", "sklearn")
+PROBE_VERSION = 2  # 2: the CPU's Lasso solver is core.lasso (was scikit-learn's loop)
 ESTIMATORS = ("lasso", "ridge")
 POSITIVE_R2 = 0.85  # the study's thresholds: encoded above, absent below
 NEGATIVE_R2 = 0.10
@@ -74,13 +76,12 @@ class ProbeConfig:
         max_set_size: cap on each balanced set (None = no cap).
         seed: sampling and splitting seed.
         tol: KKT tolerance of the batched Lasso solver, relative to α.
-        solver: Lasso solver. ``batched``: every feature × fold at once in torch (working
-            sets; fast on a GPU); ``sklearn``: scikit-learn's coordinate descent per feature and
-            fold (faster on a CPU: ``bench/probe_sweep.py`` measured the batched solver at
-            1.16× scikit-learn on MiniLM, R² within 1.3e-4, but 0.20× on SmolLM2, whose middle
-            layers need 100+ neurons per probe, where it also stops at its iteration caps, R²
-            within 0.025); ``auto``: batched on CUDA, sklearn on the CPU. Ridge is always
-            batched (one Cholesky solve per problem, 2.6–4× scikit-learn's loop).
+        solver: Lasso solver. ``working_set``: ``core.lasso`` (shared products, working sets,
+            numba coordinate descent, scikit-learn's duality-gap stop); ``batched``: every
+            feature × fold at once in torch (for a GPU); ``sklearn``: scikit-learn's ``Lasso``
+            per feature and fold (the reference). ``auto``: batched on CUDA, working_set on the
+            CPU. ``bench/probe_sweep.py`` measures them against the scikit-learn loop (README,
+            *Measured figures*). Ridge is always batched (one Cholesky solve per problem).
     """
 
     features: tuple[str, ...] = ()
@@ -127,8 +128,8 @@ class ProbeConfig:
                              f"{self.folds} folds; use at least {10 * self.folds}")
         if not self.tol > 0:
             raise InputError(f"tol must be positive, got {self.tol}")
-        if self.solver not in ("auto", "batched", "sklearn"):
-            raise InputError(f"solver must be auto, batched or sklearn, got {self.solver!r}")
+        if self.solver not in SOLVERS:
+            raise InputError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         from core.features import combine
 
         probe_frame = pd.DataFrame({name: [0.0, 1.0] for name in FEATURES})
@@ -183,6 +184,13 @@ class ProbePlan:
     fold: list[np.ndarray]  # fold id of each train row
     targets: list[np.ndarray]  # raw target values of the set's rows
     skipped: dict[str, str] = field(default_factory=dict)
+    _problems: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def lasso_problems(self, n_pairs: int, folds: int) -> LassoProblems:
+        """The working-set solver's per-plan arrays, built once and shared by every layer."""
+        if (n_pairs, folds) not in self._problems:
+            self._problems[(n_pairs, folds)] = LassoProblems(self, n_pairs, folds)
+        return self._problems[(n_pairs, folds)]
 
 
 def make_plan(targets: pd.DataFrame, config: ProbeConfig) -> ProbePlan:
@@ -429,7 +437,10 @@ def fit_ridge(X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, alpha: float
         gram = full - torch.bmm((part * part_w[..., None]).transpose(1, 2), part)
         gram = gram - count[:, k, None, None] * mean_x[:, k, :, None] * mean_x[:, k, None, :]
         rhs = torch.bmm(((y - mean_y[:, k, None]) * weights[:, k])[:, None, :], X)[:, 0]
-        coef[:, k] = torch.linalg.solve(gram + alpha * eye, rhs.unsqueeze(-1)).squeeze(-1)
+        # Cholesky, not LU: the system is positive definite, and torch 2.13's batched LU
+        # (MKL getrf) fails with "Pivots given to lu_solve…" on 2 threads at d = 384
+        factor = torch.linalg.cholesky(gram + alpha * eye)
+        coef[:, k] = torch.cholesky_solve(rhs.unsqueeze(-1), factor).squeeze(-1)
     intercept = mean_y - (mean_x * coef).sum(-1)
     return coef, intercept
 
@@ -454,23 +465,33 @@ def probe_layer(activations: np.ndarray, plan: ProbePlan, config: ProbeConfig,
     part), r2_val, mse, n_nonzero (median over folds), set_size, neurons (JSON: the 16 neurons
     with the largest fold-mean |coefficient|, as [index, coefficient]).
     """
-    design = build_design(activations, plan, config.folds, device)
+    device = torch.device(device)
+    design = None
     rows = []
     for estimator in config.estimators:
+        solver = "closed form"
         if estimator == "lasso":
             solver = config.solver
             if solver == "auto":
-                solver = "batched" if design.X.device.type == "cuda" else "sklearn"
+                solver = "batched" if device.type == "cuda" else "working_set"
+        if solver == "working_set":
+            fit = solve_layer(activations, plan.lasso_problems(len(activations), config.folds),
+                              config.lasso_alpha)
+            coef, r2_test, r2_val, mse = (torch.as_tensor(a) for a in
+                                          (fit.coef, fit.r2_test, fit.r2_val, fit.mse))
+        else:
+            if design is None:
+                design = build_design(activations, plan, config.folds, device)
             if solver == "batched":
                 coef, intercept = fit_lasso(design.X, design.y, design.train, config.lasso_alpha,
                                             config.tol)
-            else:
+            elif solver == "sklearn":
                 coef, intercept = fit_lasso_sklearn(design.X, design.y, design.train,
                                                     config.lasso_alpha)
-        else:
-            coef, intercept = fit_ridge(design.X, design.y, design.train, config.ridge_alpha)
-        r2_test, mse = _r2(design, coef, intercept, design.test)
-        r2_val, _ = _r2(design, coef, intercept, design.val)
+            else:
+                coef, intercept = fit_ridge(design.X, design.y, design.train, config.ridge_alpha)
+            r2_test, mse = _r2(design, coef, intercept, design.test)
+            r2_val, _ = _r2(design, coef, intercept, design.val)
         nonzero = (coef != 0).sum(-1).float()
         mean_coef = coef.mean(1).cpu().numpy()
         r2_test, mse, r2_val = (t.double().cpu().numpy() for t in (r2_test, mse, r2_val))

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from core.errors import InputError
+from core.lasso import LassoProblems, solve_layer
 from core.probing import (ProbeConfig, balanced_indices, build_design, collection_gaps,
                           fit_lasso, fit_ridge, make_plan, neuron_histogram,
                           positives_negatives, probe_layer, run_probe)
@@ -174,12 +175,18 @@ def test_batched_and_sklearn_solvers_give_the_same_probes(planted):
     features, layers = planted
     mixed = layers[1] + 0.5 * layers[0]  # the planted neuron among correlated noise
     results = {}
-    for solver in ("batched", "sklearn"):
+    for solver in ("working_set", "batched", "sklearn"):
         config = ProbeConfig(features=("bm25", "stream_length"), solver=solver)
         plan = make_plan(features, config)
         results[solver] = probe_layer(mixed, plan, config).set_index("feature")
-    np.testing.assert_allclose(results["batched"].r2_mean, results["sklearn"].r2_mean, atol=1e-3)
-    assert (results["batched"].n_nonzero - results["sklearn"].n_nonzero).abs().max() <= 1
+    for solver in ("working_set", "batched"):
+        np.testing.assert_allclose(results[solver].r2_mean, results["sklearn"].r2_mean, atol=1e-3)
+        assert (results[solver].n_nonzero - results["sklearn"].n_nonzero).abs().max() <= 1
+    for name in ("bm25", "stream_length"):  # the same strongest neurons
+        ours, theirs = (json.loads(results[solver].loc[name, "neurons"])[:3]
+                        for solver in ("working_set", "sklearn"))
+        assert [i for i, _ in ours] == [i for i, _ in theirs]
+        np.testing.assert_allclose([c for _, c in ours], [c for _, c in theirs], atol=2e-3)
 
 
 def test_collection_gaps_compare_every_layer():
@@ -189,3 +196,99 @@ def test_collection_gaps_compare_every_layer():
     table = collection_gaps(frame).set_index("layer")
     assert list(table.columns) == ["feature", "cranfield", "demo", "demo − cranfield"]
     np.testing.assert_allclose(table["demo − cranfield"], [0.3, 0.7])
+
+
+@pytest.fixture(scope="module")
+def wide_problem():
+    """Activations with 160 neurons from 12 latent factors; targets need many neurons, so the
+    working sets must grow over several rounds."""
+    rng = np.random.default_rng(3)
+    latent = rng.normal(size=(1500, 12))
+    acts = (latent @ rng.normal(size=(12, 160)) + 0.5 * rng.normal(size=(1500, 160))
+            + rng.normal(size=160) * 5).astype(np.float32)  # large means: centring matters
+    acts[:, 11] = 0.0  # a constant neuron never enters
+    targets = pd.DataFrame({f"t{i}": latent[:, i] - 0.4 * latent[:, i + 1] * latent[:, i + 2]
+                            + 0.3 * rng.normal(size=1500) for i in range(5)})
+    config = ProbeConfig(groups=tuple(targets.columns))
+    return acts, make_plan(targets, config)
+
+
+def test_working_set_solver_matches_scikit_learn_on_every_fold(wide_problem):
+    from sklearn.linear_model import Lasso
+    from sklearn.metrics import mean_squared_error, r2_score
+
+    acts, plan = wide_problem
+    fit = solve_layer(acts, LassoProblems(plan, len(acts), 5), 0.05, tol=1e-6, start=4, grow=3)
+    assert fit.converged and fit.rounds > 3  # grown from 4 neurons, 3 at a time
+    design = build_design(acts, plan, 5, dtype=torch.float64)
+    X, y = design.X.numpy(), design.y.numpy()
+    for f in range(len(plan.names)):
+        test, val = design.test[f].numpy(), design.val[f].numpy()
+        for k in range(5):
+            train = design.train[f, k].numpy()
+            reference = Lasso(alpha=0.05, tol=1e-10, max_iter=100_000).fit(X[f][train],
+                                                                           y[f][train])
+            Xc, yc = X[f][train] - X[f][train].mean(0), y[f][train] - y[f][train].mean()
+
+            def objective(w):
+                return ((yc - Xc @ w) ** 2).mean() / 2 + 0.05 * np.abs(w).sum()
+
+            # the same optimum: objectives within the gap tolerance; collinear neurons
+            # leave the coefficients themselves less determined
+            assert objective(fit.coef[f, k]) <= objective(reference.coef_) + 1e-6 * (yc @ yc) / len(yc)
+            np.testing.assert_allclose(fit.coef[f, k], reference.coef_, atol=1e-3)
+            assert (fit.coef[f, k] != 0).sum() >= 8
+            assert fit.coef[f, k, 11] == 0
+            for rows, ours in ((test, fit.r2_test), (val, fit.r2_val)):
+                expected = r2_score(y[f][rows], reference.predict(X[f][rows]))
+                assert abs(ours[f, k] - expected) < 1e-4
+            assert fit.mse[f, k] == pytest.approx(
+                mean_squared_error(y[f][test], reference.predict(X[f][test])), rel=1e-3)
+
+
+def test_working_set_solver_stops_where_scikit_learn_does(wide_problem):
+    """Default tolerance: scikit-learn's duality-gap rule; R² agrees with its default fit."""
+    from sklearn.linear_model import Lasso
+    from sklearn.metrics import r2_score
+
+    acts, plan = wide_problem
+    fit = solve_layer(acts, LassoProblems(plan, len(acts), 5), 0.1)
+    design = build_design(acts, plan, 5, dtype=torch.float64)
+    X, y = design.X.numpy(), design.y.numpy()
+    for f in range(len(plan.names)):
+        test = design.test[f].numpy()
+        for k in range(5):
+            train = design.train[f, k].numpy()
+            reference = Lasso(alpha=0.1).fit(X[f][train], y[f][train])
+            expected = r2_score(y[f][test], reference.predict(X[f][test]))
+            assert abs(fit.r2_test[f, k] - expected) < 1e-3
+
+
+def test_working_set_solver_warns_when_it_runs_out_of_rounds(wide_problem):
+    acts, plan = wide_problem
+    with pytest.warns(RuntimeWarning, match="did not reach the duality-gap tolerance"):
+        fit = solve_layer(acts, LassoProblems(plan, len(acts), 5), 0.05, start=2, grow=1,
+                          max_rounds=2)
+    assert not fit.converged
+
+
+def test_ridge_on_wide_layers_with_two_threads_matches_scikit_learn():
+    """torch's batched LU failed ("Pivots given to lu_solve…") at d = 384 on 2 threads."""
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(5)
+    acts = rng.normal(size=(1200, 384)).astype(np.float32)
+    targets = pd.DataFrame({f"t{i}": acts[:, i] + rng.normal(size=1200) for i in range(8)})
+    config = ProbeConfig(groups=tuple(targets.columns))
+    plan = make_plan(targets, config)
+    design = build_design(acts, plan, 5, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        coef, _ = fit_ridge(design.X, design.y, design.train, 1.0)
+    finally:
+        torch.set_num_threads(threads)
+    for f in (0, 7):
+        train = design.train[f, 0].numpy()
+        reference = Ridge(alpha=1.0).fit(design.X[f].numpy()[train], design.y[f].numpy()[train])
+        np.testing.assert_allclose(coef[f, 0].numpy(), reference.coef_, atol=1e-6)
