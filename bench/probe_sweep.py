@@ -48,19 +48,22 @@ from core.store import DEFAULT_PATH, Store  # noqa: E402
 
 
 def sklearn_loop(design, estimator_factory, dtype=np.float64):
-    """Fit one scikit-learn model per (feature, fold); test R² ``[F, K]`` and seconds."""
+    """Fit one scikit-learn model per (feature, fold): test R² ``[F, K]``, seconds and the
+    coordinate-descent sweeps of each fit (``n_iter_``; None for ridge)."""
     from sklearn.metrics import r2_score
 
     X = design.X.cpu().numpy().astype(dtype)
     y = design.y.cpu().numpy().astype(dtype)
     train, test = design.train.cpu().numpy(), design.test.cpu().numpy()
     r2 = np.zeros(train.shape[:2])
+    sweeps = []
     started = time.perf_counter()
     for f in range(train.shape[0]):
         for k in range(train.shape[1]):
             model = estimator_factory().fit(X[f][train[f, k]], y[f][train[f, k]])
             r2[f, k] = r2_score(y[f][test[f]], model.predict(X[f][test[f]]))
-    return r2, time.perf_counter() - started
+            sweeps.append(getattr(model, "n_iter_", None))
+    return r2, time.perf_counter() - started, sweeps
 
 
 def main() -> None:
@@ -99,7 +102,7 @@ def main() -> None:
     totals = {"ours_lasso": 0.0, "sk_lasso": 0.0, "sk32_lasso": 0.0, "ours_ridge": 0.0,
               "sk_ridge": 0.0}
     max_diff = {"lasso": 0.0, "lasso32": 0.0, "ridge": 0.0}
-    rounds = []
+    rounds, sweeps = [], []
 
     def ours_lasso(acts):
         if args.solver == "batched":
@@ -128,11 +131,13 @@ def main() -> None:
                 started = time.perf_counter()
                 r2 = ours(acts)
                 totals[f"ours_{name}"] += time.perf_counter() - started
-            theirs, seconds = sklearn_loop(design, reference)
+            theirs, seconds, fits_sweeps = sklearn_loop(design, reference)
             totals[f"sk_{name}"] += seconds
+            if name == "lasso":
+                sweeps += fits_sweeps
             max_diff[name] = max(max_diff[name], float(np.abs(r2 - theirs).max()))
             if name == "lasso":
-                theirs, seconds = sklearn_loop(design, reference, np.float32)
+                theirs, seconds, _ = sklearn_loop(design, reference, np.float32)
                 totals["sk32_lasso"] += seconds
                 max_diff["lasso32"] = max(max_diff["lasso32"], float(np.abs(r2 - theirs).max()))
         print(f"  layer {layer + 1:2d}: RankScope lasso {totals['ours_lasso']:7.2f}s  sklearn "
@@ -142,6 +147,7 @@ def main() -> None:
     print(f"{fits} Lasso fits: RankScope ({args.solver}, {args.threads} thread(s)) "
           f"{totals['ours_lasso']:.2f}s, sklearn loop {totals['sk_lasso']:.2f}s (float64), "
           f"{totals['sk32_lasso']:.2f}s (float32)"
+          + f"; scikit-learn's sweeps per fit: median {np.median(sweeps):.0f}, max {max(sweeps)}"
           + (f"; working-set rounds per layer {min(rounds)}–{max(rounds)}" if rounds else "")
           + f"; ridge: RankScope {totals['ours_ridge']:.2f}s, sklearn loop "
           f"{totals['sk_ridge']:.2f}s")
