@@ -162,8 +162,9 @@ class LassoProblems:
                 centred[rows[:n_train][keep], p] = y[:n_train][keep] - self.target_means[p]
             self.evaluation.append((rows[n_train + n_val:], y[n_train + n_val:],
                                     rows[n_train:n_train + n_val], y[n_train:n_train + n_val]))
-        self.masks, self.centred = masks, centred
-        self.stacked = np.ascontiguousarray(np.concatenate([masks, centred], axis=1))
+        # one array for the product of step 2; masks and targets are views of it
+        self.stacked = np.concatenate([masks, centred], axis=1)
+        self.masks, self.centred = self.stacked[:, :problems], self.stacked[:, problems:]
         self.train_counts = self.target_rows.sum(1).astype(np.float64)
         self.y_norms = (centred.astype(np.float64) ** 2).sum(0)  # ‖y_c‖² per problem
 
@@ -181,6 +182,9 @@ def solve_layer(activations: np.ndarray, problems: LassoProblems, alpha: float,
         start, grow: first working-set size per target, and most neurons added per round.
     """
     A = np.asarray(activations, dtype=np.float32)
+    if A.ndim != 2 or len(A) != problems.n_pairs:
+        raise ValueError(f"activations of shape {A.shape} do not fit problems built for "
+                         f"{problems.n_pairs} pairs")
     A = A - A.mean(0)
     A_t = np.ascontiguousarray(A.T)  # [d, n_pairs]
     d = A.shape[1]

@@ -469,7 +469,7 @@ def probe_layer(activations: np.ndarray, plan: ProbePlan, config: ProbeConfig,
     design = None
     rows = []
     for estimator in config.estimators:
-        solver = "closed form"
+        solver = "ridge"  # closed form (fit_ridge)
         if estimator == "lasso":
             solver = config.solver
             if solver == "auto":

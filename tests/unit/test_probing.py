@@ -264,6 +264,12 @@ def test_working_set_solver_stops_where_scikit_learn_does(wide_problem):
             assert abs(fit.r2_test[f, k] - expected) < 1e-3
 
 
+def test_working_set_solver_refuses_activations_of_other_pairs(wide_problem):
+    acts, plan = wide_problem
+    with pytest.raises(ValueError, match="do not fit problems built for 1500 pairs"):
+        solve_layer(acts[:-1], LassoProblems(plan, len(acts), 5), 0.1)
+
+
 def test_working_set_solver_warns_when_it_runs_out_of_rounds(wide_problem):
     acts, plan = wide_problem
     with pytest.warns(RuntimeWarning, match="did not reach the duality-gap tolerance"):
