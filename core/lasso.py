@@ -13,53 +13,131 @@ Method (per layer; the problem is scikit-learn's ``Lasso(alpha, fit_intercept=Tr
     1. Standardising the activations by one scalar s per feature is folded into α (a Lasso on
        X / s with α equals a Lasso on X with α·s), so the raw activations are used directly,
        centred once per layer (the intercept absorbs any shift).
-    2. One product ``Aᵀ [masks | targets]`` gives every problem's neuron means and its
-       correlations ``X_cᵀ y_c / m``.
+    2. One product ``Aᵀ [targets | train rows]`` gives every problem's correlations
+       ``X_cᵀ y_c / m`` and each feature's scale.
     3. Each feature keeps one *working set* of neurons for its folds: at first the 48 largest
        correlations. Its Gram matrix is computed per fold chunk and downdated per fold (fold k's
-       Gram = all chunks − chunk k), so five fold problems cost one Gram.
+       Gram = all chunks − chunk k), so five fold problems cost one Gram; a growing set only
+       adds the new neurons' columns.
     4. Coordinate descent (compiled with numba) solves each problem on its working set.
-    5. Two products over all neurons of all problems — fits, then gradients ``X_cᵀ r / m`` —
-       give each problem's duality gap with scikit-learn's formula and stopping rule
-       (gap ≤ ``tol`` · ‖y_c‖², ``tol`` = 1e-4 as ``Lasso``'s default). Features with an open
-       gap add their worst optimality (KKT) violators to the working set and go again, warm
-       started; typically three rounds.
+    5. One product over all neurons of the open problems — the gradients ``X_cᵀ r / m`` of
+       their residuals — gives each problem's duality gap with scikit-learn's formula and
+       stopping rule (gap ≤ ``tol`` · ‖y_c‖², ``tol`` = 1e-4 as ``Lasso``'s default). Features
+       with an open gap add their worst optimality (KKT) violators to the working set and go
+       again, warm started; typically three rounds.
 
-The result meets the same optimality certificate as scikit-learn's; ``bench/probe_sweep.py``
-compares both on the same data (test R² and speed).
+Steps 3–4 and the scoring run per feature on as many threads as numpy's BLAS may use (the
+kernels release the GIL; BLAS runs single-threaded inside them), the products of steps 2 and
+5 on BLAS's threads. The result meets the same optimality certificate as scikit-learn's;
+``bench/probe_sweep.py`` compares both on the same data (test R² and speed).
 """
 
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numba
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 
-@numba.njit(cache=True)
-def _coordinate_descent(gram, linear, coef, sizes, alpha, tol, max_epochs):  # pragma: no cover
-    """``argmin ½ vᵀ G v − bᵀ v + α ‖v‖₁`` for each problem p, in place.
+@numba.njit(cache=True, nogil=True)
+def _cholesky_solve(matrix, rhs, size, factor, out):  # pragma: no cover
+    """Solve ``matrix[:size, :size] x = rhs[:size]`` into ``out`` by Cholesky; False when the
+    matrix is not (numerically) positive definite."""
+    for i in range(size):
+        for j in range(i + 1):
+            value = matrix[i, j]
+            for t in range(j):
+                value -= factor[i, t] * factor[j, t]
+            if i == j:
+                if value <= 1e-10 * matrix[i, i]:
+                    return False
+                factor[i, i] = np.sqrt(value)
+            else:
+                factor[i, j] = value / factor[j, j]
+    for i in range(size):  # L z = rhs
+        value = rhs[i]
+        for t in range(i):
+            value -= factor[i, t] * out[t]
+        out[i] = value / factor[i, i]
+    for i in range(size - 1, -1, -1):  # Lᵀ x = z
+        value = out[i]
+        for t in range(i + 1, size):
+            value -= factor[t, i] * out[t]
+        out[i] = value / factor[i, i]
+    return True
 
-    ``gram [P, w, w]``, ``linear [P, w]``, ``coef [P, w]`` (warm start, updated), ``sizes [P]``
-    (problem p uses its first sizes[p] entries), ``alpha [P]``. Stops when no coordinate violates
-    its optimality condition by more than ``tol · α``.
+
+@numba.njit(cache=True, nogil=True)
+def _coordinate_descent(chunks, sums, n, neurons, first, counts, linear, coef, alpha, tol,
+                        max_epochs, weights, offsets):  # pragma: no cover
+    """Coordinate descent for the K fold problems ``first … first + K − 1`` of one target on its
+    working set ``neurons[:n]``, warm-started from and written back to ``coef [P, d]``.
+
+    Fold k's problem is ``argmin ½ vᵀ G_k v − b_kᵀ v + α_k ‖v‖₁`` with the centred Gram
+    ``G_k = (Σ_j C_j − C_k) / m_k − x̄_k x̄_kᵀ``, from the chunk Grams ``chunks [K, ≥n, ≥n]``
+    (uncentred, one per fold chunk; the upper triangles of their first n rows and columns are
+    read) and chunk sums ``sums [K, ≥n]`` (x̄_k = (Σ_j s_j − s_k) / m_k); ``b_k`` and ``α_k``
+    are row ``first + k`` of ``linear [P, d]`` (at ``neurons``) and of ``alpha [P]``. Stops
+    when no coordinate violates its optimality condition by more than ``tol · α``. Also
+    writes ``weights [n, K]`` (the solution, float32) and ``offsets[first + k]`` = x̄_kᵀ v.
+
+    Once an epoch leaves the support and signs unchanged, the problem restricted to them is a
+    linear system, ``G_SS v_S = b_S − α sign(v_S)``: it is solved exactly (once per support)
+    and taken when its solution keeps the signs, which ends most problems in a few epochs
+    instead of dozens (the epochs still decide optimality).
     """
-    for p in range(gram.shape[0]):
-        n = sizes[p]
-        a = alpha[p]
-        q = np.zeros(n)  # G v
+    folds = chunks.shape[0]
+    total = np.zeros((n, n))
+    for k in range(folds):
         for i in range(n):
-            for j in range(n):
-                q[i] += gram[p, i, j] * coef[p, j]
+            for j in range(i, n):
+                total[i, j] += chunks[k, i, j]
+    sum_all = np.zeros(n)
+    for k in range(folds):
+        for i in range(n):
+            sum_all[i] += sums[k, i]
+    gram = np.empty((n, n))
+    q = np.empty(n)  # G v
+    v, b, mean = np.empty(n), np.empty(n), np.empty(n)
+    support = np.empty(n, np.int64)
+    system, factor = np.empty((n, n)), np.empty((n, n))
+    rhs, solution = np.empty(n), np.empty(n)
+    for k in range(folds):
+        p = first + k
+        a, inverse = alpha[p], 1.0 / counts[p]
+        for i in range(n):
+            v[i] = coef[p, neurons[i]]
+            b[i] = linear[p, neurons[i]]
+            mean[i] = (sum_all[i] - sums[k, i]) * inverse
+        for i in range(n):
+            for j in range(i, n):
+                value = (total[i, j] - chunks[k, i, j]) * inverse - mean[i] * mean[j]
+                gram[i, j] = value
+                gram[j, i] = value
+        size = 0
+        for j in range(n):
+            if v[j] != 0.0:
+                support[size] = j
+                size += 1
+        for i in range(n):
+            value = 0.0
+            for t in range(size):
+                value += gram[i, support[t]] * v[support[t]]
+            q[i] = value
+        tried = False  # the exact solve on the current support
         for _ in range(max_epochs):
+            stable = True
             for j in range(n):
-                diagonal = gram[p, j, j]
+                diagonal = gram[j, j]
                 if diagonal <= 0.0:  # a constant neuron: never enters
                     continue
-                old = coef[p, j]
-                z = linear[p, j] - q[j] + diagonal * old
+                old = v[j]
+                z = b[j] - q[j] + diagonal * old
                 if z > a:
                     new = (z - a) / diagonal
                 elif z < -a:
@@ -67,49 +145,143 @@ def _coordinate_descent(gram, linear, coef, sizes, alpha, tol, max_epochs):  # p
                 else:
                     new = 0.0
                 if new != old:
+                    if (new > 0) != (old > 0) or (new < 0) != (old < 0):
+                        stable = False
+                    delta = new - old
                     for i in range(n):
-                        q[i] += gram[p, j, i] * (new - old)
-                    coef[p, j] = new
+                        q[i] += gram[j, i] * delta
+                    v[j] = new
             worst = 0.0
             for j in range(n):
-                g = linear[p, j] - q[j]
-                if coef[p, j] > 0:
+                g = b[j] - q[j]
+                if v[j] > 0:
                     violation = abs(g - a)
-                elif coef[p, j] < 0:
+                elif v[j] < 0:
                     violation = abs(g + a)
                 else:
                     violation = abs(g) - a
                 worst = max(worst, violation)
             if worst <= tol * a:
                 break
+            if not stable:
+                tried = False
+                continue
+            if tried:
+                continue
+            tried = True
+            size = 0
+            for j in range(n):
+                if v[j] != 0.0:
+                    support[size] = j
+                    size += 1
+            for s in range(size):
+                for t in range(size):
+                    system[s, t] = gram[support[s], support[t]]
+                rhs[s] = b[support[s]] - (a if v[support[s]] > 0 else -a)
+            if not _cholesky_solve(system, rhs, size, factor, solution):
+                continue
+            keeps_signs = True
+            for s in range(size):
+                if solution[s] == 0.0 or (solution[s] > 0) != (v[support[s]] > 0):
+                    keeps_signs = False
+            if not keeps_signs:
+                continue
+            for s in range(size):
+                v[support[s]] = solution[s]
+            for i in range(n):
+                value = 0.0
+                for t in range(size):
+                    value += gram[i, support[t]] * solution[t]
+                q[i] = value
+        offset = 0.0
+        for i in range(n):
+            coef[p, neurons[i]] = v[i]
+            weights[i, k] = v[i]
+            offset += mean[i] * v[i]
+        offsets[p] = offset
 
 
-@numba.njit(cache=True)
-def _gather(activations_t, rows, neurons, out):  # pragma: no cover
-    """``out[a, i] = activations_t[neurons[a], rows[i]]`` (a row of Aᵀ stays in cache)."""
+@numba.njit(cache=True, nogil=True)
+def _centre_transpose(activations, mean, out, first, last):  # pragma: no cover
+    """``out[j, i] = activations[i, j] − mean[j]`` for the neurons ``first … last − 1``."""
+    n = activations.shape[0]
+    for start in range(0, n, 64):  # 64 rows at a time stay in cache
+        stop = min(start + 64, n)
+        for j in range(first, last):
+            shift = mean[j]
+            for i in range(start, stop):
+                out[j, i] = activations[i, j] - shift
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(activations_t, neurons, rows, bounds, out, sums):  # pragma: no cover
+    """``out[a, i] = activations_t[neurons[a], rows[i]]`` and ``sums[k, a]``, the sum over fold
+    chunk k's rows (float64). Rows ascend within each chunk: a neuron is read front to back."""
     for a in range(neurons.shape[0]):
         source = activations_t[neurons[a]]
-        for i in range(rows.shape[0]):
-            out[a, i] = source[rows[i]]
-
-
-@numba.njit(cache=True)
-def _fold_grams(chunks, counts, means, first, gram):  # pragma: no cover
-    """Centred Gram of fold problems ``first … first+K−1``: (Σ chunks − chunk k) / m − x̄ x̄ᵀ.
-
-    ``chunks [K, w, w]`` (each fold chunk's uncentred Gram), ``counts [P]``, ``means [K, w]``
-    (each problem's working-set means), ``gram [P, w_max, w_max]`` (written).
-    """
-    folds, w = chunks.shape[0], chunks.shape[1]
-    for a in range(w):
-        for b in range(a, w):
+        for k in range(bounds.shape[0] - 1):
             total = 0.0
-            for k in range(folds):
-                total += chunks[k, a, b]
-            for k in range(folds):
-                value = (total - chunks[k, a, b]) / counts[first + k] - means[k, a] * means[k, b]
-                gram[first + k, a, b] = value
-                gram[first + k, b, a] = value
+            for i in range(bounds[k], bounds[k + 1]):
+                value = source[rows[i]]
+                out[a, i] = value
+                total += value
+            sums[k, a] = total
+
+
+@numba.njit(cache=True, nogil=True)
+def _residuals(fitted, offsets, y, target_means, bounds, rows, residual, r_norm, r_y):  # pragma: no cover
+    """The K fold problems' residuals of one target on its training rows (fold k's own chunk
+    excluded) written to ``residual[k, rows]``, with ‖r‖² and rᵀy_c (float64) per problem."""
+    for k in range(fitted.shape[1]):
+        norm, dot = 0.0, 0.0
+        for i in range(rows.shape[0]):
+            if bounds[k] <= i < bounds[k + 1]:
+                residual[k, rows[i]] = 0.0
+                continue
+            centred = y[i] - target_means[k]
+            value = centred - (fitted[i, k] - offsets[k])
+            residual[k, rows[i]] = value
+            norm += value * value
+            dot += value * centred
+        r_norm[k] = norm
+        r_y[k] = dot
+
+
+@lru_cache(maxsize=1)
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+@lru_cache(maxsize=4)
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="rankscope-lasso")
+
+
+class _Threads:
+    """Per-feature work of a layer on as many threads as numpy's BLAS may use (the kernels
+    release the GIL); BLAS runs single-threaded inside that work, so the threads do not
+    oversubscribe the cores, and on all its threads for the large products in between."""
+
+    def __init__(self):
+        libraries = _blas().select(user_api="blas").lib_controllers
+        self.workers = max((lib.num_threads for lib in libraries), default=1)
+
+    def each(self, work, items) -> None:
+        """``work(item)`` for every item, the threads taking the next item when free."""
+        items = list(items)
+        if self.workers <= 1 or len(items) <= 1:
+            for item in items:
+                work(item)
+            return
+        queue = iter(items)  # next() on a list iterator is atomic under the GIL
+
+        def drain():
+            for item in queue:
+                work(item)
+
+        with _blas().limit(limits=1, user_api="blas"):
+            for future in [_pool(self.workers).submit(drain) for _ in range(self.workers)]:
+                future.result()
 
 
 @dataclass
@@ -137,10 +309,12 @@ class LassoProblems:
         self.n_targets, self.folds, self.n_pairs = n_targets, folds, n_pairs
         problems = n_targets * folds
         self.train_rows: list[np.ndarray] = []  # per target: train rows sorted by fold
+        self.train_y: list[np.ndarray] = []  # per target: their standardised targets
         self.chunk_bounds = np.zeros((n_targets, folds + 1), np.int64)
-        masks = np.zeros((n_pairs, problems), np.float32)  # row in problem p's training part
-        centred = np.zeros((n_pairs, problems), np.float32)  # y − ȳ_p there, else 0
-        self.target_rows = np.zeros((n_targets, n_pairs), np.float32)  # the whole train part
+        # the product of step 2: y − ȳ_p on problem p's training rows (else 0), then each
+        # target's whole training part (1 there, else 0)
+        self.products = np.zeros((n_pairs, problems + n_targets), np.float32)
+        self.centred = self.products[:, :problems]
         self.counts = np.zeros(problems)
         self.target_means = np.zeros(problems)
         self.evaluation = []  # per target: (test rows, test y, validation rows, validation y)
@@ -150,23 +324,56 @@ class LassoProblems:
             sd = raw[:n_train].std(ddof=1)  # build_design's z-score (torch's unbiased std)
             y = (raw - raw[:n_train].mean()) / (sd if sd > 0 else 1.0)
             fold = np.asarray(plan.fold[f])
-            order = np.argsort(fold, kind="stable")
+            order = np.lexsort((rows[:n_train], fold))  # by fold, then row
             self.train_rows.append(np.ascontiguousarray(rows[:n_train][order], dtype=np.int64))
             self.chunk_bounds[f] = np.searchsorted(fold[order], np.arange(folds + 1))
-            self.target_rows[f, rows[:n_train]] = 1
+            self.train_y.append(y[:n_train][order])
+            self.products[rows[:n_train], problems + f] = 1
             for k in range(folds):
                 p, keep = f * folds + k, fold != k
                 self.counts[p] = keep.sum()
                 self.target_means[p] = y[:n_train][keep].mean()
-                masks[rows[:n_train][keep], p] = 1
-                centred[rows[:n_train][keep], p] = y[:n_train][keep] - self.target_means[p]
-            self.evaluation.append((rows[n_train + n_val:], y[n_train + n_val:],
-                                    rows[n_train:n_train + n_val], y[n_train:n_train + n_val]))
-        # one array for the product of step 2; masks and targets are views of it
-        self.stacked = np.concatenate([masks, centred], axis=1)
-        self.masks, self.centred = self.stacked[:, :problems], self.stacked[:, problems:]
-        self.train_counts = self.target_rows.sum(1).astype(np.float64)
-        self.y_norms = (centred.astype(np.float64) ** 2).sum(0)  # ‖y_c‖² per problem
+                self.centred[rows[:n_train][keep], p] = y[:n_train][keep] - self.target_means[p]
+            test, val = slice(n_train + n_val, None), slice(n_train, n_train + n_val)
+            self.evaluation.append((rows[test], y[test], rows[val], y[val]))
+        self.train_counts = np.array([len(rows) for rows in self.train_rows], np.float64)
+        self.y_norms = (self.centred.astype(np.float64) ** 2).sum(0)  # ‖y_c‖² per problem
+        self._spare: list[list[_Target]] = []  # working sets' arrays, for the next layer
+
+    def _take_targets(self) -> list[_Target]:
+        try:
+            targets = self._spare.pop()  # atomic: concurrent layers never share arrays
+        except IndexError:
+            targets = [_Target(len(rows), self.folds) for rows in self.train_rows]
+        for target in targets:
+            target.neurons = np.zeros(0, np.int64)
+        return targets
+
+
+class _Target:
+    """One target's working set and what is kept of it between rounds, in arrays with room to
+    grow (the first ``len(neurons)`` rows/columns are used) that later layers reuse."""
+
+    def __init__(self, n_rows: int, folds: int):
+        self.neurons = np.zeros(0, np.int64)  # in the order they entered
+        self.pending = np.zeros(0, np.int64)  # to enter next round
+        self.block = np.empty((0, n_rows), np.float32)  # activations[neurons, train rows]
+        self.chunks = np.empty((folds, 0, 0), np.float32)  # each fold chunk's uncentred Gram
+        self.sums = np.empty((folds, 0))  # column sums of each fold chunk
+
+    def grow(self, width: int) -> None:
+        """Make room for ``width`` neurons (doubling, so a set grown often is copied rarely)."""
+        room = len(self.block)
+        if width <= room:
+            return
+        room, used = max(width, 2 * room), len(self.neurons)
+        block = np.empty((room, self.block.shape[1]), np.float32)
+        block[:used] = self.block[:used]
+        chunks = np.empty((len(self.chunks), room, room), np.float32)
+        chunks[:, :used, :used] = self.chunks[:, :used, :used]
+        sums = np.empty((len(self.sums), room))
+        sums[:, :used] = self.sums[:, :used]
+        self.block, self.chunks, self.sums = block, chunks, sums
 
 
 def solve_layer(activations: np.ndarray, problems: LassoProblems, alpha: float,
@@ -185,57 +392,71 @@ def solve_layer(activations: np.ndarray, problems: LassoProblems, alpha: float,
     if A.ndim != 2 or len(A) != problems.n_pairs:
         raise ValueError(f"activations of shape {A.shape} do not fit problems built for "
                          f"{problems.n_pairs} pairs")
-    A = A - A.mean(0)
-    A_t = np.ascontiguousarray(A.T)  # [d, n_pairs]
-    d = A.shape[1]
+    return _solve(A, problems, alpha, tol, start, grow, max_rounds, _Threads())
+
+
+def _solve(raw: np.ndarray, problems: LassoProblems, alpha: float, tol: float, start: int,
+           grow: int, max_rounds: int, threads: _Threads) -> LassoFit:
+    n_pairs, d = raw.shape
     F, K, m = problems.n_targets, problems.folds, problems.counts
     P = F * K
-    sums = (A_t @ problems.stacked).T.astype(np.float64)  # [2P, d]
-    means, linear = sums[:P] / m[:, None], sums[P:] / m[:, None]  # x̄_p, X_cᵀ y_c / m
-    first = (problems.target_rows @ A).astype(np.float64)
-    second = (problems.target_rows @ (A * A)).astype(np.float64)
+    # centred (the intercepts absorb the shift) and transposed, split by neurons between
+    # the threads; then step 2: each problem's Σ a·y_c, each target's Σ a and Σ a²
+    A_t = np.empty((d, n_pairs), np.float32)
+    mean = raw.mean(0)
+    split = np.linspace(0, d, threads.workers + 1).astype(int)
+    threads.each(lambda i: _centre_transpose(raw, mean, A_t, split[i], split[i + 1]),
+                 range(threads.workers))
+    sums = A_t @ problems.products
+    second = np.square(A_t) @ problems.products[:, P:]
+    sums = sums.T.astype(np.float64)
+    linear, first = sums[:P] / m[:, None], sums[P:]  # X_cᵀ y_c / m; Σ a over each train part
     n = problems.train_counts[:, None]
-    variance = np.maximum((second - first * first / n) / (n - 1), 0)
+    variance = np.maximum((second.T - first * first / n) / (n - 1), 0)
     # build_design's one scalar per target: torch's median, the lower middle value
     scale = np.sort(np.sqrt(variance), axis=1)[:, (d - 1) // 2]
     scale[scale <= 0] = 1.0
     alphas = np.repeat(alpha * scale, K)  # α on the raw activations
-    coef = np.zeros((P, d))
+    coef, offsets = np.zeros((P, d)), np.zeros(P)
     order = np.argsort(-np.abs(linear).reshape(F, K, d).max(1), axis=1)
-    working = [np.sort(order[f, :start]) for f in range(F)]
-    open_targets = np.ones(F, dtype=bool)
+    targets = problems._take_targets()
+    for f, target in enumerate(targets):
+        target.pending = order[f, :start]
+    residual = np.zeros((P, n_pairs), np.float32)  # on each problem's training rows
+    r_norm, r_y = np.zeros(P), np.zeros(P)
+    gradient = np.zeros((P, d))
     cd_tol = 1e-4
+
+    def advance(f: int) -> None:
+        """Grow target f's working set by its pending neurons, then solve its K problems."""
+        target, span = targets[f], slice(f * K, (f + 1) * K)
+        rows, bounds = problems.train_rows[f], problems.chunk_bounds[f]
+        old, width = len(target.neurons), len(target.neurons) + len(target.pending)
+        if width > old:  # gather the new neurons; Gram columns only for them
+            target.grow(width)
+            _gather(A_t, target.pending, rows, bounds, target.block[old:width],
+                    target.sums[:, old:width])
+            for k in range(K):  # the upper triangle's new columns
+                part = target.block[:width, bounds[k]:bounds[k + 1]]
+                np.matmul(part, part[old:].T, out=target.chunks[k, :width, old:width])
+            target.neurons = np.concatenate([target.neurons, target.pending])
+        weights = np.empty((width, K), np.float32)
+        _coordinate_descent(target.chunks, target.sums, width, target.neurons, f * K, m, linear,
+                            coef, alphas, cd_tol, 100_000, weights, offsets)
+        fitted = target.block[:width].T @ weights  # [train rows, K]
+        _residuals(fitted, offsets[span], problems.train_y[f], problems.target_means[span],
+                   bounds, rows, residual[span], r_norm[span], r_y[span])
+
+    open_targets = np.ones(F, dtype=bool)
     for rounds in range(1, max_rounds + 1):
-        width = max(len(w) for w in working)
-        gram = np.zeros((P, width, width))
-        lin = np.zeros((P, width))
-        warm = np.zeros((P, width))
-        sizes = np.zeros(P, dtype=np.int64)
-        for f in np.flatnonzero(open_targets):
-            neurons, span = working[f], slice(f * K, (f + 1) * K)
-            block = np.empty((len(neurons), len(problems.train_rows[f])), np.float32)
-            _gather(A_t, problems.train_rows[f], neurons, block)
-            bounds = problems.chunk_bounds[f]
-            chunks = np.empty((K, len(neurons), len(neurons)))
-            for k in range(K):
-                part = block[:, bounds[k]:bounds[k + 1]]
-                chunks[k] = part @ part.T
-            _fold_grams(chunks, m, np.ascontiguousarray(means[span][:, neurons]), f * K, gram)
-            lin[span, :len(neurons)] = linear[span][:, neurons]
-            warm[span, :len(neurons)] = coef[span][:, neurons]
-            sizes[span] = len(neurons)
-        _coordinate_descent(gram, lin, warm, sizes, alphas, cd_tol, 100_000)
-        for f in np.flatnonzero(open_targets):
-            span = slice(f * K, (f + 1) * K)
-            coef[span] = 0
-            coef[span, working[f]] = warm[span, :len(working[f])]
-        offsets = (means * coef).sum(1)
-        fitted = A @ coef.T.astype(np.float32) - offsets.astype(np.float32)[None, :]  # [n, P]
-        residual = problems.centred - fitted * problems.masks
-        gradient = (A_t @ residual).T.astype(np.float64)  # X_cᵀ r (the residual sums to 0)
+        todo = np.flatnonzero(open_targets)
+        # the largest first, so the threads finish together
+        threads.each(advance, todo[np.argsort([-len(problems.train_rows[f]) *
+                                            (len(targets[f].neurons) + len(targets[f].pending))
+                                            for f in todo], kind="stable")])
+        columns = np.flatnonzero(np.repeat(open_targets, K))
+        gradient[columns] = residual[columns] @ A_t.T  # X_cᵀ r (Σ r = 0)
         # scikit-learn's duality gap (enet_coordinate_descent, no l2 term)
-        r = residual.astype(np.float64)
-        r_norm, r_y = (r * r).sum(0), (r * problems.centred).sum(0)
         alpha_n = alphas * m
         dual_norm = np.abs(gradient).max(1)
         const = np.where(dual_norm > alpha_n, alpha_n / np.maximum(dual_norm, 1e-300), 1.0)
@@ -246,41 +467,41 @@ def solve_layer(activations: np.ndarray, problems: LassoProblems, alpha: float,
         violation = (np.abs(gradient) / m[:, None] - alphas[:, None]).reshape(F, K, d).max(1)
         stalled = False
         for f in np.flatnonzero(open_targets):
-            violation[f, working[f]] = 0
+            violation[f, targets[f].neurons] = 0
             new = np.flatnonzero(violation[f] > cd_tol * alphas[f * K])
-            if len(new):
-                working[f] = np.sort(np.concatenate(
-                    [working[f], new[np.argsort(-violation[f, new])[:grow]]]))
-            else:
-                stalled = True
-        if stalled:  # the gap is open only inside the working set: solve it more tightly
+            targets[f].pending = new[np.argsort(-violation[f, new])[:grow]]
+            stalled |= not len(new)
+        if stalled:  # the gap is open only inside a working set: solve it more tightly
             cd_tol = max(cd_tol / 10, 1e-10)
     else:
         warnings.warn(f"the Lasso probes of {int(open_targets.sum())} target(s) did not reach "
                       f"the duality-gap tolerance {tol:g} in {max_rounds} rounds",
                       RuntimeWarning, stacklevel=2)
-    intercepts = problems.target_means - offsets
+    # scores: every problem's predictions on every pair in one product
+    predictions = coef.astype(np.float32) @ A_t  # [P, n_pairs]
+    predictions += (problems.target_means - offsets)[:, None].astype(np.float32)
     r2_test, r2_val, mse = np.zeros((F, K)), np.zeros((F, K)), np.zeros((F, K))
     for f in range(F):
-        span = slice(f * K, (f + 1) * K)
-        used = np.flatnonzero((coef[span] != 0).any(0))
         test_rows, test_y, val_rows, val_y = problems.evaluation[f]
         for rows, y, out in ((test_rows, test_y, r2_test), (val_rows, val_y, r2_val)):
-            prediction = A[np.ix_(rows, used)].astype(np.float64) @ coef[span][:, used].T
-            prediction += intercepts[span]
-            residual_ss = ((y[:, None] - prediction) ** 2).sum(0)
+            residual_ss = ((y - predictions[f * K:(f + 1) * K, rows]) ** 2).sum(1)
             out[f] = 1 - residual_ss / max(((y - y.mean()) ** 2).sum(), 1e-12)
             if out is r2_test:
                 mse[f] = residual_ss / len(y)
+    problems._spare.append(targets)
     return LassoFit((coef * np.repeat(scale, K)[:, None]).reshape(F, K, d), r2_test, r2_val,
                     mse, rounds, not open_targets.any())
 
 
 def compile_kernels() -> None:
     """Compile (or load from numba's cache) the kernels, on a problem too small to matter."""
-    coef = np.zeros((1, 1))
-    _coordinate_descent(np.ones((1, 1, 1)), np.ones((1, 1)), coef, np.ones(1, np.int64),
-                        np.full(1, 0.1), 1e-4, 1)
-    _gather(np.ones((1, 1), np.float32), np.zeros(1, np.int64), np.zeros(1, np.int64),
-            np.empty((1, 1), np.float32))
-    _fold_grams(np.ones((2, 1, 1)), np.ones(2), np.zeros((2, 1)), 0, np.empty((2, 1, 1)))
+    _coordinate_descent(np.ones((2, 2, 2), np.float32), np.ones((2, 2)), 1, np.zeros(1, np.int64),
+                        0, np.ones(2), np.ones((2, 1)), np.zeros((2, 1)), np.full(2, 0.1), 1e-4, 1,
+                        np.empty((1, 2), np.float32), np.zeros(2))
+    activations = np.ones((2, 2), np.float32)
+    _centre_transpose(activations, np.zeros(2, np.float32), np.empty((2, 2), np.float32), 0, 2)
+    _gather(activations, np.zeros(1, np.int64), np.arange(2), np.arange(3), activations[:1],
+            np.zeros((2, 2))[:, :1])
+    residual = np.zeros((3, 2), np.float32)
+    _residuals(np.ones((2, 2), np.float32), np.zeros(2), np.ones(2), np.zeros(2),
+               np.arange(3), np.arange(2), residual[1:], np.zeros(2)[:], np.zeros(2))
