@@ -73,16 +73,17 @@ def _cholesky_solve(matrix, rhs, size, factor, out):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True)
-def _coordinate_descent(chunks, sums, n, neurons, first, counts, linear, coef, alpha, tol,
-                        max_epochs, weights, offsets):  # pragma: no cover
+def _coordinate_descent(chunks, sums, products, n, neurons, first, counts, target_means, coef,
+                        alpha, tol, max_epochs, weights, offsets):  # pragma: no cover
     """Coordinate descent for the K fold problems ``first … first + K − 1`` of one target on its
     working set ``neurons[:n]``, warm-started from and written back to ``coef [P, d]``.
 
     Fold k's problem is ``argmin ½ vᵀ G_k v − b_kᵀ v + α_k ‖v‖₁`` with the centred Gram
     ``G_k = (Σ_j C_j − C_k) / m_k − x̄_k x̄_kᵀ``, from the chunk Grams ``chunks [K, ≥n, ≥n]``
     (uncentred, one per fold chunk; the upper triangles of their first n rows and columns are
-    read) and chunk sums ``sums [K, ≥n]`` (x̄_k = (Σ_j s_j − s_k) / m_k); ``b_k`` and ``α_k``
-    are row ``first + k`` of ``linear [P, d]`` (at ``neurons``) and of ``alpha [P]``. Stops
+    read), chunk sums of x and x·y ``sums``, ``products [K, ≥n]`` (x̄_k = (Σ_j s_j − s_k) / m_k,
+    b_k = X_cᵀ y_c / m_k = ((Σ_j p_j − p_k) − ȳ_k (Σ_j s_j − s_k)) / m_k), ``counts``,
+    ``target_means`` (ȳ) and ``alpha`` ``[P]`` (problem ``first + k`` for fold k). Stops
     when no coordinate violates its optimality condition by more than ``tol · α``. Also
     writes ``weights [n, K]`` (the solution, float32) and ``offsets[first + k]`` = x̄_kᵀ v.
 
@@ -97,10 +98,11 @@ def _coordinate_descent(chunks, sums, n, neurons, first, counts, linear, coef, a
         for i in range(n):
             for j in range(i, n):
                 total[i, j] += chunks[k, i, j]
-    sum_all = np.zeros(n)
+    sum_all, product_all = np.zeros(n), np.zeros(n)
     for k in range(folds):
         for i in range(n):
             sum_all[i] += sums[k, i]
+            product_all[i] += products[k, i]
     gram = np.empty((n, n))
     q = np.empty(n)  # G v
     v, b, mean = np.empty(n), np.empty(n), np.empty(n)
@@ -112,8 +114,8 @@ def _coordinate_descent(chunks, sums, n, neurons, first, counts, linear, coef, a
         a, inverse = alpha[p], 1.0 / counts[p]
         for i in range(n):
             v[i] = coef[p, neurons[i]]
-            b[i] = linear[p, neurons[i]]
             mean[i] = (sum_all[i] - sums[k, i]) * inverse
+            b[i] = (product_all[i] - products[k, i]) * inverse - target_means[p] * mean[i]
         for i in range(n):
             for j in range(i, n):
                 value = (total[i, j] - chunks[k, i, j]) * inverse - mean[i] * mean[j]
@@ -214,18 +216,56 @@ def _centre_transpose(activations, mean, out, first, last):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True)
-def _gather(activations_t, neurons, rows, bounds, out, sums):  # pragma: no cover
-    """``out[a, i] = activations_t[neurons[a], rows[i]]`` and ``sums[k, a]``, the sum over fold
-    chunk k's rows (float64). Rows ascend within each chunk: a neuron is read front to back."""
+def _gather(activations_t, neurons, rows, y, bounds, out, sums, products):  # pragma: no cover
+    """``out[a, i] = activations_t[neurons[a], rows[i]]``, with ``sums[k, a]`` and
+    ``products[k, a]``, the sums of x and of x·y over fold chunk k's rows (float64). Rows
+    ascend within each chunk: a neuron is read front to back."""
     for a in range(neurons.shape[0]):
         source = activations_t[neurons[a]]
         for k in range(bounds.shape[0] - 1):
-            total = 0.0
+            total, weighted = 0.0, 0.0
             for i in range(bounds[k], bounds[k + 1]):
                 value = source[rows[i]]
                 out[a, i] = value
                 total += value
+                weighted += value * y[i]
             sums[k, a] = total
+            products[k, a] = weighted
+
+
+@numba.njit(cache=True, nogil=True)
+def _score(activations_t, neurons, coef, first, intercepts, rows, y, r2, mse):  # pragma: no cover
+    """R² and MSE on ``rows`` (ascending) of the K fold models ``first … first + K − 1``,
+    whose non-zero coefficients lie in ``neurons``; written to ``r2[k]`` and ``mse[k]``."""
+    folds = r2.shape[0]
+    prediction = np.empty((rows.shape[0], folds))
+    for i in range(rows.shape[0]):
+        for k in range(folds):
+            prediction[i, k] = intercepts[first + k]
+    for a in range(neurons.shape[0]):
+        used = False
+        for k in range(folds):
+            used |= coef[first + k, neurons[a]] != 0.0
+        if not used:
+            continue
+        source = activations_t[neurons[a]]
+        for i in range(rows.shape[0]):
+            value = source[rows[i]]
+            for k in range(folds):
+                prediction[i, k] += value * coef[first + k, neurons[a]]
+    mean = 0.0
+    for i in range(rows.shape[0]):
+        mean += y[i]
+    mean /= rows.shape[0]
+    spread = 0.0
+    for i in range(rows.shape[0]):
+        spread += (y[i] - mean) ** 2
+    for k in range(folds):
+        error = 0.0
+        for i in range(rows.shape[0]):
+            error += (y[i] - prediction[i, k]) ** 2
+        r2[k] = 1.0 - error / max(spread, 1e-12)
+        mse[k] = error / rows.shape[0]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -311,10 +351,10 @@ class LassoProblems:
         self.train_rows: list[np.ndarray] = []  # per target: train rows sorted by fold
         self.train_y: list[np.ndarray] = []  # per target: their standardised targets
         self.chunk_bounds = np.zeros((n_targets, folds + 1), np.int64)
-        # the product of step 2: y − ȳ_p on problem p's training rows (else 0), then each
-        # target's whole training part (1 there, else 0)
-        self.products = np.zeros((n_pairs, problems + n_targets), np.float32)
-        self.centred = self.products[:, :problems]
+        # the product of step 2: each target's y − ȳ on its training part (else 0), then its
+        # training part (1 there, else 0)
+        self.products = np.zeros((n_pairs, 2 * n_targets), np.float32)
+        self.y_norms = np.zeros(problems)  # ‖y_c‖² per problem
         self.counts = np.zeros(problems)
         self.target_means = np.zeros(problems)
         self.evaluation = []  # per target: (test rows, test y, validation rows, validation y)
@@ -328,16 +368,20 @@ class LassoProblems:
             self.train_rows.append(np.ascontiguousarray(rows[:n_train][order], dtype=np.int64))
             self.chunk_bounds[f] = np.searchsorted(fold[order], np.arange(folds + 1))
             self.train_y.append(y[:n_train][order])
-            self.products[rows[:n_train], problems + f] = 1
+            self.products[rows[:n_train], f] = y[:n_train] - y[:n_train].mean()
+            self.products[rows[:n_train], n_targets + f] = 1
             for k in range(folds):
                 p, keep = f * folds + k, fold != k
                 self.counts[p] = keep.sum()
                 self.target_means[p] = y[:n_train][keep].mean()
-                self.centred[rows[:n_train][keep], p] = y[:n_train][keep] - self.target_means[p]
-            test, val = slice(n_train + n_val, None), slice(n_train, n_train + n_val)
-            self.evaluation.append((rows[test], y[test], rows[val], y[val]))
+                self.y_norms[p] = ((y[:n_train][keep] - self.target_means[p]) ** 2).sum()
+            evaluation = []
+            for part in (slice(n_train + n_val, None), slice(n_train, n_train + n_val)):
+                ascending = np.argsort(rows[part])
+                evaluation += [np.ascontiguousarray(rows[part][ascending], dtype=np.int64),
+                               y[part][ascending]]
+            self.evaluation.append(tuple(evaluation))
         self.train_counts = np.array([len(rows) for rows in self.train_rows], np.float64)
-        self.y_norms = (self.centred.astype(np.float64) ** 2).sum(0)  # ‖y_c‖² per problem
         self._spare: list[list[_Target]] = []  # working sets' arrays, for the next layer
 
     def _take_targets(self) -> list[_Target]:
@@ -360,6 +404,7 @@ class _Target:
         self.block = np.empty((0, n_rows), np.float32)  # activations[neurons, train rows]
         self.chunks = np.empty((folds, 0, 0), np.float32)  # each fold chunk's uncentred Gram
         self.sums = np.empty((folds, 0))  # column sums of each fold chunk
+        self.products = np.empty((folds, 0))  # and of column × target
 
     def grow(self, width: int) -> None:
         """Make room for ``width`` neurons (doubling, so a set grown often is copied rarely)."""
@@ -371,9 +416,9 @@ class _Target:
         block[:used] = self.block[:used]
         chunks = np.empty((len(self.chunks), room, room), np.float32)
         chunks[:, :used, :used] = self.chunks[:, :used, :used]
-        sums = np.empty((len(self.sums), room))
-        sums[:, :used] = self.sums[:, :used]
-        self.block, self.chunks, self.sums = block, chunks, sums
+        sums, products = np.empty((2, len(self.sums), room))
+        sums[:, :used], products[:, :used] = self.sums[:, :used], self.products[:, :used]
+        self.block, self.chunks, self.sums, self.products = block, chunks, sums, products
 
 
 def solve_layer(activations: np.ndarray, problems: LassoProblems, alpha: float,
@@ -401,24 +446,23 @@ def _solve(raw: np.ndarray, problems: LassoProblems, alpha: float, tol: float, s
     F, K, m = problems.n_targets, problems.folds, problems.counts
     P = F * K
     # centred (the intercepts absorb the shift) and transposed, split by neurons between
-    # the threads; then step 2: each problem's Σ a·y_c, each target's Σ a and Σ a²
+    # the threads; then step 2: each target's Σ a·y_c, Σ a and Σ a² over its training part
     A_t = np.empty((d, n_pairs), np.float32)
     mean = raw.mean(0)
     split = np.linspace(0, d, threads.workers + 1).astype(int)
     threads.each(lambda i: _centre_transpose(raw, mean, A_t, split[i], split[i + 1]),
                  range(threads.workers))
-    sums = A_t @ problems.products
-    second = np.square(A_t) @ problems.products[:, P:]
-    sums = sums.T.astype(np.float64)
-    linear, first = sums[:P] / m[:, None], sums[P:]  # X_cᵀ y_c / m; Σ a over each train part
+    sums = (A_t @ problems.products).T.astype(np.float64)
+    correlation, first = sums[:F], sums[F:]
+    second = (np.square(A_t) @ problems.products[:, F:]).T.astype(np.float64)
     n = problems.train_counts[:, None]
-    variance = np.maximum((second.T - first * first / n) / (n - 1), 0)
+    variance = np.maximum((second - first * first / n) / (n - 1), 0)
     # build_design's one scalar per target: torch's median, the lower middle value
     scale = np.sort(np.sqrt(variance), axis=1)[:, (d - 1) // 2]
     scale[scale <= 0] = 1.0
     alphas = np.repeat(alpha * scale, K)  # α on the raw activations
     coef, offsets = np.zeros((P, d)), np.zeros(P)
-    order = np.argsort(-np.abs(linear).reshape(F, K, d).max(1), axis=1)
+    order = np.argsort(-np.abs(correlation), axis=1)
     targets = problems._take_targets()
     for f, target in enumerate(targets):
         target.pending = order[f, :start]
@@ -434,15 +478,17 @@ def _solve(raw: np.ndarray, problems: LassoProblems, alpha: float, tol: float, s
         old, width = len(target.neurons), len(target.neurons) + len(target.pending)
         if width > old:  # gather the new neurons; Gram columns only for them
             target.grow(width)
-            _gather(A_t, target.pending, rows, bounds, target.block[old:width],
-                    target.sums[:, old:width])
+            _gather(A_t, target.pending, rows, problems.train_y[f], bounds,
+                    target.block[old:width], target.sums[:, old:width],
+                    target.products[:, old:width])
             for k in range(K):  # the upper triangle's new columns
                 part = target.block[:width, bounds[k]:bounds[k + 1]]
                 np.matmul(part, part[old:].T, out=target.chunks[k, :width, old:width])
             target.neurons = np.concatenate([target.neurons, target.pending])
         weights = np.empty((width, K), np.float32)
-        _coordinate_descent(target.chunks, target.sums, width, target.neurons, f * K, m, linear,
-                            coef, alphas, cd_tol, 100_000, weights, offsets)
+        _coordinate_descent(target.chunks, target.sums, target.products, width, target.neurons,
+                            f * K, m, problems.target_means, coef, alphas, cd_tol, 100_000,
+                            weights, offsets)
         fitted = target.block[:width].T @ weights  # [train rows, K]
         _residuals(fitted, offsets[span], problems.train_y[f], problems.target_means[span],
                    bounds, rows, residual[span], r_norm[span], r_y[span])
@@ -477,17 +523,17 @@ def _solve(raw: np.ndarray, problems: LassoProblems, alpha: float, tol: float, s
         warnings.warn(f"the Lasso probes of {int(open_targets.sum())} target(s) did not reach "
                       f"the duality-gap tolerance {tol:g} in {max_rounds} rounds",
                       RuntimeWarning, stacklevel=2)
-    # scores: every problem's predictions on every pair in one product
-    predictions = coef.astype(np.float32) @ A_t  # [P, n_pairs]
-    predictions += (problems.target_means - offsets)[:, None].astype(np.float32)
-    r2_test, r2_val, mse = np.zeros((F, K)), np.zeros((F, K)), np.zeros((F, K))
-    for f in range(F):
+    intercepts = problems.target_means - offsets
+    r2_test, r2_val, mse, unused = (np.zeros((F, K)) for _ in range(4))
+
+    def score(f: int) -> None:
         test_rows, test_y, val_rows, val_y = problems.evaluation[f]
-        for rows, y, out in ((test_rows, test_y, r2_test), (val_rows, val_y, r2_val)):
-            residual_ss = ((y - predictions[f * K:(f + 1) * K, rows]) ** 2).sum(1)
-            out[f] = 1 - residual_ss / max(((y - y.mean()) ** 2).sum(), 1e-12)
-            if out is r2_test:
-                mse[f] = residual_ss / len(y)
+        _score(A_t, targets[f].neurons, coef, f * K, intercepts, test_rows, test_y, r2_test[f],
+               mse[f])
+        _score(A_t, targets[f].neurons, coef, f * K, intercepts, val_rows, val_y, r2_val[f],
+               unused[f])
+
+    threads.each(score, range(F))
     problems._spare.append(targets)
     return LassoFit((coef * np.repeat(scale, K)[:, None]).reshape(F, K, d), r2_test, r2_val,
                     mse, rounds, not open_targets.any())
@@ -495,13 +541,16 @@ def _solve(raw: np.ndarray, problems: LassoProblems, alpha: float, tol: float, s
 
 def compile_kernels() -> None:
     """Compile (or load from numba's cache) the kernels, on a problem too small to matter."""
-    _coordinate_descent(np.ones((2, 2, 2), np.float32), np.ones((2, 2)), 1, np.zeros(1, np.int64),
-                        0, np.ones(2), np.ones((2, 1)), np.zeros((2, 1)), np.full(2, 0.1), 1e-4, 1,
+    one, index, ones = np.ones(1), np.zeros(1, np.int64), np.ones((2, 1))
+    _coordinate_descent(np.ones((2, 2, 2), np.float32), ones, ones, 1, index, 0, np.ones(2),
+                        np.zeros(2), np.zeros((2, 1)), np.full(2, 0.1), 1e-4, 1,
                         np.empty((1, 2), np.float32), np.zeros(2))
     activations = np.ones((2, 2), np.float32)
     _centre_transpose(activations, np.zeros(2, np.float32), np.empty((2, 2), np.float32), 0, 2)
-    _gather(activations, np.zeros(1, np.int64), np.arange(2), np.arange(3), activations[:1],
-            np.zeros((2, 2))[:, :1])
+    _gather(activations, index, np.arange(2), np.ones(2), np.arange(3), activations[:1],
+            np.zeros((2, 2))[:, :1], np.zeros((2, 2))[:, :1])
+    _score(activations, index, np.ones((2, 2)), 0, np.zeros(2), np.arange(2), np.ones(2),
+           np.zeros((2, 2))[0], np.zeros((2, 2))[0])
     residual = np.zeros((3, 2), np.float32)
     _residuals(np.ones((2, 2), np.float32), np.zeros(2), np.ones(2), np.zeros(2),
-               np.arange(3), np.arange(2), residual[1:], np.zeros(2)[:], np.zeros(2))
+               np.arange(3), np.arange(2), residual[1:], np.zeros(2)[:], one)
