@@ -12,30 +12,35 @@ Method (per layer; the problem is scikit-learn's ``Lasso(alpha, fit_intercept=Tr
 ``core.probing.build_design``'s standardised arrays):
     1. Standardising the activations by one scalar s per feature is folded into α (a Lasso on
        X / s with α equals a Lasso on X with α·s), so the raw activations are used directly,
-       centred once per layer (the intercept absorbs any shift).
-    2. One product ``Aᵀ [targets | train rows]`` gives every problem's correlations
-       ``X_cᵀ y_c / m`` and each feature's scale.
+       centred once per layer (the intercept absorbs any shift) and transposed, so that a
+       neuron's activations are one contiguous row.
+    2. One product ``Aᵀ [targets | train rows]`` gives each feature's correlations (which
+       neurons start its working set) and its scale s.
     3. Each feature keeps one *working set* of neurons for its folds: at first the 48 largest
-       correlations. Its Gram matrix is computed per fold chunk and downdated per fold (fold k's
-       Gram = all chunks − chunk k), so five fold problems cost one Gram; a growing set only
-       adds the new neurons' columns.
-    4. Coordinate descent (compiled with numba) solves each problem on its working set.
+       correlations. Its neurons' rows are gathered once, with their sums and target products
+       per fold chunk (each fold problem's means and ``X_cᵀ y_c``), and their Gram matrix is
+       kept per fold chunk and downdated per fold (fold k's Gram = all chunks − chunk k), so
+       five fold problems cost one Gram; a growing set only adds the new neurons' columns.
+    4. Coordinate descent (compiled with numba) solves each problem on its working set, with
+       an exact solve whenever an epoch leaves the support and signs unchanged.
     5. One product over all neurons of the open problems — the gradients ``X_cᵀ r / m`` of
        their residuals — gives each problem's duality gap with scikit-learn's formula and
        stopping rule (gap ≤ ``tol`` · ‖y_c‖², ``tol`` = 1e-4 as ``Lasso``'s default). Features
        with an open gap add their worst optimality (KKT) violators to the working set and go
        again, warm started; typically three rounds.
 
-Steps 3–4 and the scoring run per feature on as many threads as numpy's BLAS may use (the
-kernels release the GIL; BLAS runs single-threaded inside them), the products of steps 2 and
-5 on BLAS's threads. The result meets the same optimality certificate as scikit-learn's;
-``bench/probe_sweep.py`` compares both on the same data (test R² and speed).
+Steps 3–4 and the scoring run feature by feature on as many threads as numpy's BLAS may use
+(the kernels release the GIL; BLAS runs single-threaded inside them), the products of steps 2
+and 5 on BLAS's own threads; the number of threads changes the result only by BLAS's float32
+rounding. Working-set arrays are kept in the ``LassoProblems`` for the next layer. The result
+meets the same optimality certificate as scikit-learn's; ``bench/probe_sweep.py`` compares
+both on the same data (test R² and speed).
 """
 
 from __future__ import annotations
 
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -304,7 +309,7 @@ class _Threads:
 
     def __init__(self):
         libraries = _blas().select(user_api="blas").lib_controllers
-        self.workers = max((lib.num_threads for lib in libraries), default=1)
+        self.workers = min((lib.num_threads for lib in libraries), default=1)
 
     def each(self, work, items) -> None:
         """``work(item)`` for every item, the threads taking the next item when free."""
@@ -320,8 +325,10 @@ class _Threads:
                 work(item)
 
         with _blas().limit(limits=1, user_api="blas"):
-            for future in [_pool(self.workers).submit(drain) for _ in range(self.workers)]:
-                future.result()
+            futures = [_pool(self.workers).submit(drain) for _ in range(self.workers)]
+            wait(futures)  # all threads done before an error is raised
+        for future in futures:
+            future.result()
 
 
 @dataclass

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from core.errors import InputError
-from core.lasso import LassoProblems, solve_layer
+from core.lasso import LassoProblems, _Threads, solve_layer
 from core.probing import (ProbeConfig, balanced_indices, build_design, collection_gaps,
                           fit_lasso, fit_ridge, make_plan, neuron_histogram,
                           positives_negatives, probe_layer, run_probe)
@@ -262,6 +262,41 @@ def test_working_set_solver_stops_where_scikit_learn_does(wide_problem):
             reference = Lasso(alpha=0.1).fit(X[f][train], y[f][train])
             expected = r2_score(y[f][test], reference.predict(X[f][test]))
             assert abs(fit.r2_test[f, k] - expected) < 1e-3
+
+
+def test_working_set_solver_gives_the_same_probes_on_one_thread_or_two(wide_problem):
+    """Features are solved on as many threads as BLAS may use; the result must not depend on
+    how they were shared out (BLAS's own rounding aside), nor on the working-set arrays kept
+    from the last layer."""
+    from threadpoolctl import threadpool_limits
+
+    acts, plan = wide_problem
+    problems = LassoProblems(plan, len(acts), 5)
+    with threadpool_limits(2):
+        assert _Threads().workers == 2
+        two = solve_layer(acts, problems, 0.05, start=4, grow=3)
+    with threadpool_limits(1):
+        assert _Threads().workers == 1
+        one = solve_layer(acts, problems, 0.05, start=4, grow=3)
+    np.testing.assert_allclose(one.coef, two.coef, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(one.r2_test, two.r2_test, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(one.r2_val, two.r2_val, rtol=0, atol=1e-6)
+    assert one.rounds == two.rounds > 3 and (one.coef != 0).sum() == (two.coef != 0).sum()
+
+
+def test_an_error_in_a_solver_thread_reaches_the_caller():
+    from threadpoolctl import threadpool_limits
+
+    done = []
+
+    def work(item):
+        if item == 3:
+            raise RuntimeError("feature 3 failed")
+        done.append(item)
+
+    with threadpool_limits(2), pytest.raises(RuntimeError, match="feature 3 failed"):
+        _Threads().each(work, range(8))
+    assert sorted(done) == [0, 1, 2, 4, 5, 6, 7]  # the other thread finished the rest
 
 
 def test_working_set_solver_refuses_activations_of_other_pairs(wide_problem):
