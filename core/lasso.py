@@ -355,7 +355,7 @@ class LassoProblems:
         n_targets = len(plan.names)
         self.n_targets, self.folds, self.n_pairs = n_targets, folds, n_pairs
         problems = n_targets * folds
-        self.train_rows: list[np.ndarray] = []  # per target: train rows sorted by fold
+        self.train_rows: list[np.ndarray] = []  # per target: train rows by fold, then row
         self.train_y: list[np.ndarray] = []  # per target: their standardised targets
         self.chunk_bounds = np.zeros((n_targets, folds + 1), np.int64)
         # the product of step 2: each target's y − ȳ on its training part (else 0), then its
@@ -548,7 +548,7 @@ def _solve(raw: np.ndarray, problems: LassoProblems, alpha: float, tol: float, s
 
 def compile_kernels() -> None:
     """Compile (or load from numba's cache) the kernels, on a problem too small to matter."""
-    one, index, ones = np.ones(1), np.zeros(1, np.int64), np.ones((2, 1))
+    index, ones = np.zeros(1, np.int64), np.ones((2, 1))
     _coordinate_descent(np.ones((2, 2, 2), np.float32), ones, ones, 1, index, 0, np.ones(2),
                         np.zeros(2), np.zeros((2, 1)), np.full(2, 0.1), 1e-4, 1,
                         np.empty((1, 2), np.float32), np.zeros(2))
@@ -560,4 +560,4 @@ def compile_kernels() -> None:
            np.zeros((2, 2))[0], np.zeros((2, 2))[0])
     residual = np.zeros((3, 2), np.float32)
     _residuals(np.ones((2, 2), np.float32), np.zeros(2), np.ones(2), np.zeros(2),
-               np.arange(3), np.arange(2), residual[1:], np.zeros(2)[:], one)
+               np.arange(3), np.arange(2), residual[1:], np.zeros(2), np.zeros(2))
