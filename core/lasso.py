@@ -78,6 +78,27 @@ def _cholesky_solve(matrix, rhs, size, factor, out):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True)
+def _support(v, out):  # pragma: no cover
+    """Indices of the non-zero entries of ``v`` into ``out``; returns their count."""
+    size = 0
+    for j in range(v.shape[0]):
+        if v[j] != 0.0:
+            out[size] = j
+            size += 1
+    return size
+
+
+@numba.njit(cache=True, nogil=True)
+def _product_on_support(gram, support, size, values, q):  # pragma: no cover
+    """``q = G[:, S] values[:size]`` for the support ``S = support[:size]``."""
+    for i in range(q.shape[0]):
+        value = 0.0
+        for t in range(size):
+            value += gram[i, support[t]] * values[t]
+        q[i] = value
+
+
+@numba.njit(cache=True, nogil=True)
 def _coordinate_descent(chunks, sums, products, n, neurons, first, counts, target_means, coef,
                         alpha, tol, max_epochs, weights, offsets):  # pragma: no cover
     """Coordinate descent for the K fold problems ``first … first + K − 1`` of one target on its
@@ -126,16 +147,10 @@ def _coordinate_descent(chunks, sums, products, n, neurons, first, counts, targe
                 value = (total[i, j] - chunks[k, i, j]) * inverse - mean[i] * mean[j]
                 gram[i, j] = value
                 gram[j, i] = value
-        size = 0
-        for j in range(n):
-            if v[j] != 0.0:
-                support[size] = j
-                size += 1
-        for i in range(n):
-            value = 0.0
-            for t in range(size):
-                value += gram[i, support[t]] * v[support[t]]
-            q[i] = value
+        size = _support(v, support)
+        for t in range(size):
+            solution[t] = v[support[t]]
+        _product_on_support(gram, support, size, solution, q)
         tried = False  # the exact solve on the current support
         for _ in range(max_epochs):
             stable = True
@@ -176,11 +191,7 @@ def _coordinate_descent(chunks, sums, products, n, neurons, first, counts, targe
             if tried:
                 continue
             tried = True
-            size = 0
-            for j in range(n):
-                if v[j] != 0.0:
-                    support[size] = j
-                    size += 1
+            size = _support(v, support)
             for s in range(size):
                 for t in range(size):
                     system[s, t] = gram[support[s], support[t]]
@@ -195,11 +206,7 @@ def _coordinate_descent(chunks, sums, products, n, neurons, first, counts, targe
                 continue
             for s in range(size):
                 v[support[s]] = solution[s]
-            for i in range(n):
-                value = 0.0
-                for t in range(size):
-                    value += gram[i, support[t]] * solution[t]
-                q[i] = value
+            _product_on_support(gram, support, size, solution, q)
         offset = 0.0
         for i in range(n):
             coef[p, neurons[i]] = v[i]
