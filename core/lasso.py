@@ -447,15 +447,11 @@ def solve_layer(activations: np.ndarray, problems: LassoProblems, alpha: float,
             over all neurons run in float32, which resolves gaps down to about 1e-6.
         start, grow: first working-set size per target, and most neurons added per round.
     """
-    A = np.asarray(activations, dtype=np.float32)
-    if A.ndim != 2 or len(A) != problems.n_pairs:
-        raise ValueError(f"activations of shape {A.shape} do not fit problems built for "
+    raw = np.asarray(activations, dtype=np.float32)
+    if raw.ndim != 2 or len(raw) != problems.n_pairs:
+        raise ValueError(f"activations of shape {raw.shape} do not fit problems built for "
                          f"{problems.n_pairs} pairs")
-    return _solve(A, problems, alpha, tol, start, grow, max_rounds, _Threads())
-
-
-def _solve(raw: np.ndarray, problems: LassoProblems, alpha: float, tol: float, start: int,
-           grow: int, max_rounds: int, threads: _Threads) -> LassoFit:
+    threads = _Threads()
     n_pairs, d = raw.shape
     F, K, m = problems.n_targets, problems.folds, problems.counts
     P = F * K
