@@ -2,39 +2,42 @@
 
 Context:
     A probe sweep fits, on every layer, one Lasso per (feature, fold): 22–26 features × 5
-    folds = 110–130 problems whose rows all come from the same activations ``[n_pairs, d]``
-    (each feature's balanced set, minus one fold), with 20–60 non-zero neurons each. Looping
-    scikit-learn's ``Lasso`` solves each from scratch with ~40 sweeps over its ``[rows, d]``
-    copy. Here the work that can be shared is done once per layer in a few matrix products,
-    and coordinate descent only runs on small Gram matrices.
+    folds = 110–130 problems whose rows all come from the same activations ``[n_pairs, d]``,
+    with 20–60 non-zero neurons each. Looping scikit-learn's ``Lasso`` solves each from
+    scratch with ~40 sweeps over its ``[rows, d]`` copy. ``core.probing.make_plan`` splits the
+    pairs once for every feature (each pair has one part — a train fold, validation or test —
+    whatever feature it serves), so a fold's rows are the same for every feature but for the
+    pairs a feature's balanced set leaves out. The layer's matrix products are then shared by
+    every problem, and each problem only touches a few columns of them.
 
 Method (per layer; the problem is scikit-learn's ``Lasso(alpha, fit_intercept=True)`` on
 ``core.probing.build_design``'s standardised arrays):
     1. Standardising the activations by one scalar s per feature is folded into α (a Lasso on
        X / s with α equals a Lasso on X with α·s), so the raw activations are used directly,
-       centred once per layer (the intercept absorbs any shift) and transposed, so that a
-       neuron's activations are one contiguous row.
-    2. One product ``Aᵀ [targets | train rows]`` gives each feature's correlations (which
-       neurons start its working set) and its scale s.
-    3. Each feature keeps one *working set* of neurons for its folds: at first the 48 largest
-       correlations. Its neurons' rows are gathered once, with their sums and target products
-       per fold chunk (each fold problem's means and ``X_cᵀ y_c``), and their Gram matrix is
-       kept per fold chunk and downdated per fold (fold k's Gram = all chunks − chunk k), so
-       five fold problems cost one Gram; a growing set only adds the new neurons' columns.
-    4. Coordinate descent (compiled with numba) solves each problem on its working set, with
-       an exact solve whenever an epoch leaves the support and signs unchanged.
-    5. One product over all neurons of the open problems — the gradients ``X_cᵀ r / m`` of
-       their residuals — gives each problem's duality gap with scikit-learn's formula and
-       stopping rule (gap ≤ ``tol`` · ‖y_c‖², ``tol`` = 1e-4 as ``Lasso``'s default). Features
-       with an open gap add their worst optimality (KKT) violators to the working set and go
-       again, warm started; typically three rounds.
+       centred once per layer (the intercept absorbs any shift).
+    2. One Gram matrix per train fold chunk, ``C_j = A_jᵀ A_j`` (``[d, d]``), and one product
+       ``A_jᵀ [targets | membership]`` per chunk: every problem's means, ``X_cᵀ y_c`` and each
+       feature's scale s follow from them.
+    3. Fold k's Gram for feature f is ``Σ_{j≠k} C_j`` minus the Gram of the train rows f
+       leaves out — or, for a small set, the Gram of its own rows: whichever takes fewer rows
+       (the target's *block rows*). Each feature keeps a *working set* of neurons (at first
+       the 16 with the largest correlations) and, per fold, its Gram on the working set.
+    4. Coordinate descent (compiled with numba) solves each fold problem on the working set,
+       with an exact solve whenever an epoch leaves the support and signs unchanged.
+    5. The gradient ``X_cᵀ r / m = b − G w`` over all d neurons comes from the shared Gram's
+       rows at the non-zero neurons and one pass over the block rows, so each problem's
+       duality gap (scikit-learn's formula and stopping rule: gap ≤ ``tol`` · ‖y_c‖², ``tol``
+       = 1e-4 as ``Lasso``'s default) needs no pass over the other activations. Features with
+       an open gap add their worst optimality (KKT) violators (at most 16) to the working set
+       and go again, warm started; typically four rounds.
+    6. Test and validation R² of every fold model: one product of both parts' activations with
+       all coefficients.
 
-Steps 3–4 and the scoring run feature by feature on as many threads as numpy's BLAS may use
-(the kernels release the GIL; BLAS runs single-threaded inside them), the products of steps 2
-and 5 on BLAS's own threads; the number of threads changes the result only by BLAS's float32
-rounding. Working-set arrays are kept in the ``LassoProblems`` for the next layer. The result
-meets the same optimality certificate as scikit-learn's; ``bench/probe_sweep.py`` compares
-both on the same data (test R² and speed).
+Steps 3–5 run feature by feature, each feature in one numba call, on as many threads as
+numpy's BLAS may use (the kernels release the GIL), the products of steps 2 and 6 on BLAS's own
+threads; the number of threads changes the result only by BLAS's float32 rounding. Memory: (folds + 1) Gram matrices
+of d² float32 per layer. The result meets the same optimality certificate as scikit-learn's;
+``bench/probe_sweep.py`` compares both on the same data (test R² and speed).
 """
 
 from __future__ import annotations
@@ -99,36 +102,23 @@ def _product_on_support(gram, support, size, values, q):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True)
-def _coordinate_descent(chunks, sums, products, n, neurons, first, counts, target_means, coef,
-                        alpha, tol, max_epochs, weights, offsets):  # pragma: no cover
-    """Coordinate descent for the K fold problems ``first … first + K − 1`` of one target on its
-    working set ``neurons[:n]``, warm-started from and written back to ``coef [P, d]``.
+def _coordinate_descent(block, n, neurons, means, linear, counts, first, coef, alpha, tol,
+                        max_epochs):  # pragma: no cover
+    """Coordinate descent for the K fold problems ``first … first + K − 1`` of one feature on
+    its working set ``neurons[:n]``, warm-started from and written back to ``coef [P, d]``.
 
-    Fold k's problem is ``argmin ½ vᵀ G_k v − b_kᵀ v + α_k ‖v‖₁`` with the centred Gram
-    ``G_k = (Σ_j C_j − C_k) / m_k − x̄_k x̄_kᵀ``, from the chunk Grams ``chunks [K, ≥n, ≥n]``
-    (uncentred, one per fold chunk; the upper triangles of their first n rows and columns are
-    read), chunk sums of x and x·y ``sums``, ``products [K, ≥n]`` (x̄_k = (Σ_j s_j − s_k) / m_k,
-    b_k = X_cᵀ y_c / m_k = ((Σ_j p_j − p_k) − ȳ_k (Σ_j s_j − s_k)) / m_k), ``counts``,
-    ``target_means`` (ȳ) and ``alpha`` ``[P]`` (problem ``first + k`` for fold k). Stops
-    when no coordinate violates its optimality condition by more than ``tol · α``. Also
-    writes ``weights [n, K]`` (the solution, float32) and ``offsets[first + k]`` = x̄_kᵀ v.
+    Fold k's problem is ``argmin ½ vᵀ G_k v − b_kᵀ v + α_k ‖v‖₁`` on the working set, with
+    the centred Gram ``G_k = U_k / m_k − x̄_k x̄_kᵀ`` of the fold's rows; ``block [K, ≥n, ≥n]``
+    holds the uncentred ``U_k`` on the working set (upper triangles). ``means [K, d]`` holds the fold's x̄_k, ``linear [K, d]`` its
+    b_k = X_cᵀ y_c / m_k, ``counts`` m_k and ``alpha`` ``[P]`` (problem ``first + k`` for fold
+    k). Stops when no coordinate violates its optimality condition by more than ``tol · α``.
 
     Once an epoch leaves the support and signs unchanged, the problem restricted to them is a
     linear system, ``G_SS v_S = b_S − α sign(v_S)``: it is solved exactly (once per support)
     and taken when its solution keeps the signs, which ends most problems in a few epochs
     instead of dozens (the epochs still decide optimality).
     """
-    folds = chunks.shape[0]
-    total = np.zeros((n, n))
-    for k in range(folds):
-        for i in range(n):
-            for j in range(i, n):
-                total[i, j] += chunks[k, i, j]
-    sum_all, product_all = np.zeros(n), np.zeros(n)
-    for k in range(folds):
-        for i in range(n):
-            sum_all[i] += sums[k, i]
-            product_all[i] += products[k, i]
+    folds = block.shape[0]
     gram = np.empty((n, n))
     q = np.empty(n)  # G v
     v, b, mean = np.empty(n), np.empty(n), np.empty(n)
@@ -140,11 +130,11 @@ def _coordinate_descent(chunks, sums, products, n, neurons, first, counts, targe
         a, inverse = alpha[p], 1.0 / counts[p]
         for i in range(n):
             v[i] = coef[p, neurons[i]]
-            mean[i] = (sum_all[i] - sums[k, i]) * inverse
-            b[i] = (product_all[i] - products[k, i]) * inverse - target_means[p] * mean[i]
-        for i in range(n):
-            for j in range(i, n):
-                value = (total[i, j] - chunks[k, i, j]) * inverse - mean[i] * mean[j]
+            mean[i] = means[k, neurons[i]]
+            b[i] = linear[k, neurons[i]]
+        for j in range(n):  # column j's entries at the neurons entered before it
+            for i in range(j + 1):
+                value = block[k, i, j] * inverse - mean[i] * mean[j]
                 gram[i, j] = value
                 gram[j, i] = value
         size = _support(v, support)
@@ -207,96 +197,162 @@ def _coordinate_descent(chunks, sums, products, n, neurons, first, counts, targe
             for s in range(size):
                 v[support[s]] = solution[s]
             _product_on_support(gram, support, size, solution, q)
-        offset = 0.0
         for i in range(n):
             coef[p, neurons[i]] = v[i]
-            weights[i, k] = v[i]
-            offset += mean[i] * v[i]
-        offsets[p] = offset
 
 
 @numba.njit(cache=True, nogil=True)
-def _centre_transpose(activations, mean, out, first, last):  # pragma: no cover
-    """``out[j, i] = activations[i, j] − mean[j]`` for the neurons ``first … last − 1``."""
-    n = activations.shape[0]
-    for start in range(0, n, 64):  # 64 rows at a time stay in cache
-        stop = min(start + 64, n)
-        for j in range(first, last):
-            shift = mean[j]
-            for i in range(start, stop):
-                out[j, i] = activations[i, j] - shift
-
-
-@numba.njit(cache=True, nogil=True)
-def _gather(activations_t, neurons, rows, y, bounds, out, sums, products):  # pragma: no cover
-    """``out[a, i] = activations_t[neurons[a], rows[i]]``, with ``sums[k, a]`` and
-    ``products[k, a]``, the sums of x and of x·y over fold chunk k's rows (float64). Rows
-    ascend within each chunk: a neuron is read front to back."""
-    for a in range(neurons.shape[0]):
-        source = activations_t[neurons[a]]
-        for k in range(bounds.shape[0] - 1):
-            total, weighted = 0.0, 0.0
-            for i in range(bounds[k], bounds[k + 1]):
-                value = source[rows[i]]
-                out[a, i] = value
-                total += value
-                weighted += value * y[i]
-            sums[k, a] = total
-            products[k, a] = weighted
-
-
-@numba.njit(cache=True, nogil=True)
-def _score(activations_t, neurons, coef, first, intercepts, rows, y, r2, mse):  # pragma: no cover
-    """R² and MSE on ``rows`` (ascending) of the K fold models ``first … first + K − 1``,
-    whose non-zero coefficients lie in ``neurons``; written to ``r2[k]`` and ``mse[k]``."""
-    folds = r2.shape[0]
-    prediction = np.empty((rows.shape[0], folds))
-    for i in range(rows.shape[0]):
-        for k in range(folds):
-            prediction[i, k] = intercepts[first + k]
-    for a in range(neurons.shape[0]):
-        used = False
-        for k in range(folds):
-            used |= coef[first + k, neurons[a]] != 0.0
-        if not used:
-            continue
-        source = activations_t[neurons[a]]
-        for i in range(rows.shape[0]):
-            value = source[rows[i]]
-            for k in range(folds):
-                prediction[i, k] += value * coef[first + k, neurons[a]]
-    mean = 0.0
-    for i in range(rows.shape[0]):
-        mean += y[i]
-    mean /= rows.shape[0]
-    spread = 0.0
-    for i in range(rows.shape[0]):
-        spread += (y[i] - mean) ** 2
+def _duality_gaps(total, chunks, own, corrections, n, neurons, means, linear, counts, first,
+                  coef, alpha, y_norms, tol, member, violation):  # pragma: no cover
+    """Check the K fold problems of one target (arguments as :func:`_coordinate_descent`;
+    ``corrections [K, d]``: Eᵀ (E w) over the rows ``block`` sums, outside chunk k; ``y_norms`` ‖y_c‖² per problem;
+    ``member [d]`` marks the working set). Returns how many have a duality gap above
+    ``tol · ‖y_c‖²`` — scikit-learn's gap, from the gradient ``g = b − G w = X_cᵀ r / m``
+    over all d neurons — and writes ``violation [d]``, each neuron's worst optimality
+    violation ``|g| − α`` over the folds (0 inside the working set).
+    """
+    folds, d = means.shape
+    q = np.empty(d)
+    for t in range(d):
+        violation[t] = 0.0
+    still_open = 0
     for k in range(folds):
-        error = 0.0
-        for i in range(rows.shape[0]):
-            error += (y[i] - prediction[i, k]) ** 2
-        r2[k] = 1.0 - error / max(spread, 1e-12)
-        mse[k] = error / rows.shape[0]
+        p = first + k
+        a, m = alpha[p], counts[p]
+        x_v, l1 = 0.0, 0.0
+        for t in range(d):
+            q[t] = corrections[k, t] if own else -corrections[k, t]
+        for i in range(n):
+            value = coef[p, neurons[i]]
+            if value == 0.0:
+                continue
+            x_v += means[k, neurons[i]] * value
+            l1 += abs(value)
+            if not own:
+                shared, chunk = total[neurons[i]], chunks[k, neurons[i]]
+                for t in range(d):
+                    q[t] += (shared[t] - chunk[t]) * value
+        dual = 0.0
+        for t in range(d):
+            q[t] = q[t] / m - means[k, t] * x_v  # (G w)_t
+            g = abs(linear[k, t] - q[t])
+            dual = max(dual, g)
+            if not member[t]:
+                violation[t] = max(violation[t], g - a)
+        b_w, w_g_w = 0.0, 0.0
+        for i in range(n):
+            value = coef[p, neurons[i]]
+            b_w += linear[k, neurons[i]] * value
+            w_g_w += q[neurons[i]] * value
+        # scikit-learn's gap (enet_coordinate_descent, no l2 term) with R = y_c − X_c w:
+        # ‖R‖² = ‖y_c‖² − 2 m bᵀw + m wᵀGw, Rᵀy_c = ‖y_c‖² − m bᵀw, ‖X_cᵀR‖_∞ = m ‖g‖_∞
+        r_norm = max(y_norms[p] - 2 * m * b_w + m * w_g_w, 0.0)
+        r_y = y_norms[p] - m * b_w
+        const = a / dual if dual > a else 1.0
+        gap = 0.5 * r_norm * (1 + const * const) + a * m * l1 - const * r_y
+        if gap > tol * y_norms[p]:
+            still_open += 1
+    return still_open
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _dot(a, b, start, stop):  # pragma: no cover
+    """``Σ a[r] b[r]`` over ``start … stop − 1`` (float32 rows, float64 sum)."""
+    total = 0.0
+    for r in range(start, stop):
+        total += a[r] * b[r]
+    return total
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _axpy(y, x, a):  # pragma: no cover
+    """``y += a x`` (float32)."""
+    for r in range(y.shape[0]):
+        y[r] += x[r] * a
 
 
 @numba.njit(cache=True, nogil=True)
-def _residuals(fitted, offsets, y, target_means, bounds, rows, residual, r_norm, r_y):  # pragma: no cover
-    """The K fold problems' residuals of one target on its training rows (fold k's own chunk
-    excluded) written to ``residual[k, rows]``, with ‖r‖² and rᵀy_c (float64) per problem."""
-    for k in range(fitted.shape[1]):
-        norm, dot = 0.0, 0.0
-        for i in range(rows.shape[0]):
-            if bounds[k] <= i < bounds[k + 1]:
-                residual[k, rows[i]] = 0.0
-                continue
-            centred = y[i] - target_means[k]
-            value = centred - (fitted[i, k] - offsets[k])
-            residual[k, rows[i]] = value
-            norm += value * value
-            dot += value * centred
-        r_norm[k] = norm
-        r_y[k] = dot
+def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts, first, coef,
+                  alpha, y_norms, tol, pending, grow, max_rounds, outcome):  # pragma: no cover
+    """Solve one target's K fold problems (``first … first + K − 1``) into ``coef [P, d]``:
+    working-set rounds from the neurons ``pending`` until every duality gap is closed.
+
+    ``train [n, d]``: the layer's centred train part, by fold chunk; ``rows``: the train rows
+    the target's block sums — its own rows, or when ``own`` is False the rows it leaves out
+    (then the shared Gram ``total − chunks[k]`` minus them is fold k's) — ``bounds[j] …
+    bounds[j + 1] − 1`` in chunk j; the rest as :func:`_coordinate_descent` and
+    :func:`_duality_gaps`. Writes the rounds and the folds left open to ``outcome``.
+    """
+    folds, d = means.shape
+    e = rows.shape[0]
+    room = min(d, max(2 * pending.shape[0], 64))
+    neurons = np.empty(room, np.int64)
+    working = np.empty((e, room), np.float32)  # the rows at the working set's neurons
+    block = np.empty((folds, room, room))
+    member = np.zeros(d, np.bool_)
+    violation = np.empty(d)
+    e_w, corrections = np.empty(e, np.float32), np.empty((folds, d), np.float32)
+    partial = np.empty((folds, room), np.float32)
+    weights = np.empty(d, np.float32)
+    n, cd_tol, still_open, rounds = 0, 1e-4, folds, 0
+    for rounds in range(1, max_rounds + 1):
+        width = n + pending.shape[0]
+        if width > room:  # grow (doubling: a set grown often is copied rarely)
+            room = min(d, max(width, 2 * room))
+            grown_neurons, grown_working = np.empty(room, np.int64), np.empty((e, room), np.float32)
+            grown_block = np.empty((folds, room, room))
+            grown_neurons[:n], grown_working[:, :n] = neurons[:n], working[:, :n]
+            grown_block[:, :n, :n] = block[:, :n, :n]
+            neurons, working, block = grown_neurons, grown_working, grown_block
+            partial = np.empty((folds, room), np.float32)
+        for a in range(pending.shape[0]):
+            neurons[n + a] = pending[a]
+            member[pending[a]] = True
+            for r in range(e):
+                working[r, n + a] = train[rows[r], pending[a]]
+        for j in range(n, width):  # the new columns of U_k, upper triangle
+            partial[:, :j + 1] = 0.0  # per chunk
+            for c in range(folds):
+                for r in range(bounds[c], bounds[c + 1]):
+                    if working[r, j] != 0.0:
+                        _axpy(partial[c, :j + 1], working[r, :j + 1], working[r, j])
+            for i in range(j + 1):
+                everywhere = 0.0
+                for c in range(folds):
+                    everywhere += partial[c, i]
+                for k in range(folds):
+                    value = everywhere - partial[k, i]  # the block's rows outside chunk k
+                    if not own:
+                        value = (total[neurons[j], neurons[i]]
+                                 - chunks[k, neurons[j], neurons[i]] - value)
+                    block[k, i, j] = value
+        n = width
+        _coordinate_descent(block, n, neurons, means, linear, counts, first, coef, alpha,
+                            cd_tol, 100_000)
+        # the block's part of U_k w: Eᵀ (E w) over its rows outside chunk k
+        corrections[:] = 0.0
+        for k in range(folds):
+            for i in range(n):
+                weights[i] = coef[first + k, neurons[i]]
+            for r in range(e):
+                e_w[r] = _dot(working[r], weights, 0, n)
+            for c in range(folds):
+                if c != k:
+                    for r in range(bounds[c], bounds[c + 1]):
+                        if e_w[r] != 0.0:
+                            _axpy(corrections[k], train[rows[r]], e_w[r])
+        still_open = _duality_gaps(total, chunks, own, corrections, n, neurons, means, linear,
+                                   counts, first, coef, alpha, y_norms, tol, member, violation)
+        if still_open == 0:
+            break
+        threshold = 0.0
+        for k in range(folds):
+            threshold = max(threshold, cd_tol * alpha[first + k])
+        candidates = np.flatnonzero(violation > threshold)
+        pending = candidates[np.argsort(-violation[candidates])[:grow]]
+        if pending.shape[0] == 0:  # the gap is open only inside the working set: solve tighter
+            cd_tol = max(cd_tol / 10, 1e-10)
+    outcome[0], outcome[1] = rounds, still_open
 
 
 @lru_cache(maxsize=1)
@@ -351,100 +407,91 @@ class LassoFit:
 
 
 class LassoProblems:
-    """The layer-independent part of a sweep: rows, folds and targets of every problem.
+    """The layer-independent part of a sweep: the shared split, and every problem's rows and
+    targets.
 
-    Built once per probing plan (``core.probing.ProbePlan``: each target's rows in split order,
-    train/validation sizes, fold of each train row, raw target values) and reused by every
-    layer and pooling.
+    Built once per probing plan (``core.probing.ProbePlan``: the part of every pair, each
+    target's rows in split order, train/validation sizes, fold of each train row, raw target
+    values) and reused by every layer and pooling.
     """
 
     def __init__(self, plan, n_pairs: int, folds: int):
-        n_targets = len(plan.names)
-        self.n_targets, self.folds, self.n_pairs = n_targets, folds, n_pairs
-        problems = n_targets * folds
-        self.train_rows: list[np.ndarray] = []  # per target: train rows by fold, then row
-        self.train_y: list[np.ndarray] = []  # per target: their standardised targets
-        self.chunk_bounds = np.zeros((n_targets, folds + 1), np.int64)
-        # the product of step 2: each target's y − ȳ on its training part (else 0), then its
-        # training part (1 there, else 0)
-        self.products = np.zeros((n_pairs, 2 * n_targets), np.float32)
+        part = np.asarray(plan.part)
+        if len(part) != n_pairs:
+            raise ValueError(f"the plan splits {len(part)} pairs, not {n_pairs}")
+        F, K = len(plan.names), folds
+        self.n_targets, self.folds, self.n_pairs = F, K, n_pairs
+        problems = F * K
+        # train pairs by fold chunk, then pair; validation and test pairs ascending
+        self.train_pairs = np.flatnonzero(part < K)
+        self.train_pairs = self.train_pairs[np.argsort(part[self.train_pairs], kind="stable")]
+        self.bounds = np.searchsorted(part[self.train_pairs], np.arange(K + 1))
+        position = np.full(n_pairs, -1)
+        position[self.train_pairs] = np.arange(len(self.train_pairs))
+        n_train_pairs = len(self.train_pairs)
+        # the products of step 2: each target's standardised y on its train pairs (else 0),
+        # then its membership (1 there, else 0)
+        self.products = np.zeros((n_train_pairs, 2 * F), np.float32)
+        self.counts = np.zeros(problems)  # m per problem
+        self.target_means = np.zeros(problems)  # ȳ per problem
         self.y_norms = np.zeros(problems)  # ‖y_c‖² per problem
-        self.counts = np.zeros(problems)
-        self.target_means = np.zeros(problems)
-        self.evaluation = []  # per target: (test rows, test y, validation rows, validation y)
-        for f in range(n_targets):
+        self.train_counts = np.zeros(F)
+        self.train_means = np.zeros(F)
+        # per target: the train positions its Gram columns are corrected with (its own when
+        # its set is small, else the ones it leaves out), their chunk bounds, and which
+        self.correction_rows, self.correction_bounds, self.own_rows = [], [], []
+        self.evaluation = []
+        for f in range(F):
             rows, n_train, n_val = plan.rows[f], plan.n_train[f], plan.n_val[f]
+            fold = np.asarray(plan.fold[f])
+            if not (np.array_equal(part[rows[:n_train]], fold)
+                    and (part[rows[n_train:n_train + n_val]] == K).all()
+                    and (part[rows[n_train + n_val:]] == K + 1).all()):
+                raise ValueError(f"target {plan.names[f]!r} is not split as the plan's pairs")
             raw = np.asarray(plan.targets[f], np.float64)
             sd = raw[:n_train].std(ddof=1)  # build_design's z-score (torch's unbiased std)
             y = (raw - raw[:n_train].mean()) / (sd if sd > 0 else 1.0)
-            fold = np.asarray(plan.fold[f])
-            order = np.lexsort((rows[:n_train], fold))  # by fold, then row
-            self.train_rows.append(np.ascontiguousarray(rows[:n_train][order], dtype=np.int64))
-            self.chunk_bounds[f] = np.searchsorted(fold[order], np.arange(folds + 1))
-            self.train_y.append(y[:n_train][order])
-            self.products[rows[:n_train], f] = y[:n_train] - y[:n_train].mean()
-            self.products[rows[:n_train], n_targets + f] = 1
-            for k in range(folds):
-                p, keep = f * folds + k, fold != k
+            at = position[rows[:n_train]]  # ascending: the plan orders train rows by fold
+            self.products[at, f] = y[:n_train]
+            self.products[at, F + f] = 1
+            self.train_counts[f], self.train_means[f] = n_train, y[:n_train].mean()
+            small = n_train <= n_train_pairs - n_train
+            correction = np.sort(at) if small else np.setdiff1d(np.arange(n_train_pairs), at)
+            self.correction_rows.append(correction)
+            self.correction_bounds.append(np.searchsorted(correction, self.bounds))
+            self.own_rows.append(small)
+            for k in range(K):
+                p, keep = f * K + k, fold != k
                 self.counts[p] = keep.sum()
                 self.target_means[p] = y[:n_train][keep].mean()
                 self.y_norms[p] = ((y[:n_train][keep] - self.target_means[p]) ** 2).sum()
-            evaluation = []
-            for part in (slice(n_train + n_val, None), slice(n_train, n_train + n_val)):
-                ascending = np.argsort(rows[part])
-                evaluation += [np.ascontiguousarray(rows[part][ascending], dtype=np.int64),
-                               y[part][ascending]]
-            self.evaluation.append(tuple(evaluation))
-        self.train_counts = np.array([len(rows) for rows in self.train_rows], np.float64)
-        self._spare: list[list[_Target]] = []  # working sets' arrays, for the next layer
-
-    def _take_targets(self) -> list[_Target]:
-        try:
-            targets = self._spare.pop()  # atomic: concurrent layers never share arrays
-        except IndexError:
-            targets = [_Target(len(rows), self.folds) for rows in self.train_rows]
-        for target in targets:
-            target.neurons = np.zeros(0, np.int64)
-        return targets
-
-
-class _Target:
-    """One target's working set and what is kept of it between rounds, in arrays with room to
-    grow (the first ``len(neurons)`` rows/columns are used) that later layers reuse."""
-
-    def __init__(self, n_rows: int, folds: int):
-        self.neurons = np.zeros(0, np.int64)  # in the order they entered
-        self.pending = np.zeros(0, np.int64)  # to enter next round
-        self.block = np.empty((0, n_rows), np.float32)  # activations[neurons, train rows]
-        self.chunks = np.empty((folds, 0, 0), np.float32)  # each fold chunk's uncentred Gram
-        self.sums = np.empty((folds, 0))  # column sums of each fold chunk
-        self.products = np.empty((folds, 0))  # and of column × target
-
-    def grow(self, width: int) -> None:
-        """Make room for ``width`` neurons (doubling, so a set grown often is copied rarely)."""
-        room = len(self.block)
-        if width <= room:
-            return
-        room, used = max(width, 2 * room), len(self.neurons)
-        block = np.empty((room, self.block.shape[1]), np.float32)
-        block[:used] = self.block[:used]
-        chunks = np.empty((len(self.chunks), room, room), np.float32)
-        chunks[:, :used, :used] = self.chunks[:, :used, :used]
-        sums, products = np.empty((2, len(self.sums), room))
-        sums[:, :used], products[:, :used] = self.sums[:, :used], self.products[:, :used]
-        self.block, self.chunks, self.sums, self.products = block, chunks, sums, products
+            self.evaluation.append((y[n_train + n_val:], y[n_train:n_train + n_val]))
+        # test and validation parts: each target's y on the part's pairs, and its membership
+        self.parts, pairs = [], []
+        for which, index in ((K + 1, 0), (K, 1)):
+            pairs.append(np.flatnonzero(part == which))
+            at = np.full(n_pairs, -1)
+            at[pairs[-1]] = np.arange(len(pairs[-1]))
+            y, member = np.zeros((len(pairs[-1]), F)), np.zeros((len(pairs[-1]), F), bool)
+            for f in range(F):
+                n_train, n_val = plan.n_train[f], plan.n_val[f]
+                rows = plan.rows[f][n_train + n_val:] if index == 0 else \
+                    plan.rows[f][n_train:n_train + n_val]
+                y[at[rows], f], member[at[rows], f] = self.evaluation[f][index], True
+            self.parts.append((y, member))
+        self.evaluation_pairs = np.concatenate(pairs)
 
 
 def solve_layer(activations: np.ndarray, problems: LassoProblems, alpha: float,
-                tol: float = 1e-4, start: int = 48, grow: int = 64,
+                tol: float = 1e-4, start: int = 16, grow: int = 16,
                 max_rounds: int = 100) -> LassoFit:
     """Fit every (target, fold) Lasso of one layer's activations ``[n_pairs, d]``.
 
     Args:
         alpha: the Lasso's α on the standardised design (scikit-learn's objective
             ``1/(2m) ‖y_c − X_c w‖² + α ‖w‖₁``).
-        tol: duality-gap tolerance relative to ‖y_c‖² (scikit-learn's ``tol``). The products
-            over all neurons run in float32, which resolves gaps down to about 1e-6.
+        tol: duality-gap tolerance relative to ‖y_c‖² (scikit-learn's ``tol``). The Gram
+            matrices are float32, which resolves gaps down to about 1e-6.
         start, grow: first working-set size per target, and most neurons added per round.
     """
     raw = np.asarray(activations, dtype=np.float32)
@@ -452,115 +499,74 @@ def solve_layer(activations: np.ndarray, problems: LassoProblems, alpha: float,
         raise ValueError(f"activations of shape {raw.shape} do not fit problems built for "
                          f"{problems.n_pairs} pairs")
     threads = _Threads()
-    n_pairs, d = raw.shape
+    d = raw.shape[1]
     F, K, m = problems.n_targets, problems.folds, problems.counts
     P = F * K
-    # centred (the intercepts absorb the shift) and transposed, split by neurons between
-    # the threads; then step 2: each target's Σ a·y_c, Σ a and Σ a² over its training part
-    A_t = np.empty((d, n_pairs), np.float32)
+    # step 2: centred train pairs (the intercepts absorb the shift), chunk Grams and products
     mean = raw.mean(0)
-    split = np.linspace(0, d, threads.workers + 1).astype(int)
-    threads.each(lambda i: _centre_transpose(raw, mean, A_t, split[i], split[i + 1]),
-                 range(threads.workers))
-    sums = (A_t @ problems.products).T.astype(np.float64)
-    correlation, first = sums[:F], sums[F:]
-    second = (np.square(A_t) @ problems.products[:, F:]).T.astype(np.float64)
+    train = raw[problems.train_pairs]
+    train -= mean
+    bounds = problems.bounds
+    chunks = np.empty((K, d, d), np.float32)
+    sums = np.empty((K, d, 2 * F))  # per chunk: Σ x·y and Σ x of each target's rows
+    for j in range(K):
+        block = train[bounds[j]:bounds[j + 1]]
+        np.matmul(block.T, block, out=chunks[j])
+        sums[j] = block.T @ problems.products[bounds[j]:bounds[j + 1]]
+    total = chunks.sum(0)
+    squares = (np.square(train).T @ problems.products[:, F:]).T.astype(np.float64)  # [F, d]
+    xy, x1 = sums[:, :, :F].transpose(2, 0, 1), sums[:, :, F:].transpose(2, 0, 1)  # [F, K, d]
     n = problems.train_counts[:, None]
-    variance = np.maximum((second - first * first / n) / (n - 1), 0)
+    first = x1.sum(1)
+    variance = np.maximum((squares - first * first / n) / (n - 1), 0)
     # build_design's one scalar per target: torch's median, the lower middle value
     scale = np.sort(np.sqrt(variance), axis=1)[:, (d - 1) // 2]
     scale[scale <= 0] = 1.0
     alphas = np.repeat(alpha * scale, K)  # α on the raw activations
-    coef, offsets = np.zeros((P, d)), np.zeros(P)
-    order = np.argsort(-np.abs(correlation), axis=1)
-    targets = problems._take_targets()
-    for f, target in enumerate(targets):
-        target.pending = order[f, :start]
-    residual = np.zeros((P, n_pairs), np.float32)  # on each problem's training rows
-    r_norm, r_y = np.zeros(P), np.zeros(P)
-    gradient = np.zeros((P, d))
-    cd_tol = 1e-4
+    # fold k of target f: x̄ and b = X_cᵀ y_c / m over its train rows outside chunk k
+    counts = m.reshape(F, K, 1)
+    means = (first[:, None] - x1) / counts
+    linear = (xy.sum(1)[:, None] - xy) / counts - problems.target_means.reshape(F, K, 1) * means
+    correlation = xy.sum(1) - problems.train_means[:, None] * first
+    coef = np.zeros((P, d))
+    outcome = np.zeros((F, 2), np.int64)  # rounds and folds left open, per target
 
-    def advance(f: int) -> None:
-        """Grow target f's working set by its pending neurons, then solve its K problems."""
-        target, span = targets[f], slice(f * K, (f + 1) * K)
-        rows, bounds = problems.train_rows[f], problems.chunk_bounds[f]
-        old, width = len(target.neurons), len(target.neurons) + len(target.pending)
-        if width > old:  # gather the new neurons; Gram columns only for them
-            target.grow(width)
-            _gather(A_t, target.pending, rows, problems.train_y[f], bounds,
-                    target.block[old:width], target.sums[:, old:width],
-                    target.products[:, old:width])
-            for k in range(K):  # the upper triangle's new columns
-                part = target.block[:width, bounds[k]:bounds[k + 1]]
-                np.matmul(part, part[old:].T, out=target.chunks[k, :width, old:width])
-            target.neurons = np.concatenate([target.neurons, target.pending])
-        weights = np.empty((width, K), np.float32)
-        _coordinate_descent(target.chunks, target.sums, target.products, width, target.neurons,
-                            f * K, m, problems.target_means, coef, alphas, cd_tol, 100_000,
-                            weights, offsets)
-        fitted = target.block[:width].T @ weights  # [train rows, K]
-        _residuals(fitted, offsets[span], problems.train_y[f], problems.target_means[span],
-                   bounds, rows, residual[span], r_norm[span], r_y[span])
+    def solve(f: int) -> None:
+        _solve_target(train, problems.correction_rows[f], problems.correction_bounds[f],
+                      problems.own_rows[f], total, chunks, means[f], linear[f], m, f * K, coef,
+                      alphas, problems.y_norms, tol, np.argsort(-np.abs(correlation[f]))[:start],
+                      grow, max_rounds, outcome[f])
 
-    open_targets = np.ones(F, dtype=bool)
-    for rounds in range(1, max_rounds + 1):
-        todo = np.flatnonzero(open_targets)
-        # the largest first, so the threads finish together
-        threads.each(advance, todo[np.argsort([-len(problems.train_rows[f]) *
-                                            (len(targets[f].neurons) + len(targets[f].pending))
-                                            for f in todo], kind="stable")])
-        columns = np.flatnonzero(np.repeat(open_targets, K))
-        gradient[columns] = residual[columns] @ A_t.T  # X_cᵀ r (Σ r = 0)
-        # scikit-learn's duality gap (enet_coordinate_descent, no l2 term)
-        alpha_n = alphas * m
-        dual_norm = np.abs(gradient).max(1)
-        const = np.where(dual_norm > alpha_n, alpha_n / np.maximum(dual_norm, 1e-300), 1.0)
-        gap = 0.5 * r_norm * (1 + const ** 2) + alpha_n * np.abs(coef).sum(1) - const * r_y
-        open_targets = (gap > tol * problems.y_norms).reshape(F, K).any(1)
-        if not open_targets.any():
-            break
-        violation = (np.abs(gradient) / m[:, None] - alphas[:, None]).reshape(F, K, d).max(1)
-        stalled = False
-        for f in np.flatnonzero(open_targets):
-            violation[f, targets[f].neurons] = 0
-            new = np.flatnonzero(violation[f] > cd_tol * alphas[f * K])
-            targets[f].pending = new[np.argsort(-violation[f, new])[:grow]]
-            stalled |= not len(new)
-        if stalled:  # the gap is open only inside a working set: solve it more tightly
-            cd_tol = max(cd_tol / 10, 1e-10)
-    else:
-        warnings.warn(f"the Lasso probes of {int(open_targets.sum())} target(s) did not reach "
-                      f"the duality-gap tolerance {tol:g} in {max_rounds} rounds",
+    # the largest corrections first, so the threads finish together
+    threads.each(solve, np.argsort([-len(rows) for rows in problems.correction_rows],
+                                   kind="stable"))
+    rounds, open_folds = outcome.T
+    if open_folds.any():
+        warnings.warn(f"the Lasso probes of {int((open_folds > 0).sum())} target(s) did not "
+                      f"reach the duality-gap tolerance {tol:g} in {max_rounds} rounds",
                       RuntimeWarning, stacklevel=2)
-    intercepts = problems.target_means - offsets
-    r2_test, r2_val, mse, unused = (np.zeros((F, K)) for _ in range(4))
-
-    def score(f: int) -> None:
-        test_rows, test_y, val_rows, val_y = problems.evaluation[f]
-        _score(A_t, targets[f].neurons, coef, f * K, intercepts, test_rows, test_y, r2_test[f],
-               mse[f])
-        _score(A_t, targets[f].neurons, coef, f * K, intercepts, val_rows, val_y, r2_val[f],
-               unused[f])
-
-    threads.each(score, range(F))
-    problems._spare.append(targets)
+    # step 6: every fold model on the test and validation parts, in one product
+    intercepts = problems.target_means - np.einsum("pd,pd->p", means.reshape(P, d), coef)
+    predicted = (raw[problems.evaluation_pairs] - mean) @ coef.T.astype(np.float32)
+    scores, start = [], 0
+    for y, member in problems.parts:
+        part = predicted[start:start + len(y)].astype(np.float64) + intercepts  # [rows, P]
+        start += len(y)
+        error = np.square(np.repeat(y, K, axis=1) - part) * np.repeat(member, K, axis=1)
+        size = member.sum(0)
+        spread = np.square(y - (y * member).sum(0) / size) * member
+        sse = error.sum(0).reshape(F, K)
+        scores.append((1 - sse / np.maximum(spread.sum(0), 1e-12)[:, None],
+                       sse / size[:, None]))
+    (r2_test, mse), (r2_val, _) = scores
     return LassoFit((coef * np.repeat(scale, K)[:, None]).reshape(F, K, d), r2_test, r2_val,
-                    mse, rounds, not open_targets.any())
+                    mse, int(rounds.max()), not open_folds.any())
 
 
 def compile_kernels() -> None:
     """Compile (or load from numba's cache) the kernels, on a problem too small to matter."""
-    index, ones = np.zeros(1, np.int64), np.ones((2, 1))
-    _coordinate_descent(np.ones((2, 2, 2), np.float32), ones, ones, 1, index, 0, np.ones(2),
-                        np.zeros(2), np.zeros((2, 1)), np.full(2, 0.1), 1e-4, 1,
-                        np.empty((1, 2), np.float32), np.zeros(2))
-    activations = np.ones((2, 2), np.float32)
-    _centre_transpose(activations, np.zeros(2, np.float32), np.empty((2, 2), np.float32), 0, 2)
-    _gather(activations, index, np.arange(2), np.ones(2), np.arange(3), activations[:1],
-            np.zeros((2, 2))[:, :1], np.zeros((2, 2))[:, :1])
-    _score(activations, index, np.ones((2, 2)), 0, np.zeros(2), np.arange(2), np.ones(2),
-           np.zeros((2, 2))[0], np.zeros((2, 2))[0])
-    residual = np.zeros((3, 2), np.float32)
-    _residuals(np.ones((2, 2), np.float32), np.zeros(2), np.ones(2), np.zeros(2),
-               np.arange(3), np.arange(2), residual[1:], np.zeros(2), np.zeros(2))
+    chunks, rows = np.ones((2, 1, 1), np.float32), np.zeros(1, np.int64)
+    _solve_target(np.ones((2, 1), np.float32), rows, np.array([0, 1, 1]), False, chunks[0],
+                  chunks, np.zeros((2, 1)), np.ones((2, 1)), np.full(2, 2.0), 0,
+                  np.zeros((2, 1)), np.full(2, 0.1), np.ones(2), 1e-4, rows, 1, 1,
+                  np.zeros(2, np.int64))

@@ -11,9 +11,13 @@ Method (per feature, shared by every layer):
     1. Balanced set: equal counts from each quantile bin of the feature (bins holding fewer
        than max(``min_bin``, ``min_bin_share`` of the pairs) are merged into a neighbour first,
        so a rare value cannot shrink the whole set), at most ``max_set_size`` pairs.
-    2. Shuffle (seeded) and split 60/20/20 into train / validation / test; the train part is
-       cut into 5 folds. Fold model k is fitted on the train part without fold k; its R² and
-       MSE are measured on the test part, so "R² mean ± sd" is over the 5 fold models.
+    2. One seeded split of all pairs, shared by every feature (so that a layer's Gram
+       matrices serve every feature's probes): 60/20/20 into train / validation / test, the
+       train part cut into 5 folds. A feature's set is split as its pairs fall (about
+       60/20/20; a set that leaves fewer than 2 pairs in a fold, the validation or the test
+       part is reported and left out). Fold model k is fitted on the set's train part without
+       fold k; its R² and MSE are measured on the set's test part, so "R² mean ± sd" is over
+       the 5 fold models.
     3. The feature is z-scored with the train part's statistics (so α means the same for every
        feature); activations are centred and divided by one number, the median neuron
        standard deviation of the layer, so neurons keep their relative scales as in the
@@ -23,10 +27,10 @@ Method (per feature, shared by every layer):
        R² = 1 − (α / s)², s its scaled standard deviation.
 
 Speed (``bench/probe_sweep.py``): on the CPU the Lasso probes of a layer are solved by
-``core.lasso`` (``solver="working_set"``): every (feature, fold) problem shares a few matrix
-products over the layer's activations, and coordinate descent (numba) runs on small per-feature
-working sets of neurons, downdated per fold, until each problem's duality gap meets
-scikit-learn's own stopping rule. On CUDA, ``solver="batched"`` solves all problems at once in
+``core.lasso`` (``solver="working_set"``): every (feature, fold) problem shares the layer's
+Gram matrix per fold chunk, corrected by the few pairs a feature's set leaves out, and
+coordinate descent (numba) runs on small per-feature working sets of neurons until each
+problem's duality gap meets scikit-learn's own stopping rule. On CUDA, ``solver="batched"`` solves all problems at once in
 torch over the padded ``[features, pairs, d]`` design (working sets, batched feature-sign
 search, KKT-checked). ``solver="sklearn"`` loops scikit-learn's ``Lasso`` (the reference).
 Ridge solves one Cholesky system per problem from each feature's train Gram, downdated per fold.
@@ -49,7 +53,8 @@ from core.errors import InputError
 from core.lasso import LassoProblems, solve_layer
 
 SOLVERS = ("auto", "working_set", "batched", "sklearn")
-PROBE_VERSION = 2  # 2: the CPU's Lasso solver is core.lasso (was scikit-learn's loop)
+PROBE_VERSION = 3  # 2: the CPU's Lasso solver is core.lasso (was scikit-learn's loop);
+#                   3: one split of the pairs shared by every feature (was one per feature)
 ESTIMATORS = ("lasso", "ridge")
 POSITIVE_R2 = 0.85  # the study's thresholds: encoded above, absent below
 NEGATIVE_R2 = 0.10
@@ -67,7 +72,8 @@ class ProbeConfig:
         estimators: ``lasso`` (the study's probe) and/or ``ridge``.
         lasso_alpha: 0.1, the study's default.
         ridge_alpha: 1.0, scikit-learn's default (the study has no ridge probe).
-        split: train / validation / test shares, 60/20/20 as the study.
+        split: train / validation / test shares of all pairs, 60/20/20 as the study; one split
+            shared by every feature (see ``split_pairs``).
         folds: 5-fold CV on the training part, as the study.
         bins: quantile bins used to balance each probing set.
         min_bin, min_bin_share: bins with fewer than max(min_bin, min_bin_share × pairs) pairs
@@ -184,6 +190,8 @@ class ProbePlan:
     fold: list[np.ndarray]  # fold id of each train row
     targets: list[np.ndarray]  # raw target values of the set's rows
     skipped: dict[str, str] = field(default_factory=dict)
+    # every pair's part, shared by all targets: train fold 0 … K − 1, K validation, K + 1 test
+    part: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     _problems: dict = field(default_factory=dict, repr=False, compare=False)
 
     def lasso_problems(self, n_pairs: int, folds: int) -> LassoProblems:
@@ -193,9 +201,24 @@ class ProbePlan:
         return self._problems[(n_pairs, folds)]
 
 
+def split_pairs(n_pairs: int, config: ProbeConfig) -> np.ndarray:
+    """Every pair's part, one seeded shuffle for all targets: the first ``split[0]`` share of
+    the shuffled pairs is the train part (fold = position mod K), then validation (K), then
+    test (K + 1)."""
+    rng = np.random.default_rng([config.seed, _stable_hash("split")])
+    position = np.empty(n_pairs, np.int64)
+    position[rng.permutation(n_pairs)] = np.arange(n_pairs)
+    n_train = int(round(config.split[0] * n_pairs))
+    n_val = int(round(config.split[1] * n_pairs))
+    return np.where(position < n_train, position % config.folds,
+                    np.where(position < n_train + n_val, config.folds, config.folds + 1))
+
+
 def make_plan(targets: pd.DataFrame, config: ProbeConfig) -> ProbePlan:
-    """Balanced sets, 60/20/20 splits and CV folds for every target column."""
-    plan = ProbePlan([], [], [], [], [], [])
+    """Balanced sets for every target column, split as their pairs fall in the shared split
+    (:func:`split_pairs`: about 60/20/20 of each set, and 5 train folds)."""
+    part = split_pairs(len(targets), config)
+    plan = ProbePlan([], [], [], [], [], [], part=part)
     minimum = 5 * config.folds
     for column in targets.columns:
         rng = np.random.default_rng([config.seed, _stable_hash(column)])
@@ -206,14 +229,18 @@ def make_plan(targets: pd.DataFrame, config: ProbeConfig) -> ProbePlan:
             plan.skipped[column] = (f"only {len(rows)} pairs after balancing (constant or too "
                                     f"rare a feature); need at least {minimum}")
             continue
-        rows = rng.permutation(rows)
-        n_train = int(round(config.split[0] * len(rows)))
-        n_val = int(round(config.split[1] * len(rows)))
+        sizes = np.bincount(part[rows], minlength=config.folds + 2)
+        if sizes.min() < 2:
+            plan.skipped[column] = (f"its {len(rows)} pairs leave fewer than 2 in a fold, the "
+                                    f"validation or the test part ({sizes.tolist()})")
+            continue
+        rows = rows[np.argsort(part[rows], kind="stable")]  # train by fold, validation, test
+        n_train = int(sizes[:config.folds].sum())
         plan.names.append(column)
         plan.rows.append(rows)
         plan.n_train.append(n_train)
-        plan.n_val.append(n_val)
-        plan.fold.append(np.arange(n_train) % config.folds)
+        plan.n_val.append(int(sizes[config.folds]))
+        plan.fold.append(part[rows[:n_train]])
         plan.targets.append(values[rows])
     return plan
 
@@ -428,12 +455,11 @@ def fit_ridge(X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, alpha: float
     coef = torch.zeros(n_f, n_k, d, dtype=X.dtype, device=X.device)
     for k in range(n_k):
         left_out = (any_train - weights[:, k]).clamp(min=0)
-        elsewhere = left_out.clone()
-        elsewhere[:, k::n_k] = 0
-        if not bool(elsewhere.any()):  # fold k = rows k, k+K, … (build_design's layout)
-            part, part_w = X[:, k::n_k], left_out[:, k::n_k]  # K× less work
-        else:
-            part, part_w = X, left_out
+        # the left-out rows first, gathered: K× less work than a product over all rows
+        size = int(left_out.sum(1).max())
+        index = torch.argsort(left_out, dim=1, descending=True, stable=True)[:, :size]
+        part = torch.gather(X, 1, index[..., None].expand(-1, -1, d))
+        part_w = torch.gather(left_out, 1, index)
         gram = full - torch.bmm((part * part_w[..., None]).transpose(1, 2), part)
         gram = gram - count[:, k, None, None] * mean_x[:, k, :, None] * mean_x[:, k, None, :]
         rhs = torch.bmm(((y - mean_y[:, k, None]) * weights[:, k])[:, None, :], X)[:, 0]

@@ -11,7 +11,7 @@ from core.errors import InputError
 from core.lasso import LassoProblems, _Threads, solve_layer
 from core.probing import (ProbeConfig, balanced_indices, build_design, collection_gaps,
                           fit_lasso, fit_ridge, make_plan, neuron_histogram,
-                          positives_negatives, probe_layer, run_probe)
+                          positives_negatives, probe_layer, run_probe, split_pairs)
 from core.store import Store
 
 N_PAIRS, D = 1200, 48
@@ -209,8 +209,38 @@ def wide_problem():
     acts[:, 11] = 0.0  # a constant neuron never enters
     targets = pd.DataFrame({f"t{i}": latent[:, i] - 0.4 * latent[:, i + 1] * latent[:, i + 2]
                             + 0.3 * rng.normal(size=1500) for i in range(5)})
+    # a target known on 450 pairs only: its small set is solved from its own rows' Gram, the
+    # others from the shared Gram minus the few pairs their sets leave out
+    targets["small"] = np.where(np.arange(1500) < 450, latent[:, 5] + 0.3 * rng.normal(size=1500),
+                                np.nan)
     config = ProbeConfig(groups=tuple(targets.columns))
     return acts, make_plan(targets, config)
+
+
+def test_every_feature_is_split_as_its_pairs_fall_in_one_shared_split(wide_problem):
+    _, plan = wide_problem
+    assert len(plan.part) == 1500 and np.bincount(plan.part).tolist() == [180] * 5 + [300, 300]
+    for f, rows in enumerate(plan.rows):
+        n_train, n_val = plan.n_train[f], plan.n_val[f]
+        assert (plan.part[rows[:n_train]] == plan.fold[f]).all()
+        assert (plan.part[rows[n_train:n_train + n_val]] == 5).all()
+        assert (plan.part[rows[n_train + n_val:]] == 6).all()
+        assert abs(n_train / len(rows) - 0.6) < 0.06 and abs(n_val / len(rows) - 0.2) < 0.06
+    assert len(plan.rows[plan.names.index("small")]) <= 450
+    # the same seed splits the same way; another seed differently
+    targets = pd.DataFrame({"t": np.arange(1500.0)})
+    again = make_plan(targets, ProbeConfig(groups=("t",)))
+    np.testing.assert_array_equal(again.part, plan.part)
+    assert (make_plan(targets, ProbeConfig(groups=("t",), seed=1)).part != plan.part).any()
+
+
+def test_a_set_that_leaves_a_part_almost_empty_is_skipped_with_its_reason():
+    config = ProbeConfig(groups=("rare",), min_bin=2)
+    known = np.flatnonzero(split_pairs(300, config) < 5)[:40]  # 40 pairs, all in train folds
+    values = np.full(300, np.nan)
+    values[known] = np.arange(40.0)
+    plan = make_plan(pd.DataFrame({"rare": values}), config)
+    assert plan.names == [] and "fewer than 2 in a fold" in plan.skipped["rare"]
 
 
 def test_working_set_solver_matches_scikit_learn_on_every_fold(wide_problem):
@@ -218,7 +248,9 @@ def test_working_set_solver_matches_scikit_learn_on_every_fold(wide_problem):
     from sklearn.metrics import mean_squared_error, r2_score
 
     acts, plan = wide_problem
-    fit = solve_layer(acts, LassoProblems(plan, len(acts), 5), 0.05, tol=1e-6, start=4, grow=3)
+    problems = LassoProblems(plan, len(acts), 5)
+    assert set(problems.own_rows) == {True, False}  # both ways of forming a fold's Gram
+    fit = solve_layer(acts, problems, 0.05, tol=1e-6, start=4, grow=3)
     assert fit.converged and fit.rounds > 3  # grown from 4 neurons, 3 at a time
     design = build_design(acts, plan, 5, dtype=torch.float64)
     X, y = design.X.numpy(), design.y.numpy()
