@@ -35,8 +35,8 @@ Method (per layer; the problem is scikit-learn's ``Lasso(alpha, fit_intercept=Tr
 
 Steps 3–5 run feature by feature, each feature in one numba call, on as many threads as
 numpy's BLAS may use (the kernels release the GIL), the products of steps 2 and 6 on BLAS's own
-threads; the number of threads changes the result only by BLAS's float32 rounding. Memory: (folds + 1) Gram matrices
-of d² float32 per layer. The result meets the same optimality certificate as scikit-learn's;
+threads; the number of threads changes the result only by BLAS's float32 rounding. Memory:
+(folds + 1) Gram matrices of d² float32 per layer. The result meets the same optimality certificate as scikit-learn's;
 ``bench/probe_sweep.py`` compares both on the same data (test R² and speed).
 """
 
@@ -109,9 +109,10 @@ def _coordinate_descent(block, n, neurons, means, linear, counts, first, coef, a
 
     Fold k's problem is ``argmin ½ vᵀ G_k v − b_kᵀ v + α_k ‖v‖₁`` on the working set, with
     the centred Gram ``G_k = U_k / m_k − x̄_k x̄_kᵀ`` of the fold's rows; ``block [K, ≥n, ≥n]``
-    holds the uncentred ``U_k`` on the working set (upper triangles). ``means [K, d]`` holds the fold's x̄_k, ``linear [K, d]`` its
-    b_k = X_cᵀ y_c / m_k, ``counts`` m_k and ``alpha`` ``[P]`` (problem ``first + k`` for fold
-    k). Stops when no coordinate violates its optimality condition by more than ``tol · α``.
+    holds the uncentred ``U_k`` on the working set (upper triangles). ``means [K, d]`` holds
+    the fold's x̄_k, ``linear [K, d]`` its b_k = X_cᵀ y_c / m_k, ``counts`` m_k and ``alpha``
+    ``[P]`` (problem ``first + k`` for fold k). Stops when no coordinate violates its
+    optimality condition by more than ``tol · α``.
 
     Once an epoch leaves the support and signs unchanged, the problem restricted to them is a
     linear system, ``G_SS v_S = b_S − α sign(v_S)``: it is solved exactly (once per support)
@@ -205,8 +206,9 @@ def _coordinate_descent(block, n, neurons, means, linear, counts, first, coef, a
 def _duality_gaps(total, chunks, own, corrections, n, neurons, means, linear, counts, first,
                   coef, alpha, y_norms, tol, member, violation):  # pragma: no cover
     """Check the K fold problems of one target (arguments as :func:`_coordinate_descent`;
-    ``corrections [K, d]``: Eᵀ (E w) over the rows ``block`` sums, outside chunk k; ``y_norms`` ‖y_c‖² per problem;
-    ``member [d]`` marks the working set). Returns how many have a duality gap above
+    ``total``, ``chunks``, ``own`` as :func:`_solve_target`; ``corrections [K, d]``: Eᵀ (E w)
+    over the rows the block sums, outside chunk k; ``y_norms`` ‖y_c‖² per problem; ``member
+    [d]`` marks the working set). Returns how many have a duality gap above
     ``tol · ‖y_c‖²`` — scikit-learn's gap, from the gradient ``g = b − G w = X_cᵀ r / m``
     over all d neurons — and writes ``violation [d]``, each neuron's worst optimality
     violation ``|g| − α`` over the folds (0 inside the working set).
@@ -437,10 +439,10 @@ class LassoProblems:
         self.y_norms = np.zeros(problems)  # ‖y_c‖² per problem
         self.train_counts = np.zeros(F)
         self.train_means = np.zeros(F)
-        # per target: the train positions its Gram columns are corrected with (its own when
-        # its set is small, else the ones it leaves out), their chunk bounds, and which
+        # per target: the train positions its block sums (its own when its set is small, else
+        # the ones it leaves out), their chunk bounds, and which of the two
         self.correction_rows, self.correction_bounds, self.own_rows = [], [], []
-        self.evaluation = []
+        evaluation = []  # per target: its test and validation y, in its rows' order
         for f in range(F):
             rows, n_train, n_val = plan.rows[f], plan.n_train[f], plan.n_val[f]
             fold = np.asarray(plan.fold[f])
@@ -451,7 +453,7 @@ class LassoProblems:
             raw = np.asarray(plan.targets[f], np.float64)
             sd = raw[:n_train].std(ddof=1)  # build_design's z-score (torch's unbiased std)
             y = (raw - raw[:n_train].mean()) / (sd if sd > 0 else 1.0)
-            at = position[rows[:n_train]]  # ascending: the plan orders train rows by fold
+            at = position[rows[:n_train]]
             self.products[at, f] = y[:n_train]
             self.products[at, F + f] = 1
             self.train_counts[f], self.train_means[f] = n_train, y[:n_train].mean()
@@ -465,7 +467,7 @@ class LassoProblems:
                 self.counts[p] = keep.sum()
                 self.target_means[p] = y[:n_train][keep].mean()
                 self.y_norms[p] = ((y[:n_train][keep] - self.target_means[p]) ** 2).sum()
-            self.evaluation.append((y[n_train + n_val:], y[n_train:n_train + n_val]))
+            evaluation.append((y[n_train + n_val:], y[n_train:n_train + n_val]))
         # test and validation parts: each target's y on the part's pairs, and its membership
         self.parts, pairs = [], []
         for which, index in ((K + 1, 0), (K, 1)):
@@ -477,7 +479,7 @@ class LassoProblems:
                 n_train, n_val = plan.n_train[f], plan.n_val[f]
                 rows = plan.rows[f][n_train + n_val:] if index == 0 else \
                     plan.rows[f][n_train:n_train + n_val]
-                y[at[rows], f], member[at[rows], f] = self.evaluation[f][index], True
+                y[at[rows], f], member[at[rows], f] = evaluation[f][index], True
             self.parts.append((y, member))
         self.evaluation_pairs = np.concatenate(pairs)
 
