@@ -36,8 +36,9 @@ Method (per layer; the problem is scikit-learn's ``Lasso(alpha, fit_intercept=Tr
 Steps 3–5 run feature by feature, each feature in one numba call, on as many threads as
 numpy's BLAS may use (the kernels release the GIL), the products of steps 2 and 6 on BLAS's own
 threads; the number of threads changes the result only by BLAS's float32 rounding. Memory:
-(folds + 1) Gram matrices of d² float32 per layer. The result meets the same optimality certificate as scikit-learn's;
-``bench/probe_sweep.py`` compares both on the same data (test R² and speed).
+(folds + 1) Gram matrices of d² float32 per layer. The result meets the same optimality
+certificate as scikit-learn's; ``bench/probe_sweep.py`` compares both on the same data (test R²
+and speed).
 """
 
 from __future__ import annotations
