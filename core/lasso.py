@@ -259,10 +259,10 @@ def _duality_gaps(total, chunks, own, corrections, n, neurons, means, linear, co
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _dot(a, b, start, stop):  # pragma: no cover
-    """``Σ a[r] b[r]`` over ``start … stop − 1`` (float32 rows, float64 sum)."""
+def _dot(a, b, n):  # pragma: no cover
+    """``Σ a[r] b[r]`` over the first n entries (float32 rows, float64 sum)."""
     total = 0.0
-    for r in range(start, stop):
+    for r in range(n):
         total += a[r] * b[r]
     return total
 
@@ -338,7 +338,7 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
             for i in range(n):
                 weights[i] = coef[first + k, neurons[i]]
             for r in range(e):
-                e_w[r] = _dot(working[r], weights, 0, n)
+                e_w[r] = _dot(working[r], weights, n)
             for c in range(folds):
                 if c != k:
                     for r in range(bounds[c], bounds[c + 1]):
@@ -442,7 +442,7 @@ class LassoProblems:
         self.train_means = np.zeros(F)
         # per target: the train positions its block sums (its own when its set is small, else
         # the ones it leaves out), their chunk bounds, and which of the two
-        self.correction_rows, self.correction_bounds, self.own_rows = [], [], []
+        self.block_rows, self.block_bounds, self.own_rows = [], [], []
         evaluation = []  # per target: its test and validation y, in its rows' order
         for f in range(F):
             rows, n_train, n_val = plan.rows[f], plan.n_train[f], plan.n_val[f]
@@ -460,8 +460,8 @@ class LassoProblems:
             self.train_counts[f], self.train_means[f] = n_train, y[:n_train].mean()
             small = n_train <= n_train_pairs - n_train
             correction = np.sort(at) if small else np.setdiff1d(np.arange(n_train_pairs), at)
-            self.correction_rows.append(correction)
-            self.correction_bounds.append(np.searchsorted(correction, self.bounds))
+            self.block_rows.append(correction)
+            self.block_bounds.append(np.searchsorted(correction, self.bounds))
             self.own_rows.append(small)
             for k in range(K):
                 p, keep = f * K + k, fold != k
@@ -535,13 +535,13 @@ def solve_layer(activations: np.ndarray, problems: LassoProblems, alpha: float,
     outcome = np.zeros((F, 2), np.int64)  # rounds and folds left open, per target
 
     def solve(f: int) -> None:
-        _solve_target(train, problems.correction_rows[f], problems.correction_bounds[f],
+        _solve_target(train, problems.block_rows[f], problems.block_bounds[f],
                       problems.own_rows[f], total, chunks, means[f], linear[f], m, f * K, coef,
                       alphas, problems.y_norms, tol, np.argsort(-np.abs(correlation[f]))[:start],
                       grow, max_rounds, outcome[f])
 
     # the largest corrections first, so the threads finish together
-    threads.each(solve, np.argsort([-len(rows) for rows in problems.correction_rows],
+    threads.each(solve, np.argsort([-len(rows) for rows in problems.block_rows],
                                    kind="stable"))
     rounds, open_folds = outcome.T
     if open_folds.any():

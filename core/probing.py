@@ -30,8 +30,8 @@ Speed (``bench/probe_sweep.py``): on the CPU the Lasso probes of a layer are sol
 ``core.lasso`` (``solver="working_set"``): every (feature, fold) problem shares the layer's
 Gram matrix per fold chunk, corrected by the few pairs a feature's set leaves out, and
 coordinate descent (numba) runs on small per-feature working sets of neurons until each
-problem's duality gap meets scikit-learn's own stopping rule. On CUDA, ``solver="batched"`` solves all problems at once in
-torch over the padded ``[features, pairs, d]`` design (working sets, batched feature-sign
+problem's duality gap meets scikit-learn's own stopping rule. On CUDA, ``solver="batched"``
+solves all problems at once in torch over the padded ``[features, pairs, d]`` design (working sets, batched feature-sign
 search, KKT-checked). ``solver="sklearn"`` loops scikit-learn's ``Lasso`` (the reference).
 Ridge solves one Cholesky system per problem from each feature's train Gram, downdated per fold.
 """

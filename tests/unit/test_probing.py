@@ -211,8 +211,8 @@ def wide_problem():
                             + 0.3 * rng.normal(size=1500) for i in range(5)})
     # a target known on 450 pairs only: its small set is solved from its own rows' Gram, the
     # others from the shared Gram minus the few pairs their sets leave out
-    targets["small"] = np.where(np.arange(1500) < 450, latent[:, 5] + 0.3 * rng.normal(size=1500),
-                                np.nan)
+    targets["small"] = np.where(np.arange(1500) < 450,
+                                latent[:, 5] + 0.3 * rng.normal(size=1500), np.nan)
     config = ProbeConfig(groups=tuple(targets.columns))
     return acts, make_plan(targets, config)
 
