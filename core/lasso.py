@@ -259,19 +259,41 @@ def _duality_gaps(total, chunks, own, corrections, n, neurons, means, linear, co
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _dot(a, b, n):  # pragma: no cover
-    """``Σ a[r] b[r]`` over the first n entries (float32 rows, float64 sum)."""
-    total = 0.0
-    for r in range(n):
-        total += a[r] * b[r]
-    return total
+def _chunk_products(working, bounds, n, width, partial):  # pragma: no cover
+    """``partial[c, j, i] = Σ_r working[r, i] working[r, j]`` over chunk c's rows
+    ``bounds[c] … bounds[c + 1] − 1``, for the new columns ``n ≤ j < width`` and ``i ≤ j``."""
+    for c in range(bounds.shape[0] - 1):
+        for j in range(n, width):
+            for i in range(j + 1):
+                partial[c, j, i] = 0.0
+        for r in range(bounds[c], bounds[c + 1]):
+            for j in range(n, width):
+                x = working[r, j]
+                for i in range(j + 1):
+                    partial[c, j, i] += working[r, i] * x
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _axpy(y, x, a):  # pragma: no cover
-    """``y += a x`` (float32)."""
-    for r in range(y.shape[0]):
-        y[r] += x[r] * a
+def _corrections(train, rows, chunk, working, weights, n, e_w, corrections):  # pragma: no cover
+    """``corrections[k] = Σ_r (working[r] · weights[k]) train[rows[r]]`` over the block rows r
+    outside chunk k (``chunk[r]``): the block rows' part of ``U_k w_k`` over all d neurons."""
+    e, folds = e_w.shape
+    d = train.shape[1]
+    for r in range(e):
+        for k in range(folds):
+            value = 0.0
+            if chunk[r] != k:
+                for i in range(n):
+                    value += working[r, i] * weights[k, i]
+            e_w[r, k] = value
+    corrections[:, :] = 0.0
+    for r in range(e):
+        row = rows[r]
+        for k in range(folds):
+            a = e_w[r, k]
+            if a != 0.0:
+                for t in range(d):
+                    corrections[k, t] += train[row, t] * a
 
 
 @numba.njit(cache=True, nogil=True)
@@ -294,9 +316,13 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
     block = np.empty((folds, room, room))
     member = np.zeros(d, np.bool_)
     violation = np.empty(d)
-    e_w, corrections = np.empty(e, np.float32), np.empty((folds, d), np.float32)
-    partial = np.empty((folds, room), np.float32)
-    weights = np.empty(d, np.float32)
+    corrections = np.empty((folds, d), np.float32)
+    partial = np.empty((folds, room, room), np.float32)
+    chunk = np.empty(e, np.int64)  # each block row's chunk
+    for c in range(folds):
+        chunk[bounds[c]:bounds[c + 1]] = c
+    weights = np.empty((folds, d), np.float32)
+    e_w = np.empty((e, folds), np.float32)
     n, cd_tol, still_open, rounds = 0, 1e-4, folds, 0
     for rounds in range(1, max_rounds + 1):
         width = n + pending.shape[0]
@@ -307,24 +333,20 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
             grown_neurons[:n], grown_working[:, :n] = neurons[:n], working[:, :n]
             grown_block[:, :n, :n] = block[:, :n, :n]
             neurons, working, block = grown_neurons, grown_working, grown_block
-            partial = np.empty((folds, room), np.float32)
+            partial = np.empty((folds, room, room), np.float32)
         for a in range(pending.shape[0]):
             neurons[n + a] = pending[a]
             member[pending[a]] = True
             for r in range(e):
                 working[r, n + a] = train[rows[r], pending[a]]
+        _chunk_products(working, bounds, n, width, partial)
         for j in range(n, width):  # the new columns of U_k, upper triangle
-            partial[:, :j + 1] = 0.0  # per chunk
-            for c in range(folds):
-                for r in range(bounds[c], bounds[c + 1]):
-                    if working[r, j] != 0.0:
-                        _axpy(partial[c, :j + 1], working[r, :j + 1], working[r, j])
             for i in range(j + 1):
                 everywhere = 0.0
                 for c in range(folds):
-                    everywhere += partial[c, i]
+                    everywhere += partial[c, j, i]
                 for k in range(folds):
-                    value = everywhere - partial[k, i]  # the block's rows outside chunk k
+                    value = everywhere - partial[k, j, i]  # the block's rows outside chunk k
                     if not own:
                         value = (total[neurons[j], neurons[i]]
                                  - chunks[k, neurons[j], neurons[i]] - value)
@@ -333,17 +355,10 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
         _coordinate_descent(block, n, neurons, means, linear, counts, first, coef, alpha,
                             cd_tol, 100_000)
         # the block's part of U_k w: Eᵀ (E w) over its rows outside chunk k
-        corrections[:] = 0.0
         for k in range(folds):
             for i in range(n):
-                weights[i] = coef[first + k, neurons[i]]
-            for r in range(e):
-                e_w[r] = _dot(working[r], weights, n)
-            for c in range(folds):
-                if c != k:
-                    for r in range(bounds[c], bounds[c + 1]):
-                        if e_w[r] != 0.0:
-                            _axpy(corrections[k], train[rows[r]], e_w[r])
+                weights[k, i] = coef[first + k, neurons[i]]
+        _corrections(train, rows, chunk, working, weights, n, e_w, corrections)
         still_open = _duality_gaps(total, chunks, own, corrections, n, neurons, means, linear,
                                    counts, first, coef, alpha, y_norms, tol, member, violation)
         if still_open == 0:
