@@ -498,6 +498,25 @@ class LassoProblems:
                 y[at[rows], f], member[at[rows], f] = evaluation[f][index], True
             self.parts.append((y, member))
         self.evaluation_pairs = np.concatenate(pairs)
+        self._spare: list[_Workspace] = []  # kept between layers (see _Workspace)
+
+
+class _Workspace:
+    """The large arrays of one layer's solve, kept for the next layer: a fresh array of a few
+    MiB is paid again in page faults on first touch (about 5 ms per MiniLM layer on this VM,
+    a sixth of the solve), a kept one is not. One per concurrent solve (``solve_layer`` takes
+    one from ``LassoProblems._spare`` and puts it back)."""
+
+    def __init__(self, problems: LassoProblems, d: int):
+        K, F = problems.folds, problems.n_targets
+        self.d = d
+        self.train = np.empty((len(problems.train_pairs), d), np.float32)
+        self.squares = np.empty_like(self.train)
+        self.chunks = np.empty((K, d, d), np.float32)
+        self.total = np.empty((d, d), np.float32)
+        self.sums = np.empty((K, d, 2 * F), np.float32)
+        self.evaluation = np.empty((len(problems.evaluation_pairs), d), np.float32)
+        self.predicted = np.empty((len(problems.evaluation_pairs), F * K), np.float32)
 
 
 def solve_layer(activations: np.ndarray, problems: LassoProblems, alpha: float,
@@ -516,23 +535,41 @@ def solve_layer(activations: np.ndarray, problems: LassoProblems, alpha: float,
     if raw.ndim != 2 or len(raw) != problems.n_pairs:
         raise ValueError(f"activations of shape {raw.shape} do not fit problems built for "
                          f"{problems.n_pairs} pairs")
+    d = raw.shape[1]
+    spare = problems._spare
+    work = next((w for w in list(spare) if w.d == d), None)
+    try:
+        if work is not None:
+            spare.remove(work)  # atomic: a concurrent solve cannot take it as well
+    except ValueError:
+        work = None
+    if work is None:
+        work = _Workspace(problems, d)
+    try:
+        return _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work)
+    finally:
+        spare.append(work)
+
+
+def _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work) -> LassoFit:
     threads = _Threads()
     d = raw.shape[1]
     F, K, m = problems.n_targets, problems.folds, problems.counts
     P = F * K
     # step 2: centred train pairs (the intercepts absorb the shift), chunk Grams and products
     mean = raw.mean(0)
-    train = raw[problems.train_pairs]
+    train = np.take(raw, problems.train_pairs, axis=0, out=work.train)
     train -= mean
     bounds = problems.bounds
-    chunks = np.empty((K, d, d), np.float32)
-    sums = np.empty((K, d, 2 * F))  # per chunk: Σ x·y and Σ x of each target's rows
+    chunks, sums = work.chunks, work.sums  # per chunk: Σ x·y and Σ x of each target's rows
     for j in range(K):
         block = train[bounds[j]:bounds[j + 1]]
         np.matmul(block.T, block, out=chunks[j])
-        sums[j] = block.T @ problems.products[bounds[j]:bounds[j + 1]]
-    total = chunks.sum(0)
-    squares = (np.square(train).T @ problems.products[:, F:]).T.astype(np.float64)  # [F, d]
+        np.matmul(block.T, problems.products[bounds[j]:bounds[j + 1]], out=sums[j])
+    total = np.sum(chunks, axis=0, out=work.total)
+    squares = np.square(train, out=work.squares).T @ problems.products[:, F:]
+    squares = squares.T.astype(np.float64)  # [F, d]
+    sums = sums.astype(np.float64)
     xy, x1 = sums[:, :, :F].transpose(2, 0, 1), sums[:, :, F:].transpose(2, 0, 1)  # [F, K, d]
     n = problems.train_counts[:, None]
     first = x1.sum(1)
@@ -565,7 +602,9 @@ def solve_layer(activations: np.ndarray, problems: LassoProblems, alpha: float,
                       RuntimeWarning, stacklevel=2)
     # step 6: every fold model on the test and validation parts, in one product
     intercepts = problems.target_means - np.einsum("pd,pd->p", means.reshape(P, d), coef)
-    predicted = (raw[problems.evaluation_pairs] - mean) @ coef.T.astype(np.float32)
+    evaluation = np.take(raw, problems.evaluation_pairs, axis=0, out=work.evaluation)
+    evaluation -= mean
+    predicted = np.matmul(evaluation, coef.T.astype(np.float32), out=work.predicted)
     scores, start = [], 0
     for y, member in problems.parts:
         part = predicted[start:start + len(y)].astype(np.float64) + intercepts  # [rows, P]
