@@ -385,8 +385,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 class _Threads:
     """Per-feature work of a layer on as many threads as numpy's BLAS may use (the kernels
-    release the GIL); BLAS runs single-threaded inside that work, so the threads do not
-    oversubscribe the cores, and on all its threads for the large products in between."""
+    release the GIL and call no BLAS, so the threads do not oversubscribe the cores); BLAS
+    runs on its own threads for the large products in between."""
 
     def __init__(self):
         libraries = _blas().select(user_api="blas").lib_controllers
@@ -405,9 +405,8 @@ class _Threads:
             for item in queue:
                 work(item)
 
-        with _blas().limit(limits=1, user_api="blas"):
-            futures = [_pool(self.workers).submit(drain) for _ in range(self.workers)]
-            wait(futures)  # all threads done before an error is raised
+        futures = [_pool(self.workers).submit(drain) for _ in range(self.workers)]
+        wait(futures)  # all threads done before an error is raised
         for future in futures:
             future.result()
 
@@ -474,7 +473,9 @@ class LassoProblems:
             self.products[at, F + f] = 1
             self.train_counts[f], self.train_means[f] = n_train, y[:n_train].mean()
             small = n_train <= n_train_pairs - n_train
-            correction = np.sort(at) if small else np.setdiff1d(np.arange(n_train_pairs), at)
+            inside = np.zeros(n_train_pairs, bool)
+            inside[at] = True
+            correction = np.flatnonzero(inside if small else ~inside)
             self.block_rows.append(correction)
             self.block_bounds.append(np.searchsorted(correction, self.bounds))
             self.own_rows.append(small)
@@ -505,17 +506,19 @@ class _Workspace:
     """The large arrays of one layer's solve, kept for the next layer: a fresh array of a few
     MiB is paid again in page faults on first touch (about 5 ms per MiniLM layer on this VM,
     a sixth of the solve), a kept one is not. One per concurrent solve (``solve_layer`` takes
-    one from ``LassoProblems._spare`` and puts it back)."""
+    one from ``LassoProblems._spare`` and puts it back); the first layer still pays for it,
+    so it holds no more than the solve needs at once."""
 
     def __init__(self, problems: LassoProblems, d: int):
         K, F = problems.folds, problems.n_targets
         self.d = d
         self.train = np.empty((len(problems.train_pairs), d), np.float32)
-        self.squares = np.empty_like(self.train)
+        # row blocks of the scale's squares and the scoring product (kept small: fresh memory
+        # is the costly kind)
+        self.scratch = np.empty((max(np.diff(problems.bounds).max(), 1), d), np.float32)
         self.chunks = np.empty((K, d, d), np.float32)
         self.total = np.empty((d, d), np.float32)
         self.sums = np.empty((K, d, 2 * F), np.float32)
-        self.evaluation = np.empty((len(problems.evaluation_pairs), d), np.float32)
         self.predicted = np.empty((len(problems.evaluation_pairs), F * K), np.float32)
 
 
@@ -567,7 +570,11 @@ def _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work) -> La
         np.matmul(block.T, block, out=chunks[j])
         np.matmul(block.T, problems.products[bounds[j]:bounds[j + 1]], out=sums[j])
     total = np.sum(chunks, axis=0, out=work.total)
-    squares = np.square(train, out=work.squares).T @ problems.products[:, F:]
+    squares = np.zeros((d, F), np.float32)  # Σ x² over each target's train rows
+    for j in range(K):
+        rows = work.scratch[:bounds[j + 1] - bounds[j]]
+        np.square(train[bounds[j]:bounds[j + 1]], out=rows)
+        squares += rows.T @ problems.products[bounds[j]:bounds[j + 1], F:]
     squares = squares.T.astype(np.float64)  # [F, d]
     sums = sums.astype(np.float64)
     xy, x1 = sums[:, :, :F].transpose(2, 0, 1), sums[:, :, F:].transpose(2, 0, 1)  # [F, K, d]
@@ -602,9 +609,12 @@ def _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work) -> La
                       RuntimeWarning, stacklevel=2)
     # step 6: every fold model on the test and validation parts, in one product
     intercepts = problems.target_means - np.einsum("pd,pd->p", means.reshape(P, d), coef)
-    evaluation = np.take(raw, problems.evaluation_pairs, axis=0, out=work.evaluation)
-    evaluation -= mean
-    predicted = np.matmul(evaluation, coef.T.astype(np.float32), out=work.predicted)
+    weights, predicted = coef.T.astype(np.float32), work.predicted
+    for lo in range(0, len(predicted), len(work.scratch)):
+        pairs = problems.evaluation_pairs[lo:lo + len(work.scratch)]
+        rows = np.take(raw, pairs, axis=0, out=work.scratch[:len(pairs)])
+        rows -= mean
+        np.matmul(rows, weights, out=predicted[lo:lo + len(pairs)])
     scores, start = [], 0
     for y, member in problems.parts:
         part = predicted[start:start + len(y)].astype(np.float64) + intercepts  # [rows, P]
@@ -621,7 +631,10 @@ def _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work) -> La
 
 
 def compile_kernels() -> None:
-    """Compile (or load from numba's cache) the kernels, on a problem too small to matter."""
+    """Compile (or load from numba's cache) the kernels, on a problem too small to matter, and
+    find numpy's BLAS (threadpoolctl's scan of the loaded libraries): the once-per-process
+    set-up of the solver."""
+    _blas()
     chunks, rows = np.ones((2, 1, 1), np.float32), np.zeros(1, np.int64)
     _solve_target(np.ones((2, 1), np.float32), rows, np.array([0, 1, 1]), False, chunks[0],
                   chunks, np.zeros((2, 1)), np.ones((2, 1)), np.full(2, 2.0), 0,
