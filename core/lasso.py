@@ -373,6 +373,22 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
     outcome[0], outcome[1] = rounds, still_open
 
 
+@numba.njit(cache=True, nogil=True)
+def _squared_errors(predicted, intercepts, y, member, n_test, sse):  # pragma: no cover
+    """``sse[part, p]``: Σ (y − prediction)² of problem p (target ``p // K``) over its pairs in
+    the test part (rows ``< n_test`` of ``predicted [rows, P]``) and the validation part."""
+    rows, targets = member.shape
+    folds = predicted.shape[1] // targets
+    for r in range(rows):
+        which = 0 if r < n_test else 1
+        for f in range(targets):
+            if member[r, f]:
+                for k in range(folds):
+                    p = f * folds + k
+                    error = y[r, f] - predicted[r, p] - intercepts[p]
+                    sse[which, p] += error * error
+
+
 @lru_cache(maxsize=1)
 def _blas() -> ThreadpoolController:
     return ThreadpoolController()
@@ -499,6 +515,13 @@ class LassoProblems:
                 y[at[rows], f], member[at[rows], f] = evaluation[f][index], True
             self.parts.append((y, member))
         self.evaluation_pairs = np.concatenate(pairs)
+        # per part and target: the pairs' count and Σ (y − ȳ)², R²'s denominator
+        self.evaluation_y = np.concatenate([y for y, _ in self.parts])
+        self.evaluation_member = np.concatenate([member for _, member in self.parts])
+        self.sizes = np.array([member.sum(0) for _, member in self.parts])  # [2, F]
+        self.spreads = np.array([
+            np.maximum((np.square(y - (y * member).sum(0) / np.maximum(member.sum(0), 1))
+                        * member).sum(0), 1e-12) for y, member in self.parts])
         self._spare: list[_Workspace] = []  # kept between layers (see _Workspace)
 
 
@@ -615,17 +638,12 @@ def _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work) -> La
         rows = np.take(raw, pairs, axis=0, out=work.scratch[:len(pairs)])
         rows -= mean
         np.matmul(rows, weights, out=predicted[lo:lo + len(pairs)])
-    scores, start = [], 0
-    for y, member in problems.parts:
-        part = predicted[start:start + len(y)].astype(np.float64) + intercepts  # [rows, P]
-        start += len(y)
-        error = np.square(np.repeat(y, K, axis=1) - part) * np.repeat(member, K, axis=1)
-        size = member.sum(0)
-        spread = np.square(y - (y * member).sum(0) / size) * member
-        sse = error.sum(0).reshape(F, K)
-        scores.append((1 - sse / np.maximum(spread.sum(0), 1e-12)[:, None],
-                       sse / size[:, None]))
-    (r2_test, mse), (r2_val, _) = scores
+    sse = np.zeros((2, P))  # test, validation
+    _squared_errors(predicted, intercepts, problems.evaluation_y, problems.evaluation_member,
+                    len(problems.parts[0][0]), sse)
+    sse = sse.reshape(2, F, K)
+    r2_test, r2_val = 1 - sse / problems.spreads[:, :, None]
+    mse = sse[0] / np.maximum(problems.sizes[0], 1)[:, None]
     return LassoFit((coef * np.repeat(scale, K)[:, None]).reshape(F, K, d), r2_test, r2_val,
                     mse, int(rounds.max()), not open_folds.any())
 
@@ -640,3 +658,5 @@ def compile_kernels() -> None:
                   chunks, np.zeros((2, 1)), np.ones((2, 1)), np.full(2, 2.0), 0,
                   np.zeros((2, 1)), np.full(2, 0.1), np.ones(2), 1e-4, rows, 1, 1,
                   np.zeros(2, np.int64))
+    _squared_errors(np.zeros((2, 2), np.float32), np.zeros(2), np.zeros((2, 1)),
+                    np.ones((2, 1), bool), 1, np.zeros((2, 2)))
