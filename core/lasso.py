@@ -31,14 +31,15 @@ Method (per layer; the problem is scikit-learn's ``Lasso(alpha, fit_intercept=Tr
        an open gap add their worst optimality (KKT) violators (at most 16) to the working set
        and go again, warm started; typically four rounds.
     6. Test and validation R² of every fold model: one product of both parts' activations with
-       all coefficients.
+       all coefficients (in row blocks), then each problem's squared errors over its target's
+       pairs.
 
 Steps 3–5 run feature by feature, each feature in one numba call, on as many threads as
 numpy's BLAS may use (the kernels release the GIL), the products of steps 2 and 6 on BLAS's own
 threads; the number of threads changes the result only by BLAS's float32 rounding. Memory:
-(folds + 1) Gram matrices of d² float32 per layer. The result meets the same optimality
-certificate as scikit-learn's; ``bench/probe_sweep.py`` compares both on the same data (test R²
-and speed).
+(folds + 1) Gram matrices of d² float32 and the centred train part, kept from layer to layer
+(``_Workspace``). The result meets the same optimality certificate as scikit-learn's;
+``bench/probe_sweep.py`` compares both on the same data (test R² and speed).
 """
 
 from __future__ import annotations
@@ -514,7 +515,8 @@ class LassoProblems:
                     plan.rows[f][n_train:n_train + n_val]
                 y[at[rows], f], member[at[rows], f] = evaluation[f][index], True
             self.parts.append((y, member))
-        self.evaluation_pairs = np.concatenate(pairs)
+        self.evaluation_pairs = np.concatenate(pairs)  # test pairs, then validation pairs
+        self.n_test_pairs = len(pairs[0])
         # per part and target: the pairs' count and Σ (y − ȳ)², R²'s denominator
         self.evaluation_y = np.concatenate([y for y, _ in self.parts])
         self.evaluation_member = np.concatenate([member for _, member in self.parts])
@@ -526,11 +528,11 @@ class LassoProblems:
 
 
 class _Workspace:
-    """The large arrays of one layer's solve, kept for the next layer: a fresh array of a few
-    MiB is paid again in page faults on first touch (about 5 ms per MiniLM layer on this VM,
-    a sixth of the solve), a kept one is not. One per concurrent solve (``solve_layer`` takes
-    one from ``LassoProblems._spare`` and puts it back); the first layer still pays for it,
-    so it holds no more than the solve needs at once."""
+    """The large arrays of one layer's solve, kept for the next layer: fresh arrays of a few
+    MiB are paid again in page faults on first touch (on a virtual machine, milliseconds per
+    layer), kept ones are not. One per concurrent solve (``solve_layer`` takes one from
+    ``LassoProblems._spare`` and puts it back); the first layer still pays for it, so it
+    holds no more than the solve needs at once."""
 
     def __init__(self, problems: LassoProblems, d: int):
         K, F = problems.folds, problems.n_targets
@@ -562,19 +564,16 @@ def solve_layer(activations: np.ndarray, problems: LassoProblems, alpha: float,
         raise ValueError(f"activations of shape {raw.shape} do not fit problems built for "
                          f"{problems.n_pairs} pairs")
     d = raw.shape[1]
-    spare = problems._spare
-    work = next((w for w in list(spare) if w.d == d), None)
     try:
-        if work is not None:
-            spare.remove(work)  # atomic: a concurrent solve cannot take it as well
-    except ValueError:
+        work = problems._spare.pop()  # atomic: concurrent solves each get their own
+    except IndexError:
         work = None
-    if work is None:
+    if work is None or work.d != d:
         work = _Workspace(problems, d)
     try:
         return _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work)
     finally:
-        spare.append(work)
+        problems._spare.append(work)
 
 
 def _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work) -> LassoFit:
@@ -640,7 +639,7 @@ def _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work) -> La
         np.matmul(rows, weights, out=predicted[lo:lo + len(pairs)])
     sse = np.zeros((2, P))  # test, validation
     _squared_errors(predicted, intercepts, problems.evaluation_y, problems.evaluation_member,
-                    len(problems.parts[0][0]), sse)
+                    problems.n_test_pairs, sse)
     sse = sse.reshape(2, F, K)
     r2_test, r2_val = 1 - sse / problems.spreads[:, :, None]
     mse = sse[0] / np.maximum(problems.sizes[0], 1)[:, None]
