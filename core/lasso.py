@@ -503,7 +503,7 @@ class LassoProblems:
                 self.y_norms[p] = ((y[:n_train][keep] - self.target_means[p]) ** 2).sum()
             evaluation.append((y[n_train + n_val:], y[n_train:n_train + n_val]))
         # test and validation parts: each target's y on the part's pairs, and its membership
-        self.parts, pairs = [], []
+        parts, pairs = [], []
         for which, index in ((K + 1, 0), (K, 1)):
             pairs.append(np.flatnonzero(part == which))
             at = np.full(n_pairs, -1)
@@ -514,16 +514,16 @@ class LassoProblems:
                 rows = plan.rows[f][n_train + n_val:] if index == 0 else \
                     plan.rows[f][n_train:n_train + n_val]
                 y[at[rows], f], member[at[rows], f] = evaluation[f][index], True
-            self.parts.append((y, member))
+            parts.append((y, member))
         self.evaluation_pairs = np.concatenate(pairs)  # test pairs, then validation pairs
         self.n_test_pairs = len(pairs[0])
         # per part and target: the pairs' count and Σ (y − ȳ)², R²'s denominator
-        self.evaluation_y = np.concatenate([y for y, _ in self.parts])
-        self.evaluation_member = np.concatenate([member for _, member in self.parts])
-        self.sizes = np.array([member.sum(0) for _, member in self.parts])  # [2, F]
+        self.evaluation_y = np.concatenate([y for y, _ in parts])
+        self.evaluation_member = np.concatenate([member for _, member in parts])
+        self.sizes = np.array([member.sum(0) for _, member in parts])  # [2, F]
         self.spreads = np.array([
             np.maximum((np.square(y - (y * member).sum(0) / np.maximum(member.sum(0), 1))
-                        * member).sum(0), 1e-12) for y, member in self.parts])
+                        * member).sum(0), 1e-12) for y, member in parts])
         self._spare: list[_Workspace] = []  # kept between layers (see _Workspace)
 
 
