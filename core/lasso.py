@@ -517,10 +517,10 @@ class LassoProblems:
             parts.append((y, member))
         self.evaluation_pairs = np.concatenate(pairs)  # test pairs, then validation pairs
         self.n_test_pairs = len(pairs[0])
-        # per part and target: the pairs' count and Σ (y − ȳ)², R²'s denominator
+        # per target: its test pairs' count; per part and target: Σ (y − ȳ)², R²'s denominator
         self.evaluation_y = np.concatenate([y for y, _ in parts])
         self.evaluation_member = np.concatenate([member for _, member in parts])
-        self.sizes = np.array([member.sum(0) for _, member in parts])  # [2, F]
+        self.test_sizes = parts[0][1].sum(0)  # [F]
         self.spreads = np.array([
             np.maximum((np.square(y - (y * member).sum(0) / np.maximum(member.sum(0), 1))
                         * member).sum(0), 1e-12) for y, member in parts])
@@ -629,7 +629,7 @@ def _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work) -> La
         warnings.warn(f"the Lasso probes of {int((open_folds > 0).sum())} target(s) did not "
                       f"reach the duality-gap tolerance {tol:g} in {max_rounds} rounds",
                       RuntimeWarning, stacklevel=2)
-    # step 6: every fold model on the test and validation parts, in one product
+    # step 6: every fold model on the test and validation parts (one product, in row blocks)
     intercepts = problems.target_means - np.einsum("pd,pd->p", means.reshape(P, d), coef)
     weights, predicted = coef.T.astype(np.float32), work.predicted
     for lo in range(0, len(predicted), len(work.scratch)):
@@ -642,7 +642,7 @@ def _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work) -> La
                     problems.n_test_pairs, sse)
     sse = sse.reshape(2, F, K)
     r2_test, r2_val = 1 - sse / problems.spreads[:, :, None]
-    mse = sse[0] / np.maximum(problems.sizes[0], 1)[:, None]
+    mse = sse[0] / np.maximum(problems.test_sizes, 1)[:, None]
     return LassoFit((coef * np.repeat(scale, K)[:, None]).reshape(F, K, d), r2_test, r2_val,
                     mse, int(rounds.max()), not open_folds.any())
 
