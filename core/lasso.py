@@ -55,20 +55,49 @@ from threadpoolctl import ThreadpoolController
 
 
 @numba.njit(cache=True, nogil=True)
-def _cholesky_solve(matrix, rhs, size, factor, out):  # pragma: no cover
-    """Solve ``matrix[:size, :size] x = rhs[:size]`` into ``out`` by Cholesky; False when the
-    matrix is not (numerically) positive definite."""
+def _factor_remove(factor, order, size, p):  # pragma: no cover
+    """Drop entry ``p`` of a support from its Cholesky factor ``factor[:size, :size]`` (the
+    Gram restricted to ``order[:size]``, in that order): the rows below move up, and Givens
+    rotations of columns ``i, i + 1`` make the factor triangular again. O(size²)."""
+    for i in range(p, size - 1):
+        order[i] = order[i + 1]
+        for t in range(i + 2):
+            factor[i, t] = factor[i + 1, t]
+    for i in range(p, size - 1):
+        a, b = factor[i, i], factor[i, i + 1]
+        r = np.sqrt(a * a + b * b)
+        c, s = a / r, b / r
+        factor[i, i], factor[i, i + 1] = r, 0.0
+        for t in range(i + 1, size - 1):
+            x, y = factor[t, i], factor[t, i + 1]
+            factor[t, i] = c * x + s * y
+            factor[t, i + 1] = c * y - s * x
+
+
+@numba.njit(cache=True, nogil=True)
+def _factor_append(factor, order, size, gram, j):  # pragma: no cover
+    """Append neuron ``j`` to the Cholesky factor of ``gram`` on ``order[:size]`` (one row,
+    O(size²)); False when the Gram on the larger support is not (numerically) positive
+    definite (then its first ``size`` rows are left as they were)."""
+    norm = 0.0
     for i in range(size):
-        for j in range(i + 1):
-            value = matrix[i, j]
-            for t in range(j):
-                value -= factor[i, t] * factor[j, t]
-            if i == j:
-                if value <= 1e-10 * matrix[i, i]:
-                    return False
-                factor[i, i] = np.sqrt(value)
-            else:
-                factor[i, j] = value / factor[j, j]
+        value = gram[order[i], j]
+        for t in range(i):
+            value -= factor[size, t] * factor[i, t]
+        value /= factor[i, i]
+        factor[size, i] = value
+        norm += value * value
+    value = gram[j, j] - norm
+    if value <= 1e-10 * gram[j, j]:
+        return False
+    factor[size, size] = np.sqrt(value)
+    order[size] = j
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _factor_solve(factor, size, rhs, out):  # pragma: no cover
+    """Solve ``L Lᵀ x = rhs[:size]`` into ``out`` for the factor ``L = factor[:size, :size]``."""
     for i in range(size):  # L z = rhs
         value = rhs[i]
         for t in range(i):
@@ -79,7 +108,6 @@ def _cholesky_solve(matrix, rhs, size, factor, out):  # pragma: no cover
         for t in range(i + 1, size):
             value -= factor[t, i] * out[t]
         out[i] = value / factor[i, i]
-    return True
 
 
 @numba.njit(cache=True, nogil=True)
@@ -105,7 +133,7 @@ def _product_on_support(gram, support, size, values, q):  # pragma: no cover
 
 @numba.njit(cache=True, nogil=True)
 def _coordinate_descent(block, n, neurons, means, linear, counts, first, coef, alpha, tol,
-                        max_epochs):  # pragma: no cover
+                        max_epochs, factors, orders, sizes):  # pragma: no cover
     """Coordinate descent for the K fold problems ``first … first + K − 1`` of one feature on
     its working set ``neurons[:n]``, warm-started from and written back to ``coef [P, d]``.
 
@@ -119,15 +147,18 @@ def _coordinate_descent(block, n, neurons, means, linear, counts, first, coef, a
     Once an epoch leaves the support and signs unchanged, the problem restricted to them is a
     linear system, ``G_SS v_S = b_S − α sign(v_S)``: it is solved exactly (once per support)
     and taken when its solution keeps the signs, which ends most problems in a few epochs
-    instead of dozens (the epochs still decide optimality).
+    instead of dozens (the epochs still decide optimality). Fold k's Cholesky factor of
+    ``G_SS`` is kept from solve to solve and from call to call (``factors [K, ≥n, ≥n]`` on
+    the working-set positions ``orders[k, :sizes[k]]``): a new support only removes and
+    appends its rows, O(|S|²) each instead of O(|S|³) for a new factor.
     """
     folds = block.shape[0]
     gram = np.empty((n, n))
     q = np.empty(n)  # G v
     v, b, mean = np.empty(n), np.empty(n), np.empty(n)
     support = np.empty(n, np.int64)
-    system, factor = np.empty((n, n)), np.empty((n, n))
     rhs, solution = np.empty(n), np.empty(n)
+    present = np.empty(n, np.bool_)
     for k in range(folds):
         p = first + k
         a, inverse = alpha[p], 1.0 / counts[p]
@@ -184,22 +215,42 @@ def _coordinate_descent(block, n, neurons, means, linear, counts, first, coef, a
             if tried:
                 continue
             tried = True
-            size = _support(v, support)
+            factor, order, size = factors[k], orders[k], sizes[k]
+            removed = 0
             for s in range(size):
-                for t in range(size):
-                    system[s, t] = gram[support[s], support[t]]
-                rhs[s] = b[support[s]] - (a if v[support[s]] > 0 else -a)
-            if not _cholesky_solve(system, rhs, size, factor, solution):
+                if v[order[s]] == 0.0:
+                    removed += 1
+            if 4 * removed > size:  # many neurons left: a new factor costs less than rotations
+                size = 0
+            for s in range(size - 1, -1, -1):
+                if v[order[s]] == 0.0:
+                    _factor_remove(factor, order, size, s)
+                    size -= 1
+            present[:] = False
+            for s in range(size):
+                present[order[s]] = True
+            complete = True
+            for j in range(n):
+                if v[j] != 0.0 and not present[j]:
+                    if not _factor_append(factor, order, size, gram, j):
+                        complete = False
+                        break
+                    size += 1
+            sizes[k] = size
+            if not complete:
                 continue
+            for s in range(size):
+                rhs[s] = b[order[s]] - (a if v[order[s]] > 0 else -a)
+            _factor_solve(factor, size, rhs, solution)
             keeps_signs = True
             for s in range(size):
-                if solution[s] == 0.0 or (solution[s] > 0) != (v[support[s]] > 0):
+                if solution[s] == 0.0 or (solution[s] > 0) != (v[order[s]] > 0):
                     keeps_signs = False
             if not keeps_signs:
                 continue
             for s in range(size):
-                v[support[s]] = solution[s]
-            _product_on_support(gram, support, size, solution, q)
+                v[order[s]] = solution[s]
+            _product_on_support(gram, order, size, solution, q)
         for i in range(n):
             coef[p, neurons[i]] = v[i]
 
@@ -319,6 +370,8 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
     violation = np.empty(d)
     corrections = np.empty((folds, d), np.float32)
     partial = np.empty((folds, room, room), np.float32)
+    factors = np.empty((folds, room, room))  # each fold's Cholesky factor on its support
+    orders, sizes = np.empty((folds, room), np.int64), np.zeros(folds, np.int64)
     chunk = np.empty(e, np.int64)  # each block row's chunk
     for c in range(folds):
         chunk[bounds[c]:bounds[c + 1]] = c
@@ -334,6 +387,10 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
             grown_neurons[:n], grown_working[:, :n] = neurons[:n], working[:, :n]
             grown_block[:, :n, :n] = block[:, :n, :n]
             neurons, working, block = grown_neurons, grown_working, grown_block
+            grown_factors = np.empty((folds, room, room))
+            grown_orders = np.empty((folds, room), np.int64)
+            grown_factors[:, :n, :n], grown_orders[:, :n] = factors[:, :n, :n], orders[:, :n]
+            factors, orders = grown_factors, grown_orders
             partial = np.empty((folds, room, room), np.float32)
         for a in range(pending.shape[0]):
             neurons[n + a] = pending[a]
@@ -354,7 +411,7 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
                     block[k, i, j] = value
         n = width
         _coordinate_descent(block, n, neurons, means, linear, counts, first, coef, alpha,
-                            cd_tol, 100_000)
+                            cd_tol, 100_000, factors, orders, sizes)
         # the block's part of U_k w: Eᵀ (E w) over its rows outside chunk k
         for k in range(folds):
             for i in range(n):

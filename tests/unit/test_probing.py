@@ -278,6 +278,38 @@ def test_working_set_solver_matches_scikit_learn_on_every_fold(wide_problem):
                 mean_squared_error(y[f][test], reference.predict(X[f][test])), rel=1e-3)
 
 
+def test_exact_solves_keep_their_cholesky_factor_through_support_changes():
+    """The coordinate descent's exact solves remove and append support neurons in a kept
+    factor; after any sequence of changes it must still factor the Gram on the support."""
+    from core.lasso import _factor_append, _factor_remove, _factor_solve
+
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((60, 12))
+    gram = A.T @ A / 60
+    factor, order, size = np.zeros((12, 12)), np.zeros(12, np.int64), 0
+    for step, neuron in enumerate([4, 0, 9, 2, 7, 11, 5, 1]):
+        assert _factor_append(factor, order, size, gram, neuron)
+        size += 1
+        if step in (3, 5, 7):  # drop one from the front, the middle, the end
+            _factor_remove(factor, order, size, {3: 0, 5: size // 2, 7: size - 1}[step])
+            size -= 1
+        support = order[:size]
+        L = factor[:size, :size]
+        np.testing.assert_allclose(L @ L.T, gram[np.ix_(support, support)], atol=1e-12)
+        assert np.allclose(L, np.tril(L)) and (np.diag(L) > 0).all()
+    rhs, solution = rng.standard_normal(size), np.zeros(size)
+    _factor_solve(factor, size, rhs, solution)
+    np.testing.assert_allclose(gram[np.ix_(support, support)] @ solution, rhs, atol=1e-10)
+    # a neuron that duplicates one in the support makes the Gram singular: refused, unchanged
+    gram = np.c_[np.r_[gram, gram[support[:1]]], np.r_[gram[:, support[0]], gram[support[0],
+                                                                               support[0]]]]
+    kept = factor.copy()
+    padded = np.zeros((13, 13))
+    padded[:12, :12] = factor
+    assert not _factor_append(padded, np.r_[order, 0], size, gram, 12)
+    np.testing.assert_array_equal(padded[:size, :size], kept[:size, :size])
+
+
 def test_working_set_solver_stops_where_scikit_learn_does(wide_problem):
     """Default tolerance: scikit-learn's duality-gap rule; R² agrees with its default fit."""
     from sklearn.linear_model import Lasso
