@@ -139,9 +139,10 @@ def _coordinate_descent(block, n, neurons, means, linear, counts, first, coef, a
 
     Fold k's problem is ``argmin ½ vᵀ G_k v − b_kᵀ v + α_k ‖v‖₁`` on the working set, with
     the centred Gram ``G_k = U_k / m_k − x̄_k x̄_kᵀ`` of the fold's rows; ``block [K, ≥n, ≥n]``
-    holds the uncentred ``U_k`` on the working set (upper triangles). ``means [K, d]`` holds
-    the fold's x̄_k, ``linear [K, d]`` its b_k = X_cᵀ y_c / m_k, ``counts`` m_k and ``alpha``
-    ``[P]`` (problem ``first + k`` for fold k). Stops when no coordinate violates its
+    holds the uncentred ``U_k`` on the working set (lower triangles: each neuron's row is
+    written once, when it enters). ``means [K, d]`` holds the fold's x̄_k, ``linear [K, d]``
+    its b_k = X_cᵀ y_c / m_k, ``counts`` m_k and ``alpha`` ``[P]`` (problem ``first + k`` for
+    fold k). Stops when no coordinate violates its
     optimality condition by more than ``tol · α``.
 
     Once an epoch leaves the support and signs unchanged, the problem restricted to them is a
@@ -166,9 +167,9 @@ def _coordinate_descent(block, n, neurons, means, linear, counts, first, coef, a
             v[i] = coef[p, neurons[i]]
             mean[i] = means[k, neurons[i]]
             b[i] = linear[k, neurons[i]]
-        for j in range(n):  # column j's entries at the neurons entered before it
+        for j in range(n):  # row j's entries at the neurons entered before it
             for i in range(j + 1):
-                value = block[k, i, j] * inverse - mean[i] * mean[j]
+                value = block[k, j, i] * inverse - mean[i] * mean[j]
                 gram[i, j] = value
                 gram[j, i] = value
         size = _support(v, support)
@@ -395,10 +396,12 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
         for a in range(pending.shape[0]):
             neurons[n + a] = pending[a]
             member[pending[a]] = True
-            for r in range(e):
-                working[r, n + a] = train[rows[r], pending[a]]
+        for r in range(e):
+            row = rows[r]
+            for a in range(pending.shape[0]):
+                working[r, n + a] = train[row, pending[a]]
         _chunk_products(working, bounds, n, width, partial)
-        for j in range(n, width):  # the new columns of U_k, upper triangle
+        for j in range(n, width):  # the new rows of U_k, lower triangle
             for i in range(j + 1):
                 everywhere = 0.0
                 for c in range(folds):
@@ -408,7 +411,7 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
                     if not own:
                         value = (total[neurons[j], neurons[i]]
                                  - chunks[k, neurons[j], neurons[i]] - value)
-                    block[k, i, j] = value
+                    block[k, j, i] = value
         n = width
         _coordinate_descent(block, n, neurons, means, linear, counts, first, coef, alpha,
                             cd_tol, 100_000, factors, orders, sizes)
