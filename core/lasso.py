@@ -132,18 +132,16 @@ def _product_on_support(gram, support, size, values, q):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True)
-def _coordinate_descent(block, n, neurons, means, linear, counts, first, coef, alpha, tol,
-                        max_epochs, factors, orders, sizes):  # pragma: no cover
+def _coordinate_descent(grams, n, neurons, means, linear, first, coef, alpha, tol, max_epochs,
+                        factors, orders, sizes):  # pragma: no cover
     """Coordinate descent for the K fold problems ``first … first + K − 1`` of one feature on
     its working set ``neurons[:n]``, warm-started from and written back to ``coef [P, d]``.
 
     Fold k's problem is ``argmin ½ vᵀ G_k v − b_kᵀ v + α_k ‖v‖₁`` on the working set, with
-    the centred Gram ``G_k = U_k / m_k − x̄_k x̄_kᵀ`` of the fold's rows; ``block [K, ≥n, ≥n]``
-    holds the uncentred ``U_k`` on the working set (lower triangles: each neuron's row is
-    written once, when it enters). ``means [K, d]`` holds the fold's x̄_k, ``linear [K, d]``
-    its b_k = X_cᵀ y_c / m_k, ``counts`` m_k and ``alpha`` ``[P]`` (problem ``first + k`` for
-    fold k). Stops when no coordinate violates its
-    optimality condition by more than ``tol · α``.
+    the centred Gram ``G_k`` of the fold's rows on the working set in ``grams [K, ≥n, ≥n]``.
+    ``means [K, d]`` holds the fold's x̄_k, ``linear [K, d]`` its b_k = X_cᵀ y_c / m_k and
+    ``alpha`` ``[P]`` (problem ``first + k`` for fold k). Stops when no coordinate violates
+    its optimality condition by more than ``tol · α``.
 
     Once an epoch leaves the support and signs unchanged, the problem restricted to them is a
     linear system, ``G_SS v_S = b_S − α sign(v_S)``: it is solved exactly (once per support)
@@ -153,25 +151,18 @@ def _coordinate_descent(block, n, neurons, means, linear, counts, first, coef, a
     the working-set positions ``orders[k, :sizes[k]]``): a new support only removes and
     appends its rows, O(|S|²) each instead of O(|S|³) for a new factor.
     """
-    folds = block.shape[0]
-    gram = np.empty((n, n))
+    folds = grams.shape[0]
     q = np.empty(n)  # G v
-    v, b, mean = np.empty(n), np.empty(n), np.empty(n)
+    v, b = np.empty(n), np.empty(n)
     support = np.empty(n, np.int64)
     rhs, solution = np.empty(n), np.empty(n)
     present = np.empty(n, np.bool_)
     for k in range(folds):
-        p = first + k
-        a, inverse = alpha[p], 1.0 / counts[p]
+        p, gram = first + k, grams[k]
+        a = alpha[p]
         for i in range(n):
             v[i] = coef[p, neurons[i]]
-            mean[i] = means[k, neurons[i]]
             b[i] = linear[k, neurons[i]]
-        for j in range(n):  # row j's entries at the neurons entered before it
-            for i in range(j + 1):
-                value = block[k, j, i] * inverse - mean[i] * mean[j]
-                gram[i, j] = value
-                gram[j, i] = value
         size = _support(v, support)
         for t in range(size):
             solution[t] = v[support[t]]
@@ -366,7 +357,7 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
     room = min(d, max(2 * pending.shape[0], 64))
     neurons = np.empty(room, np.int64)
     working = np.empty((e, room), np.float32)  # the rows at the working set's neurons
-    block = np.empty((folds, room, room))
+    grams = np.empty((folds, room, room))  # each fold's centred Gram on the working set
     member = np.zeros(d, np.bool_)
     violation = np.empty(d)
     corrections = np.empty((folds, d), np.float32)
@@ -384,10 +375,10 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
         if width > room:  # grow (doubling: a set grown often is copied rarely)
             room = min(d, max(width, 2 * room))
             grown_neurons, grown_working = np.empty(room, np.int64), np.empty((e, room), np.float32)
-            grown_block = np.empty((folds, room, room))
+            grown_grams = np.empty((folds, room, room))
             grown_neurons[:n], grown_working[:, :n] = neurons[:n], working[:, :n]
-            grown_block[:, :n, :n] = block[:, :n, :n]
-            neurons, working, block = grown_neurons, grown_working, grown_block
+            grown_grams[:, :n, :n] = grams[:, :n, :n]
+            neurons, working, grams = grown_neurons, grown_working, grown_grams
             grown_factors = np.empty((folds, room, room))
             grown_orders = np.empty((folds, room), np.int64)
             grown_factors[:, :n, :n], grown_orders[:, :n] = factors[:, :n, :n], orders[:, :n]
@@ -401,7 +392,7 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
             for a in range(pending.shape[0]):
                 working[r, n + a] = train[row, pending[a]]
         _chunk_products(working, bounds, n, width, partial)
-        for j in range(n, width):  # the new rows of U_k, lower triangle
+        for j in range(n, width):  # the new neurons' rows and columns of G_k
             for i in range(j + 1):
                 everywhere = 0.0
                 for c in range(folds):
@@ -411,10 +402,13 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
                     if not own:
                         value = (total[neurons[j], neurons[i]]
                                  - chunks[k, neurons[j], neurons[i]] - value)
-                    block[k, j, i] = value
+                    # U_k / m_k − x̄_k x̄_kᵀ
+                    value = value / counts[first + k] - means[k, neurons[i]] * means[k, neurons[j]]
+                    grams[k, j, i] = value
+                    grams[k, i, j] = value
         n = width
-        _coordinate_descent(block, n, neurons, means, linear, counts, first, coef, alpha,
-                            cd_tol, 100_000, factors, orders, sizes)
+        _coordinate_descent(grams, n, neurons, means, linear, first, coef, alpha, cd_tol,
+                            100_000, factors, orders, sizes)
         # the block's part of U_k w: Eᵀ (E w) over its rows outside chunk k
         for k in range(folds):
             for i in range(n):
