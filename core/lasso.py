@@ -23,7 +23,8 @@ Method (per layer; the problem is scikit-learn's ``Lasso(alpha, fit_intercept=Tr
        (the target's *block rows*). Each feature keeps a *working set* of neurons (at first
        the 16 with the largest correlations) and, per fold, its Gram on the working set.
     4. Coordinate descent (compiled with numba) solves each fold problem on the working set,
-       with an exact solve whenever an epoch leaves the support and signs unchanged.
+       with an exact solve whenever an epoch leaves the support and signs unchanged (its
+       Cholesky factor kept from solve to solve and updated as neurons leave or enter).
     5. The gradient ``X_cᵀ r / m = b − G w`` over all d neurons comes from the shared Gram's
        rows at the non-zero neurons and one pass over the block rows, so each problem's
        duality gap (scikit-learn's formula and stopping rule: gap ≤ ``tol`` · ‖y_c‖², ``tol``
