@@ -133,16 +133,16 @@ def _product_on_support(gram, support, size, values, q):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True)
-def _coordinate_descent(grams, n, neurons, means, linear, first, coef, alpha, tol, max_epochs,
-                        factors, orders, sizes):  # pragma: no cover
+def _coordinate_descent(grams, n, neurons, linear, first, coef, alpha, tol, max_epochs, factors,
+                        orders, sizes):  # pragma: no cover
     """Coordinate descent for the K fold problems ``first … first + K − 1`` of one feature on
     its working set ``neurons[:n]``, warm-started from and written back to ``coef [P, d]``.
 
     Fold k's problem is ``argmin ½ vᵀ G_k v − b_kᵀ v + α_k ‖v‖₁`` on the working set, with
-    the centred Gram ``G_k`` of the fold's rows on the working set in ``grams [K, ≥n, ≥n]``.
-    ``means [K, d]`` holds the fold's x̄_k, ``linear [K, d]`` its b_k = X_cᵀ y_c / m_k and
-    ``alpha`` ``[P]`` (problem ``first + k`` for fold k). Stops when no coordinate violates
-    its optimality condition by more than ``tol · α``.
+    the centred Gram ``G_k`` of the fold's rows on the working set in ``grams [K, ≥n, ≥n]``;
+    ``linear [K, d]`` holds the fold's b_k = X_cᵀ y_c / m_k and ``alpha`` ``[P]`` α_k
+    (problem ``first + k`` for fold k). Stops when no coordinate violates its optimality
+    condition by more than ``tol · α``.
 
     Once an epoch leaves the support and signs unchanged, the problem restricted to them is a
     linear system, ``G_SS v_S = b_S − α sign(v_S)``: it is solved exactly (once per support)
@@ -252,7 +252,8 @@ def _coordinate_descent(grams, n, neurons, means, linear, first, coef, alpha, to
 def _duality_gaps(total, chunks, own, corrections, n, neurons, means, linear, counts, first,
                   coef, alpha, y_norms, tol, member, violation):  # pragma: no cover
     """Check the K fold problems of one target (arguments as :func:`_coordinate_descent`;
-    ``total``, ``chunks``, ``own`` as :func:`_solve_target`; ``corrections [K, d]``: Eᵀ (E w)
+    ``means [K, d]`` the folds' x̄_k, ``counts`` m_k per problem; ``total``, ``chunks``,
+    ``own`` as :func:`_solve_target`; ``corrections [K, d]``: Eᵀ (E w)
     over the rows the block sums, outside chunk k; ``y_norms`` ‖y_c‖² per problem; ``member
     [d]`` marks the working set). Returns how many have a duality gap above
     ``tol · ‖y_c‖²`` — scikit-learn's gap, from the gradient ``g = b − G w = X_cᵀ r / m``
@@ -408,8 +409,8 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
                     grams[k, j, i] = value
                     grams[k, i, j] = value
         n = width
-        _coordinate_descent(grams, n, neurons, means, linear, first, coef, alpha, cd_tol,
-                            100_000, factors, orders, sizes)
+        _coordinate_descent(grams, n, neurons, linear, first, coef, alpha, cd_tol, 100_000,
+                            factors, orders, sizes)
         # the block's part of U_k w: Eᵀ (E w) over its rows outside chunk k
         for k in range(folds):
             for i in range(n):
