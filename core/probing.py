@@ -32,7 +32,8 @@ Gram matrix per fold chunk, corrected by the few pairs a feature's set leaves ou
 coordinate descent (numba) runs on small per-feature working sets of neurons until each
 problem's duality gap meets scikit-learn's own stopping rule. On CUDA, ``solver="batched"``
 solves all problems at once in torch over the padded ``[features, pairs, d]`` design (working
-sets, batched feature-sign search, KKT-checked). ``solver="sklearn"`` loops scikit-learn's ``Lasso`` (the reference).
+sets, batched feature-sign search, KKT-checked). ``solver="sklearn"`` loops scikit-learn's
+``Lasso`` (the reference).
 Ridge solves one Cholesky system per problem from each feature's train Gram, downdated per fold.
 """
 

@@ -300,14 +300,13 @@ def test_exact_solves_keep_their_cholesky_factor_through_support_changes():
     rhs, solution = rng.standard_normal(size), np.zeros(size)
     _factor_solve(factor, size, rhs, solution)
     np.testing.assert_allclose(gram[np.ix_(support, support)] @ solution, rhs, atol=1e-10)
-    # a neuron that duplicates one in the support makes the Gram singular: refused, unchanged
-    gram = np.c_[np.r_[gram, gram[support[:1]]], np.r_[gram[:, support[0]], gram[support[0],
-                                                                               support[0]]]]
-    kept = factor.copy()
+    # neuron 12 duplicates one in the support, so the Gram with it is singular: refused, and
+    # the factor's rows so far are left as they were
+    A = np.c_[A, A[:, support[0]]]
     padded = np.zeros((13, 13))
     padded[:12, :12] = factor
-    assert not _factor_append(padded, np.r_[order, 0], size, gram, 12)
-    np.testing.assert_array_equal(padded[:size, :size], kept[:size, :size])
+    assert not _factor_append(padded, np.r_[order, 0], size, A.T @ A / 60, 12)
+    np.testing.assert_array_equal(padded[:size, :size], factor[:size, :size])
 
 
 def test_working_set_solver_stops_where_scikit_learn_does(wide_problem):
