@@ -17,7 +17,8 @@ Method (per layer; the problem is scikit-learn's ``Lasso(alpha, fit_intercept=Tr
        centred once per layer (the intercept absorbs any shift).
     2. One Gram matrix per train fold chunk, ``C_j = A_jᵀ A_j`` (``[d, d]``), and one product
        ``A_jᵀ [targets | membership]`` per chunk: every problem's means, ``X_cᵀ y_c`` and each
-       feature's scale s follow from them.
+       feature's scale s follow from them. Each ``C_k`` is then replaced by ``Σ_{j≠k} C_j``,
+       the Gram of every train row outside chunk k.
     3. Fold k's Gram for feature f is ``Σ_{j≠k} C_j`` minus the Gram of the train rows f
        leaves out — or, for a small set, the Gram of its own rows: whichever takes fewer rows
        (the target's *block rows*). Each feature keeps a *working set* of neurons (at first
@@ -32,19 +33,22 @@ Method (per layer; the problem is scikit-learn's ``Lasso(alpha, fit_intercept=Tr
        an open gap add their worst optimality (KKT) violators (at most 16) to the working set
        and go again, warm started; typically four rounds.
     6. Test and validation R² of every fold model: one product of both parts' activations with
-       all coefficients (in row blocks), then each problem's squared errors over its target's
-       pairs.
+       all coefficients (in blocks of 256 rows), then each problem's squared errors over its
+       target's pairs.
 
-Steps 3–5 run feature by feature, each feature in one numba call, on as many threads as
-numpy's BLAS may use (the kernels release the GIL), the products of steps 2 and 6 on BLAS's own
-threads; the number of threads changes the result only by BLAS's float32 rounding. Memory:
-(folds + 1) Gram matrices of d² float32 and the centred train part, kept from layer to layer
-(``_Workspace``). The result meets the same optimality certificate as scikit-learn's;
-``bench/probe_sweep.py`` compares both on the same data (test R² and speed).
+Everything runs on as many threads as numpy's BLAS may use, with BLAS itself held to one
+thread (``_Threads``): steps 3–5 feature by feature, each feature in one numba call (the
+kernels release the GIL), the products of steps 2 and 6 chunk by chunk and row block by row
+block (numpy releases the GIL in them). Each product is one BLAS call whichever thread makes
+it, so the number of threads does not change the result. Memory: (folds + 1) Gram matrices of
+d² float32, the centred train part and its squares, and the test and validation rows, kept
+from layer to layer (``_Workspace``). The result meets the same optimality certificate as
+scikit-learn's; ``bench/probe_sweep.py`` compares both on the same data (test R² and speed).
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -249,16 +253,16 @@ def _coordinate_descent(grams, n, neurons, linear, first, coef, alpha, tol, max_
 
 
 @numba.njit(cache=True, nogil=True)
-def _duality_gaps(total, chunks, own, corrections, n, neurons, means, linear, counts, first,
+def _duality_gaps(shared, own, corrections, n, neurons, means, linear, counts, first,
                   coef, alpha, y_norms, tol, member, violation):  # pragma: no cover
     """Check the K fold problems of one target (arguments as :func:`_coordinate_descent`;
-    ``means [K, d]`` the folds' x̄_k, ``counts`` m_k per problem; ``total``, ``chunks``,
-    ``own`` as :func:`_solve_target`; ``corrections [K, d]``: Eᵀ (E w)
-    over the rows the block sums, outside chunk k; ``y_norms`` ‖y_c‖² per problem; ``member
-    [d]`` marks the working set). Returns how many have a duality gap above
-    ``tol · ‖y_c‖²`` — scikit-learn's gap, from the gradient ``g = b − G w = X_cᵀ r / m``
-    over all d neurons — and writes ``violation [d]``, each neuron's worst optimality
-    violation ``|g| − α`` over the folds (0 inside the working set).
+    ``means [K, d]`` the folds' x̄_k, ``counts`` m_k per problem; ``shared``, ``own`` as
+    :func:`_solve_target`; ``corrections [K, d]``: Eᵀ (E w) over the rows the block sums,
+    outside chunk k; ``y_norms`` ‖y_c‖² per problem; ``member [d]`` marks the working set).
+    Returns how many have a duality gap above ``tol · ‖y_c‖²`` — scikit-learn's gap, from the
+    gradient ``g = b − G w = X_cᵀ r / m`` over all d neurons — and writes ``violation [d]``,
+    each neuron's worst optimality violation ``|g| − α`` over the folds (0 inside the working
+    set).
     """
     folds, d = means.shape
     q = np.empty(d)
@@ -278,9 +282,9 @@ def _duality_gaps(total, chunks, own, corrections, n, neurons, means, linear, co
             x_v += means[k, neurons[i]] * value
             l1 += abs(value)
             if not own:
-                shared, chunk = total[neurons[i]], chunks[k, neurons[i]]
+                row = shared[k, neurons[i]]
                 for t in range(d):
-                    q[t] += (shared[t] - chunk[t]) * value
+                    q[t] += row[t] * value
         dual = 0.0
         for t in range(d):
             q[t] = q[t] / m - means[k, t] * x_v  # (G w)_t
@@ -333,26 +337,33 @@ def _corrections(train, rows, chunk, working, weights, n, e_w, corrections):  # 
                     value += working[r, i] * weights[k, i]
             e_w[r, k] = value
     corrections[:, :] = 0.0
-    for r in range(e):
-        row = rows[r]
+    for r in range(0, e - 3, 4):  # four rows at a time: one pass over each fold's sum
+        x0, x1, x2, x3 = train[rows[r]], train[rows[r + 1]], train[rows[r + 2]], train[rows[r + 3]]
         for k in range(folds):
-            a = e_w[r, k]
-            if a != 0.0:
-                for t in range(d):
-                    corrections[k, t] += train[row, t] * a
+            a0, a1, a2, a3 = e_w[r, k], e_w[r + 1, k], e_w[r + 2, k], e_w[r + 3, k]
+            out = corrections[k]
+            for t in range(d):
+                out[t] += x0[t] * a0 + x1[t] * a1 + x2[t] * a2 + x3[t] * a3
+    for r in range(e - e % 4, e):
+        x0 = train[rows[r]]
+        for k in range(folds):
+            a0, out = e_w[r, k], corrections[k]
+            for t in range(d):
+                out[t] += x0[t] * a0
 
 
 @numba.njit(cache=True, nogil=True)
-def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts, first, coef,
+def _solve_target(train, rows, bounds, own, shared, means, linear, counts, first, coef,
                   alpha, y_norms, tol, pending, grow, max_rounds, outcome):  # pragma: no cover
     """Solve one target's K fold problems (``first … first + K − 1``) into ``coef [P, d]``:
     working-set rounds from the neurons ``pending`` until every duality gap is closed.
 
-    ``train [n, d]``: the layer's centred train part, by fold chunk; ``rows``: the train rows
-    the target's block sums — its own rows, or when ``own`` is False the rows it leaves out
-    (then the shared Gram ``total − chunks[k]`` minus them is fold k's) — ``bounds[j] …
-    bounds[j + 1] − 1`` in chunk j; the rest as :func:`_coordinate_descent` and
-    :func:`_duality_gaps`. Writes the rounds and the folds left open to ``outcome``.
+    ``train [n, d]``: the layer's centred train part, by fold chunk; ``shared [K, d, d]``: the
+    Gram matrix of every train row outside chunk k (float32); ``rows``: the train rows the
+    target's block sums — its own rows, or when ``own`` is False the rows it leaves out (then
+    ``shared[k]`` minus them is fold k's Gram) — ``bounds[j] … bounds[j + 1] − 1`` in chunk j;
+    the rest as :func:`_coordinate_descent` and :func:`_duality_gaps`. Writes the rounds and
+    the folds left open to ``outcome``.
     """
     folds, d = means.shape
     e = rows.shape[0]
@@ -363,7 +374,7 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
     member = np.zeros(d, np.bool_)
     violation = np.empty(d)
     corrections = np.empty((folds, d), np.float32)
-    partial = np.empty((folds, room, room), np.float32)
+    partial = np.empty((folds + 1, room, room), np.float32)
     factors = np.empty((folds, room, room))  # each fold's Cholesky factor on its support
     orders, sizes = np.empty((folds, room), np.int64), np.zeros(folds, np.int64)
     chunk = np.empty(e, np.int64)  # each block row's chunk
@@ -385,7 +396,7 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
             grown_orders = np.empty((folds, room), np.int64)
             grown_factors[:, :n, :n], grown_orders[:, :n] = factors[:, :n, :n], orders[:, :n]
             factors, orders = grown_factors, grown_orders
-            partial = np.empty((folds, room, room), np.float32)
+            partial = np.empty((folds + 1, room, room), np.float32)
         for a in range(pending.shape[0]):
             neurons[n + a] = pending[a]
             member[pending[a]] = True
@@ -399,13 +410,17 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
                 everywhere = 0.0
                 for c in range(folds):
                     everywhere += partial[c, j, i]
-                for k in range(folds):
-                    value = everywhere - partial[k, j, i]  # the block's rows outside chunk k
+                partial[folds, j, i] = everywhere  # over the whole block
+        for k in range(folds):
+            scale, mean = 1.0 / counts[first + k], means[k]
+            for j in range(n, width):
+                row, mean_j = shared[k, neurons[j]], mean[neurons[j]]
+                for i in range(j + 1):
+                    value = partial[folds, j, i] - partial[k, j, i]  # block rows outside k
                     if not own:
-                        value = (total[neurons[j], neurons[i]]
-                                 - chunks[k, neurons[j], neurons[i]] - value)
+                        value = row[neurons[i]] - value
                     # U_k / m_k − x̄_k x̄_kᵀ
-                    value = value / counts[first + k] - means[k, neurons[i]] * means[k, neurons[j]]
+                    value = value * scale - mean[neurons[i]] * mean_j
                     grams[k, j, i] = value
                     grams[k, i, j] = value
         n = width
@@ -416,7 +431,7 @@ def _solve_target(train, rows, bounds, own, total, chunks, means, linear, counts
             for i in range(n):
                 weights[k, i] = coef[first + k, neurons[i]]
         _corrections(train, rows, chunk, working, weights, n, e_w, corrections)
-        still_open = _duality_gaps(total, chunks, own, corrections, n, neurons, means, linear,
+        still_open = _duality_gaps(shared, own, corrections, n, neurons, means, linear,
                                    counts, first, coef, alpha, y_norms, tol, member, violation)
         if still_open == 0:
             break
@@ -457,13 +472,34 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 class _Threads:
-    """Per-feature work of a layer on as many threads as numpy's BLAS may use (the kernels
-    release the GIL and call no BLAS, so the threads do not oversubscribe the cores); BLAS
-    runs on its own threads for the large products in between."""
+    """A layer's work on as many threads as numpy's BLAS may use, BLAS itself held to one
+    thread meanwhile (``with _Threads() as threads``): the products are split among the
+    threads as the per-feature kernels are. Idle BLAS threads spin for a while after each
+    product, on the cores the kernels need (on two cores that halves their speed); held to one
+    thread, BLAS wakes none.
 
-    def __init__(self):
-        libraries = _blas().select(user_api="blas").lib_controllers
-        self.workers = min((lib.num_threads for lib in libraries), default=1)
+    The hold is threadpoolctl's, so its rule applies: one thread at a time controls OpenBLAS,
+    the others' limits are ignored. An overlapping solve from another thread keeps the first
+    one's thread count (BLAS was held when it looked) and shares its hold while it lasts."""
+
+    _lock = threading.Lock()
+    _holders = 0
+    _workers = 1
+
+    def __enter__(self):
+        with _Threads._lock:
+            if _Threads._holders == 0:
+                libraries = _blas().select(user_api="blas").lib_controllers
+                _Threads._workers = min((lib.num_threads for lib in libraries), default=1)
+            _Threads._holders += 1
+            self.workers = _Threads._workers
+        self._hold = _blas().limit(limits=1, user_api="blas").__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hold.__exit__(*exc)
+        with _Threads._lock:
+            _Threads._holders -= 1
 
     def each(self, work, items) -> None:
         """``work(item)`` for every item, the threads taking the next item when free."""
@@ -552,11 +588,13 @@ class LassoProblems:
             self.block_rows.append(correction)
             self.block_bounds.append(np.searchsorted(correction, self.bounds))
             self.own_rows.append(small)
-            for k in range(K):
-                p, keep = f * K + k, fold != k
-                self.counts[p] = keep.sum()
-                self.target_means[p] = y[:n_train][keep].mean()
-                self.y_norms[p] = ((y[:n_train][keep] - self.target_means[p]) ** 2).sum()
+            # fold k's train rows: all but chunk k's
+            kept = n_train - np.bincount(fold, minlength=K)
+            means = (y[:n_train].sum() - np.bincount(fold, y[:n_train], K)) / kept
+            squares = np.square(y[:n_train]).sum() - np.bincount(fold, np.square(y[:n_train]), K)
+            self.counts[f * K:(f + 1) * K] = kept
+            self.target_means[f * K:(f + 1) * K] = means
+            self.y_norms[f * K:(f + 1) * K] = squares - kept * means * means
             evaluation.append((y[n_train + n_val:], y[n_train:n_train + n_val]))
         # test and validation parts: each target's y on the part's pairs, and its membership
         parts, pairs = [], []
@@ -594,9 +632,8 @@ class _Workspace:
         K, F = problems.folds, problems.n_targets
         self.d = d
         self.train = np.empty((len(problems.train_pairs), d), np.float32)
-        # row blocks of the scale's squares and the scoring product (kept small: fresh memory
-        # is the costly kind)
-        self.scratch = np.empty((max(np.diff(problems.bounds).max(), 1), d), np.float32)
+        self.squared = np.empty((len(problems.train_pairs), d), np.float32)
+        self.evaluation = np.empty((len(problems.evaluation_pairs), d), np.float32)
         self.chunks = np.empty((K, d, d), np.float32)
         self.total = np.empty((d, d), np.float32)
         self.sums = np.empty((K, d, 2 * F), np.float32)
@@ -627,33 +664,37 @@ def solve_layer(activations: np.ndarray, problems: LassoProblems, alpha: float,
     if work is None or work.d != d:
         work = _Workspace(problems, d)
     try:
-        return _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work)
+        with _Threads() as threads:
+            return _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work,
+                                threads)
     finally:
         problems._spare.append(work)
 
 
-def _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work) -> LassoFit:
-    threads = _Threads()
+def _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work, threads) -> LassoFit:
     d = raw.shape[1]
     F, K, m = problems.n_targets, problems.folds, problems.counts
     P = F * K
     # step 2: centred train pairs (the intercepts absorb the shift), chunk Grams and products
     mean = raw.mean(0)
-    train = np.take(raw, problems.train_pairs, axis=0, out=work.train)
-    train -= mean
-    bounds = problems.bounds
+    train, bounds = work.train, problems.bounds
     chunks, sums = work.chunks, work.sums  # per chunk: Σ x·y and Σ x of each target's rows
-    for j in range(K):
-        block = train[bounds[j]:bounds[j + 1]]
+    squares = np.empty((K, d, F), np.float32)  # per chunk: Σ x² of each target's rows
+
+    def chunk_products(j: int) -> None:
+        lo, hi = bounds[j], bounds[j + 1]
+        block = np.take(raw, problems.train_pairs[lo:hi], axis=0, out=train[lo:hi])
+        block -= mean
         np.matmul(block.T, block, out=chunks[j])
-        np.matmul(block.T, problems.products[bounds[j]:bounds[j + 1]], out=sums[j])
+        products = problems.products[lo:hi]
+        np.matmul(block.T, products, out=sums[j])
+        np.matmul(np.square(block, out=work.squared[lo:hi]).T, products[:, F:], out=squares[j])
+
+    threads.each(chunk_products, range(K))
     total = np.sum(chunks, axis=0, out=work.total)
-    squares = np.zeros((d, F), np.float32)  # Σ x² over each target's train rows
-    for j in range(K):
-        rows = work.scratch[:bounds[j + 1] - bounds[j]]
-        np.square(train[bounds[j]:bounds[j + 1]], out=rows)
-        squares += rows.T @ problems.products[bounds[j]:bounds[j + 1], F:]
-    squares = squares.T.astype(np.float64)  # [F, d]
+    for j in range(K):  # fold j's Gram: every chunk's but its own
+        np.subtract(total, chunks[j], out=chunks[j])
+    squares = squares.sum(0, dtype=np.float64).T  # [F, d]
     sums = sums.astype(np.float64)
     xy, x1 = sums[:, :, :F].transpose(2, 0, 1), sums[:, :, F:].transpose(2, 0, 1)  # [F, K, d]
     n = problems.train_counts[:, None]
@@ -673,7 +714,7 @@ def _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work) -> La
 
     def solve(f: int) -> None:
         _solve_target(train, problems.block_rows[f], problems.block_bounds[f],
-                      problems.own_rows[f], total, chunks, means[f], linear[f], m, f * K, coef,
+                      problems.own_rows[f], chunks, means[f], linear[f], m, f * K, coef,
                       alphas, problems.y_norms, tol, np.argsort(-np.abs(correlation[f]))[:start],
                       grow, max_rounds, outcome[f])
 
@@ -685,14 +726,18 @@ def _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work) -> La
         warnings.warn(f"the Lasso probes of {int((open_folds > 0).sum())} target(s) did not "
                       f"reach the duality-gap tolerance {tol:g} in {max_rounds} rounds",
                       RuntimeWarning, stacklevel=2)
-    # step 6: every fold model on the test and validation parts (one product, in row blocks)
+    # step 6: every fold model on the test and validation parts, in row blocks
     intercepts = problems.target_means - np.einsum("pd,pd->p", means.reshape(P, d), coef)
     weights, predicted = coef.T.astype(np.float32), work.predicted
-    for lo in range(0, len(predicted), len(work.scratch)):
-        pairs = problems.evaluation_pairs[lo:lo + len(work.scratch)]
-        rows = np.take(raw, pairs, axis=0, out=work.scratch[:len(pairs)])
+    step = 256  # rows per product (fixed: the same products on any number of threads)
+
+    def predict(lo: int) -> None:
+        rows = np.take(raw, problems.evaluation_pairs[lo:lo + step], axis=0,
+                       out=work.evaluation[lo:lo + step])
         rows -= mean
-        np.matmul(rows, weights, out=predicted[lo:lo + len(pairs)])
+        np.matmul(rows, weights, out=predicted[lo:lo + step])
+
+    threads.each(predict, range(0, len(predicted), step))
     sse = np.zeros((2, P))  # test, validation
     _squared_errors(predicted, intercepts, problems.evaluation_y, problems.evaluation_member,
                     problems.n_test_pairs, sse)
@@ -709,8 +754,8 @@ def compile_kernels() -> None:
     set-up of the solver."""
     _blas()
     chunks, rows = np.ones((2, 1, 1), np.float32), np.zeros(1, np.int64)
-    _solve_target(np.ones((2, 1), np.float32), rows, np.array([0, 1, 1]), False, chunks[0],
-                  chunks, np.zeros((2, 1)), np.ones((2, 1)), np.full(2, 2.0), 0,
+    _solve_target(np.ones((2, 1), np.float32), rows, np.array([0, 1, 1]), False, chunks,
+                  np.zeros((2, 1)), np.ones((2, 1)), np.full(2, 2.0), 0,
                   np.zeros((2, 1)), np.full(2, 0.1), np.ones(2), 1e-4, rows, 1, 1,
                   np.zeros(2, np.int64))
     _squared_errors(np.zeros((2, 2), np.float32), np.zeros(2), np.zeros((2, 1)),
