@@ -475,8 +475,8 @@ class _Threads:
     """A layer's work on as many threads as numpy's BLAS may use, BLAS itself held to one
     thread meanwhile (``with _Threads() as threads``): the products are split among the
     threads as the per-feature kernels are. Idle BLAS threads spin for a while after each
-    product, on the cores the kernels need (on two cores that halves their speed); held to one
-    thread, BLAS wakes none.
+    product, on the cores the kernels need (on two cores, one of them); held to one thread,
+    BLAS wakes none.
 
     The hold is threadpoolctl's, so its rule applies: one thread at a time controls OpenBLAS,
     the others' limits are ignored. An overlapping solve from another thread keeps the first
