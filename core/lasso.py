@@ -692,8 +692,9 @@ def _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work, threa
 
     threads.each(chunk_products, range(K))
     total = np.sum(chunks, axis=0, out=work.total)
-    for j in range(K):  # fold j's Gram: every chunk's but its own
-        np.subtract(total, chunks[j], out=chunks[j])
+    shared = chunks  # from here on, fold k's shared Gram (every chunk's but k's) at k
+    for j in range(K):
+        np.subtract(total, chunks[j], out=shared[j])
     squares = squares.sum(0, dtype=np.float64).T  # [F, d]
     sums = sums.astype(np.float64)
     xy, x1 = sums[:, :, :F].transpose(2, 0, 1), sums[:, :, F:].transpose(2, 0, 1)  # [F, K, d]
@@ -714,7 +715,7 @@ def _solve_layer(raw, problems, alpha, tol, start, grow, max_rounds, work, threa
 
     def solve(f: int) -> None:
         _solve_target(train, problems.block_rows[f], problems.block_bounds[f],
-                      problems.own_rows[f], chunks, means[f], linear[f], m, f * K, coef,
+                      problems.own_rows[f], shared, means[f], linear[f], m, f * K, coef,
                       alphas, problems.y_norms, tol, np.argsort(-np.abs(correlation[f]))[:start],
                       grow, max_rounds, outcome[f])
 
