@@ -369,7 +369,8 @@ def test_blas_is_held_to_one_thread_while_a_layer_solves_then_restored(wide_prob
             raise RuntimeError("failed")
         assert blas_threads() == 2
         # two layers solved at once from two threads: each gets its own working arrays (the
-        # one that ends last may finish with BLAS released: float32 rounding apart, the same)
+        # main thread controls OpenBLAS here, so their holds are ignored and BLAS runs on its
+        # own threads: float32 rounding apart, the same result)
         layers = [acts, acts[:, ::-1].copy()]
         alone = [solve_layer(layer, problems, 0.05, start=4, grow=3) for layer in layers]
         with ThreadPoolExecutor(2) as pool:
