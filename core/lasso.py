@@ -405,13 +405,13 @@ def _solve_target(train, rows, bounds, own, shared, means, linear, counts, first
             for a in range(pending.shape[0]):
                 working[r, n + a] = train[row, pending[a]]
         _chunk_products(working, bounds, n, width, partial)
-        for j in range(n, width):  # the new neurons' rows and columns of G_k
+        for j in range(n, width):  # the new neurons' products over the whole block
             for i in range(j + 1):
                 everywhere = 0.0
                 for c in range(folds):
                     everywhere += partial[c, j, i]
-                partial[folds, j, i] = everywhere  # over the whole block
-        for k in range(folds):
+                partial[folds, j, i] = everywhere
+        for k in range(folds):  # the new neurons' rows and columns of G_k
             scale, mean = 1.0 / counts[first + k], means[k]
             for j in range(n, width):
                 row, mean_j = shared[k, neurons[j]], mean[neurons[j]]
