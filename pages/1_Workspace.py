@@ -28,6 +28,8 @@ with right:
         stats = collection.stats()
         st.dataframe(pd.DataFrame({"statistic": list(stats), "value": list(stats.values())}),
                      hide_index=True, width="stretch")
+        st.caption(f"Candidates: {ui.candidates_caption(collection)}. Binary measures (MRR, "
+                   f"F1) count grade ≥ {collection.min_relevant} as relevant.")
         if collection.skipped:
             st.warning("Skipped while loading: " + ", ".join(
                 f"{n} × {problem}" for problem, n in collection.skipped.items()))
@@ -39,9 +41,10 @@ st.subheader("Extract activations")
 with st.form("extract"):
     c1, c2, c3 = st.columns(3)
     limit = c1.number_input("Queries (0 = all)", min_value=0, value=10, step=5,
-                            help="The first N queries of the collection; each brings its BM25 "
-                                 "top-k candidates.")
-    depth = c2.number_input("BM25 candidates per query", min_value=1, max_value=100, value=20)
+                            help="The first N queries of the collection; each brings its "
+                                 "top-k candidates (the collection's run, else BM25).")
+    depth = c2.number_input(f"{collection.candidates_label} candidates per query", min_value=1,
+                            max_value=1000, value=20)
     batch_size = c3.number_input("Batch size", min_value=1, max_value=256, value=20)
     components = st.multiselect("Components", COMPONENTS, default=["resid"],
                                 help="resid: hidden state after each block; attn / mlp: the "

@@ -1,6 +1,17 @@
-"""Train the LoRA adapters of the embedded rankers on the demo collection (deterministic).
+"""Train the LoRA adapters of the embedded rankers (deterministic).
 
-    python scripts/train_adapters.py minilm-cross-encoder smollm2-ranker smollm2-judge
+    python scripts/train_adapters.py minilm-cross-encoder        # TREC DL 2020 (train / dev)
+    python scripts/train_adapters.py minilm-cross-encoder-demo   # the demo-trained variant
+
+Data. The presets' adapters (``minilm-cross-encoder``, ``smollm2-ranker``, ``smollm2-judge``)
+are trained on TREC DL 2020 (``../shared/data/trec-dl-2020``: MS MARCO passages, NIST graded
+judgments, the BM25 top-100): each group is one passage of grade >= 2 and lower-graded
+passages of the same query, drawn from the judged passages and the BM25 top-100 (unjudged
+run passages count as grade 0). Every 4th 2020 query (sorted by id) is a dev query: the model
+trains on the others, nDCG@10 (official qrels) of re-ranking the dev queries' BM25 top-100 is
+measured every ``eval_every`` steps, and the checkpoint with the best dev nDCG@10 is the one
+saved. TREC DL 2019 is the test set and is never read here. The ``-demo`` variants are the
+earlier adapters trained on the demo collection's template sentences.
 
 Recipe (RankLlama, Ma et al. 2023, in miniature): LoRA r=8 on every linear layer of the
 attention and MLP blocks plus a trainable one-logit score head; each step sees groups of one
@@ -9,7 +20,7 @@ trained with a softmax cross-entropy over the group (the contrastive loss of Ran
 judge learns yes/no with a binary cross-entropy on LD = logit(yes) − logit(no), on pointwise
 prompts and (one step in four) on pairwise prompts in both orders.
 
-Only training queries are used (every 5th demo query is held out). The adapter, its score head
+Demo variants use only training queries (every 5th demo query is held out). The adapter, its score head
 and a ``rankscope.json`` with the base fingerprint, the recipe and the numbers reached are
 written to ``adapters/<name>/``.
 """
@@ -33,10 +44,11 @@ from core.data import demo_collection  # noqa: E402
 from core.retrieval import candidate_pairs  # noqa: E402
 
 SEED = 20260101
-RECIPES = {
-    "minilm-cross-encoder": {"steps": 300, "groups_per_step": 4, "group_size": 4, "lr": 5e-4,
-                             "eval_pairs": 120,
-                             "targets": ["query", "key", "value", "dense"]},
+LLM_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+DEMO_RECIPES = {
+    "minilm-cross-encoder-demo": {"steps": 300, "groups_per_step": 4, "group_size": 4,
+                                  "lr": 5e-4, "eval_pairs": 120,
+                                  "targets": ["query", "key", "value", "dense"]},
     # SmolLM2: LoRA on the top 18 of 30 blocks, so backward stops at block 12 (≈1.8× cheaper
     # steps on a 2-core CPU); all-layer LoRA at lr 4e-4, 2 groups a step stayed at chance loss
     # after 120 steps here. The judge collapsed to LD ≈ 0 (loss ln 2) at lr 5e-4.
@@ -44,21 +56,29 @@ RECIPES = {
     # each member contrasted with the lower-graded ones. v1 (answers vs any grade ≤ 1, same
     # steps) reached held-out pairwise accuracy 0.850 but demo nDCG@10 0.683 < BM25's 0.729: it
     # never learned that grade 1 beats grade 0, and nDCG@10 is mostly grade-1 passages.
-    "smollm2-ranker": {"steps": 200, "groups_per_step": 4, "group_size": 4, "lr": 1e-3,
-                       "eval_pairs": 80, "graded": True,
-                       "layers": list(range(12, 30)),
-                       "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                   "up_proj", "down_proj"]},
+    "smollm2-ranker-demo": {"steps": 200, "groups_per_step": 4, "group_size": 4, "lr": 1e-3,
+                            "eval_pairs": 80, "graded": True, "layers": list(range(12, 30)),
+                            "targets": LLM_TARGETS},
     # The judge plateaued near loss ln 2 (LD ≈ constant) with plain BCE at lr 5e-4 and 2e-4 for
     # 100–160 steps; the listwise term over one answer and three non-answers, which taught the
     # ranker, is added to the BCE.
-    "smollm2-judge": {"steps": 200, "groups_per_step": 4, "group_size": 2, "lr": 1e-3,
-                      "judge_group_size": 4,
-                      "eval_pairs": 80, "max_negative_grade": 1,
-                      "layers": list(range(12, 30)),
-                      "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                  "up_proj", "down_proj"]},
+    "smollm2-judge-demo": {"steps": 200, "groups_per_step": 4, "group_size": 2, "lr": 1e-3,
+                           "judge_group_size": 4, "eval_pairs": 80, "max_negative_grade": 1,
+                           "layers": list(range(12, 30)), "targets": LLM_TARGETS},
 }
+# Recipes on real judgments (TREC DL 2020); the checkpoint is chosen by nDCG@10 on the 2020 dev
+# queries and the dev curve is in the adapter's rankscope.json.
+DL_RECIPES = {
+    "minilm-cross-encoder": {"data": "trec-dl-2020", "steps": 640, "groups_per_step": 4,
+                             "group_size": 8, "lr": 5e-4, "lora_r": 16, "graded": True,
+                             "targets": ["query", "key", "value", "dense"],
+                             "eval_every": 160},
+}
+for _name, _recipe in DEMO_RECIPES.items():
+    _recipe.setdefault("data", "demo")
+RECIPES = {**DEMO_RECIPES, **DL_RECIPES}
+DEV_EVERY = 4  # every 4th TREC DL 2020 query (sorted by id) is a dev query
+DEV_DEPTH = 100  # dev re-ranks each held-out query's BM25 top-100, as the test does
 
 
 def training_groups(split: str, rng: random.Random, max_negative_grade: int | None = None
@@ -85,6 +105,60 @@ def training_groups(split: str, rng: random.Random, max_negative_grade: int | No
     return groups
 
 
+def dl_split(collection) -> tuple[list[str], list[str]]:
+    """(train, dev) query ids of a TREC DL collection: every DEV_EVERY-th id (sorted) is dev."""
+    qids = sorted(collection.queries.qid, key=lambda q: int(q) if q.isdigit() else q)
+    dev = qids[DEV_EVERY - 1::DEV_EVERY]
+    return [q for q in qids if q not in dev], dev
+
+
+def folder_groups(collection, qids: list[str], rng: random.Random,
+                  max_negative_grade: int | None = None, depth: int = 100, min_negatives: int = 3
+                  ) -> list[tuple[str, str, list[str], list[int], int]]:
+    """Training groups of real judgments: one group per passage of grade ≥ 2.
+
+    A query's candidates are its judged passages (with text) and its run's top-``depth``
+    (an unjudged run passage counts as grade 0, the usual assumption for TREC DL's deep pools).
+    Negatives are the candidates graded below the positive (and at most
+    ``max_negative_grade``), in docno order; groups are shuffled by ``rng``.
+    """
+    from core.retrieval import doc_texts
+
+    texts = dict(zip(collection.docs.docno, doc_texts(collection.docs)))
+    queries = dict(zip(collection.queries.qid, collection.queries.text))
+    run_pairs = candidate_pairs(collection, depth, qids=qids)
+    grades: dict[str, dict[str, int]] = {q: {} for q in qids}
+    for qid, docno, grade in run_pairs[["qid", "docno", "relevance"]].itertuples(index=False):
+        grades[qid][docno] = int(grade)
+    judged = collection.qrels[collection.qrels.qid.isin(qids)
+                              & collection.qrels.docno.isin(texts.keys())]
+    for qid, docno, grade in judged[["qid", "docno", "relevance"]].itertuples(index=False):
+        grades[qid][docno] = int(grade)
+    groups = []
+    for qid in qids:
+        candidates = sorted(grades[qid].items())
+        for docno, grade in candidates:
+            if grade < 2:
+                continue
+            negatives = [(d, g) for d, g in candidates if g < grade
+                         and (max_negative_grade is None or g <= max_negative_grade)]
+            if len(negatives) >= min_negatives:
+                groups.append((queries[qid], texts[docno], [texts[d] for d, _ in negatives],
+                               [g for _, g in negatives], grade))
+    rng.shuffle(groups)
+    return groups
+
+
+def dev_ndcg(ranker: models.Ranker, collection, official, qids: list[str]) -> dict[str, float]:
+    """nDCG@10 / MRR@10 of re-ranking the dev queries' run top-100 (official qrels)."""
+    from core.metrics import evaluate
+
+    pairs = candidate_pairs(collection, DEV_DEPTH, qids=qids)
+    ranker.model.eval()
+    scores = ranker.score(pairs["query"].tolist(), pairs["document"].tolist(), batch_size=32)
+    return evaluate(official, pairs, scores)
+
+
 def pairwise_accuracy(ranker: models.Ranker, groups, limit: int) -> float:
     """Share of (positive, hard negative) pairs the model orders correctly."""
     queries, docs_pos, docs_neg = [], [], []
@@ -98,7 +172,24 @@ def pairwise_accuracy(ranker: models.Ranker, groups, limit: int) -> float:
     return float(np.mean(pos > neg))
 
 
-def train(name: str, steps: int | None = None, threads: int = 2) -> dict:
+def _base_preset(name: str) -> models.ModelSpec:
+    """The preset whose base model ``name`` trains on (``x-demo`` trains x's base)."""
+    return models.PRESETS[name.removesuffix("-demo")]
+
+
+def train(name: str, steps: int | None = None, threads: int = 2,
+          collection_root: Path | None = None, queries: int | None = None,
+          dev_queries: int | None = None, output: Path | None = None,
+          eval_every: int | None = None) -> dict:
+    """Train adapter ``name`` by its recipe; returns the report (written beside the adapter).
+
+    Args:
+        collection_root: the TREC DL 2020 folder (default ``../shared/data/trec-dl-2020``).
+        queries / dev_queries: only the first N train / dev queries (the determinism test's
+            slice).
+        output: the adapter folder (default ``adapters/<name>``).
+        eval_every: override the recipe's checkpoint interval.
+    """
     from peft import LoraConfig, get_peft_model
 
     recipe = dict(RECIPES[name])
@@ -109,7 +200,7 @@ def train(name: str, steps: int | None = None, threads: int = 2) -> dict:
     torch.manual_seed(SEED)
     torch.set_num_threads(threads)
     rng = random.Random(SEED)
-    spec = models.PRESETS[name]
+    spec = _base_preset(name)
     base_spec = models.ModelSpec(spec.name, spec.kind, spec.source, spec.gguf_file, None,
                                  max_length=spec.max_length, device="cpu")
     base_dir = models.resolve_source(base_spec)
@@ -120,7 +211,9 @@ def train(name: str, steps: int | None = None, threads: int = 2) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     head = [] if spec.kind == "llm-judge" else (["score"] if hasattr(model, "score") else ["classifier"])
-    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=recipe["targets"],
+    rank = recipe.get("lora_r", 8)
+    lora = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                      target_modules=recipe["targets"],
                       modules_to_save=head or None, layers_to_transform=recipe.get("layers"),
                       task_type="CAUSAL_LM" if spec.kind == "llm-judge" else "SEQ_CLS")
     peft_model = get_peft_model(model, lora)
@@ -129,11 +222,37 @@ def train(name: str, steps: int | None = None, threads: int = 2) -> dict:
     optimizer = torch.optim.AdamW(trainable, lr=recipe["lr"], weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / recipe["steps"]))
-    train_groups = training_groups("train", rng, recipe.get("max_negative_grade"))
-    held_out = training_groups("test", random.Random(SEED + 1), recipe.get("max_negative_grade"))
-    before = pairwise_accuracy(ranker, held_out, recipe["eval_pairs"])
-    print(f"{name}: {len(train_groups)} training groups, held-out pairwise accuracy "
-          f"before {before:.3f}", flush=True)
+    if eval_every:
+        recipe["eval_every"] = eval_every
+    evaluation: dict = {}
+    dev = recipe["data"] != "demo"
+    target = output or models.ADAPTER_DIR / name
+    if recipe["data"] == "demo":
+        train_groups = training_groups("train", rng, recipe.get("max_negative_grade"))
+        held_out = training_groups("test", random.Random(SEED + 1),
+                                   recipe.get("max_negative_grade"))
+        check = lambda: {"heldout_pairwise_accuracy": pairwise_accuracy(  # noqa: E731
+            ranker, held_out, recipe["eval_pairs"])}
+        data_note = "demo collection, train split (every 5th query held out)"
+    else:
+        from core.data import load_collection, with_qrels
+
+        root = collection_root or models.REPO_ROOT.parent / "shared" / "data" / recipe["data"]
+        collection = load_collection(str(root))
+        train_qids, dev_qids = dl_split(collection)
+        train_qids, dev_qids = train_qids[:queries], dev_qids[:dev_queries]
+        train_groups = folder_groups(collection, train_qids, rng, recipe.get("max_negative_grade"))
+        official = with_qrels(collection, root / "official-qrels.txt")
+        check = lambda: dev_ndcg(ranker, collection, official, dev_qids)  # noqa: E731
+        data_note = (f"{recipe['data']}: {len(train_qids)} training queries, {len(dev_qids)} "
+                     f"dev queries (every {DEV_EVERY}th id) choose the checkpoint")
+    if not train_groups:
+        raise SystemExit(f"{name}: no training groups (no passage of grade >= 2 with "
+                         "lower-graded company)")
+    if check:
+        evaluation["before"] = check()
+    print(f"{name}: {data_note}, {len(train_groups)} training groups; before: "
+          f"{evaluation.get('before', '-')}", flush=True)
     started, losses, cursor = time.perf_counter(), [], 0
     for step in range(recipe["steps"]):
         peft_model.train()
@@ -145,7 +264,8 @@ def train(name: str, steps: int | None = None, threads: int = 2) -> dict:
             loss = _judge_loss(ranker, batch, pairwise=step % 4 == 3, rng=rng,
                                group_size=recipe.get("judge_group_size", 2))
         elif recipe.get("graded"):
-            loss = _graded_group_loss(ranker, batch, recipe["group_size"], rng)
+            loss = _graded_group_loss(ranker, batch, recipe["group_size"], rng,
+                                      pool=12 if recipe["data"] == "demo" else None)
         else:
             loss = _group_loss(ranker, batch, recipe["group_size"], rng)
         loss.backward()
@@ -157,28 +277,58 @@ def train(name: str, steps: int | None = None, threads: int = 2) -> dict:
         if step % 20 == 0 or step == recipe["steps"] - 1:
             print(f"  step {step:4d} loss {np.mean(losses[-20:]):.4f} "
                   f"{time.perf_counter() - started:6.0f}s", flush=True)
+        every = recipe.get("eval_every") or recipe["steps"]
+        if dev and ((step + 1) % every == 0 or step + 1 == recipe["steps"]):
+            stage = f"step_{step + 1}"
+            evaluation[stage] = check()
+            best = max((v["nDCG@10"], k) for k, v in evaluation.items() if k != "before")
+            print(f"  dev at step {step + 1}: {evaluation[stage]}", flush=True)
+            if best[1] == stage:
+                _save(peft_model, target.with_name(target.name + ".best"))
     seconds = time.perf_counter() - started
-    after = pairwise_accuracy(ranker, held_out, recipe["eval_pairs"])
-    print(f"{name}: held-out pairwise accuracy {before:.3f} -> {after:.3f} in {seconds:.0f}s",
-          flush=True)
-    target = models.ADAPTER_DIR / name
-    target.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(target, safe_serialization=True)
-    _half_precision(target / "adapter_model.safetensors")
-    (target / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
+    if check and not dev:
+        evaluation["after"] = check()
+    print(f"{name}: {evaluation} in {seconds:.0f}s", flush=True)
     report = {
         "base": models._base_fingerprint(model.config),
         "base_source": spec.source, "gguf_file": spec.gguf_file, "kind": spec.kind,
-        "recipe": {**recipe, "seed": SEED, "lora_r": 8, "lora_alpha": 16,
+        "data": data_note,
+        "recipe": {**recipe, "seed": SEED, "lora_r": rank, "lora_alpha": 2 * rank,
                    "optimizer": "AdamW", "warmup_steps": 20, "schedule": "linear decay"},
         "training_groups": len(train_groups), "train_seconds": round(seconds, 1),
         "final_loss_mean_last_20": round(float(np.mean(losses[-20:])), 4),
-        "heldout_pairwise_accuracy_before": round(before, 4),
-        "heldout_pairwise_accuracy_after": round(after, 4),
         "torch": torch.__version__,
     }
-    (target / "rankscope.json").write_text(json.dumps(report, indent=2) + "\n")
+    for stage, values in evaluation.items():
+        for metric, value in values.items():
+            report[f"{'dev_' if dev else ''}{metric}_{stage}"] = round(float(value), 4)
+    if dev:
+        best_ndcg, best_stage = max((v["nDCG@10"], k) for k, v in evaluation.items()
+                                    if k != "before")
+        report["chosen_checkpoint"] = best_stage
+        report["dev_ndcg10_chosen"] = round(best_ndcg, 4)
+        chosen = target.with_name(target.name + ".best")
+    else:
+        chosen = target.with_name(target.name + ".best")
+        _save(peft_model, chosen)
+    (chosen / "rankscope.json").write_text(json.dumps(report, indent=2) + "\n")
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    chosen.rename(target)
     return report
+
+
+def _save(peft_model, folder: Path) -> None:
+    """The adapter (float16) in ``folder``, replacing what was there."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    peft_model.save_pretrained(folder, safe_serialization=True)
+    _half_precision(folder / "adapter_model.safetensors")
+    (folder / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
 
 
 def _half_precision(path: Path) -> None:
@@ -200,11 +350,12 @@ def _group_loss(ranker, batch, group_size, rng) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(scores, target)
 
 
-def _graded_group_loss(ranker, batch, group_size, rng) -> torch.Tensor:
+def _graded_group_loss(ranker, batch, group_size, rng, pool: int | None = 12) -> torch.Tensor:
     """RankLlama's contrastive loss generalised to grades.
 
     Each group holds the answer and ``group_size − 1`` lower-graded passages, one of each lower
-    grade first (highest first), the rest drawn at random. Every member with lower-graded
+    grade first (highest first), the rest drawn at random (from the first ``pool`` of each
+    grade; all of them with ``pool=None``). Every member with lower-graded
     company contributes a softmax cross-entropy of itself against those lower-graded members,
     so an answer learns to beat everything and an on-topic passage (grade 1) to beat off-topic
     ones (grade 0) — the order graded nDCG rewards.
@@ -216,8 +367,8 @@ def _graded_group_loss(ranker, batch, group_size, rng) -> torch.Tensor:
             by_grade.setdefault(int(grade), []).append(document)
         chosen = []
         for grade in sorted(by_grade, reverse=True)[:group_size - 1]:
-            chosen.append((rng.choice(by_grade[grade][:12]), grade))
-        rest = [(d, g) for g, docs in by_grade.items() for d in docs[:12] if (d, g) not in chosen]
+            chosen.append((rng.choice(by_grade[grade][:pool]), grade))
+        rest = [(d, g) for g, docs in by_grade.items() for d in docs[:pool] if (d, g) not in chosen]
         chosen += rng.sample(rest, k=group_size - 1 - len(chosen))
         queries += [query] * group_size
         documents += [positive] + [d for d, _ in chosen]
@@ -269,9 +420,15 @@ def main() -> None:
     parser.add_argument("names", nargs="+", choices=sorted(RECIPES))
     parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=None,
+                        help="adapter folder (default adapters/<name>; one name only)")
+    parser.add_argument("--eval-every", type=int, default=None,
+                        help="dev checkpoint interval (TREC DL recipes)")
     args = parser.parse_args()
+    if args.output and len(args.names) > 1:
+        parser.error("--output takes one adapter name")
     for name in args.names:
-        train(name, args.steps, args.threads)
+        train(name, args.steps, args.threads, output=args.output, eval_every=args.eval_every)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from core.errors import InputError, StoreError
-from core.extract import ExtractionConfig, extract, pool
+from core.extract import WINDOW, ExtractionConfig, extract, pool
 from core.hooks import count_hooks
 from core.models import ModelSpec, load_ranker
 from core.store import Store
@@ -69,20 +69,41 @@ def test_stored_activation_equals_a_hooked_forward(tiny, demo, store_path):
 
 
 def test_stop_and_resume_is_identical_to_one_run(tiny, demo, tmp_path):
+    config = ExtractionConfig(limit_queries=3, batch_size=1, depth=5)  # 15 batches: 2 windows
     full = Store(tmp_path / "full.duckdb")
-    reference = extract(tiny, demo, CONFIG, full)
+    reference = extract(tiny, demo, config, full)
     resumed = Store(tmp_path / "resumed.duckdb")
     calls = iter([False, True])
-    first = extract(tiny, demo, CONFIG, resumed, should_stop=lambda: next(calls, True))
-    assert first.stopped and first.batches_done == 1 and not first.complete
+    first = extract(tiny, demo, config, resumed, should_stop=lambda: next(calls, True))
+    # stopped before the second window: the first window's batches are all kept
+    assert first.stopped and first.batches_done == WINDOW and not first.complete
     assert resumed.run_info(first.run_key)["status"] == "running"
-    second = extract(tiny, demo, CONFIG, resumed)
-    assert second.complete and second.computed_now == 1
+    second = extract(tiny, demo, config, resumed)
+    assert second.complete and second.computed_now == 15 - WINDOW
     for layer in (0, 1):
         a = full.activations(reference.run_key, "resid", layer, "max")
         b = resumed.activations(second.run_key, "resid", layer, "max")
         assert np.array_equal(a, b)
     assert np.array_equal(full.scores(reference.run_key), resumed.scores(second.run_key))
+
+
+def test_a_window_is_forwarded_by_length_and_returns_in_pair_order(tiny, demo, store_path):
+    """Re-batching a window by length changes no pair's score or activation (beyond float
+    rounding) and keeps them at their own pair index."""
+    from core.retrieval import candidate_pairs
+
+    store = Store(store_path)
+    config = ExtractionConfig(limit_queries=3, batch_size=4, depth=5, poolings=("mean",))
+    result = extract(tiny, demo, config, store)
+    frame = candidate_pairs(demo, config.depth, limit_queries=3)
+    alone = [tiny.score([q], [d])[0] for q, d in zip(frame["query"], frame["document"])]
+    np.testing.assert_allclose(store.scores(result.run_key), alone, atol=1e-4)
+    enc = tiny.encode(frame["query"].tolist()[5:6], frame["document"].tolist()[5:6])
+    with torch.no_grad():
+        hidden = tiny.model(**enc.model_inputs(), output_hidden_states=True).hidden_states[1]
+    expected = pool(hidden, enc.groups != 0, enc.last, ("mean",))["mean"]
+    np.testing.assert_allclose(store.activations(result.run_key, "resid", 0, "mean")[5:6],
+                               expected, atol=1e-4)
 
 
 def test_a_failing_batch_leaves_nothing_partial(tiny, demo, store_path, monkeypatch):
