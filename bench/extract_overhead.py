@@ -2,7 +2,8 @@
 
     python bench/extract_overhead.py [--ranker smollm2-ranker] [--queries 4] [--repeats 3]
 
-Both sides encode the same demo batches and run the same forward passes in this process; the
+Both sides encode the same demo batches (windows re-batched by length, as core.extract does)
+and run the same forward passes in this process; the
 extraction side also hooks every block (residual stream, mean/max/last pooling) and writes each
 batch transactionally into a fresh DuckDB store. Sides alternate and the best of ``--repeats``
 is kept for each, so background load hits both alike. Prints ``RESULT extract_overhead=<ratio>``.
@@ -20,21 +21,29 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from core.data import demo_collection  # noqa: E402
-from core.extract import ExtractionConfig, extract  # noqa: E402
+from core.extract import WINDOW, ExtractionConfig, extract  # noqa: E402
 from core.models import load_ranker  # noqa: E402
 from core.retrieval import candidate_pairs  # noqa: E402
 from core.store import Store  # noqa: E402
 
 
 def bare(ranker, pairs, batch_size: int) -> float:
+    """The same forward passes as the extraction: windows of WINDOW batches, re-batched by
+    length (core.extract), with no hooks and no store."""
     started = time.perf_counter()
+    span = WINDOW * batch_size
     with torch.inference_mode():
-        for first in range(0, len(pairs), batch_size):
-            rows = pairs.iloc[first:first + batch_size]
-            ranker.forward(ranker.encode(rows["query"].tolist(), rows["document"].tolist()))
+        for window in range(0, len(pairs), span):
+            rows = pairs.iloc[window:window + span]
+            rows = rows.iloc[np.argsort((rows["query"].str.len()
+                                         + rows["document"].str.len()).to_numpy(), kind="stable")]
+            for first in range(0, len(rows), batch_size):
+                batch = rows.iloc[first:first + batch_size]
+                ranker.forward(ranker.encode(batch["query"].tolist(), batch["document"].tolist()))
     return time.perf_counter() - started
 
 

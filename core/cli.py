@@ -213,6 +213,7 @@ def cmd_probe(args) -> int:
     bars = {stage: _progress_bar(stage) for stage in ("extract", "probe")}
     try:
         result = probe_ranker(ranker, collection, store, config, limit_queries=args.limit,
+                              depth=args.depth,
                               progress=lambda stage, done, total: bars[stage](done, total))
     except KeyboardInterrupt:
         print("stopped: finished layers are saved; run the same command again to resume",

@@ -435,7 +435,7 @@ def load_folder(path: str | Path, *, strict: bool = False) -> Collection:
         run = read_trec_run(files["run.txt"], strict=strict, skipped=skipped)
         run_is_bm25 = _run_tag(files["run.txt"]).lower().startswith("bm25")
         missing = ~run.docno.isin(set(docs.docno))
-        if missing.any():
+        if missing.any() and len(docs):
             docno = run.docno[missing].iloc[0]
             line = next(number for number, text in enumerate(read_text_lines(files["run.txt"]), 1)
                         if len(text.split()) > 2 and text.split()[2] == docno)
@@ -506,7 +506,9 @@ def load_ir_datasets(dataset_id: str) -> Collection:
     except OSError as error:
         raise InputError(f"ir_datasets id {dataset_id!r} could not be downloaded ({error}); "
                          "check the network or load a local folder") from None
-    return validate(Collection(dataset_id, docs, queries, qrels), strict=False)
+    threshold = 2 if "trec-dl" in dataset_id else 1  # TREC DL: grade >= 2, the track's rule
+    return validate(Collection(dataset_id, docs, queries, qrels, min_relevant=threshold),
+                    strict=False)
 
 
 def load_collection(source: str | Path, *, strict: bool = False) -> Collection:

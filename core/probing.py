@@ -649,20 +649,21 @@ def ensure_features(store, collection, extraction, run_key: str,
 
 
 def probe_ranker(ranker, collection, store, config: ProbeConfig, *,
-                 limit_queries: int | None = None,
+                 limit_queries: int | None = None, depth: int = 20,
                  progress: Callable[[str, int, int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
                  device: torch.device | str | None = None) -> ProbeResult:
     """Extract (or reuse) a ranker's activations on a collection, then probe every layer.
 
     ``progress(stage, done, total)`` is called with stage ``extract`` then ``probe``. The
-    extraction uses the Workspace's default configuration (BM25 top-20, mean/max/last pooling,
-    residual stream), so runs started there are reused here.
+    extraction uses the Workspace's default configuration (top-20 candidates, mean/max/last
+    pooling, residual stream), so runs started there are reused here; ``depth`` takes more
+    candidates per query (e.g. the whole TREC DL top-100: more pairs to balance probe sets).
     """
     from core.extract import ExtractionConfig, extract
 
     config.validate()
-    extraction = ExtractionConfig(limit_queries=limit_queries)
+    extraction = ExtractionConfig(limit_queries=limit_queries, depth=depth)
     started = time.perf_counter()
     result = extract(ranker, collection, extraction, store,
                      progress=None if progress is None else lambda d, t: progress("extract", d, t),

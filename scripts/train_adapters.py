@@ -2,27 +2,29 @@
 
     python scripts/train_adapters.py minilm-cross-encoder        # TREC DL 2020 (train / dev)
     python scripts/train_adapters.py minilm-cross-encoder-demo   # the demo-trained variant
+    python scripts/train_adapters.py smollm2-ranker smollm2-judge   # demo-trained (for now)
 
-Data. The presets' adapters (``minilm-cross-encoder``, ``smollm2-ranker``, ``smollm2-judge``)
-are trained on TREC DL 2020 (``../shared/data/trec-dl-2020``: MS MARCO passages, NIST graded
-judgments, the BM25 top-100): each group is one passage of grade >= 2 and lower-graded
-passages of the same query, drawn from the judged passages and the BM25 top-100 (unjudged
-run passages count as grade 0). Every 4th 2020 query (sorted by id) is a dev query: the model
-trains on the others, nDCG@10 (official qrels) of re-ranking the dev queries' BM25 top-100 is
-measured every ``eval_every`` steps, and the checkpoint with the best dev nDCG@10 is the one
-saved. TREC DL 2019 is the test set and is never read here. The ``-demo`` variants are the
-earlier adapters trained on the demo collection's template sentences.
+Data. ``minilm-cross-encoder`` is trained on TREC DL 2020 (``../shared/data/trec-dl-2020``:
+MS MARCO passages, NIST graded judgments, the BM25 top-100): each group is one passage of
+grade >= 2, lower-graded passages of the same query (judged ones and the BM25 top-100, where an
+unjudged passage counts as grade 0) and answers of other queries (below everything), with the
+zero-shot bi-encoder's listwise distillation added. Every 4th 2020 query (sorted by id) is a
+dev query: the model trains on the others, nDCG@10 (official qrels) of re-ranking the dev
+queries' BM25 top-100 is measured every ``eval_every`` steps, and the checkpoint with the best
+dev nDCG@10 is the one saved. TREC DL 2019 is the test set and is never read here.
+``minilm-cross-encoder-demo`` and (until their TREC DL recipes land) ``smollm2-ranker`` and
+``smollm2-judge`` are trained on the demo collection's template sentences, on its training
+queries (every 5th demo query is held out).
 
-Recipe (RankLlama, Ma et al. 2023, in miniature): LoRA r=8 on every linear layer of the
-attention and MLP blocks plus a trainable one-logit score head; each step sees groups of one
-answering passage (grade ≥ 2) and hard negatives of a lower grade from the query's BM25 top-20,
-trained with a softmax cross-entropy over the group (the contrastive loss of RankLlama). The
-judge learns yes/no with a binary cross-entropy on LD = logit(yes) − logit(no), on pointwise
-prompts and (one step in four) on pairwise prompts in both orders.
+Recipe (RankLlama, Ma et al. 2023, in miniature): LoRA on the linear layers of the attention
+and MLP blocks plus a trainable one-logit score head; each step sees groups of one answering
+passage and lower-graded passages, trained with a softmax cross-entropy of each member against
+the members graded below it (RankLlama's contrastive loss, generalised to grades). The judge
+learns yes/no with a binary cross-entropy on LD = logit(yes) − logit(no), on pointwise prompts
+and (one step in four) on pairwise prompts in both orders.
 
-Demo variants use only training queries (every 5th demo query is held out). The adapter, its score head
-and a ``rankscope.json`` with the base fingerprint, the recipe and the numbers reached are
-written to ``adapters/<name>/``.
+The adapter, its score head and a ``rankscope.json`` with the base fingerprint, the recipe, the
+data and the numbers reached are written to ``adapters/<name>/``.
 """
 
 from __future__ import annotations
@@ -56,21 +58,27 @@ DEMO_RECIPES = {
     # each member contrasted with the lower-graded ones. v1 (answers vs any grade ≤ 1, same
     # steps) reached held-out pairwise accuracy 0.850 but demo nDCG@10 0.683 < BM25's 0.729: it
     # never learned that grade 1 beats grade 0, and nDCG@10 is mostly grade-1 passages.
-    "smollm2-ranker-demo": {"steps": 200, "groups_per_step": 4, "group_size": 4, "lr": 1e-3,
+    "smollm2-ranker": {"steps": 200, "groups_per_step": 4, "group_size": 4, "lr": 1e-3,
                             "eval_pairs": 80, "graded": True, "layers": list(range(12, 30)),
                             "targets": LLM_TARGETS},
     # The judge plateaued near loss ln 2 (LD ≈ constant) with plain BCE at lr 5e-4 and 2e-4 for
     # 100–160 steps; the listwise term over one answer and three non-answers, which taught the
     # ranker, is added to the BCE.
-    "smollm2-judge-demo": {"steps": 200, "groups_per_step": 4, "group_size": 2, "lr": 1e-3,
+    "smollm2-judge": {"steps": 200, "groups_per_step": 4, "group_size": 2, "lr": 1e-3,
                            "judge_group_size": 4, "eval_pairs": 80, "max_negative_grade": 1,
                            "layers": list(range(12, 30)), "targets": LLM_TARGETS},
 }
 # Recipes on real judgments (TREC DL 2020); the checkpoint is chosen by nDCG@10 on the 2020 dev
 # queries and the dev curve is in the adapter's rankscope.json.
 DL_RECIPES = {
-    "minilm-cross-encoder": {"data": "trec-dl-2020", "steps": 640, "groups_per_step": 4,
-                             "group_size": 8, "lr": 5e-4, "lora_r": 16, "graded": True,
+    # v1 (graded groups of 8 from the query's own candidates, no teacher) fitted the training
+    # groups (loss 1.8 -> 0.8) but ranked dev queries at chance: dev nDCG@10 0.078 (fresh
+    # head), 0.220 at step 160, 0.200 at 320 (BM25 0.534, random order 0.164, the demo-trained
+    # adapter 0.446); stopped there. v2 adds answers of other queries to each group and the
+    # bi-encoder teacher's listwise distillation.
+    "minilm-cross-encoder": {"data": "trec-dl-2020", "steps": 480, "groups_per_step": 4,
+                             "group_size": 8, "cross_negatives": 2, "lr": 5e-4, "lora_r": 16,
+                             "graded": True, "distill": 1.0, "teacher_temperature": 0.05,
                              "targets": ["query", "key", "value", "dense"],
                              "eval_every": 160},
 }
@@ -159,6 +167,23 @@ def dev_ndcg(ranker: models.Ranker, collection, official, qids: list[str]) -> di
     return evaluate(official, pairs, scores)
 
 
+def bi_encoder_teacher(groups):
+    """Cosine of all-MiniLM-L6-v2 sentence embeddings (the zero-shot bi-encoder, 0.64 nDCG@10
+    on TREC DL 2019) for any (query, document) of the groups: ``teacher(queries, documents)``.
+    Every text is embedded once, up front."""
+    texts = sorted({t for query, positive, negatives, _, _ in groups
+                    for t in (query, positive, *negatives)})
+    started = time.perf_counter()
+    vectors = dict(zip(texts, models.sentence_embeddings(texts)))
+    print(f"teacher: {len(texts)} texts embedded in {time.perf_counter() - started:.0f}s",
+          flush=True)
+
+    def teacher(queries: list[str], documents: list[str]) -> np.ndarray:
+        return np.array([float(vectors[q] @ vectors[d]) for q, d in zip(queries, documents)])
+
+    return teacher
+
+
 def pairwise_accuracy(ranker: models.Ranker, groups, limit: int) -> float:
     """Share of (positive, hard negative) pairs the model orders correctly."""
     queries, docs_pos, docs_neg = [], [], []
@@ -180,7 +205,7 @@ def _base_preset(name: str) -> models.ModelSpec:
 def train(name: str, steps: int | None = None, threads: int = 2,
           collection_root: Path | None = None, queries: int | None = None,
           dev_queries: int | None = None, output: Path | None = None,
-          eval_every: int | None = None) -> dict:
+          eval_every: int | None = None, overrides: dict | None = None) -> dict:
     """Train adapter ``name`` by its recipe; returns the report (written beside the adapter).
 
     Args:
@@ -189,10 +214,11 @@ def train(name: str, steps: int | None = None, threads: int = 2,
             slice).
         output: the adapter folder (default ``adapters/<name>``).
         eval_every: override the recipe's checkpoint interval.
+        overrides: recipe fields to change (a recipe variant; recorded in the report).
     """
     from peft import LoraConfig, get_peft_model
 
-    recipe = dict(RECIPES[name])
+    recipe = {**RECIPES[name], **(overrides or {})}
     if steps:
         recipe["steps"] = steps
     random.seed(SEED)
@@ -241,11 +267,16 @@ def train(name: str, steps: int | None = None, threads: int = 2,
         collection = load_collection(str(root))
         train_qids, dev_qids = dl_split(collection)
         train_qids, dev_qids = train_qids[:queries], dev_qids[:dev_queries]
-        train_groups = folder_groups(collection, train_qids, rng, recipe.get("max_negative_grade"))
+        train_groups = folder_groups(collection, train_qids, rng, recipe.get("max_negative_grade"),
+                                     min_negatives=recipe["group_size"] - 1)
         official = with_qrels(collection, root / "official-qrels.txt")
         check = lambda: dev_ndcg(ranker, collection, official, dev_qids)  # noqa: E731
-        data_note = (f"{recipe['data']}: {len(train_qids)} training queries, {len(dev_qids)} "
+        data_note = (f"{root.name}: {len(train_qids)} training queries, {len(dev_qids)} "
                      f"dev queries (every {DEV_EVERY}th id) choose the checkpoint")
+    others = sorted({(g[0], g[1]) for g in train_groups})
+    teacher = None
+    if recipe.get("distill"):
+        teacher = bi_encoder_teacher(train_groups)
     if not train_groups:
         raise SystemExit(f"{name}: no training groups (no passage of grade >= 2 with "
                          "lower-graded company)")
@@ -265,7 +296,10 @@ def train(name: str, steps: int | None = None, threads: int = 2,
                                group_size=recipe.get("judge_group_size", 2))
         elif recipe.get("graded"):
             loss = _graded_group_loss(ranker, batch, recipe["group_size"], rng,
-                                      pool=12 if recipe["data"] == "demo" else None)
+                                      pool=12 if recipe["data"] == "demo" else None,
+                                      teacher=teacher, distill=recipe.get("distill", 0.0),
+                                      temperature=recipe.get("teacher_temperature", 0.05),
+                                      others=others, cross=recipe.get("cross_negatives", 0))
         else:
             loss = _group_loss(ranker, batch, recipe["group_size"], rng)
         loss.backward()
@@ -350,7 +384,10 @@ def _group_loss(ranker, batch, group_size, rng) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(scores, target)
 
 
-def _graded_group_loss(ranker, batch, group_size, rng, pool: int | None = 12) -> torch.Tensor:
+def _graded_group_loss(ranker, batch, group_size, rng, pool: int | None = 12, teacher=None,
+                       distill: float = 0.0, temperature: float = 0.05,
+                       others: list[tuple[str, str]] | None = None, cross: int = 0
+                       ) -> torch.Tensor:
     """RankLlama's contrastive loss generalised to grades.
 
     Each group holds the answer and ``group_size − 1`` lower-graded passages, one of each lower
@@ -358,7 +395,15 @@ def _graded_group_loss(ranker, batch, group_size, rng, pool: int | None = 12) ->
     grade; all of them with ``pool=None``). Every member with lower-graded
     company contributes a softmax cross-entropy of itself against those lower-graded members,
     so an answer learns to beat everything and an on-topic passage (grade 1) to beat off-topic
-    ones (grade 0) — the order graded nDCG rewards.
+    ones (grade 0) — the order graded nDCG rewards. With a ``teacher`` (query and document
+    lists → scores), ``distill`` × KL(softmax(teacher / temperature) ‖ softmax(scores)) over
+    each group is added: the teacher's order of every member, not only the graded pairs.
+
+    ``cross`` answers of *other* queries (drawn from ``others``, (query, answer) pairs) join
+    each group below every own candidate. Without them a model can fit real judgments with a
+    query-blind prior — on TREC DL each passage is a candidate of one query only, so "looks
+    like an answer" separates a group's members — and rank no better than chance on new
+    queries (measured: dev nDCG@10 0.20–0.22, see DL_RECIPES).
     """
     queries, documents, grades = [], [], []
     for query, positive, negatives, negative_grades, positive_grade in batch:
@@ -370,17 +415,30 @@ def _graded_group_loss(ranker, batch, group_size, rng, pool: int | None = 12) ->
             chosen.append((rng.choice(by_grade[grade][:pool]), grade))
         rest = [(d, g) for g, docs in by_grade.items() for d in docs[:pool] if (d, g) not in chosen]
         chosen += rng.sample(rest, k=group_size - 1 - len(chosen))
-        queries += [query] * group_size
+        for _ in range(cross):
+            other_query, other_answer = rng.choice(others)
+            while other_query == query:
+                other_query, other_answer = rng.choice(others)
+            chosen.append((other_answer, -1))  # another query's answer: below everything
+        queries += [query] * (group_size + cross)
         documents += [positive] + [d for d, _ in chosen]
         grades += [positive_grade] + [g for _, g in chosen]
-    scores = ranker.forward(ranker.encode(queries, documents)).view(len(batch), group_size)
-    grades = torch.tensor(grades).view(len(batch), group_size)
+    size = group_size + cross
+    scores = ranker.forward(ranker.encode(queries, documents)).view(len(batch), size)
+    grades = torch.tensor(grades).view(len(batch), size)
     lower = grades.unsqueeze(2) > grades.unsqueeze(1)  # [b, i, j]: member j is graded below i
-    contenders = lower | torch.eye(group_size, dtype=torch.bool)
-    expanded = scores.unsqueeze(1).expand(-1, group_size, -1).masked_fill(~contenders, -torch.inf)
+    contenders = lower | torch.eye(size, dtype=torch.bool)
+    expanded = scores.unsqueeze(1).expand(-1, size, -1).masked_fill(~contenders, -torch.inf)
     terms = torch.logsumexp(expanded, dim=-1) - scores  # [b, i]
     valid = lower.any(dim=-1)
-    return terms[valid].mean()
+    loss = terms[valid].mean()
+    if teacher is not None:
+        # listwise distillation (KL of the teacher's softmax over the group to the student's)
+        target = torch.tensor(teacher(queries, documents), dtype=torch.float32)
+        target = torch.softmax(target.view(len(batch), size) / temperature, dim=-1)
+        loss = loss + distill * torch.nn.functional.kl_div(
+            torch.log_softmax(scores, dim=-1), target, reduction="batchmean")
+    return loss
 
 
 def _judge_loss(ranker, batch, pairwise: bool, rng, group_size: int = 2) -> torch.Tensor:
@@ -424,11 +482,22 @@ def main() -> None:
                         help="adapter folder (default adapters/<name>; one name only)")
     parser.add_argument("--eval-every", type=int, default=None,
                         help="dev checkpoint interval (TREC DL recipes)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="change a recipe field for this run, e.g. --set distill=4 "
+                             "(a variant to compare on the dev queries)")
     args = parser.parse_args()
     if args.output and len(args.names) > 1:
         parser.error("--output takes one adapter name")
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            parser.error(f"--set {item}: the value must be JSON (a number, true, a list …)")
     for name in args.names:
-        train(name, args.steps, args.threads, output=args.output, eval_every=args.eval_every)
+        train(name, args.steps, args.threads, output=args.output, eval_every=args.eval_every,
+              overrides=overrides)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,24 @@ def test_playground_scores_each_embedded_ranker_and_reacts_to_edits(ranker):
     assert first > second  # an answering passage scores above an off-topic one
 
 
+def test_trec_dl_is_offered_and_the_workspace_says_what_it_re_ranks():
+    from core.data import NAMED_FOLDERS
+
+    if not NAMED_FOLDERS["trec-dl-2019"][0].is_dir():
+        pytest.skip("../shared/data/trec-dl-2019 is absent")
+    at = page("pages/1_Workspace.py")
+    at.session_state["collection"] = "trec-dl-2019"
+    at.run()
+    assert not at.exception and not at.error
+    assert "trec-dl-2019" in at.sidebar.selectbox[1].options
+    stats = at.dataframe[1].value
+    values = dict(zip(stats.statistic, stats.value))
+    assert values["queries"] == 43 and values["relevant from grade"] == 2
+    assert any("run file run.txt (a BM25 run)" in c.value and "grade ≥ 2" in c.value
+               for c in at.caption)
+    assert at.number_input[1].label == "run.txt candidates per query"
+
+
 def test_playground_refuses_empty_text():
     at = page("pages/2_Playground.py").run()
     at.text_input[0].set_value("   ").run()

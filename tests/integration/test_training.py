@@ -1,0 +1,78 @@
+"""The adapter training script on real-judgment data: groups, the dev split, determinism."""
+
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from core.data import load_folder
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("train_adapters", ROOT / "scripts" / "train_adapters.py")
+train_adapters = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train_adapters)
+
+TOPICS = ["honey storage", "wisdom tooth removal", "google docs saving", "public records",
+          "solar panels", "river otters", "bread baking", "tax deadlines"]
+
+
+def tiny_trec_dl(path: Path) -> Path:
+    """A TREC-DL-shaped folder: 8 queries, graded qrels, a BM25-tagged run, official qrels."""
+    path.mkdir()
+    docs, qrels, run = [], [], []
+    for q, topic in enumerate(TOPICS):
+        qid = str(1000 + q)
+        for d in range(10):
+            docno = f"{qid}-{d}"
+            grade = [3, 2, 1, 0, 0, 0, 0, 0, 0, 0][d]
+            text = (f"{topic} explained: how {topic} works and why it matters."
+                    if grade >= 2 else f"a note on {TOPICS[(q + d) % len(TOPICS)]} in passing.")
+            docs.append({"doc_id": docno, "title": "", "text": text})
+            if d < 9:
+                qrels.append(f"{qid} 0 {docno} {grade}")
+            run.append(f"{qid} Q0 {docno} {d + 1} {10.0 - d} bm25")
+    (path / "docs.jsonl").write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    (path / "queries.tsv").write_text("".join(f"{1000 + q}\t{t}\n" for q, t in enumerate(TOPICS)))
+    (path / "qrels.txt").write_text("\n".join(qrels) + "\n")
+    (path / "official-qrels.txt").write_text("\n".join(qrels + ["1000 0 unseen 3"]) + "\n")
+    (path / "run.txt").write_text("\n".join(run) + "\n")
+    return path
+
+
+def test_groups_hold_every_lower_graded_candidate_and_dev_queries_are_held_out(tmp_path):
+    collection = load_folder(tiny_trec_dl(tmp_path / "dl"))
+    train, dev = train_adapters.dl_split(collection)
+    assert dev == ["1003", "1007"] and not set(train) & set(dev) and len(train) == 6
+    groups = train_adapters.folder_groups(collection, train, random.Random(0))
+    assert len(groups) == 2 * len(train)  # one group per passage of grade >= 2
+    for query, positive, negatives, grades, grade in groups:
+        assert grade >= 2 and all(g < grade for g in grades)
+        # the unjudged run passage (d = 9) counts as grade 0
+        assert len(negatives) == (9 if grade == 3 else 8)
+    strict = train_adapters.folder_groups(collection, train, random.Random(0), min_negatives=9)
+    assert len(strict) == len(train) and {g[4] for g in strict} == {3}
+    assert {g[0] for g in groups} == {TOPICS[int(q) - 1000] for q in train}
+
+
+def test_training_on_a_slice_is_deterministic(tmp_path):
+    root = tiny_trec_dl(tmp_path / "dl")
+    reports, weights = [], []
+    for run in ("a", "b"):
+        out = tmp_path / run / "minilm-cross-encoder"
+        reports.append(train_adapters.train("minilm-cross-encoder", steps=3, collection_root=root,
+                                            queries=2, dev_queries=1, output=out))
+        weights.append(load_file(str(out / "adapter_model.safetensors")))
+        assert json.loads((out / "rankscope.json").read_text())["chosen_checkpoint"] == "step_3"
+        assert not out.with_name(out.name + ".best").exists()
+    assert weights[0].keys() == weights[1].keys() and len(weights[0]) > 0
+    for key in weights[0]:
+        assert np.array_equal(weights[0][key], weights[1][key]), key
+    for report in reports:
+        report.pop("train_seconds")
+    assert reports[0] == reports[1]
+    assert reports[0]["data"].startswith("dl: 2 training queries, 1 dev queries")
+    assert reports[0]["training_groups"] == 4
