@@ -189,9 +189,9 @@ def cmd_evaluate(args) -> int:
     print(f"collection {collection.name}, {n_queries} queries"
           f"{' (split ' + args.split + ')' if args.split else ''}, {source}; {qrels_note}, "
           f"MRR@10 counts grade >= {judged.min_relevant}")
-    print(f"{'ranker':22} {'nDCG@10':>8} {'MRR@10':>8}")
+    print(f"{'ranker':26} {'nDCG@10':>8} {'MRR@10':>8}")
     for name, values in rows:
-        print(f"{name:22} {values['nDCG@10']:8.4f} {values['MRR@10']:8.4f}")
+        print(f"{name:26} {values['nDCG@10']:8.4f} {values['MRR@10']:8.4f}")
         print(f"RESULT {collection.name}_{name}_ndcg10={values['nDCG@10']:.4f}")
         print(f"RESULT {collection.name}_{name}_mrr10={values['MRR@10']:.4f}")
     return 0
