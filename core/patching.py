@@ -45,10 +45,11 @@ from core.data import Collection
 from core.errors import InputError
 from core.hooks import capture, capture_inputs, intervene, intervene_inputs
 from core.models import DOCUMENT, INSTRUCTION, LAST, QUERY, AttentionState, Ranker
-from core.retrieval import bm25_run, doc_texts
+from core.retrieval import doc_texts, first_stage_run
 from core.store import SCHEMA_VERSION
 
-PATCH_VERSION = 2  # 2: correct_only, excluded pairs replaced
+PATCH_VERSION = 3  # 2: correct_only, excluded pairs replaced; 3: a collection's own run gives
+# the negatives (TREC DL's BM25 top-100), not bm25s over its passages
 GROUPS = ("document", "query", "instruction", "last")
 GROUP_CODES = {"instruction": INSTRUCTION, "query": QUERY, "document": DOCUMENT, "last": LAST}
 COMPONENTS = ("attn", "mlp", "resid")
@@ -150,7 +151,8 @@ def prompt_pairs(collection: Collection, config: PatchConfig, *, skip_qids=(),
     positive_docno, negative_docno, bm25_rank_negative]``.
 
     Positive: the highest-graded judged document (ties: the better BM25 rank, then docno).
-    Negative: the best-ranked BM25 top-``depth`` document judged (or assumed) non-relevant —
+    Negative: the best-ranked document of the first stage's top-``depth`` (the collection's run,
+    e.g. TREC DL's BM25 top-100, else BM25) judged (or assumed) non-relevant —
     a hard negative, as in the study. Queries are taken in collection order, at most ``limit``
     (default ``config.pairs``).
     """
@@ -162,7 +164,7 @@ def prompt_pairs(collection: Collection, config: PatchConfig, *, skip_qids=(),
     if queries.empty:
         raise InputError(f"collection {collection.name!r} has no queries with a relevant "
                          f"document{' in split ' + config.split if config.split else ''}")
-    run = bm25_run(collection, config.depth, queries.qid.tolist())
+    run = first_stage_run(collection, config.depth, queries.qid.tolist())
     texts = dict(zip(collection.docs.docno, doc_texts(collection.docs)))
     grades = {(q, d): r for q, d, r in collection.qrels[["qid", "docno", "relevance"]]
               .itertuples(index=False)}

@@ -57,6 +57,19 @@ def _bm25_run(collection: Collection, depth: int, qids: list[str] | None) -> pd.
     return pd.DataFrame(rows, columns=["qid", "docno", "score", "rank"])
 
 
+def first_stage_run(collection: Collection, depth: int = DEFAULT_DEPTH,
+                    qids: list[str] | None = None) -> pd.DataFrame:
+    """The run a collection re-ranks, top-``depth`` per query ``[qid, docno, score, rank]``:
+    its own run (TREC DL's standard BM25 top-100) when it has one, else BM25 with bm25s."""
+    if collection.run is None:
+        return bm25_run(collection, depth, qids)
+    run = collection.run
+    if qids is not None:
+        run = run[run.qid.isin(qids)]
+    run = run.sort_values(["qid", "rank"], kind="stable")
+    return run.groupby("qid", sort=False).head(depth).reset_index(drop=True)
+
+
 def candidate_pairs(collection: Collection, depth: int = DEFAULT_DEPTH,
                     qids: list[str] | None = None, limit_queries: int | None = None) -> pd.DataFrame:
     """Pairs to score: the collection's run if it has one, else BM25 top-``depth``.

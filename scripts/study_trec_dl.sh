@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# The MS MARCO-trained MiniLM cross-encoder on real data, rerunnable (README "Real rankers on
-# real data"): re-ranking quality on TREC DL 2019 (the test set) beside the published table,
-# probing on DL19 (in distribution) vs Cranfield (out), and neuron attribution + knock-out on
-# DL19 and Cranfield with their intersections.
-#   scripts/study_trec_dl.sh [OUT_DIR] [STEP ...]   steps: evaluate probe attribute (default all)
-# ≈ 50 min on this 2-core CPU; every result also lands in the store, so a rerun is served
-# from it. Needs ../shared/data/trec-dl-2019, -2020 and cranfield.
+# The MS MARCO-trained embedded rankers on real data, rerunnable (README "Real rankers on real
+# data"): re-ranking quality on TREC DL 2019 (the test set) beside the published table,
+# probing on DL19 (in distribution) vs Cranfield (out), neuron attribution + knock-out on
+# DL19 and Cranfield with their intersections (MiniLM cross-encoder); the SmolLM2 ranker and
+# judge on DL19 top-20, and activation patching + head knock-out of the judge on DL19.
+#   scripts/study_trec_dl.sh [OUT_DIR] [STEP ...]
+#   steps: evaluate probe attribute evaluate-llm patch (default all)
+# ≈ 50 min (MiniLM steps) + ≈ 60 min (SmolLM2 steps) on this 2-core CPU; every result also
+# lands in the store, so a rerun is served from it. Needs ../shared/data/trec-dl-2019, -2020
+# and cranfield.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-out/trec-dl}
 shift || true
-STEPS=${*:-evaluate probe attribute}
+STEPS=${*:-evaluate probe attribute evaluate-llm patch}
 mkdir -p "$OUT"
 PY=${PYTHON:-.venv/bin/python}
 DATA=../shared/data
@@ -67,6 +70,33 @@ table.to_csv(f"{out}/intersections.csv", index=False)
 print(table.to_string(index=False))
 EOF
   ;;
-*) echo "unknown step $step (evaluate, probe, attribute)" >&2; exit 2 ;;
+evaluate-llm)
+  # SmolLM2 ranker and judge (MS MARCO-trained and demo-trained), re-ranking the BM25 top-20:
+  # a SmolLM2 pair costs ≈ 0.25 s on this CPU, so the top-100 of 43 queries would take
+  # ≈ 20 min per model. BM25, the bi-encoder and MiniLM on the same top-20 for comparison.
+  for r in all smollm2-ranker-demo smollm2-judge-demo; do
+    "$PY" -m core evaluate --ranker $r --collection trec-dl-2019 --depth 20 \
+      --qrels $DATA/trec-dl-2019/official-qrels.txt --baselines bi-encoder \
+      | tee "$OUT/evaluate-dl19-top20-$r.txt"
+  done
+  # in domain (their 2020 train and dev queries), the demo collection, Cranfield
+  "$PY" -m core evaluate --ranker all --collection trec-dl-2020 --depth 20 \
+    --qrels $DATA/trec-dl-2020/official-qrels.txt --baselines bi-encoder \
+    | tee "$OUT/evaluate-dl20-top20.txt"
+  "$PY" -m core evaluate --ranker all --collection demo --split test | tee "$OUT/evaluate-demo-all.txt"
+  "$PY" -m core evaluate --ranker all --collection cranfield --limit 25 \
+    | tee "$OUT/evaluate-cranfield25-all.txt"
+  ;;
+patch)
+  # Study 3 on its own data: the judge on DL19 pairs (positive: the highest-graded passage,
+  # negative: the best-ranked non-relevant passage of the BM25 top-100), pointwise and
+  # pairwise, then the head knock-out (Table 1: F1 of the judgments, nDCG@10 re-ranking the
+  # BM25 top-20 of held-out queries).
+  "$PY" -m core patch --model smollm2-judge --collection trec-dl-2019 --split '' --pairs 10 \
+    --prompt both --per-pair --out "$OUT/patch-judge-dl19.csv" | tee "$OUT/patch-judge-dl19.txt"
+  "$PY" -m core knockout --model smollm2-judge --collection trec-dl-2019 --split '' --pairs 10 \
+    --queries 10 --out "$OUT/knockout-judge-dl19.csv" | tee "$OUT/knockout-judge-dl19.txt"
+  ;;
+*) echo "unknown step $step (evaluate, probe, attribute, evaluate-llm, patch)" >&2; exit 2 ;;
 esac
 done

@@ -58,13 +58,13 @@ DEMO_RECIPES = {
     # each member contrasted with the lower-graded ones. v1 (answers vs any grade ≤ 1, same
     # steps) reached held-out pairwise accuracy 0.850 but demo nDCG@10 0.683 < BM25's 0.729: it
     # never learned that grade 1 beats grade 0, and nDCG@10 is mostly grade-1 passages.
-    "smollm2-ranker": {"steps": 200, "groups_per_step": 4, "group_size": 4, "lr": 1e-3,
+    "smollm2-ranker-demo": {"steps": 200, "groups_per_step": 4, "group_size": 4, "lr": 1e-3,
                             "eval_pairs": 80, "graded": True, "layers": list(range(12, 30)),
                             "targets": LLM_TARGETS},
     # The judge plateaued near loss ln 2 (LD ≈ constant) with plain BCE at lr 5e-4 and 2e-4 for
     # 100–160 steps; the listwise term over one answer and three non-answers, which taught the
     # ranker, is added to the BCE.
-    "smollm2-judge": {"steps": 200, "groups_per_step": 4, "group_size": 2, "lr": 1e-3,
+    "smollm2-judge-demo": {"steps": 200, "groups_per_step": 4, "group_size": 2, "lr": 1e-3,
                            "judge_group_size": 4, "eval_pairs": 80, "max_negative_grade": 1,
                            "layers": list(range(12, 30)), "targets": LLM_TARGETS},
 }
@@ -81,6 +81,23 @@ DL_RECIPES = {
                              "graded": True, "distill": 1.0, "teacher_temperature": 0.05,
                              "targets": ["query", "key", "value", "dense"],
                              "eval_every": 160},
+    # SmolLM2 on TREC DL 2020: the MiniLM v2 groups (answer, lower-graded passages of its
+    # query, answers of other queries) and the bi-encoder teacher, LoRA on the top 18 blocks as
+    # the demo recipes. A SmolLM2 forward is ≈ 15× MiniLM's on this CPU, so the dev queries
+    # re-rank their run's top-20 (the depth the ranker is tested at) and groups are smaller.
+    "smollm2-ranker": {"data": "trec-dl-2020", "steps": 150, "groups_per_step": 2,
+                       "group_size": 6, "cross_negatives": 2, "lr": 5e-4, "graded": True,
+                       "distill": 1.0, "teacher_temperature": 0.05,
+                       "layers": list(range(12, 30)), "targets": LLM_TARGETS,
+                       "eval_every": 50, "dev_depth": 20},
+    # The judge: the same groups on LD (pointwise prompt; negatives graded ≤ 1, so no answer
+    # is ever a "no"), plus a balanced yes/no cross-entropy on LD; every 4th step pairwise
+    # prompts in both orders.
+    "smollm2-judge": {"data": "trec-dl-2020", "steps": 150, "groups_per_step": 2,
+                      "group_size": 6, "cross_negatives": 2, "lr": 5e-4, "graded": True,
+                      "distill": 1.0, "teacher_temperature": 0.05, "judge_bce": 1.0,
+                      "max_negative_grade": 1, "layers": list(range(12, 30)),
+                      "targets": LLM_TARGETS, "eval_every": 50, "dev_depth": 20},
 }
 for _name, _recipe in DEMO_RECIPES.items():
     _recipe.setdefault("data", "demo")
@@ -157,11 +174,12 @@ def folder_groups(collection, qids: list[str], rng: random.Random,
     return groups
 
 
-def dev_ndcg(ranker: models.Ranker, collection, official, qids: list[str]) -> dict[str, float]:
-    """nDCG@10 / MRR@10 of re-ranking the dev queries' run top-100 (official qrels)."""
+def dev_ndcg(ranker: models.Ranker, collection, official, qids: list[str],
+             depth: int = DEV_DEPTH) -> dict[str, float]:
+    """nDCG@10 / MRR@10 of re-ranking the dev queries' run top-``depth`` (official qrels)."""
     from core.metrics import evaluate
 
-    pairs = candidate_pairs(collection, DEV_DEPTH, qids=qids)
+    pairs = candidate_pairs(collection, depth, qids=qids)
     ranker.model.eval()
     scores = ranker.score(pairs["query"].tolist(), pairs["document"].tolist(), batch_size=32)
     return evaluate(official, pairs, scores)
@@ -174,7 +192,7 @@ def bi_encoder_teacher(groups):
     texts = sorted({t for query, positive, negatives, _, _ in groups
                     for t in (query, positive, *negatives)})
     started = time.perf_counter()
-    vectors = dict(zip(texts, models.sentence_embeddings(texts)))
+    vectors = _cached_embeddings(texts)
     print(f"teacher: {len(texts)} texts embedded in {time.perf_counter() - started:.0f}s",
           flush=True)
 
@@ -182,6 +200,31 @@ def bi_encoder_teacher(groups):
         return np.array([float(vectors[q] @ vectors[d]) for q, d in zip(queries, documents)])
 
     return teacher
+
+
+def _cached_embeddings(texts: list[str]) -> dict[str, np.ndarray]:
+    """The bi-encoder's embedding of each text, computed once per machine.
+
+    Kept in ``cache/teacher-embeddings.npz`` (text digest -> vector) so that the adapters
+    trained on the same collection do not each spend minutes re-embedding the same passages;
+    the file is replaced atomically, so two trainings started together at worst both embed.
+    """
+    import hashlib
+
+    path = models.cache_dir() / "teacher-embeddings.npz"
+    digest = {t: hashlib.sha1(t.encode()).hexdigest() for t in texts}
+    known: dict[str, np.ndarray] = {}
+    if path.exists():
+        with np.load(path) as stored:
+            known = dict(zip(stored["keys"].tolist(), stored["vectors"]))
+    missing = [t for t in texts if digest[t] not in known]
+    if missing:
+        for text, vector in zip(missing, models.sentence_embeddings(missing)):
+            known[digest[text]] = vector
+        partial = path.with_suffix(".partial.npz")
+        np.savez(partial, keys=np.array(list(known)), vectors=np.stack(list(known.values())))
+        partial.replace(path)
+    return {t: known[digest[t]] for t in texts}
 
 
 def pairwise_accuracy(ranker: models.Ranker, groups, limit: int) -> float:
@@ -270,9 +313,11 @@ def train(name: str, steps: int | None = None, threads: int = 2,
         train_groups = folder_groups(collection, train_qids, rng, recipe.get("max_negative_grade"),
                                      min_negatives=recipe["group_size"] - 1)
         official = with_qrels(collection, root / "official-qrels.txt")
-        check = lambda: dev_ndcg(ranker, collection, official, dev_qids)  # noqa: E731
+        dev_depth = recipe.get("dev_depth", DEV_DEPTH)
+        check = lambda: dev_ndcg(ranker, collection, official, dev_qids, dev_depth)  # noqa: E731
         data_note = (f"{root.name}: {len(train_qids)} training queries, {len(dev_qids)} "
-                     f"dev queries (every {DEV_EVERY}th id) choose the checkpoint")
+                     f"dev queries (every {DEV_EVERY}th id, re-ranking their run's "
+                     f"top-{dev_depth}) choose the checkpoint")
     others = sorted({(g[0], g[1]) for g in train_groups})
     teacher = None
     if recipe.get("distill"):
@@ -291,7 +336,8 @@ def train(name: str, steps: int | None = None, threads: int = 2,
         for _ in range(recipe["groups_per_step"]):
             batch.append(train_groups[cursor % len(train_groups)])
             cursor += 1
-        if spec.kind == "llm-judge":
+        judge = spec.kind == "llm-judge"
+        if judge and (step % 4 == 3 or not recipe.get("graded")):
             loss = _judge_loss(ranker, batch, pairwise=step % 4 == 3, rng=rng,
                                group_size=recipe.get("judge_group_size", 2))
         elif recipe.get("graded"):
@@ -299,7 +345,8 @@ def train(name: str, steps: int | None = None, threads: int = 2,
                                       pool=12 if recipe["data"] == "demo" else None,
                                       teacher=teacher, distill=recipe.get("distill", 0.0),
                                       temperature=recipe.get("teacher_temperature", 0.05),
-                                      others=others, cross=recipe.get("cross_negatives", 0))
+                                      others=others, cross=recipe.get("cross_negatives", 0),
+                                      bce=recipe.get("judge_bce", 0.0) if judge else 0.0)
         else:
             loss = _group_loss(ranker, batch, recipe["group_size"], rng)
         loss.backward()
@@ -386,8 +433,8 @@ def _group_loss(ranker, batch, group_size, rng) -> torch.Tensor:
 
 def _graded_group_loss(ranker, batch, group_size, rng, pool: int | None = 12, teacher=None,
                        distill: float = 0.0, temperature: float = 0.05,
-                       others: list[tuple[str, str]] | None = None, cross: int = 0
-                       ) -> torch.Tensor:
+                       others: list[tuple[str, str]] | None = None, cross: int = 0,
+                       bce: float = 0.0) -> torch.Tensor:
     """RankLlama's contrastive loss generalised to grades.
 
     Each group holds the answer and ``group_size − 1`` lower-graded passages, one of each lower
@@ -404,6 +451,10 @@ def _graded_group_loss(ranker, batch, group_size, rng, pool: int | None = 12, te
     query-blind prior — on TREC DL each passage is a candidate of one query only, so "looks
     like an answer" separates a group's members — and rank no better than chance on new
     queries (measured: dev nDCG@10 0.20–0.22, see DL_RECIPES).
+
+    For a judge the scores are LD (pointwise prompts), and ``bce`` × a binary cross-entropy of
+    LD against yes (grade ≥ 2) / no (the rest), the answer weighted to balance the no's, keeps
+    the sign of LD meaningful (a "yes", not only an order).
     """
     queries, documents, grades = [], [], []
     for query, positive, negatives, negative_grades, positive_grade in batch:
@@ -438,6 +489,11 @@ def _graded_group_loss(ranker, batch, group_size, rng, pool: int | None = 12, te
         target = torch.softmax(target.view(len(batch), size) / temperature, dim=-1)
         loss = loss + distill * torch.nn.functional.kl_div(
             torch.log_softmax(scores, dim=-1), target, reduction="batchmean")
+    if bce:
+        labels = (grades >= 2).float()
+        weights = labels * ((grades < 2).sum(dim=-1, keepdim=True).float() - 1) + 1
+        loss = loss + bce * torch.nn.functional.binary_cross_entropy_with_logits(
+            scores, labels, weight=weights)
     return loss
 
 

@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from safetensors.numpy import load_file
 
@@ -76,3 +77,37 @@ def test_training_on_a_slice_is_deterministic(tmp_path):
     assert reports[0] == reports[1]
     assert reports[0]["data"].startswith("dl: 2 training queries, 1 dev queries")
     assert reports[0]["training_groups"] == 4
+
+
+class LookupRanker:
+    """A 'ranker' whose score of a document is one trainable number (no model)."""
+
+    def __init__(self, documents):
+        self.index = {d: i for i, d in enumerate(documents)}
+        self.values = torch.zeros(len(documents), requires_grad=True)
+
+    def encode(self, queries, documents):
+        return documents
+
+    def forward(self, documents):
+        return self.values[[self.index[d] for d in documents]]
+
+
+def test_the_judges_yes_no_term_is_balanced_and_only_added_when_asked():
+    group = ("q", "answer", ["on topic", "off a", "off b"], [1, 0, 0], 3)
+
+    def loss_and_grad(bce):
+        ranker = LookupRanker(["answer", "on topic", "off a", "off b"])
+        loss = train_adapters._graded_group_loss(ranker, [group], 4, random.Random(0),
+                                                 pool=None, bce=bce)
+        loss.backward()
+        return float(loss), ranker.values.grad.numpy()
+
+    plain, plain_grad = loss_and_grad(0.0)
+    judged, judged_grad = loss_and_grad(1.0)
+    # at LD = 0 every binary cross-entropy is ln 2; the answer weighs as much as the 3 no's
+    # together: mean of (3, 1, 1, 1) × ln 2
+    assert judged - plain == pytest.approx(1.5 * np.log(2), rel=1e-6)
+    extra = judged_grad - plain_grad
+    assert extra[0] == pytest.approx(-0.375) and np.allclose(extra[1:], 0.125)
+    assert extra.sum() == pytest.approx(0.0, abs=1e-7)  # yes pushed up as hard as no's down

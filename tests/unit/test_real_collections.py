@@ -91,6 +91,22 @@ def test_a_folder_run_gives_the_candidates_in_its_order(tmp_path):
     assert evaluate(collection, pairs, pairs.bm25_rank.to_numpy(float))["MRR@10"] == 1.0
 
 
+def test_patching_takes_its_hard_negative_from_the_collections_own_run(tmp_path):
+    from core.patching import PatchConfig, prompt_pairs
+
+    # the run's first non-relevant passage is d5 (unjudged); bm25s over these passages ties
+    # them all for "topic one" and would take d0
+    run = "".join(f"q1 Q0 d{d} {r} {10 - r} bm25\n" for r, d in enumerate([1, 5, 3, 0], 1))
+    collection = load_folder(write_folder(tmp_path / "c", run=run,
+                                          settings={"relevance_threshold": 2}))
+    pairs = prompt_pairs(collection, PatchConfig(pairs=2, split=None, depth=3))
+    assert pairs.qid.tolist() == ["q1"]  # q2 has no run entries, so no negative
+    assert pairs.positive_docno.tolist() == ["d1"] and pairs.negative_docno.tolist() == ["d5"]
+    assert pairs.bm25_rank_negative.tolist() == [2]
+    # the depth cuts the run: in its top 1 there is no non-relevant passage, so no pair
+    assert prompt_pairs(collection, PatchConfig(pairs=1, split=None, depth=1)).empty
+
+
 def test_a_collection_declares_its_relevance_threshold(tmp_path):
     plain = load_folder(write_folder(tmp_path / "plain"))
     strict = load_folder(write_folder(tmp_path / "strict", settings={"relevance_threshold": 2}))
