@@ -22,14 +22,14 @@ for collection in demo cranfield; do
 done
 # SmolLM2: the trapezoid rule (bench/completeness.py: the left sum leaves a median 40% of
 # F(x) − F(baseline) unexplained at N = 100 on this decoder, the trapezoid 1%)
-"$PY" -m core attribute --ranker smollm2-ranker --collection demo --pairs 2 --steps 50 \
+"$PY" -m core attribute --ranker smollm2-ranker-demo --collection demo --pairs 2 --steps 50 \
   --rule trapezoid --baselines --out "$OUT/nig-smollm2-demo.csv"
-"$PY" -m core ablate --ranker smollm2-ranker --collection demo \
+"$PY" -m core ablate --ranker smollm2-ranker-demo --collection demo \
   --attribution "$OUT/nig-smollm2-demo.csv" --draws 5 --queries 5 \
   --out "$OUT/ablate-smollm2-demo.csv"
-"$PY" -m core agreement --ranker smollm2-ranker --collection demo --percent 1 \
+"$PY" -m core agreement --ranker smollm2-ranker-demo --collection demo --percent 1 \
   --threshold 0.5 --out "$OUT/agree-smollm2-demo.csv"
-"$PY" -m core shapley --ranker smollm2-ranker --collection demo --threshold 0.8 \
+"$PY" -m core shapley --ranker smollm2-ranker-demo --collection demo --threshold 0.8 \
   --queries 10 --out "$OUT/shapley-smollm2-demo.csv"
 "$PY" -m core shapley --ranker minilm-cross-encoder --collection demo --layer 2 \
   --queries 3 --permutations 10 --random-groups 9 --out "$OUT/shapley-minilm-demo-layer2.csv"
