@@ -106,6 +106,7 @@ for _name, _recipe in DEMO_RECIPES.items():
     _recipe.setdefault("data", "demo")
 RECIPES = {**DEMO_RECIPES, **DL_RECIPES}
 DEV_EVERY = 4  # every 4th TREC DL 2020 query (sorted by id) is a dev query
+SAVE_EVERY = 10  # steps between saved training states (resume after an interruption)
 DEV_DEPTH = 100  # dev re-ranks each held-out query's BM25 top-100, as the test does
 
 
@@ -251,8 +252,15 @@ def _base_preset(name: str) -> models.ModelSpec:
 def train(name: str, steps: int | None = None, threads: int = 2,
           collection_root: Path | None = None, queries: int | None = None,
           dev_queries: int | None = None, output: Path | None = None,
-          eval_every: int | None = None, overrides: dict | None = None) -> dict:
+          eval_every: int | None = None, overrides: dict | None = None,
+          save_every: int = SAVE_EVERY, stop_after: int | None = None) -> dict | None:
     """Train adapter ``name`` by its recipe; returns the report (written beside the adapter).
+
+    Resumable: every ``save_every`` steps the training state (trainable weights, optimizer,
+    schedule, data cursor, random state, losses, dev figures) goes to ``<output>.resume``; a
+    later call with the same recipe continues from it and ends exactly where an uninterrupted
+    run ends. ``stop_after`` stops after that many steps of this call (state saved; returns
+    None), as Ctrl-C does at the last saved step.
 
     Args:
         collection_root: the TREC DL 2020 folder (default ``../shared/data/trec-dl-2020``).
@@ -328,12 +336,22 @@ def train(name: str, steps: int | None = None, threads: int = 2,
     if not train_groups:
         raise SystemExit(f"{name}: no training groups (no passage of grade >= 2 with "
                          "lower-graded company)")
-    if check:
+    named = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad]
+    resume = target.with_name(target.name + ".resume")
+    first, cursor, losses, earlier = 0, 0, [], 0.0
+    if resume.exists():
+        state = _load_state(resume, recipe, named, optimizer, schedule)
+        first, cursor, losses, earlier = (state["step"], state["cursor"], state["losses"],
+                                          state["seconds"])
+        evaluation = state["evaluation"]
+        rng.setstate(state["rng"])
+        print(f"{name}: resuming at step {first} from {resume}", flush=True)
+    elif check:
         evaluation["before"] = check()
     print(f"{name}: {data_note}, {len(train_groups)} training groups; before: "
           f"{evaluation.get('before', '-')}", flush=True)
-    started, losses, cursor = time.perf_counter(), [], 0
-    for step in range(recipe["steps"]):
+    started = time.perf_counter() - earlier
+    for step in range(first, recipe["steps"]):
         peft_model.train()
         batch = []
         for _ in range(recipe["groups_per_step"]):
@@ -369,6 +387,16 @@ def train(name: str, steps: int | None = None, threads: int = 2,
             print(f"  dev at step {step + 1}: {evaluation[stage]}", flush=True)
             if best[1] == stage:
                 _save(peft_model, target.with_name(target.name + ".best"))
+        done = step + 1
+        if done < recipe["steps"] and (done % save_every == 0 or done - first == stop_after):
+            _save_state(resume, {"step": done, "cursor": cursor, "losses": losses,
+                                 "seconds": time.perf_counter() - started,
+                                 "evaluation": evaluation, "rng": rng.getstate()},
+                        recipe, named, optimizer, schedule)
+            if done - first == stop_after:
+                print(f"{name}: stopped after step {done}; run the same command again to "
+                      "resume", flush=True)
+                return None
     seconds = time.perf_counter() - started
     if check and not dev:
         evaluation["after"] = check()
@@ -401,7 +429,46 @@ def train(name: str, steps: int | None = None, threads: int = 2,
 
         shutil.rmtree(target)
     chosen.rename(target)
+    import shutil
+
+    shutil.rmtree(resume, ignore_errors=True)
     return report
+
+
+def _save_state(folder: Path, progress: dict, recipe: dict, named, optimizer, schedule) -> None:
+    """The training state after a step, written to a sibling folder then swapped in (a run
+    killed mid-save keeps the previous state)."""
+    import shutil
+
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    torch.save({"params": {n: p.detach().clone() for n, p in named},
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "torch_rng": torch.get_rng_state()}, partial / "state.pt")
+    version, internal, gauss = progress["rng"]
+    (partial / "state.json").write_text(json.dumps(
+        {**progress, "rng": [version, list(internal), gauss], "recipe": recipe}))
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+
+
+def _load_state(folder: Path, recipe: dict, named, optimizer, schedule) -> dict:
+    """Restore a saved training state into the model, optimizer and schedule; the progress."""
+    progress = json.loads((folder / "state.json").read_text())
+    if progress.pop("recipe") != json.loads(json.dumps(recipe)):
+        raise SystemExit(f"{folder} holds a run of another recipe; delete it to start over, "
+                         "or run the recipe it was saved with")
+    tensors = torch.load(folder / "state.pt", weights_only=True)
+    with torch.no_grad():
+        for n, p in named:
+            p.copy_(tensors["params"][n])
+    optimizer.load_state_dict(tensors["optimizer"])
+    schedule.load_state_dict(tensors["schedule"])
+    torch.set_rng_state(tensors["torch_rng"])
+    version, internal, gauss = progress["rng"]
+    progress["rng"] = (version, tuple(internal), gauss)
+    return progress
 
 
 def _save(peft_model, folder: Path) -> None:
@@ -541,6 +608,10 @@ def main() -> None:
                         help="adapter folder (default adapters/<name>; one name only)")
     parser.add_argument("--eval-every", type=int, default=None,
                         help="dev checkpoint interval (TREC DL recipes)")
+    parser.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
+                        help="stop after this many steps (state saved); the same command "
+                             "resumes (so does a run stopped by Ctrl-C, from its last "
+                             f"saved step: every {SAVE_EVERY})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="change a recipe field for this run, e.g. --set distill=4 "
                              "(a variant to compare on the dev queries)")
@@ -555,8 +626,9 @@ def main() -> None:
         except ValueError:
             parser.error(f"--set {item}: the value must be JSON (a number, true, a list …)")
     for name in args.names:
-        train(name, args.steps, args.threads, output=args.output, eval_every=args.eval_every,
-              overrides=overrides)
+        if train(name, args.steps, args.threads, output=args.output, eval_every=args.eval_every,
+                 overrides=overrides, stop_after=args.stop_after) is None:
+            break
 
 
 if __name__ == "__main__":

@@ -79,6 +79,33 @@ def test_training_on_a_slice_is_deterministic(tmp_path):
     assert reports[0]["training_groups"] == 4
 
 
+def test_a_stopped_training_resumes_to_the_uninterrupted_result(tmp_path, capsys):
+    root = tiny_trec_dl(tmp_path / "dl")
+    whole = tmp_path / "whole" / "minilm-cross-encoder"
+    parts = tmp_path / "parts" / "minilm-cross-encoder"
+    common = dict(steps=5, collection_root=root, queries=2, dev_queries=1, eval_every=2,
+                  save_every=2)
+    expected = train_adapters.train("minilm-cross-encoder", output=whole, **common)
+    assert train_adapters.train("minilm-cross-encoder", output=parts, stop_after=3,
+                                **common) is None
+    assert not parts.exists() and parts.with_name(parts.name + ".resume").is_dir()
+    # a different recipe must not continue this state
+    with pytest.raises(SystemExit, match="another recipe"):
+        train_adapters.train("minilm-cross-encoder", output=parts,
+                             overrides={"lr": 1e-4}, **common)
+    capsys.readouterr()
+    resumed = train_adapters.train("minilm-cross-encoder", output=parts, **common)
+    printed = capsys.readouterr().out
+    # it continued (steps 4 and 5 only; the 'before' figure came from the saved state)
+    assert "resuming at step 3" in printed and "step    0" not in printed
+    assert not parts.with_name(parts.name + ".resume").exists()
+    a, b = (load_file(str(folder / "adapter_model.safetensors")) for folder in (whole, parts))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    for report in (expected, resumed):
+        report.pop("train_seconds")
+    assert resumed == expected and expected["chosen_checkpoint"] in ("step_2", "step_4",
+                                                                     "step_5")
+
 class LookupRanker:
     """A 'ranker' whose score of a document is one trainable number (no model)."""
 
