@@ -1,27 +1,33 @@
 """Train the LoRA adapters of the embedded rankers (deterministic).
 
-    python scripts/train_adapters.py minilm-cross-encoder        # TREC DL 2020 (train / dev)
-    python scripts/train_adapters.py minilm-cross-encoder-demo   # the demo-trained variant
-    python scripts/train_adapters.py smollm2-ranker smollm2-judge   # demo-trained (for now)
+    python scripts/train_adapters.py minilm-cross-encoder          # TREC DL 2020 (train / dev)
+    python scripts/train_adapters.py smollm2-ranker smollm2-judge  # TREC DL 2020 (train / dev)
+    python scripts/train_adapters.py minilm-cross-encoder-demo     # demo-trained variants
+    python scripts/train_adapters.py smollm2-ranker-demo smollm2-judge-demo
 
-Data. ``minilm-cross-encoder`` is trained on TREC DL 2020 (``../shared/data/trec-dl-2020``:
+Data. ``minilm-cross-encoder``, ``smollm2-ranker`` and ``smollm2-judge`` are trained on TREC
+DL 2020 (``../shared/data/trec-dl-2020``:
 MS MARCO passages, NIST graded judgments, the BM25 top-100): each group is one passage of
 grade >= 2, lower-graded passages of the same query (judged ones and the BM25 top-100, where an
 unjudged passage counts as grade 0) and answers of other queries (below everything), with the
 zero-shot bi-encoder's listwise distillation added. Every 4th 2020 query (sorted by id) is a
 dev query: the model trains on the others, nDCG@10 (official qrels) of re-ranking the dev
-queries' BM25 top-100 is measured every ``eval_every`` steps, and the checkpoint with the best
+queries' BM25 top-100 (SmolLM2: top-20) is measured every ``eval_every`` steps, and the
+checkpoint with the best
 dev nDCG@10 is the one saved. TREC DL 2019 is the test set and is never read here.
-``minilm-cross-encoder-demo`` and (until their TREC DL recipes land) ``smollm2-ranker`` and
-``smollm2-judge`` are trained on the demo collection's template sentences, on its training
-queries (every 5th demo query is held out).
+The ``-demo`` variants are trained on the demo collection's template sentences, on its
+training queries (every 5th demo query is held out).
+
+A run saves its state every ``SAVE_EVERY`` steps (``<adapter>.resume``); after Ctrl-C, a
+crash or ``--stop-after N`` the same command continues from there.
 
 Recipe (RankLlama, Ma et al. 2023, in miniature): LoRA on the linear layers of the attention
 and MLP blocks plus a trainable one-logit score head; each step sees groups of one answering
 passage and lower-graded passages, trained with a softmax cross-entropy of each member against
 the members graded below it (RankLlama's contrastive loss, generalised to grades). The judge
 learns yes/no with a binary cross-entropy on LD = logit(yes) − logit(no), on pointwise prompts
-and (one step in four) on pairwise prompts in both orders.
+and (one step in four) on pairwise prompts in both orders; on TREC DL its pointwise steps use
+the graded groups and teacher too, with the yes/no cross-entropy added.
 
 The adapter, its score head and a ``rankscope.json`` with the base fingerprint, the recipe, the
 data and the numbers reached are written to ``adapters/<name>/``.
