@@ -44,6 +44,10 @@ probe)
     --groups "(covered_query_term_ratio + sum_tf + variance_tfidf)^2" "bm25 * stream_length" \
     --out "$OUT/probe-dl19.csv"
   "$PY" -m core probe --ranker $R --collection cranfield --out "$OUT/probe-cranfield.csv"
+  # the RankLlama-recipe SmolLM2 ranker on DL19's BM25 top-20
+  "$PY" -m core probe --ranker smollm2-ranker --collection trec-dl-2019 --depth 20 \
+    --groups "(covered_query_term_ratio + sum_tf + variance_tfidf)^2" "bm25 * stream_length" \
+    --out "$OUT/probe-dl19-smollm2-ranker.csv"
   ;;
 attribute)
   for collection in trec-dl-2019 cranfield; do
