@@ -77,15 +77,12 @@ def candidate_pairs(collection: Collection, depth: int = DEFAULT_DEPTH,
     Returns ``[qid, docno, query, document, relevance, bm25_rank]``; unjudged documents get
     relevance 0. Rows are ordered by (query order, rank) so the frame is deterministic.
     """
-    run = collection.run if collection.run is not None else bm25_run(collection, depth, qids)
-    if qids is not None:
-        run = run[run.qid.isin(qids)]
+    run = first_stage_run(collection, depth, qids)
     order = {qid: i for i, qid in enumerate(collection.queries.qid)}
     run = run.assign(_order=run.qid.map(order)).sort_values(["_order", "rank"])
     if limit_queries is not None:
         keep = run.qid.drop_duplicates().head(limit_queries)
         run = run[run.qid.isin(keep)]
-    run = run.groupby("qid", sort=False).head(depth)
     texts = dict(zip(collection.docs.docno, doc_texts(collection.docs)))
     queries = dict(zip(collection.queries.qid, collection.queries.text))
     grades = {(q, d): r for q, d, r in collection.qrels[["qid", "docno", "relevance"]].itertuples(

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -304,7 +305,8 @@ def train(name: str, steps: int | None = None, threads: int = 2,
                       task_type="CAUSAL_LM" if spec.kind == "llm-judge" else "SEQ_CLS")
     peft_model = get_peft_model(model, lora)
     ranker = models.Ranker(base_spec, peft_model, tokenizer, torch.device("cpu"))
-    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad]
+    trainable = [p for _, p in named]
     optimizer = torch.optim.AdamW(trainable, lr=recipe["lr"], weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / recipe["steps"]))
@@ -342,7 +344,6 @@ def train(name: str, steps: int | None = None, threads: int = 2,
     if not train_groups:
         raise SystemExit(f"{name}: no training groups (no passage of grade >= 2 with "
                          "lower-graded company)")
-    named = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad]
     resume = target.with_name(target.name + ".resume")
     first, cursor, losses, earlier = 0, 0, [], 0.0
     if resume.exists():
@@ -357,13 +358,13 @@ def train(name: str, steps: int | None = None, threads: int = 2,
     print(f"{name}: {data_note}, {len(train_groups)} training groups; before: "
           f"{evaluation.get('before', '-')}", flush=True)
     started = time.perf_counter() - earlier
+    judge = spec.kind == "llm-judge"
     for step in range(first, recipe["steps"]):
         peft_model.train()
         batch = []
         for _ in range(recipe["groups_per_step"]):
             batch.append(train_groups[cursor % len(train_groups)])
             cursor += 1
-        judge = spec.kind == "llm-judge"
         if judge and (step % 4 == 3 or not recipe.get("graded")):
             loss = _judge_loss(ranker, batch, pairwise=step % 4 == 3, rng=rng,
                                group_size=recipe.get("judge_group_size", 2))
@@ -431,12 +432,8 @@ def train(name: str, steps: int | None = None, threads: int = 2,
         _save(peft_model, chosen)
     (chosen / "rankscope.json").write_text(json.dumps(report, indent=2) + "\n")
     if target.exists():
-        import shutil
-
         shutil.rmtree(target)
     chosen.rename(target)
-    import shutil
-
     shutil.rmtree(resume, ignore_errors=True)
     return report
 
@@ -444,8 +441,6 @@ def train(name: str, steps: int | None = None, threads: int = 2,
 def _save_state(folder: Path, progress: dict, recipe: dict, named, optimizer, schedule) -> None:
     """The training state after a step, written to a sibling folder then swapped in (a run
     killed mid-save keeps the previous state)."""
-    import shutil
-
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -479,8 +474,6 @@ def _load_state(folder: Path, recipe: dict, named, optimizer, schedule) -> dict:
 
 def _save(peft_model, folder: Path) -> None:
     """The adapter (float16) in ``folder``, replacing what was there."""
-    import shutil
-
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     peft_model.save_pretrained(folder, safe_serialization=True)
@@ -567,7 +560,8 @@ def _graded_group_loss(ranker, batch, group_size, rng, pool: int | None = 12, te
             torch.log_softmax(scores, dim=-1), target, reduction="batchmean")
     if bce:
         labels = (grades >= 2).float()
-        weights = labels * ((grades < 2).sum(dim=-1, keepdim=True).float() - 1) + 1
+        no_count = (grades < 2).sum(dim=-1, keepdim=True).float()
+        weights = torch.where(labels.bool(), no_count, 1.0)  # each answer weighs all its no's
         loss = loss + bce * torch.nn.functional.binary_cross_entropy_with_logits(
             scores, labels, weight=weights)
     return loss

@@ -6,8 +6,8 @@ import random
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from core.data import load_folder
@@ -105,6 +105,7 @@ def test_a_stopped_training_resumes_to_the_uninterrupted_result(tmp_path, capsys
         report.pop("train_seconds")
     assert resumed == expected and expected["chosen_checkpoint"] in ("step_2", "step_4",
                                                                      "step_5")
+
 
 class LookupRanker:
     """A 'ranker' whose score of a document is one trainable number (no model)."""
