@@ -256,6 +256,58 @@ def _base_preset(name: str) -> models.ModelSpec:
     return models.PRESETS[name.removesuffix("-demo")]
 
 
+def pseudo_query_groups(collection, exclude_qids: list[str], count: int, rng: random.Random,
+                        members: int = 7, pool_top: int = 30
+                        ) -> list[tuple[str, str, list[str], list[int], int]]:
+    """GPL-style groups (Wang et al., NAACL 2022) on passages of the training collection.
+
+    Each pseudo-query is a crop of 4–8 consecutive words of a passage, trimmed of stop words at
+    both ends and keeping at least two content words (Contriever's cropping: no query generator
+    is available offline). Its members are ``members`` passages drawn from
+    the bi-encoder teacher's top-``pool_top`` of the whole passage pool, the source passage
+    first; every member has grade 0, so a group teaches only the teacher's order (and, with
+    cross-query answers, that another query's answer ranks last). Passages that are candidates
+    or judged passages of ``exclude_qids`` (the dev queries) never enter the pool.
+    """
+    import re
+
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS as STOP_WORDS
+
+    from core.retrieval import doc_texts
+
+    held = set(candidate_pairs(collection, 100, qids=exclude_qids).docno) if exclude_qids else set()
+    held |= set(collection.qrels[collection.qrels.qid.isin(exclude_qids)].docno)
+    texts = [t for d, t in zip(collection.docs.docno, doc_texts(collection.docs)) if d not in held]
+    texts = sorted(set(texts))
+    vectors = _cached_embeddings(texts)
+    pool = np.stack([vectors[t] for t in texts])
+    sources, queries = [], []
+    while len(queries) < count:
+        source = rng.randrange(len(texts))
+        words = re.findall(r"[A-Za-z0-9][A-Za-z0-9'-]*", texts[source])
+        if len(words) < 16:
+            continue
+        width = rng.randint(4, 8)
+        start = rng.randrange(len(words) - width + 1)
+        crop = [w.lower() for w in words[start:start + width]]
+        while crop and crop[0] in STOP_WORDS:  # "of the …" / "… as well as" are no queries
+            crop.pop(0)
+        while crop and crop[-1] in STOP_WORDS:
+            crop.pop()
+        if sum(w not in STOP_WORDS for w in crop) < 2:
+            continue
+        sources.append(source)
+        queries.append(" ".join(crop))
+    query_vectors = _cached_embeddings(sorted(set(queries)))
+    groups = []
+    for source, query in zip(sources, queries):
+        similarity = pool @ query_vectors[query]
+        top = [int(i) for i in np.argsort(-similarity, kind="stable")[:pool_top] if i != source]
+        chosen = rng.sample(top, k=members)
+        groups.append((query, texts[source], [texts[i] for i in chosen], [0] * members, 0))
+    return groups
+
+
 def train(name: str, steps: int | None = None, threads: int = 2,
           collection_root: Path | None = None, queries: int | None = None,
           dev_queries: int | None = None, output: Path | None = None,
@@ -338,9 +390,16 @@ def train(name: str, steps: int | None = None, threads: int = 2,
                      f"dev queries (every {DEV_EVERY}th id, re-ranking their run's "
                      f"top-{dev_depth}) choose the checkpoint")
     others = sorted({(g[0], g[1]) for g in train_groups})
+    pseudo = []
+    if recipe.get("pseudo_queries"):
+        # every other step trains on pseudo-queries (their own data cursor: step // 2)
+        pseudo = pseudo_query_groups(collection, dev_qids,
+                                     recipe["pseudo_queries"], random.Random(SEED + 2),
+                                     members=recipe["group_size"] - 1)
+        print(f"{name}: {len(pseudo)} pseudo-query groups, e.g. {pseudo[0][0]!r}", flush=True)
     teacher = None
     if recipe.get("distill"):
-        teacher = bi_encoder_teacher(train_groups)
+        teacher = bi_encoder_teacher(train_groups + pseudo)
     if not train_groups:
         raise SystemExit(f"{name}: no training groups (no passage of grade >= 2 with "
                          "lower-graded company)")
@@ -362,9 +421,13 @@ def train(name: str, steps: int | None = None, threads: int = 2,
     for step in range(first, recipe["steps"]):
         peft_model.train()
         batch = []
-        for _ in range(recipe["groups_per_step"]):
-            batch.append(train_groups[cursor % len(train_groups)])
-            cursor += 1
+        if pseudo and step % 2 == 1:
+            for k in range(recipe["groups_per_step"]):
+                batch.append(pseudo[((step // 2) * recipe["groups_per_step"] + k) % len(pseudo)])
+        else:
+            for _ in range(recipe["groups_per_step"]):
+                batch.append(train_groups[cursor % len(train_groups)])
+                cursor += 1
         if judge and (step % 4 == 3 or not recipe.get("graded")):
             loss = _judge_loss(ranker, batch, pairwise=step % 4 == 3, rng=rng,
                                group_size=recipe.get("judge_group_size", 2))
@@ -551,7 +614,7 @@ def _graded_group_loss(ranker, batch, group_size, rng, pool: int | None = 12, te
     expanded = scores.unsqueeze(1).expand(-1, size, -1).masked_fill(~contenders, -torch.inf)
     terms = torch.logsumexp(expanded, dim=-1) - scores  # [b, i]
     valid = lower.any(dim=-1)
-    loss = terms[valid].mean()
+    loss = terms[valid].mean() if bool(valid.any()) else scores.sum() * 0.0
     if teacher is not None:
         # listwise distillation (KL of the teacher's softmax over the group to the student's)
         target = torch.tensor(teacher(queries, documents), dtype=torch.float32)
