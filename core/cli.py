@@ -197,6 +197,37 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_precisions(args) -> int:
+    """Score the same pairs in every precision the machine supports; compare with fp32."""
+    from core.data import load_collection, with_qrels
+    from core.precision import compare_precisions
+    from core.retrieval import candidate_pairs
+
+    out = _out_file(args.out, "precisions.csv") if args.out else None
+    spec = _spec(args)
+    collection = load_collection(args.collection)
+    judged = with_qrels(collection, args.qrels) if args.qrels else collection
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be at least 1 query, got {args.limit}")
+    pairs = candidate_pairs(collection, args.depth, limit_queries=args.limit)
+    table = compare_precisions(spec, pairs, judged, args.precisions or None,
+                               batch_size=args.batch_size,
+                               progress=lambda m: print(m, file=sys.stderr))
+    print(f"{spec.name} on {collection.name}: {len(pairs)} pairs of {pairs.qid.nunique()} "
+          f"queries (top-{args.depth}); agreement with fp32")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for record in table.to_dict("records"):
+        for column in ("spearman", "kendall", "flipped", "nDCG@10", "MRR@10", "memory_mb",
+                       "pairs_per_s"):
+            if column in record:
+                name = column.replace("@", "").lower()
+                print(f"RESULT {record['precision']}_{name}={record[column]:.4f}")
+    if out is not None:
+        table.to_csv(out, index=False)
+        print(f"wrote {out}")
+    return 0
+
+
 def cmd_probe(args) -> int:
     """Probe every layer for IR features; write the tidy table to --out (CSV)."""
     from core.features import FEATURES
@@ -710,6 +741,14 @@ def build_parser() -> argparse.ArgumentParser:
     agree.add_argument("--percent", type=float, default=1.0, help="NIG top-X%% (default 1)")
     agree.add_argument("--threshold", type=float, default=0.85, help="probe R² for probe neurons")
     agree.add_argument("--out", required=True)
+    precisions = sub.add_parser("precisions", help="the same pairs in fp32 / bf16 / 4-bit "
+                                "(/ 8-bit on CUDA): agreement with fp32, nDCG, memory, speed")
+    common(precisions)
+    precisions.add_argument("--precisions", nargs="+",
+                            choices=["fp32", "bf16", "4bit-nf4", "8bit"],
+                            help="default: every precision this machine supports")
+    precisions.add_argument("--qrels", default=None, help="score with this TREC qrels file")
+    precisions.add_argument("--out", default=None, help="also write the table as CSV")
     score = sub.add_parser("score", help="score one query-document pair")
     common(score, collection=False)
     score.add_argument("--query", required=True)
@@ -720,7 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {"models": cmd_models, "extract": cmd_extract, "evaluate": cmd_evaluate,
             "probe": cmd_probe, "patch": cmd_patch, "knockout": cmd_knockout,
             "attribute": cmd_attribute, "ablate": cmd_ablate, "shapley": cmd_shapley,
-            "agreement": cmd_agreement,
+            "agreement": cmd_agreement, "precisions": cmd_precisions,
             "score": cmd_score}
 
 

@@ -26,12 +26,16 @@ import threading
 import time
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from core.errors import StoreError
+
+try:
+    import duckdb
+except ImportError:  # the compute modules import SCHEMA_VERSION from here and run without a
+    duckdb = None  # store where duckdb is absent (bench/gpu_check.py on a borrowed GPU)
 
 SCHEMA_VERSION = 2  # 2: one activation row per pair (was: per batch)
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "cache" / "rankscope.duckdb"
@@ -103,6 +107,9 @@ class Store:
     """A DuckDB result store. Thread-safe: each call works on its own cursor."""
 
     def __init__(self, path: str | Path = DEFAULT_PATH, *, read_only: bool = False):
+        if duckdb is None:
+            raise StoreError("the result store needs duckdb, which is not installed: "
+                             "pip install -r requirements.txt")
         self.path = Path(path)
         self.read_only = read_only
         if not read_only:

@@ -1,4 +1,5 @@
-"""Workspace: model card, collection stats, extraction with progress / stop / resume."""
+"""Workspace: model card, collection stats, extraction with progress / stop / resume, and what
+each precision (fp32 / bf16 / 4-bit / 8-bit) costs the chosen ranker."""
 
 import pandas as pd
 import streamlit as st
@@ -6,6 +7,8 @@ import streamlit as st
 import ui
 from core.errors import RankScopeError
 from core.extract import COMPONENTS, POOLINGS, ExtractionConfig, extract, extraction_key
+from core.precision import compare_precisions, supported_precisions
+from core.retrieval import candidate_pairs
 
 ui.page_setup("Workspace", "🧰")
 ranker_name, source = ui.sidebar()
@@ -79,6 +82,57 @@ if st.session_state.get("extracting"):
                        f"{result.n_batches - result.computed_now} served from the store "
                        f"({result.seconds:.1f} s). Run key `{result.run_key}`.")
         st.session_state["extracting"] = False
+
+st.subheader("What a precision costs")
+st.caption("Scores the same candidates in each precision and compares them with fp32: rank "
+           "correlation of the scores, the share of same-query document pairs whose order "
+           "flips, the largest change of one score, nDCG@10 / MRR@10, weights memory and "
+           "pairs/s. Pick 4-bit to fit a bigger model only after looking here. "
+           "Headless: `python -m core precisions --ranker NAME --collection SRC --limit N`.")
+with st.form("precisions"):
+    p1, p2 = st.columns([1, 2])
+    precision_queries = p1.number_input("Queries", min_value=1, max_value=200, value=5,
+                                        help="The first N queries, each with the top-k "
+                                             "candidates chosen above.")
+    available = supported_precisions(ranker.device)
+    chosen = p2.multiselect("Precisions", available, default=available,
+                            help="8-bit needs a CUDA GPU (bitsandbytes' int8 kernels).")
+    compare = st.form_submit_button("Compare precisions")
+precision_key = (ranker.spec.key(), collection.name, int(precision_queries), int(depth),
+                 tuple(chosen))
+if compare:
+    pairs = candidate_pairs(collection, int(depth), limit_queries=int(precision_queries))
+    try:
+        with st.status(f"Scoring {len(pairs)} pairs in {len(set(chosen) | {'fp32'})} "
+                       "precisions …", expanded=True) as status:
+            table = compare_precisions(ranker.spec, pairs, collection, chosen,
+                                       batch_size=int(batch_size), progress=st.write)
+            status.update(label="Precisions compared", state="complete", expanded=False)
+    except RankScopeError as error:
+        st.error(str(error))
+    else:
+        st.session_state["precision_table"] = (precision_key, len(pairs), table)
+saved = st.session_state.get("precision_table")
+if saved and saved[0] == precision_key:
+    _, n_pairs, table = saved
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "spearman": st.column_config.NumberColumn("Spearman vs fp32", format="%.4f"),
+        "kendall": st.column_config.NumberColumn("Kendall τ vs fp32", format="%.4f"),
+        "flipped": st.column_config.NumberColumn("order flips", format="percent"),
+        "max_abs_diff": st.column_config.NumberColumn("max |Δscore|", format="%.3f"),
+        "nDCG@10": st.column_config.NumberColumn(format="%.4f"),
+        "MRR@10": st.column_config.NumberColumn(format="%.4f"),
+        "memory_mb": st.column_config.NumberColumn("memory (MB)", format="%.1f"),
+        "pairs_per_s": st.column_config.NumberColumn("pairs/s", format="%.1f"),
+        "load_s": st.column_config.NumberColumn("load (s)", format="%.1f")})
+    worst = table.iloc[table.flipped.fillna(0).argmax()]
+    base = table.iloc[0]
+    if len(table) > 1 and "nDCG@10" in table:
+        st.caption(f"{n_pairs} pairs. {worst.precision}: scores move by up to "
+                   f"{worst.max_abs_diff:.2f} and {worst.flipped:.1%} of document pairs swap "
+                   f"order, while nDCG@10 goes {base['nDCG@10']:.4f} → "
+                   f"{worst['nDCG@10']:.4f} and MRR@10 {base['MRR@10']:.4f} → "
+                   f"{worst['MRR@10']:.4f}.")
 
 st.subheader("In the store")
 pending = ui.pending_side_files()

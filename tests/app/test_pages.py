@@ -86,6 +86,23 @@ def test_workspace_card_stats_and_extraction_with_progress(app_store):
     assert "0 computed now, 2 served from the store" in at.success[0].value
 
 
+def test_workspace_shows_what_each_precision_costs(app_store):
+    at = page("pages/1_Workspace.py").run()
+    queries = next(n for n in at.number_input if n.label == "Queries" and n.value == 5)
+    queries.set_value(1)
+    next(b for b in at.button if b.label == "Compare precisions").click().run()
+    assert not at.exception and not at.error
+    table = next(d.value for d in at.dataframe if "spearman" in d.value.columns)
+    assert table.precision.tolist() == ["fp32", "bf16", "4bit-nf4"]  # no 8-bit without CUDA
+    assert table.spearman.iloc[0] == 1.0 and table.flipped.iloc[0] == 0.0
+    assert table.memory_mb.iloc[2] < table.memory_mb.iloc[0]
+    caption = next(c.value for c in at.caption if "swap order" in c.value)
+    assert "20 pairs." in caption and "nDCG@10 goes" in caption
+    # a rerun keeps the figures without scoring again
+    at.run()
+    assert any("spearman" in d.value.columns for d in at.dataframe)
+
+
 def test_workspace_reports_a_bad_collection_folder(tmp_path):
     at = page("app.py").run()
     at.text_input(key="folder_input").set_value(str(tmp_path / "missing"))

@@ -254,6 +254,27 @@ def test_cli_score_refuses_unusable_text_before_loading(args, fragment):
     assert "Traceback" not in out.stderr and "loading" not in out.stderr
 
 
+@pytest.mark.parametrize("args, fragment", [
+    (["--precisions", "fp32", "8bit"], "8bit needs a CUDA GPU and none is visible"),
+    (["--limit", "0"], "--limit must be at least 1 query"),
+    (["--out", "."], "is a folder; give a file name"),
+])
+def test_cli_precisions_refuses_what_it_cannot_run_before_loading(args, fragment):
+    import subprocess
+    import sys
+
+    import torch
+
+    if "8bit" in args and torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible: 8-bit runs")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-m", "core", "precisions", "--ranker",
+                          "minilm-cross-encoder-demo", *args], capture_output=True, text=True,
+                         cwd=root, timeout=300)
+    assert out.returncode == 2 and fragment in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and "scoring" not in out.stderr
+
+
 # --------------------------------------------------------------------------- models
 def _model_case(tmp_path: Path, case: str):
     """Build the broken model source of one case; returns a callable that loads it."""
