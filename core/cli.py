@@ -209,12 +209,18 @@ def cmd_precisions(args) -> int:
     judged = with_qrels(collection, args.qrels) if args.qrels else collection
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1 query, got {args.limit}")
-    pairs = candidate_pairs(collection, args.depth, limit_queries=args.limit)
+    qids = None
+    if args.split:
+        qids = collection.queries[collection.queries.split == args.split].qid.tolist()
+    pairs = candidate_pairs(collection, args.depth, qids=qids, limit_queries=args.limit)
+    candidates = collection.run_name if collection.run is not None else "BM25"
     table = compare_precisions(spec, pairs, judged, args.precisions or None,
                                batch_size=args.batch_size,
                                progress=lambda m: print(m, file=sys.stderr))
-    print(f"{spec.name} on {collection.name}: {len(pairs)} pairs of {pairs.qid.nunique()} "
-          f"queries (top-{args.depth}); agreement with fp32")
+    split = f", split {args.split}" if args.split else ""
+    print(f"{spec.name} on {collection.name}{split}: {len(pairs)} pairs of "
+          f"{pairs.qid.nunique()} queries (top-{args.depth} of {candidates}); agreement with "
+          f"fp32")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     for record in table.to_dict("records"):
         for column in ("spearman", "kendall", "flipped", "nDCG@10", "MRR@10", "memory_mb",
