@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -398,8 +399,11 @@ def main(argv: list[str] | None = None) -> int:
               f"(CUDA {torch.version.cuda})", flush=True)
     started = time.perf_counter()
     failures = 0
+    # the 7B model is saved once (≈ 14 GB in bf16) to be loaded in 4-bit: in memory when
+    # /dev/shm has room for it twice over (a container's is often 64 MB), else on disk
     shm = Path("/dev/shm")
-    root = shm if device.type == "cuda" and shm.is_dir() else None
+    room = shutil.disk_usage(shm).free if shm.is_dir() else 0
+    root = str(shm) if device.type == "cuda" and room > 32 * 2**30 else None
     with tempfile.TemporaryDirectory(prefix="rankscope-gpu-check-", dir=root) as work:
         for section, run in (("lasso", lambda: check_lasso(sizes, device)),
                              ("minilm", lambda: check_minilm(sizes, device, Path(work),

@@ -83,18 +83,21 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, last: torch.Tensor,
     """Pool ``hidden [batch, pos, d]`` over non-pad positions (``mask [batch, pos]``).
 
     ``last [batch]`` indexes the output position. Returns pooling name → ``[batch, d]`` float32.
+    Pools where ``hidden`` lives (on a GPU only ``[batch, d]`` per pooling crosses to the host,
+    not the whole ``[batch, pos, d]`` stream).
     """
     hidden = hidden.float()
+    mask, last = mask.to(hidden.device), last.to(hidden.device)
     out = {}
     if "mean" in poolings:
         weights = mask.unsqueeze(-1).float()
-        out["mean"] = ((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).numpy()
+        out["mean"] = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
     if "max" in poolings:
         masked = hidden.masked_fill(~mask.unsqueeze(-1), float("-inf"))
-        out["max"] = masked.max(dim=1).values.numpy()
+        out["max"] = masked.max(dim=1).values
     if "last" in poolings:
-        out["last"] = hidden[torch.arange(hidden.shape[0]), last].numpy()
-    return out
+        out["last"] = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    return {name: value.cpu().numpy() for name, value in out.items()}
 
 
 def run_pairs(collection: Collection, config: ExtractionConfig) -> pd.DataFrame:
@@ -147,7 +150,7 @@ def _forward_window(ranker: Ranker, rows: pd.DataFrame, config: ExtractionConfig
         mask = (enc.groups != PAD)
 
         def reduce(path: str, hidden: torch.Tensor, mask=mask, last=enc.last):
-            return pool(hidden.cpu(), mask, last, config.poolings)
+            return pool(hidden, mask, last, config.poolings)
 
         with torch.inference_mode(), capture(ranker.model, list(paths), reduce) as batch:
             scores[index] = ranker.forward(enc).float().cpu().numpy()
