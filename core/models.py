@@ -916,13 +916,20 @@ class Ranker:
         configs[id(self.model.config)] = self.model.config
         before = {key: config._attn_implementation for key, config in configs.items()}
         with model_lock(self.model):
-            _ATTENTION_STATE.append(state)
+            # keyed by this model's attention modules: another session's block on another
+            # model (its own lock) never sees this state, nor this model that one's
+            outer = {module: _ATTENTION_STATES.get(module) for module in state.layer_of}
+            _ATTENTION_STATES.update(dict.fromkeys(state.layer_of, state))
             try:
                 for config in configs.values():
                     config._attn_implementation = _ATTENTION_NAME
                 yield state
             finally:
-                _ATTENTION_STATE.remove(state)
+                for module, previous in outer.items():  # a nested block restores the outer one
+                    if previous is None:
+                        _ATTENTION_STATES.pop(module, None)
+                    else:
+                        _ATTENTION_STATES[module] = previous
                 for key, config in configs.items():
                     config._attn_implementation = before[key]
 
@@ -1048,13 +1055,15 @@ class AttentionState:
     layer_of: dict = field(default_factory=dict)
 
 
-_ATTENTION_STATE: list[AttentionState] = []
+# attention module id -> the state of the attention_access block open on its model (the
+# model's lock makes that one block at a time per model)
+_ATTENTION_STATES: dict[int, AttentionState] = {}
 _ATTENTION_NAME = "rankscope_eager"
 
 
 def _rankscope_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **_):
     """Eager attention (as transformers' reference) with the hooks of :class:`AttentionState`."""
-    state = _ATTENTION_STATE[-1] if _ATTENTION_STATE else AttentionState()
+    state = _ATTENTION_STATES.get(id(module)) or AttentionState()
     layer = state.layer_of.get(id(module))
     if state.record_keys:
         state.keys[layer] = (key, value)

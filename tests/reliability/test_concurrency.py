@@ -131,3 +131,46 @@ def test_two_app_sessions_and_a_cli_job_through_the_real_pages(tmp_path, monkeyp
         assert duplicated == 0
     finally:
         ui.get_store.clear()
+
+
+def test_two_models_patched_at_once_each_see_only_their_own_attention_state(tiny_llama_dir):
+    """The suspected race (issue 21), proved then fixed: RankScope's attention function read a
+    process-wide stack of states while the lock is per model, so when another session entered
+    model B's attention block after this one entered model A's, A's forward passes read B's
+    state (A's weights were recorded into B's, A's edits and key prefixes were ignored)."""
+    from core.models import AttentionState
+
+    a = load_ranker(ModelSpec("tiny-a", "llm-ranker", str(tiny_llama_dir), device="cpu"))
+    b = load_ranker(ModelSpec("tiny-b", "llm-ranker", str(tiny_llama_dir), device="cpu"))
+    enc_a = a.encode(["honey"], ["honey keeps for years"])
+    enc_b = b.encode(["trams"], ["trams run along the harbour"])
+    with torch.inference_mode():
+        plain = a.forward(enc_a)
+    state_a = AttentionState(record_weights=True, edit={0: torch.zeros_like})
+    state_b = AttentionState(record_weights=True)
+    b_inside, a_done, errors = threading.Event(), threading.Event(), []
+
+    def other_session():  # enters B's block while A's is open (B's lock, not A's)
+        try:
+            with b.attention_access(state_b):
+                b_inside.set()
+                a_done.wait(timeout=60)
+                with torch.inference_mode():
+                    b.forward(enc_b)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+            b_inside.set()
+
+    thread = threading.Thread(target=other_session)
+    try:
+        with torch.inference_mode(), a.attention_access(state_a):
+            thread.start()
+            assert b_inside.wait(timeout=60)
+            edited = a.forward(enc_a)
+    finally:
+        a_done.set()
+        thread.join(timeout=60)
+    assert not errors
+    assert sorted(state_a.weights) == list(range(a.n_layers))  # A's weights in A's state
+    assert not torch.allclose(plain, edited)  # A's edit (layer 0 attention zeroed) applied
+    assert sorted(state_b.weights) == list(range(b.n_layers))  # B's only B's

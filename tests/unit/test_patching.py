@@ -84,7 +84,7 @@ def test_fast_path_matches_one_forward_per_patch(name, prompt, request):
     assert np.abs(staged - loop).max() <= 1e-4
     assert count_hooks(ranker.model) == 0
     assert ranker.model.config._attn_implementation != models._ATTENTION_NAME
-    assert models._ATTENTION_STATE == []
+    assert models._ATTENTION_STATES == {}
 
 
 def test_causal_query_before_document_cannot_carry_the_difference(tiny_judge):
@@ -189,15 +189,32 @@ def test_only_pairs_judged_right_are_kept_by_default(tiny_judge, demo):
     assert len(either.pairs) == 4  # nothing excluded when either direction is kept
 
 
-def test_hooks_and_attention_are_restored_when_a_sweep_fails(tiny_judge, demo):
-    def boom(*_):
-        raise RuntimeError("stop here")
+def test_hooks_and_attention_are_restored_when_a_sweep_fails(tiny_judge, demo, monkeypatch):
+    """The error is raised inside a patched run — hooks registered, RankScope's attention in
+    place — and everything is restored after it."""
+    import core.patching as patching
 
-    with pytest.raises(RuntimeError):
+    layer_hooks, inside = patching._layer_hooks, []
+
+    def failing_hooks(ranker, prepared, rows, layer, span):
+        outputs, inputs, edit = layer_hooks(ranker, prepared, rows, layer, span)
+
+        def boom(value):
+            inside.append((count_hooks(ranker.model), ranker.model.config._attn_implementation,
+                           len(models._ATTENTION_STATES)))
+            raise RuntimeError("stop here")
+
+        return {path: boom for path in outputs} or {ranker.block_path(layer): boom}, inputs, edit
+
+    monkeypatch.setattr(patching, "_layer_hooks", failing_hooks)
+    with pytest.raises(RuntimeError, match="stop here"):
         run_patching(tiny_judge, demo, PatchConfig(pairs=1, min_gap=0.0, correct_only=False,
-                                                   doc_tokens=10), progress=boom)
+                                                   doc_tokens=10))
+    hooks, attention, states = inside[0]
+    assert hooks > 0 and attention == models._ATTENTION_NAME and states > 0  # it failed inside
     assert count_hooks(tiny_judge.model) == 0
-    assert models._ATTENTION_STATE == []
+    assert tiny_judge.model.config._attn_implementation != models._ATTENTION_NAME
+    assert models._ATTENTION_STATES == {}
 
 
 def test_bad_settings_are_named(tiny_ce, demo):
