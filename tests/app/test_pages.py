@@ -169,21 +169,40 @@ def test_probing_page_refuses_a_bad_feature_group(app_store):
     assert not at.exception
 
 
-def test_probing_page_stop_keeps_finished_work(app_store):
+def test_probing_page_stop_keeps_finished_work(app_store, monkeypatch):
+    """Stop in the middle of the layer sweep: the layers probed before it are kept, and the
+    next run probes only the rest."""
+    import core.probing as probing
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    probe_layer, calls = probing.probe_layer, []
+
+    def stopped_at_third_layer(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # a Stop click ends the script at its next Streamlit call
+            raise StopException()
+        return probe_layer(*args, **kwargs)
+
+    monkeypatch.setattr(probing, "probe_layer", stopped_at_third_layer)
     at = page("pages/3_Probing.py").run()
     next(n for n in at.number_input if n.label == "Queries").set_value(8)
     at.multiselect[2].set_value(["coverage"])
     at.button[0].click().run()
-    assert not any(b.label == "Stop" for b in at.button)  # gone once the sweep has finished
-    # in a browser a click on Stop interrupts the running sweep, and the rerun it triggers
-    # still has the flag set that a finished sweep clears
-    at.session_state["probing"] = True
-    at.run()
+    assert not at.exception and len(calls) == 3
+    at.run()  # the rerun after a stop still has the flag set that a finished sweep clears
     assert at.warning and "Run probes" in at.warning[0].value
-    assert not at.exception
+    calls.clear()
+    monkeypatch.setattr(probing, "probe_layer",
+                        lambda *a, **k: calls.append(1) or probe_layer(*a, **k))
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert len(calls) == 6 - 2  # MiniLM's 6 layers, 2 kept from the stopped run
+    table = at.dataframe[0].value
+    assert set(table.layer) == set(range(1, 7))
+    assert not any(b.label == "Stop" for b in at.button)  # gone once the sweep has finished
 
 
-def test_patching_page_heatmaps_heads_knockout_and_token_view(app_store):
+def test_patching_page_heatmaps_heads_knockout_and_token_view(app_store, monkeypatch):
     import json
 
     at = page("pages/4_Patching.py").run()
@@ -204,9 +223,18 @@ def test_patching_page_heatmaps_heads_knockout_and_token_view(app_store):
     assert knockout.selection.iloc[0] == "full model" and len(knockout) == 7
     tokens = [m.value for m in at.markdown if "<span" in m.value]
     assert tokens and 'title="query"' in tokens[0] and 'title="document"' in tokens[0]
-    # asking again is served from the store
+    # asking again is served from the store: no pair is patched again
+    import core.ablation as ablation
+    import core.patching as patching
+
+    def recomputed(*_, **__):
+        raise AssertionError("stored work was computed again")
+
+    monkeypatch.setattr(patching, "_sweep_pair", recomputed)  # one patched pair
+    monkeypatch.setattr(ablation, "head_means", recomputed)  # the knock-out's first step
     at.button[0].click().run()
-    assert not at.exception and not at.error
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.dataframe and any("nDCG@10" in d.value.columns for d in at.dataframe)
 
 
 def test_patching_page_refuses_pairwise_for_a_cross_encoder(app_store):

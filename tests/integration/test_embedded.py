@@ -62,17 +62,25 @@ def test_minilm_quantized_scores_follow_fp32(embedded_rankers, held_out_pairs, q
         assert type(other.model.classifier).__name__ == "Linear"
 
 
-def test_judge_pairwise_prompt_prefers_the_answer_first(embedded_rankers, held_out_pairs):
+def test_judge_pairwise_prompt_prefers_the_answer_first(embedded_rankers, demo):
+    """Asked "is A more relevant than B?" in both orders, the judge says yes more often with
+    the answer first than a coin would (one-sided binomial test, 30 held-out queries; measured:
+    23 of 30)."""
+    from scipy.stats import binomtest
+
     judge = embedded_rankers("smollm2-judge")
+    qids = demo.queries[demo.queries.split == "test"].qid.tolist()[:30]
     rows = []
-    for _, group in held_out_pairs.groupby("qid"):
+    for _, group in candidate_pairs(demo, qids=qids).groupby("qid"):
         best, worst = group[group.relevance == 3], group[group.relevance == 0]
         if len(best) and len(worst):
             rows.append((best["query"].iloc[0], best["document"].iloc[0], worst["document"].iloc[0]))
     queries, good, bad = map(list, zip(*rows))
     first = judge.score(queries, good, prompt="pairwise", documents_b=bad)
     second = judge.score(queries, bad, prompt="pairwise", documents_b=good)
-    assert (first > second).mean() >= 0.5
+    wins = int((first > second).sum())
+    assert len(rows) == 30
+    assert binomtest(wins, len(rows), 0.5, alternative="greater").pvalue < 0.05, wins
 
 
 def test_extraction_on_smollm2_ranker(embedded_rankers, demo, tmp_path):
