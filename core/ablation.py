@@ -32,7 +32,6 @@ import torch
 
 from core.data import Collection
 from core.errors import InputError
-from core.hooks import capture_inputs, intervene_inputs
 from core.metrics import evaluate, f1
 from core.models import Ranker
 from core.patching import (GROUP_CODES, PatchConfig, PatchResult, encode_pair, mean_effects,
@@ -76,12 +75,10 @@ def token_means(ranker: Ranker, encodings, paths: list[str], *, inputs: bool = F
                 ) -> dict[str, torch.Tensor]:
     """Mean over the non-pad tokens of ``encodings`` of each module's output (or first input)
     ``path → [width]`` — the reference values mean-ablation writes."""
-    from core.hooks import capture
-
     sums, count = {}, 0
     for enc in encodings:
         mask = enc.attention_mask.bool().to(ranker.device)
-        with (capture_inputs(ranker.model, paths) if inputs else capture(ranker.model, paths)) as seen:
+        with (ranker.capture_inputs(paths) if inputs else ranker.capture(paths)) as seen:
             ranker.forward(enc)
         for path in paths:
             total = seen[path][mask].double().sum(0)
@@ -120,7 +117,7 @@ def heads_ablated(ranker: Ranker, heads: list[tuple[int, int, str]], means: dict
         return setter
 
     setters = {ranker.head_input_path(layer): make_setter(layer) for layer in by_layer}
-    with intervene_inputs(ranker.model, setters):
+    with ranker.intervene_inputs(setters):
         yield
 
 
@@ -300,10 +297,8 @@ def neurons_ablated(ranker: Ranker, units: dict[str, np.ndarray],
 
         return setter
 
-    from core.hooks import intervene
-
-    with intervene(ranker.model, {path: make(path, index) for path, index in units.items()
-                                  if len(index)}):
+    with ranker.intervene({path: make(path, index) for path, index in units.items()
+                           if len(index)}):
         yield
 
 
@@ -342,7 +337,7 @@ def ablate_neuron_sets(ranker: Ranker, collection: Collection, sets: dict[str, p
         raise InputError(f"collection {collection.name!r} yields no candidate pairs")
     queries, documents = pairs["query"].tolist(), pairs["document"].tolist()
     paths = sorted({p for frame in sets.values() for p in frame.path})
-    widths = {p: ranker.model.get_submodule(p).out_features for p in paths}
+    widths = {p: ranker.linear_width(p) for p in paths}
     batches = (ranker.encode(queries[i:i + 16], documents[i:i + 16])
                for i in range(0, len(queries), 16))
     means = token_means(ranker, batches, paths) if config.mode == "mean" else None
@@ -478,7 +473,6 @@ def shapley_validation(ranker: Ranker, collection: Collection, probe: pd.DataFra
 
     Returns (one row per group and query, one summary row per group).
     """
-    from core.hooks import capture
     from core.metrics import ndcg_matrix
 
     config.validate(ranker)
@@ -512,7 +506,7 @@ def shapley_validation(ranker: Ranker, collection: Collection, probe: pd.DataFra
     for qid in keep:
         here = pairs[pairs.qid == qid]
         enc = ranker.encode(here["query"].tolist(), here["document"].tolist()).to(ranker.device)
-        with capture(ranker.model, [path]) as states:
+        with ranker.capture([path]) as states:
             ranker.forward(enc)
         hidden = states[path]  # [n, pos, d]
         real = enc.attention_mask.bool()

@@ -85,9 +85,7 @@ def baseline_embeddings(ranker: Ranker, enc: Encoded, baseline: str) -> torch.Te
     their own embeddings, so only the text changes along the path)."""
     embeddings = ranker.input_embeddings(enc)
     ids = enc.input_ids.to(ranker.device)
-    special = torch.zeros_like(ids, dtype=torch.bool)
-    for token_id in ranker.tokenizer.all_special_ids:
-        special |= ids == token_id
+    special = ranker.special_token_mask(ids)
     groups = enc.groups.to(ranker.device)
     replace = ~special & enc.attention_mask.to(ranker.device).bool()
     if baseline == "pad-query":
@@ -96,7 +94,7 @@ def baseline_embeddings(ranker: Ranker, enc: Encoded, baseline: str) -> torch.Te
     if baseline == "zero":
         out[replace] = 0.0
     else:
-        pad = ranker.model.get_input_embeddings().weight[ranker.tokenizer.pad_token_id]
+        pad = ranker.pad_embedding()
         out[replace] = pad.to(out.dtype)
     return out
 
@@ -109,11 +107,13 @@ def _keeping(kept: dict[str, torch.Tensor], path: str):
     return hook
 
 
-def integrated_conductance(forward: Callable[[torch.Tensor], torch.Tensor], model: torch.nn.Module,
+def integrated_conductance(forward: Callable[[torch.Tensor], torch.Tensor],
+                           model: torch.nn.Module | Ranker,
                            paths: list[str], x: torch.Tensor, base: torch.Tensor, steps: int,
                            chunk: int, rule: str = "left"
                            ) -> tuple[dict[str, torch.Tensor], float, float]:
-    """Conductance of every output unit of the modules ``paths`` of ``model`` for
+    """Conductance of every output unit of the modules ``paths`` of ``model`` (a module, or a
+    ranker through its hook door) for
     ``forward(inputs [m, ...]) -> scores [m]`` along ``base → x`` (both ``[1, ...]``), N =
     ``steps`` Riemann steps, ``chunk`` points per pass; summed over every dimension of a
     module's output but the batch and the last (tokens). ``rule``: ``left`` takes each step's
@@ -127,7 +127,8 @@ def integrated_conductance(forward: Callable[[torch.Tensor], torch.Tensor], mode
     totals: dict[str, torch.Tensor] = {}
     ends = {}
     kept: dict[str, torch.Tensor] = {}
-    with hooked(model, {path: _keeping(kept, path) for path in paths}):
+    hooks = {path: _keeping(kept, path) for path in paths}
+    with (model.hooked(hooks) if isinstance(model, Ranker) else hooked(model, hooks)):
         start = 0
         while start < steps:
             stop = min(start + chunk - 1, steps)  # this chunk holds alphas[start..stop]
@@ -177,7 +178,7 @@ def conductance(ranker: Ranker, enc: Encoded, config: AttributionConfig,
     def forward(embeddings):
         return sign * ranker.forward_from_embeddings(_repeat(enc, embeddings.shape[0]), embeddings)
 
-    totals, at_base, at_input = integrated_conductance(forward, ranker.model, watched, x, base,
+    totals, at_base, at_input = integrated_conductance(forward, ranker, watched, x, base,
                                                        config.steps, config.chunk, config.rule)
     broken = [p for p in watched if not torch.isfinite(totals[p]).all()]
     if broken:
@@ -203,9 +204,8 @@ def _repeat(enc: Encoded, n: int) -> Encoded:
 def linear_layout(ranker: Ranker) -> dict:
     """What a neuron table needs to be rebuilt without the model: every attributed Linear's
     path and width, the blocks' path prefix and the residual width."""
-    return {"blocks": ranker._blocks_path, "d_model": ranker.d_model,
-            "linears": [[p, ranker.model.get_submodule(p).out_features]
-                        for p in ranker.linear_paths()]}
+    return {"blocks": ranker.blocks_path, "d_model": ranker.d_model,
+            "linears": [[p, ranker.linear_width(p)] for p in ranker.linear_paths()]}
 
 
 def neuron_index(source: Ranker | dict, paths: list[str] | None = None) -> pd.DataFrame:

@@ -23,7 +23,6 @@ import torch
 
 from core.data import Collection
 from core.errors import InputError
-from core.hooks import capture
 from core.models import PAD, Ranker
 from core.retrieval import candidate_pairs
 from core.store import SCHEMA_VERSION, Store
@@ -152,7 +151,7 @@ def _forward_window(ranker: Ranker, rows: pd.DataFrame, config: ExtractionConfig
         def reduce(path: str, hidden: torch.Tensor, mask=mask, last=enc.last):
             return pool(hidden, mask, last, config.poolings)
 
-        with torch.inference_mode(), capture(ranker.model, list(paths), reduce) as batch:
+        with torch.inference_mode(), ranker.capture(list(paths), reduce) as batch:
             scores[index] = ranker.forward(enc).float().cpu().numpy()
         for path, pooled in batch.items():
             for pooling, array in pooled.items():

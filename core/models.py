@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from core.errors import ModelLoadError
+from core import hooks as hooks_module
 from core.hooks import model_lock
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -644,6 +645,11 @@ class Ranker:
                                  f"{spellings[0]!r}; this model cannot act as a yes/no judge")
         return ids
 
+    def _ld(self, logits: torch.Tensor) -> torch.Tensor:
+        """LD = logsumexp over the yes spellings − logsumexp over the no spellings ``[n]``."""
+        return (torch.logsumexp(logits[:, self.yes_ids], dim=-1)
+                - torch.logsumexp(logits[:, self.no_ids], dim=-1))
+
     def block_path(self, layer: int) -> str:
         return f"{self._blocks_path}.{layer}"
 
@@ -668,6 +674,68 @@ class Ranker:
             if name in wanted or isinstance(module, torch.nn.Linear):
                 out[name] = type(module).__name__
         return out
+
+    # -- the doors analyses use: code outside this module never touches ``model``,
+    # ``tokenizer`` or private state (tests/unit/test_architecture.py checks it) -------------
+    @property
+    def blocks_path(self) -> str:
+        """Module path of the list of transformer blocks (``model.layers``, ``bert.encoder.layer``)."""
+        return self._blocks_path
+
+    def hooked(self, hooks: dict, *, pre: bool = False):
+        """Forward hooks (or pre-hooks) on module paths for the ``with`` block (removed after)."""
+        return hooks_module.hooked(self.model, hooks, pre=pre)
+
+    def capture(self, paths: list[str], reduce=None):
+        """Record the outputs of ``paths`` during the forward passes of the ``with`` block."""
+        return hooks_module.capture(self.model, paths, reduce)
+
+    def capture_inputs(self, paths: list[str]):
+        """Record the first inputs of ``paths`` during the ``with`` block."""
+        return hooks_module.capture_inputs(self.model, paths)
+
+    def intervene(self, setters: dict):
+        """Replace the outputs of module paths (``path -> setter(output)``) in the block."""
+        return hooks_module.intervene(self.model, setters)
+
+    def intervene_inputs(self, setters: dict):
+        """Replace the first inputs of module paths (``path -> setter(input)``) in the block."""
+        return hooks_module.intervene_inputs(self.model, setters)
+
+    def hook_count(self) -> int:
+        """Forward (pre-)hooks registered anywhere in the model (leak checks)."""
+        return hooks_module.count_hooks(self.model)
+
+    def linear_width(self, path: str) -> int:
+        """Output units of the ``nn.Linear`` at ``path``."""
+        return self.model.get_submodule(path).out_features
+
+    def run_block(self, layer: int, hidden: torch.Tensor, args: tuple, kwargs: dict
+                  ) -> torch.Tensor:
+        """Block ``layer`` alone on residual-stream input ``hidden [batch, pos, d]``."""
+        with model_lock(self.model):
+            out = self.model.get_submodule(self.block_path(layer))(hidden, *args, **kwargs)
+        return out[0] if isinstance(out, tuple) else out
+
+    def special_token_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """True where ``input_ids`` holds one of the tokenizer's special tokens."""
+        special = torch.zeros_like(input_ids, dtype=torch.bool)
+        for token_id in self.tokenizer.all_special_ids:
+            special |= input_ids == token_id
+        return special
+
+    def pad_embedding(self) -> torch.Tensor:
+        """The input embedding of the padding token ``[d]`` (the attribution baseline's)."""
+        return self.model.get_input_embeddings().weight[self.tokenizer.pad_token_id]
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` on its own (no special tokens)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def token_texts(self, input_ids: list[int]) -> list[str]:
+        """Each token of ``input_ids`` as the text it stands for."""
+        tokens = self.tokenizer.convert_ids_to_tokens(list(input_ids))
+        return [self.tokenizer.convert_tokens_to_string([t]) for t in tokens]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -823,8 +891,7 @@ class Ranker:
             hidden = body(**enc.model_inputs(), use_cache=False).last_hidden_state
             last_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), enc.last]
             logits = self.model.lm_head(last_hidden).float()
-            return (torch.logsumexp(logits[:, self.yes_ids], dim=-1)
-                    - torch.logsumexp(logits[:, self.no_ids], dim=-1))
+            return self._ld(logits)
         extra = {"use_cache": False} if self.kind == "llm-ranker" else {}
         return self.model(**enc.model_inputs(), **extra).logits[:, 0].float()
 
@@ -851,8 +918,7 @@ class Ranker:
         if self.kind == "llm-ranker":
             return self.model.score(last)[:, 0].float()
         logits = self.model.lm_head(last).float()
-        return (torch.logsumexp(logits[:, self.yes_ids], dim=-1)
-                - torch.logsumexp(logits[:, self.no_ids], dim=-1))
+        return self._ld(logits)
 
     def linear_paths(self) -> list[str]:
         """Every ``nn.Linear`` inside the transformer blocks (Q, K, V, attention output, FFN;
@@ -873,8 +939,7 @@ class Ranker:
         if self.kind == "llm-ranker":
             return model.score(normed)[:, 0].float()
         logits = model.lm_head(normed).float()
-        return (torch.logsumexp(logits[:, self.yes_ids], dim=-1)
-                - torch.logsumexp(logits[:, self.no_ids], dim=-1))
+        return self._ld(logits)
 
     # -- internals the patching study reads and rewrites -------------------------------
     @property

@@ -43,7 +43,6 @@ import torch
 
 from core.data import Collection
 from core.errors import InputError
-from core.hooks import capture, capture_inputs, intervene, intervene_inputs
 from core.models import DOCUMENT, INSTRUCTION, LAST, QUERY, AttentionState, Ranker
 from core.retrieval import doc_texts, first_stage_run
 from core.store import SCHEMA_VERSION
@@ -194,8 +193,7 @@ def encode_pair(ranker: Ranker, query: str, positive: str, negative: str, config
     Returns:
         (encoded batch or None, reason it cannot be used or "", document tokens)
     """
-    tokens = [len(ranker.tokenizer(d, add_special_tokens=False)["input_ids"])
-              for d in (positive, negative)]
+    tokens = [ranker.count_tokens(d) for d in (positive, negative)]
     n = max(1, min(config.doc_tokens, *tokens))
     if config.prompt == "pairwise":
         enc = ranker.encode([query, query], [positive, negative], "pairwise",
@@ -248,7 +246,6 @@ class PreparedPair:
 @torch.inference_mode()
 def prepare_pair(ranker: Ranker, enc) -> PreparedPair:
     """One forward pass of [clean, corrupted] recording everything patching needs."""
-    model = ranker.model
     enc = enc.to(ranker.device)
     n_layers = ranker.n_layers
     component_paths = {(t, l): p for l in range(n_layers)
@@ -257,8 +254,8 @@ def prepare_pair(ranker: Ranker, enc) -> PreparedPair:
     head_paths = [ranker.head_input_path(l) for l in range(n_layers)]
     state = AttentionState(record_weights=True, record_keys=True)
     with ranker.attention_access(state):
-        with capture(model, list(component_paths.values())) as outputs, \
-                capture_inputs(model, block_paths + head_paths) as inputs:
+        with ranker.capture(list(component_paths.values())) as outputs, \
+                ranker.capture_inputs(block_paths + head_paths) as inputs:
             scores = ranker.forward(enc)
         args, kwargs = ranker.block_call(enc)
     corrupted = torch.tensor([1], device=ranker.device)
@@ -411,7 +408,6 @@ def _patched_scores(ranker: Ranker, prepared: PreparedPair, patches: list[Patch]
                         for l, (k, v) in prepared.keys.items() if l >= first}
     # masks and rotary tables keep batch 1 and broadcast over the patched rows
     args, kwargs = _suffix_call(prepared.args, prepared.kwargs, start)
-    blocks = ranker.model.get_submodule(ranker.block_path(0).rsplit(".", 1)[0])
     hidden, joined = None, []
     with ranker.attention_access(state):
         for layer in range(first, ranker.n_layers):
@@ -424,9 +420,8 @@ def _patched_scores(ranker: Ranker, prepared: PreparedPair, patches: list[Patch]
             outputs, inputs, edit = _layer_hooks(ranker, prepared, rows, layer, span) \
                 if entering else ({}, {}, None)
             state.edit = {layer: edit} if edit is not None else {}
-            with intervene(ranker.model, outputs), intervene_inputs(ranker.model, inputs):
-                out = blocks[layer](hidden, *args, **kwargs)
-            hidden = out[0] if isinstance(out, tuple) else out
+            with ranker.intervene(outputs), ranker.intervene_inputs(inputs):
+                hidden = ranker.run_block(layer, hidden, args, kwargs)
     scores = ranker.read_out(hidden[:, int(prepared.enc.last[1]) - start])
     order = {id(p): i for i, p in enumerate(joined)}
     return scores[torch.tensor([order[id(p)] for p in patches], device=scores.device)]
@@ -440,8 +435,8 @@ def _loop_score(ranker: Ranker, prepared: PreparedPair, patch: Patch) -> float:
     enc = prepared.enc
     one = type(enc)(enc.input_ids[1:2], enc.attention_mask[1:2], enc.groups[1:2], enc.last[1:2],
                     None if enc.token_type_ids is None else enc.token_type_ids[1:2], [])
-    with ranker.attention_access(state), intervene(ranker.model, outputs), \
-            intervene_inputs(ranker.model, inputs):
+    with ranker.attention_access(state), ranker.intervene(outputs), \
+            ranker.intervene_inputs(inputs):
         return float(ranker.forward(one)[0])
 
 
@@ -626,11 +621,9 @@ def _tokens(ranker: Ranker, enc) -> list[list]:
     """[[token, clean group, corrupted token]] for the clickable token view."""
     from core.models import GROUP_NAMES
 
-    clean = ranker.tokenizer.convert_ids_to_tokens(enc.input_ids[0].tolist())
-    corrupted = ranker.tokenizer.convert_ids_to_tokens(enc.input_ids[1].tolist())
-    as_text = ranker.tokenizer.convert_tokens_to_string
-    return [[as_text([a]), GROUP_NAMES[int(g)], as_text([b])]
-            for a, b, g in zip(clean, corrupted, enc.groups[0].tolist())]
+    clean = ranker.token_texts(enc.input_ids[0].tolist())
+    corrupted = ranker.token_texts(enc.input_ids[1].tolist())
+    return [[a, GROUP_NAMES[int(g)], b] for a, b, g in zip(clean, corrupted, enc.groups[0].tolist())]
 
 
 # --------------------------------------------------------------------------- summaries (tidy)
@@ -725,7 +718,7 @@ def head_top_tokens(ranker: Ranker, collection: Collection, config: PatchConfig,
         if enc is None:
             continue
         enc = enc.to(ranker.device)
-        with capture_inputs(ranker.model, paths) as inputs:
+        with ranker.capture_inputs(paths) as inputs:
             ranker.forward(enc)
         last = int(enc.last[0])
         for layer, head in heads:

@@ -38,3 +38,54 @@ def test_importing_every_core_module_does_not_load_streamlit():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=CORE.parent, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+ROOT = CORE.parent
+SEALED = {"model", "tokenizer"}
+
+
+def _ranker_names(tree: ast.AST) -> set[str]:
+    """Names that hold a Ranker: ``ranker``-like names and arguments annotated ``Ranker``."""
+    names = {"ranker", "judge"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg) and node.annotation is not None \
+                and "Ranker" in ast.unparse(node.annotation):
+            names.add(node.arg)
+    return names
+
+
+def ranker_seal_breaches(source: str) -> list[str]:
+    """``x.model``, ``x.tokenizer`` or ``x._private`` where ``x`` holds a Ranker."""
+    tree = ast.parse(source)
+    names = _ranker_names(tree)
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        owner = node.value
+        holder = owner.id if isinstance(owner, ast.Name) else \
+            owner.attr if isinstance(owner, ast.Attribute) else None
+        private = node.attr.startswith("_") and not node.attr.startswith("__")
+        if holder in names and (node.attr in SEALED or private):
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_seal_check_catches_a_breach():
+    assert ranker_seal_breaches("def f(r: Ranker):\n    return r.model.config") == \
+        ["line 2: r.model"]
+    assert ranker_seal_breaches("x = ranker._blocks_path + ranker.tokenizer.eos_token") == \
+        ["line 1: ranker._blocks_path", "line 1: ranker.tokenizer"]
+    assert ranker_seal_breaches("ranker.capture(paths); ranker.spec.name") == []
+
+
+def test_nothing_outside_the_model_module_touches_a_rankers_model_or_tokenizer():
+    """Analyses, pages and the UI glue go through Ranker's methods (capture, intervene,
+    linear widths, pad embedding, special-token mask, token counts …); only core/models.py
+    reaches into the transformers model. (Training and bench scripts build and time raw models
+    on purpose and are not checked.)"""
+    files = [p for p in CORE.glob("*.py") if p.name != "models.py"]
+    files += sorted((ROOT / "pages").glob("*.py")) + [ROOT / "ui.py", ROOT / "app.py"]
+    breaches = {str(p.relative_to(ROOT)): found for p in files
+                if (found := ranker_seal_breaches(p.read_text()))}
+    assert breaches == {}
