@@ -329,10 +329,8 @@ def ablate_neuron_sets(ranker: Ranker, collection: Collection, sets: dict[str, p
                       for name, frame in sets.items()})
     if store is not None and (cached := store.frame(key)) is not None:
         return cached
-    qids = None
-    if config.split is not None and "split" in collection.queries:
-        qids = collection.queries[collection.queries.split == config.split].qid.tolist()
-    pairs = candidate_pairs(collection, config.depth, qids=qids, limit_queries=config.queries)
+    pairs = candidate_pairs(collection, config.depth, qids=collection.qids(config.split),
+                            limit_queries=config.queries)
     if pairs.empty:
         raise InputError(f"collection {collection.name!r} yields no candidate pairs")
     queries, documents = pairs["query"].tolist(), pairs["document"].tolist()
@@ -487,10 +485,7 @@ def shapley_validation(ranker: Ranker, collection: Collection, probe: pd.DataFra
         raise InputError(f"no probe feature passes R² > {config.threshold} at layer {layer} "
                          f"(best there: {best:.3f}); lower the threshold or pick the layer "
                          "where a feature is encoded")
-    qids = None
-    if config.split is not None and "split" in collection.queries:
-        qids = collection.queries[collection.queries.split == config.split].qid.tolist()
-    pairs = candidate_pairs(collection, config.depth, qids=qids,
+    pairs = candidate_pairs(collection, config.depth, qids=collection.qids(config.split),
                             limit_queries=config.queries * 3)
     judged = collection.qrels.groupby("qid").relevance.apply(np.asarray).to_dict()
     keep = [q for q in pairs.qid.unique()

@@ -252,10 +252,7 @@ def scheme_pairs(ranker: Ranker, collection, pairs_per_label: int, split: str | 
     ``pairs_per_label`` of each label, in collection order) and counts."""
     from core.retrieval import candidate_pairs
 
-    qids = None
-    if split is not None and "split" in collection.queries:
-        qids = collection.queries[collection.queries.split == split].qid.tolist()
-    candidates = candidate_pairs(collection, depth, qids=qids,
+    candidates = candidate_pairs(collection, depth, qids=collection.qids(split),
                                  limit_queries=max(4, pairs_per_label * 2))
     if candidates.empty:
         raise InputError(f"collection {collection.name!r} yields no candidate pairs")

@@ -150,10 +150,8 @@ def cmd_evaluate(args) -> int:
     config = ExtractionConfig(limit_queries=args.limit, depth=args.depth, components=(),
                               batch_size=args.batch_size, split=args.split)
     config.validate()
-    qids = None
-    if args.split:
-        qids = collection.queries[collection.queries.split == args.split].qid.tolist()
-    pairs = candidate_pairs(collection, args.depth, qids=qids, limit_queries=args.limit)
+    pairs = candidate_pairs(collection, args.depth, qids=collection.qids(args.split, True),
+                            limit_queries=args.limit)
     first_stage = "BM25" if collection.run is None or collection.run_is_bm25 else \
         collection.run_name
     rows = [(first_stage, evaluate(judged, pairs, -pairs.bm25_rank.to_numpy(dtype=float)))]
@@ -209,10 +207,8 @@ def cmd_precisions(args) -> int:
     judged = with_qrels(collection, args.qrels) if args.qrels else collection
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1 query, got {args.limit}")
-    qids = None
-    if args.split:
-        qids = collection.queries[collection.queries.split == args.split].qid.tolist()
-    pairs = candidate_pairs(collection, args.depth, qids=qids, limit_queries=args.limit)
+    pairs = candidate_pairs(collection, args.depth, qids=collection.qids(args.split, True),
+                            limit_queries=args.limit)
     candidates = collection.run_name if collection.run is not None else "BM25"
     table = compare_precisions(spec, pairs, judged, args.precisions or None,
                                batch_size=args.batch_size,

@@ -55,6 +55,23 @@ class Collection:
     run_name: str = ""  # the run file the candidates come from ("" = BM25 top-k by bm25s)
     run_is_bm25: bool = False  # the run file is a BM25 run (its tag column says so)
 
+    def qids(self, split: str | None, required: bool = False) -> list[str] | None:
+        """Query ids of ``split`` in collection order, or None (every query) when ``split`` is
+        None or the collection has no splits — unless ``required``, when a split asked of a
+        collection without splits is an error (the user typed it)."""
+        if split is None:
+            return None
+        if "split" not in self.queries:
+            if required:
+                raise InputError(f"collection {self.name!r} has no query splits; drop --split")
+            return None
+        qids = self.queries[self.queries["split"] == split].qid.tolist()
+        if required and not qids:
+            found = ", ".join(sorted(map(str, self.queries["split"].dropna().unique())))
+            raise InputError(f"collection {self.name!r} has no query in split {split!r} "
+                             f"(its splits: {found})")
+        return qids
+
     @property
     def candidates_label(self) -> str:
         """Where re-ranked candidates come from, e.g. ``run.txt`` or ``BM25``."""

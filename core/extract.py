@@ -103,9 +103,7 @@ def run_pairs(collection: Collection, config: ExtractionConfig) -> pd.DataFrame:
     """The candidate pairs an extraction with ``config`` covers, in pair-index order."""
     qids = None
     if config.split is not None:
-        if "split" not in collection.queries:
-            raise InputError(f"collection {collection.name!r} has no query splits; drop --split")
-        qids = collection.queries[collection.queries.split == config.split].qid.tolist()
+        qids = collection.qids(config.split, required=True)
     pairs = candidate_pairs(collection, config.depth, qids=qids,
                             limit_queries=config.limit_queries)
     if pairs.empty:

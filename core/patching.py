@@ -156,8 +156,9 @@ def prompt_pairs(collection: Collection, config: PatchConfig, *, skip_qids=(),
     (default ``config.pairs``).
     """
     queries = collection.queries
-    if config.split is not None and "split" in queries:
-        queries = queries[queries.split == config.split]
+    split = collection.qids(config.split)
+    if split is not None:
+        queries = queries[queries.qid.isin(split)]
     relevant = collection.qrels[collection.qrels.relevance >= collection.min_relevant]
     queries = queries[queries.qid.isin(set(relevant.qid)) & ~queries.qid.isin(set(skip_qids))]
     if queries.empty:

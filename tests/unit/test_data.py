@@ -145,3 +145,18 @@ def test_cranfield_loads_with_counted_skips(cranfield_dir):
     assert len(collection.queries) == 226 and len(collection.docs) == 1403
     assert collection.skipped["empty text"] == 2  # two abstracts are empty (README)
     assert candidate_pairs(collection, limit_queries=3).groupby("qid").size().min() == 20
+
+
+def test_qids_of_a_split_and_of_a_collection_without_splits(demo, cranfield_dir):
+    from core.data import load_collection
+    from core.errors import InputError
+
+    test = demo.qids("test")
+    assert test == demo.queries[demo.queries["split"] == "test"].qid.tolist() and len(test) == 72
+    assert demo.qids(None) is None
+    with pytest.raises(InputError, match="no query in split 'dev'.*its splits: test, train"):
+        demo.qids("dev", required=True)
+    cranfield = load_collection(str(cranfield_dir))
+    assert cranfield.qids("test") is None  # an analysis default: every query
+    with pytest.raises(InputError, match="has no query splits; drop --split"):
+        cranfield.qids("test", required=True)  # the user asked for it
