@@ -56,7 +56,10 @@ if (BUNDLE / "site").is_dir():
     # only its CUDA 13.0 library
     sys.path.append(str(BUNDLE / "site"))
     os.environ.setdefault("BNB_CUDA_VERSION", "130")
-sys.path.insert(0, str(ROOT))
+try:
+    import core  # noqa: F401 - installed (pip install -e .) where the project is set up
+except ImportError:  # the borrowed GPU machine runs the repository as copied, uninstalled
+    sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

@@ -39,14 +39,12 @@ import argparse
 import json
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import models  # noqa: E402
 from core.data import demo_collection  # noqa: E402

@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import REPO
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _gpu_check():

@@ -16,8 +16,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = 10
 CHILD = """
-import sys
-sys.path.insert(0, {root!r})
 from core.data import demo_collection
 from core.extract import ExtractionConfig, extract
 from core.models import ModelSpec, load_ranker
@@ -108,8 +106,6 @@ def test_sigkill_at_random_batches_never_leaves_partial_rows_and_resumes_identic
 
 
 PROBE_CHILD = """
-import sys
-sys.path.insert(0, {root!r})
 from core.data import demo_collection
 from core.models import load_ranker
 from core.probing import ProbeConfig, probe_ranker

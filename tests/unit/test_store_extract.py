@@ -164,7 +164,6 @@ def test_locked_store_falls_back_to_a_side_file_that_imports(tiny, demo, tmp_pat
     main_path = tmp_path / "main.duckdb"
     app_store = Store(main_path)  # this process plays the app and holds the file
     script = textwrap.dedent(f"""
-        import sys; sys.path.insert(0, {str(sys.path[0])!r})
         from core.store import open_store
         store, note = open_store({str(main_path)!r}, fallback=True)
         print(store.path); print(note)
