@@ -19,7 +19,6 @@ input-independent value rather than an out-of-distribution zero.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ import torch
 
 from core.data import Collection
 from core.errors import InputError
+from core.store import content_key
 from core.metrics import evaluate, f1
 from core.models import Ranker
 from core.patching import (GROUP_CODES, PatchConfig, PatchResult, encode_pair, mean_effects,
@@ -140,9 +140,8 @@ def score_ablated(ranker: Ranker, queries: list[str], documents: list[str],
 
 
 def knockout_key(patch: PatchResult, config: KnockoutConfig) -> str:
-    payload = json.dumps({"patch": patch.key, "config": asdict(config),
-                          "version": KNOCKOUT_VERSION}, sort_keys=True)
-    return "knockout-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return content_key("knockout", prefix="knockout-", length=16, patch=patch.key,
+                       config=asdict(config), version=KNOCKOUT_VERSION)
 
 
 def run_knockout(ranker: Ranker, collection: Collection, patch: PatchResult,
@@ -303,10 +302,9 @@ def neurons_ablated(ranker: Ranker, units: dict[str, np.ndarray],
 
 
 def _frame_key(prefix: str, ranker: Ranker, collection: Collection, config, extra) -> str:
-    payload = json.dumps({"ranker": ranker.spec.key(), "collection": collection.content_hash,
-                          "config": asdict(config), "extra": extra,
-                          "version": KNOCKOUT_VERSION}, sort_keys=True, default=str)
-    return f"{prefix}-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return content_key(prefix, prefix=f"{prefix}-", length=16, ranker=ranker.spec.key(),
+                       collection=collection.content_hash, config=asdict(config), extra=extra,
+                       version=KNOCKOUT_VERSION)
 
 
 def ablate_neuron_sets(ranker: Ranker, collection: Collection, sets: dict[str, pd.DataFrame],

@@ -26,7 +26,6 @@ over units and tokens equal F(x) − F(x') up to the Riemann error; each run rep
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ import pandas as pd
 import torch
 
 from core.errors import InputError
+from core.store import content_key
 from core.hooks import hooked
 from core.models import QUERY, Encoded, Ranker
 
@@ -287,10 +287,9 @@ class AttributionResult:
 
 def attribution_key(ranker: Ranker, collection, config: AttributionConfig,
                     pairs_per_label: int, split: str | None) -> str:
-    payload = json.dumps({"ranker": ranker.spec.key(), "collection": collection.content_hash,
-                          "config": asdict(config), "pairs": pairs_per_label, "split": split,
-                          "version": ATTRIBUTION_VERSION}, sort_keys=True)
-    return "nig-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return content_key("attribution", prefix="nig-", length=16, ranker=ranker.spec.key(),
+                       collection=collection.content_hash, config=asdict(config),
+                       pairs=pairs_per_label, split=split, version=ATTRIBUTION_VERSION)
 
 
 def summarise(index: pd.DataFrame, reports: pd.DataFrame, values: np.ndarray) -> pd.DataFrame:

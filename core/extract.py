@@ -11,8 +11,6 @@ Context:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,7 +23,7 @@ from core.data import Collection
 from core.errors import InputError
 from core.models import PAD, Ranker
 from core.retrieval import candidate_pairs
-from core.store import SCHEMA_VERSION, Store
+from core.store import Store, content_key
 
 POOLINGS = ("mean", "max", "last")
 COMPONENTS = ("resid", "attn", "mlp")
@@ -72,9 +70,8 @@ class ExtractionConfig:
 
 
 def extraction_key(ranker: Ranker, collection: Collection, config: ExtractionConfig) -> str:
-    payload = {"ranker": ranker.spec.key(), "collection": collection.content_hash,
-               "config": asdict(config), "schema": SCHEMA_VERSION, "what": "activations"}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+    return content_key("activations", ranker=ranker.spec.key(),
+                       collection=collection.content_hash, config=asdict(config))
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, last: torch.Tensor,

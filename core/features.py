@@ -47,8 +47,6 @@ per pair).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -270,10 +268,12 @@ def features_key(pairs_key: str, config: FeatureConfig) -> str:
     """Key of a feature set; it changes when the second embedding model becomes available."""
     from core.models import embedding_available
 
+    from core.store import content_key
+
     second = config.second_embedding_model
-    payload = {"pairs": pairs_key, "config": asdict(config), "version": FEATURES_VERSION,
-               "second_available": bool(second) and embedding_available(second)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+    return content_key("features", pairs=pairs_key, config=asdict(config),
+                       version=FEATURES_VERSION,
+                       second_available=bool(second) and embedding_available(second))
 
 
 # --------------------------------------------------------------------------- feature groups

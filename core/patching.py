@@ -31,7 +31,6 @@ setters (STYLE.md); hooks live only inside context managers that remove them in 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -45,7 +44,7 @@ from core.data import Collection
 from core.errors import InputError
 from core.models import DOCUMENT, INSTRUCTION, LAST, QUERY, AttentionState, Ranker
 from core.retrieval import doc_texts, first_stage_run
-from core.store import SCHEMA_VERSION
+from core.store import content_key
 
 PATCH_VERSION = 3  # 2: correct_only, excluded pairs replaced; 3: a collection's own run gives
 # the negatives (TREC DL's BM25 top-100), not bm25s over its passages
@@ -502,10 +501,9 @@ def interaction_scores(prepared: PreparedPair) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- sweeps
 def patch_key(ranker: Ranker, collection: Collection, config: PatchConfig) -> str:
-    payload = json.dumps({"ranker": ranker.spec.key(), "collection": collection.content_hash,
-                          "config": config.key_fields(), "version": PATCH_VERSION,
-                          "schema": SCHEMA_VERSION}, sort_keys=True)
-    return "patch-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return content_key("patching", prefix="patch-", length=16, ranker=ranker.spec.key(),
+                       collection=collection.content_hash, config=config.key_fields(),
+                       version=PATCH_VERSION)
 
 
 @dataclass

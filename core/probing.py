@@ -545,9 +545,10 @@ RESULT_COLUMNS = ["ranker", "collection", "feature", "layer", "pooling", "estima
 
 
 def probe_key(run_key: str, features_key: str, config: ProbeConfig) -> str:
-    payload = {"run": run_key, "features": features_key, "config": asdict(config),
-               "version": PROBE_VERSION}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+    from core.store import content_key
+
+    return content_key("probing", run=run_key, features=features_key, config=asdict(config),
+                       version=PROBE_VERSION)
 
 
 @dataclass
@@ -635,10 +636,10 @@ def ensure_features(store, collection, extraction, run_key: str,
     from core.features import FeatureConfig, compute_features, features_key
 
     feature_config = feature_config or FeatureConfig()
-    pairs_key = hashlib.sha256(json.dumps(
-        {"collection": collection.content_hash, "depth": extraction.depth,
-         "limit": extraction.limit_queries, "split": extraction.split},
-        sort_keys=True).encode()).hexdigest()[:20]
+    from core.store import content_key
+
+    pairs_key = content_key("pairs", collection=collection.content_hash, depth=extraction.depth,
+                            limit=extraction.limit_queries, split=extraction.split)
     key = features_key(pairs_key, feature_config)
     stored = store.features(key)
     if stored is not None:

@@ -40,6 +40,21 @@ except ImportError:  # the compute modules import SCHEMA_VERSION from here and r
 SCHEMA_VERSION = 2  # 2: one activation row per pair (was: per batch)
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "cache" / "rankscope.duckdb"
 
+
+def content_key(what: str, *, prefix: str = "", length: int = 20, **parts) -> str:
+    """The store key of a result: SHA-256 over everything that made it.
+
+    ``what`` names the analysis; ``parts`` are its inputs (ranker spec key, collection content
+    hash, the config as a dict, the analysis' own version …, anything JSON can write). The
+    store schema version is always in it, so a result written under another schema is never
+    found (and so never misread) under this one. Every analysis keys its results here.
+    """
+    import hashlib
+
+    payload = {**parts, "what": what, "schema": SCHEMA_VERSION}
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return prefix + hashlib.sha256(text.encode()).hexdigest()[:length]
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS runs (
