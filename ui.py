@@ -11,6 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.constants import BM25_B, BM25_K1
 from core.data import Collection, available_collections, load_collection, save_upload
 from core.errors import ModelLoadError, RankScopeError
 from core.models import (EMBEDDED, KINDS, PRESETS, QUANTIZATIONS, REMOTE_CODE_WARNING, ModelSpec,
@@ -90,7 +91,7 @@ def candidates_caption(collection: Collection) -> str:
     if collection.run is not None:
         kind = " (a BM25 run)" if collection.run_is_bm25 else ""
         return f"the top-k of its run file {collection.run_name}{kind}"
-    return "BM25 top-k (bm25s, k1 = 1.2, b = 0.75)"
+    return f"BM25 top-k (bm25s, k1 = {BM25_K1}, b = {BM25_B})"
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

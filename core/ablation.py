@@ -31,6 +31,7 @@ import torch
 
 from core.data import Collection
 from core.errors import InputError
+from core.constants import ENCODED_R2
 from core.store import content_key
 from core.metrics import evaluate, f1
 from core.models import Ranker
@@ -397,7 +398,7 @@ class ShapleyConfig:
             or 0 (``zero``).
     """
 
-    threshold: float = 0.85  # study 1: probe positives R² > 0.85
+    threshold: float = ENCODED_R2  # study 1: probe positives R² > 0.85
     layer: int | None = None
     random_groups: int = 19
     permutations: int = 40

@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 from core.errors import InputError
+from core.constants import ENCODED_R2
 from core.store import content_key
 from core.hooks import hooked
 from core.models import QUERY, Encoded, Ranker
@@ -486,7 +487,8 @@ def part_of(component: str) -> str:
 
 
 def agreement(neurons: pd.DataFrame, column: str, percent: float, probe: pd.DataFrame | None,
-              patch: pd.DataFrame | None, d_model: int, threshold: float = 0.85) -> pd.DataFrame:
+              patch: pd.DataFrame | None, d_model: int, threshold: float = ENCODED_R2
+              ) -> pd.DataFrame:
     """Per layer, what three methods single out (none of the three studies compares them):
 
     - probe neurons: residual dimensions after the block with a non-zero Lasso coefficient

@@ -8,6 +8,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from core.constants import ABSENT_R2, ENCODED_R2
+
 
 def layer_lens_chart(frame: pd.DataFrame) -> alt.Chart:
     """Score lens per layer. ``frame[layer, score, input]``: one line per input version."""
@@ -22,7 +24,8 @@ def layer_lens_chart(frame: pd.DataFrame) -> alt.Chart:
 
 
 # --------------------------------------------------------------------------- probing (study 1)
-THRESHOLDS = pd.DataFrame({"r2": [0.85, 0.1], "label": ["encoded (0.85)", "absent (0.1)"]})
+THRESHOLDS = pd.DataFrame({"r2": [ENCODED_R2, ABSENT_R2],
+                           "label": [f"encoded ({ENCODED_R2})", f"absent ({ABSENT_R2})"]})
 
 
 def r2_curve_chart(frame: pd.DataFrame, title: str | None = None) -> alt.Chart:

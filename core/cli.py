@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from core.constants import (ABSENT_R2, COMPONENTS, ENCODED_R2, KINDS, PATCH_COMPONENTS,
+                            POOLINGS, POSITION_GROUPS, PROMPTS, QUANTIZATIONS)
 from core.errors import InputError, RankScopeError
 
 EXIT_USER_ERROR = 2
@@ -261,12 +263,12 @@ def cmd_probe(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     result.frame[columns].to_csv(out, index=False)
     summary = positives_negatives(result.frame)
-    encoded = summary[summary.max_r2 > 0.85].feature.unique().tolist()
-    absent = summary[summary.max_r2 < 0.1].feature.unique().tolist()
+    encoded = summary[summary.max_r2 > ENCODED_R2].feature.unique().tolist()
+    absent = summary[summary.max_r2 < ABSENT_R2].feature.unique().tolist()
     print(f"probe {result.key}: {len(result.frame)} rows ({result.computed_now} of "
           f"{result.units} layer × pooling units computed now) in {result.seconds:.1f}s → {out}")
-    print(f"encoded (max R² > 0.85): {', '.join(encoded) or 'none'}")
-    print(f"absent (max R² < 0.1): {', '.join(absent) or 'none'}")
+    print(f"encoded (max R² > {ENCODED_R2}): {', '.join(encoded) or 'none'}")
+    print(f"absent (max R² < {ABSENT_R2}): {', '.join(absent) or 'none'}")
     return 0
 
 
@@ -586,10 +588,10 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p, collection=True):
         p.add_argument("--ranker", required=True,
                        help="preset name (see `models`), or a hub id / local folder with --kind")
-        p.add_argument("--quantization", choices=["fp32", "bf16", "4bit-nf4", "8bit"])
+        p.add_argument("--quantization", choices=QUANTIZATIONS)
         custom = p.add_argument_group("a model that is not a preset (--ranker is its hub id "
                                       "or folder)")
-        custom.add_argument("--kind", choices=["cross-encoder", "llm-ranker", "llm-judge"])
+        custom.add_argument("--kind", choices=KINDS)
         custom.add_argument("--adapter", help="peft LoRA adapter folder or hub id, merged in")
         custom.add_argument("--gguf-file", help="GGUF file inside the folder / repository")
         custom.add_argument("--max-length", type=int, default=256, help="tokens per input")
@@ -610,9 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     extract = sub.add_parser("extract", help="extract activations into the store")
     common(extract)
     extract.add_argument("--components", nargs="+", default=["resid"],
-                         choices=["resid", "attn", "mlp"])
+                         choices=COMPONENTS)
     extract.add_argument("--poolings", nargs="+", default=["mean", "max", "last"],
-                         choices=["mean", "max", "last"])
+                         choices=POOLINGS)
     evaluate = sub.add_parser("evaluate", help="nDCG@10 / MRR@10 re-ranking the run (or BM25), "
                                                "vs the first stage")
     common(evaluate)
@@ -662,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
                 action.default = "test"
                 action.help = "queries of this split (default test; '' for all)"
         p.add_argument("--prompt", default="pointwise",
-                       choices=["pointwise", "pairwise"] + (["both"] if name == "patch" else []),
+                       choices=(*PROMPTS, *(["both"] if name == "patch" else [])),
                        help="judges only: pairwise; both = pointwise and pairwise, with RBO")
         p.add_argument("--pairs", type=int, default=6, help="prompt pairs (one per query)")
         p.add_argument("--doc-tokens", type=int, default=48,
@@ -672,11 +674,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--any-direction", action="store_true",
                        help="also keep pairs the model gets wrong (LD_clean < LD_corr)")
         p.add_argument("--components", nargs="+", default=["attn", "mlp", "resid"],
-                       choices=["attn", "mlp", "resid"])
+                       choices=PATCH_COMPONENTS)
         p.add_argument("--groups", nargs="+", default=["document", "query", "instruction", "last"],
-                       choices=["document", "query", "instruction", "last"])
+                       choices=POSITION_GROUPS)
         p.add_argument("--head-groups", nargs="*", default=["last", "query"],
-                       choices=["document", "query", "instruction", "last"],
+                       choices=POSITION_GROUPS,
                        help="position groups at which each head is patched (none: skip heads)")
         p.add_argument("--no-attention-scores", action="store_true",
                        help="skip patching attention weights between query and document")
@@ -728,7 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
             action.default = "test"
     shapley.add_argument("--probe-collection", default=None,
                          help="collection of the stored probe run (default: --collection)")
-    shapley.add_argument("--threshold", type=float, default=0.85, help="probe R² (study: 0.85)")
+    shapley.add_argument("--threshold", type=float, default=ENCODED_R2,
+                         help=f"probe R² (study: {ENCODED_R2})")
     shapley.add_argument("--layer", type=int, default=None,
                          help="block output the probe read, 1-based (default: last)")
     shapley.add_argument("--random-groups", type=int, default=19)
@@ -741,13 +744,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(agree)
     agree.add_argument("--scheme", default="fused", choices=["relevant", "non_relevant", "fused"])
     agree.add_argument("--percent", type=float, default=1.0, help="NIG top-X%% (default 1)")
-    agree.add_argument("--threshold", type=float, default=0.85, help="probe R² for probe neurons")
+    agree.add_argument("--threshold", type=float, default=ENCODED_R2,
+                       help="probe R² for probe neurons")
     agree.add_argument("--out", required=True)
     precisions = sub.add_parser("precisions", help="the same pairs in fp32 / bf16 / 4-bit "
                                 "(/ 8-bit on CUDA): agreement with fp32, nDCG, memory, speed")
     common(precisions)
     precisions.add_argument("--precisions", nargs="+",
-                            choices=["fp32", "bf16", "4bit-nf4", "8bit"],
+                            choices=QUANTIZATIONS,
                             help="default: every precision this machine supports")
     precisions.add_argument("--qrels", default=None, help="score with this TREC qrels file")
     precisions.add_argument("--out", default=None, help="also write the table as CSV")

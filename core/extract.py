@@ -19,14 +19,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.constants import COMPONENTS, POOLINGS  # noqa: F401 - re-exported
 from core.data import Collection
 from core.errors import InputError
 from core.models import PAD, Ranker
 from core.retrieval import candidate_pairs
 from core.store import Store, content_key
 
-POOLINGS = ("mean", "max", "last")
-COMPONENTS = ("resid", "attn", "mlp")
 # Store batches forwarded together, re-batched by length (less padding). A window's pairs are
 # fixed by the configuration, so a resumed run recomputes whole windows and stays bit-identical.
 WINDOW = 8

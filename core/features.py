@@ -52,11 +52,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from core.constants import BM25_B, BM25_K1
 from core.errors import InputError, ModelLoadError
 
 FEATURES_VERSION = 1
-BM25_K1 = 1.2  # Okapi defaults, as the probing study
-BM25_B = 0.75
 JM_LAMBDA = 0.1  # Jelinek–Mercer smoothing weight of the collection model in kl_divergence
 
 STATISTICS = ("sum", "min", "max", "mean", "variance")

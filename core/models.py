@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.errors import ModelLoadError
 from core import hooks as hooks_module
+from core.constants import KINDS, PROMPTS, QUANTIZATIONS  # noqa: F401 - re-exported
+from core.errors import ModelLoadError
 from core.hooks import model_lock
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -43,9 +44,6 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ADAPTER_DIR = REPO_ROOT / "adapters"
-KINDS = ("cross-encoder", "llm-ranker", "llm-judge")
-QUANTIZATIONS = ("fp32", "bf16", "4bit-nf4", "8bit")
-PROMPTS = ("pointwise", "pairwise")
 
 # Position-group codes shared by every analysis (stored as int8 next to each input).
 PAD, INSTRUCTION, QUERY, DOCUMENT, LAST = 0, 1, 2, 3, 4

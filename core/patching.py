@@ -44,13 +44,14 @@ from core.data import Collection
 from core.errors import InputError
 from core.models import DOCUMENT, INSTRUCTION, LAST, QUERY, AttentionState, Ranker
 from core.retrieval import doc_texts, first_stage_run
+from core.constants import PATCH_COMPONENTS, POSITION_GROUPS
 from core.store import content_key
 
 PATCH_VERSION = 3  # 2: correct_only, excluded pairs replaced; 3: a collection's own run gives
 # the negatives (TREC DL's BM25 top-100), not bm25s over its passages
-GROUPS = ("document", "query", "instruction", "last")
+GROUPS = POSITION_GROUPS
 GROUP_CODES = {"instruction": INSTRUCTION, "query": QUERY, "document": DOCUMENT, "last": LAST}
-COMPONENTS = ("attn", "mlp", "resid")
+COMPONENTS = PATCH_COMPONENTS
 TARGETS = (*COMPONENTS, "head", "attn_scores")
 METHODS = ("staged", "loop")
 RESULT_COLUMNS = ["pair", "target", "layer", "group", "head", "value", "ie"]

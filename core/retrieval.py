@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from core.constants import BM25_B, BM25_K1
 from core.data import Collection
 
-BM25_K1 = 1.2  # Okapi defaults (Robertson & Zaragoza 2009), as in the probing study
-BM25_B = 0.75
 DEFAULT_DEPTH = 20  # re-rank BM25 top-20, as the NIG and patching studies do
 
 
