@@ -37,22 +37,19 @@ def store_path(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def smollm2_dir():
-    """The dequantized SmolLM2 folder (tokenizer reused by the tiny Llama configs)."""
-    spec = models.PRESETS["smollm2-ranker"]
-    return models._dequantized_gguf(spec, models.resolve_source(spec))
+def tiny_llama_dir(tmp_path_factory):
+    """A random 2-layer Llama (d=64) with a byte-level BPE tokenizer and a ChatML template
+    trained on the demo collection (no model wheel needed), as safetensors."""
+    from transformers import LlamaConfig, LlamaForCausalLM
 
+    from tokenizers_for_tests import byte_level_tokenizer
 
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory, smollm2_dir):
-    """A random 2-layer Llama (d=64) with SmolLM2's tokenizer and chat template, as safetensors."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    tokenizer = byte_level_tokenizer()
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=True)
+                         max_position_embeddings=512, tie_word_embeddings=True,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
     model = LlamaForCausalLM(config)
     path = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(path)
@@ -62,14 +59,17 @@ def tiny_llama_dir(tmp_path_factory, smollm2_dir):
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory):
-    """A random 2-layer BERT (d=32) with the MiniLM tokenizer, as safetensors."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    """A random 2-layer BERT (d=32) with a WordPiece tokenizer trained on the demo collection
+    (no model wheel needed), as safetensors."""
+    from transformers import BertConfig, BertForSequenceClassification
 
-    spec = models.PRESETS["minilm-cross-encoder"]
-    tokenizer = AutoTokenizer.from_pretrained(models.resolve_source(spec))
+    from tokenizers_for_tests import wordpiece_tokenizer
+
+    tokenizer = wordpiece_tokenizer()
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
-                        num_hidden_layers=2, num_attention_heads=4, num_labels=1)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                        num_hidden_layers=2, num_attention_heads=4, num_labels=1,
+                        pad_token_id=tokenizer.pad_token_id)
     model = BertForSequenceClassification(config)
     path = tmp_path_factory.mktemp("tiny-bert")
     model.save_pretrained(path)
