@@ -122,10 +122,6 @@ def cmd_extract(args) -> int:
     store = _open_store(args)
     try:
         result = extract(ranker, collection, config, store, progress=_progress_bar("extract"))
-    except KeyboardInterrupt:
-        print("stopped: finished batches are saved; run the same command again to resume",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
     finally:
         store.close()
     print(f"run {result.run_key}: {result.n_pairs} pairs in {result.n_batches} batches "
@@ -175,10 +171,6 @@ def cmd_evaluate(args) -> int:
                   f"({result.computed_now} of {result.n_batches} batches computed now)",
                   file=sys.stderr)
             del ranker
-    except KeyboardInterrupt:
-        print("stopped: finished batches are saved; run the same command again to resume",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
     finally:
         if store is not None:
             store.close()
@@ -250,10 +242,6 @@ def cmd_probe(args) -> int:
         result = probe_ranker(ranker, collection, store, config, limit_queries=args.limit,
                               depth=args.depth,
                               progress=lambda stage, done, total: bars[stage](done, total))
-    except KeyboardInterrupt:
-        print("stopped: finished layers are saved; run the same command again to resume",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
     finally:
         store.close()
     for note in result.notes:
@@ -312,10 +300,6 @@ def cmd_patch(args) -> int:
     try:
         for config in configs:
             results[config.prompt] = _patch(args, config, ranker, collection, store)
-    except KeyboardInterrupt:
-        print("stopped: finished pairs are saved; run the same command again to resume",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
     finally:
         store.close()
     tables, per_pair = [], []
@@ -371,10 +355,6 @@ def cmd_knockout(args) -> int:
         bar = _progress_bar("knock-out", "run")
         frame = run_knockout(ranker, collection, result, config, knockout, store,
                              progress=lambda done, total, _: bar(done, total))
-    except KeyboardInterrupt:
-        print("stopped: finished patching pairs are saved; the knock-out restarts when you run "
-              "the same command again", file=sys.stderr)
-        return EXIT_INTERRUPTED
     finally:
         store.close()
     frame.insert(0, "ranker", ranker.spec.name)
@@ -414,10 +394,6 @@ def cmd_attribute(args) -> int:
         result = attribute_collection(ranker, collection, config, args.pairs,
                                       args.split or None, store,
                                       progress=lambda done, total: bar(done, total))
-    except KeyboardInterrupt:
-        print("stopped: finished pairs are in the store; the same command resumes",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
     finally:
         store.close()
     frame, reports, counts = result.frame, result.reports, result.counts
@@ -479,12 +455,8 @@ def cmd_shapley(args) -> int:
         store.close()
     ranker, collection = _load(args)
     bar = _progress_bar("shapley", "group × query")
-    try:
-        per_query, summary = shapley_validation(ranker, collection, probe, config,
-                                                progress=lambda done, total, _: bar(done, total))
-    except KeyboardInterrupt:
-        print("stopped: nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    per_query, summary = shapley_validation(ranker, collection, probe, config,
+                                            progress=lambda done, total, _: bar(done, total))
     _write_table(summary, ranker, collection, out)
     per_query.to_csv(out.with_name(out.stem + "-per-query.csv"), index=False)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -554,12 +526,8 @@ def cmd_ablate(args) -> int:
     sets = {f"top {p}% {args.scheme}": table.iloc[top_set(table[args.scheme].to_numpy(), p)]
             for p in args.percents}
     bar = _progress_bar("ablate", "ranking")
-    try:
-        result = ablate_neuron_sets(ranker, collection, sets, config,
-                                    progress=lambda done, total, _: bar(done, total))
-    except KeyboardInterrupt:
-        print("stopped: nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    result = ablate_neuron_sets(ranker, collection, sets, config,
+                                progress=lambda done, total, _: bar(done, total))
     _write_table(result, ranker, collection, out)
     print(result.drop(columns=["ranker", "collection"]).to_string(
         index=False, float_format=lambda v: f"{v:.4g}"))
@@ -762,6 +730,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What Ctrl-C leaves behind, per command that works in resumable units (others write nothing)
+STOPPED = {
+    "extract": "finished batches are saved; run the same command again to resume",
+    "evaluate": "finished batches are saved; run the same command again to resume",
+    "probe": "finished layers are saved; run the same command again to resume",
+    "patch": "finished pairs are saved; run the same command again to resume",
+    "knockout": "finished patching pairs are saved; the knock-out restarts when you run the "
+                "same command again",
+    "attribute": "finished pairs are saved; run the same command again to resume",
+}
+
 COMMANDS = {"models": cmd_models, "extract": cmd_extract, "evaluate": cmd_evaluate,
             "probe": cmd_probe, "patch": cmd_patch, "knockout": cmd_knockout,
             "attribute": cmd_attribute, "ablate": cmd_ablate, "shapley": cmd_shapley,
@@ -777,6 +756,11 @@ def main(argv: list[str] | None = None) -> int:
     except RankScopeError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C, for every command: say what was kept
+        if "tqdm" in sys.modules:  # end the progress bar's line first, so the message is last
+            from tqdm import tqdm
+
+            for bar in list(getattr(tqdm, "_instances", ())):
+                bar.close()
+        print(f"stopped: {STOPPED.get(args.command, 'nothing was written')}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -158,3 +158,26 @@ def test_sigkill_during_a_probe_sweep_keeps_whole_units_and_resumes_identically(
                                   check_exact=True)
     resumed.close()
     clean.close()
+
+
+def test_ctrl_c_in_the_cli_says_what_was_kept_and_the_same_command_resumes(tmp_path, tiny_bert_dir):
+    import signal
+
+    store = tmp_path / "cli.duckdb"
+    command = [sys.executable, "-m", "core", "extract", "--ranker", str(tiny_bert_dir),
+               "--kind", "cross-encoder", "--limit", "60", "--batch-size", "4",
+               "--store", str(store)]
+    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    seen = ""
+    while "extract:" not in seen and child.poll() is None:  # the progress bar has started
+        seen += child.stderr.read(1)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "stopped: finished batches are saved; run the same command again to resume")
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "from the store" in again.stdout
