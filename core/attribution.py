@@ -439,6 +439,18 @@ def combine(columns: dict[str, np.ndarray], operation: str, percent: float) -> n
     return np.sort(chosen)
 
 
+def neuron_sets(table: pd.DataFrame, scheme: str, percents) -> dict[str, pd.DataFrame]:
+    """The top-X % neurons of ``scheme`` for each X, as ``"top X% scheme" -> rows of table``
+    (the knock-out's input: ``path``, ``unit`` and the scheme columns)."""
+    if scheme not in table:
+        raise InputError(f"the attribution table has no {scheme!r} column; schemes: "
+                         f"{', '.join(c for c in (*LABELS, 'fused') if c in table)}")
+    if not len(percents):
+        raise InputError("pick at least one top X %")
+    values = table[scheme].to_numpy()
+    return {f"top {p}% {scheme}": table.iloc[top_set(values, p)] for p in sorted(percents)}
+
+
 def intersection_curve(a: np.ndarray, b: np.ndarray, percents=None) -> pd.DataFrame:
     """|top-X%(a) ∩ top-X%(b)| / |top-X%| in percent, over X (the study's curves)."""
     percents = percents if percents is not None else np.geomspace(0.01, 10, 13)

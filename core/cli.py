@@ -504,7 +504,7 @@ def cmd_ablate(args) -> int:
     import pandas as pd
 
     from core.ablation import NeuronAblationConfig, ablate_neuron_sets
-    from core.attribution import top_set
+    from core.attribution import neuron_sets
 
     out = _out_file(args.out, "ablate.csv")
     source = Path(args.attribution)
@@ -523,8 +523,7 @@ def cmd_ablate(args) -> int:
                                   depth=args.depth, split=args.split or None)
     config.validate()
     ranker, collection = _load(args)
-    sets = {f"top {p}% {args.scheme}": table.iloc[top_set(table[args.scheme].to_numpy(), p)]
-            for p in args.percents}
+    sets = neuron_sets(table, args.scheme, args.percents)
     bar = _progress_bar("ablate", "ranking")
     result = ablate_neuron_sets(ranker, collection, sets, config,
                                 progress=lambda done, total, _: bar(done, total))

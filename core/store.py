@@ -622,6 +622,22 @@ class StoreLockedError(StoreError):
     """Another process holds the store file."""
 
 
+def import_side_files(store: "Store", paths: list[Path]) -> list[tuple[Path, dict | str]]:
+    """Import each CLI side file into ``store`` and delete it once its runs are in; returns
+    (path, counts of what was imported) or (path, the reason it could not be, kept for later)."""
+    done = []
+    for path in paths:
+        try:
+            counts = store.import_file(path)
+        except StoreError as error:
+            done.append((path, str(error)))
+            continue
+        path.unlink(missing_ok=True)  # its runs now live in the main store
+        path.with_name(path.name + ".wal").unlink(missing_ok=True)
+        done.append((path, counts))
+    return done
+
+
 def side_files(path: str | Path = DEFAULT_PATH) -> list[Path]:
     """Store files written by CLI jobs that found the main store locked."""
     path = Path(path)

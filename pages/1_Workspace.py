@@ -9,6 +9,7 @@ from core.errors import RankScopeError
 from core.extract import COMPONENTS, POOLINGS, ExtractionConfig, extract, extraction_key
 from core.precision import compare_precisions, supported_precisions
 from core.retrieval import candidate_pairs
+from core.store import import_side_files
 
 ui.page_setup("Workspace", "🧰")
 ranker_name, source = ui.sidebar()
@@ -139,15 +140,12 @@ pending = ui.pending_side_files()
 if pending:
     st.info(f"{len(pending)} result file(s) written by CLI jobs are waiting to be imported.")
     if st.button("Import CLI results"):
-        for path in pending:
-            try:
-                counts = store.import_file(path)
-                path.unlink(missing_ok=True)  # its runs now live in the main store
-                path.with_name(path.name + ".wal").unlink(missing_ok=True)
-                found = ", ".join(f"{what}: {n}" for what, n in counts.items() if n)
+        for path, outcome in import_side_files(store, pending):
+            if isinstance(outcome, str):
+                st.error(outcome)
+            else:
+                found = ", ".join(f"{what}: {n}" for what, n in outcome.items() if n)
                 st.success(f"Imported from {path.name} — {found or 'nothing new'}")
-            except RankScopeError as error:
-                st.error(str(error))
 runs = store.runs()
 if runs.empty:
     st.caption("Nothing yet: run an extraction above or `python -m core extract …`.")

@@ -8,7 +8,7 @@ import ui
 from core.ablation import (NEURON_MODES, NeuronAblationConfig, ShapleyConfig,
                            ablate_neuron_sets, shapley_validation)
 from core.attribution import (LABELS, TOP_PERCENTS, agreement_correlation, load_attribution,
-                              stored_agreement, top_set)
+                              neuron_sets, stored_agreement)
 from core.charts import (ablation_chart, agreement_chart, random_distribution_chart,
                          shapley_chart)
 from core.errors import RankScopeError
@@ -32,14 +32,17 @@ tabs = st.tabs(["Neuron sets", "Shapley check", "Agreement"])
 
 with tabs[0]:
     saved = st.session_state.get("neuron_set")
-    sources = (["the set built on the Attribution page"] if saved else []) + [
-        f"{r.ranker} · {r.collection} · {r.attr_key}" for r in runs.itertuples()]
+    labels = {r.attr_key: f"{r.ranker} · {r.collection} · {r.attr_key}"
+              for r in runs.itertuples()}
+    if saved:
+        labels = {"saved": "the set built on the Attribution page", **labels}
+    sources = list(labels)  # store keys (or "saved"); the select box shows their labels
     if not sources:
         st.info("Run an attribution first (Attribution page or `python -m core attribute`).")
     else:
         with st.form("ablate"):
             c1, c2 = st.columns([2, 1])
-            origin = c1.selectbox("Neuron sets from", sources)
+            origin = c1.selectbox("Neuron sets from", sources, format_func=labels.get)
             scheme = c2.selectbox("Scheme", [*LABELS, "fused"], index=2,
                                   help="For a stored run: whose top X % to knock out.")
             c3, c4, c5, c6, c7 = st.columns(5)
@@ -54,18 +57,13 @@ with tabs[0]:
             run = st.form_submit_button("Run knock-out", type="primary")
         if run:
             try:
-                if origin.startswith("the set"):
+                if origin == "saved":
                     ranker_used = saved["ranker"]
                     sets = {saved["name"]: saved["frame"]}
                 else:
-                    key = origin.rsplit(" · ", 1)[1]
-                    result = load_attribution(store, key)
+                    result = load_attribution(store, origin)
                     ranker_used = result.counts["ranker"]
-                    if not percents:
-                        raise RankScopeError("pick at least one top X %")
-                    values = result.frame[scheme].to_numpy()
-                    sets = {f"top {p}% {scheme}": result.frame.iloc[top_set(values, p)]
-                            for p in sorted(percents)}
+                    sets = neuron_sets(result.frame, scheme, percents)
                 config = NeuronAblationConfig(mode=mode, draws=int(draws), queries=int(queries))
                 config.validate()
             except RankScopeError as error:
