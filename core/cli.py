@@ -224,6 +224,28 @@ def cmd_precisions(args) -> int:
     return 0
 
 
+def cmd_saliency(args) -> int:
+    """Each token's contribution to one pair's score (integrated gradients on the embeddings)."""
+    from core.data import check_user_text
+    from core.saliency import saliency
+
+    check_user_text("query", args.query)
+    check_user_text("document", args.document)
+    out = _out_file(args.out, "saliency.csv")
+    ranker, _ = _load(args)
+    result = saliency(ranker, args.query, args.document, steps=args.steps, rule=args.rule,
+                      prompt=args.prompt)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.tokens.to_csv(out, index=False)
+    shown = result.tokens.reindex(result.tokens.attribution.abs()
+                                  .sort_values(ascending=False).index).head(args.top)
+    print(f"score {result.score:.4f}, [PAD] baseline {result.baseline_score:.4f}; "
+          f"completeness gap {result.completeness_gap:.2%} ({args.steps} steps, {args.rule})")
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
+    print(f"→ {out}")
+    return 0
+
+
 def cmd_probe(args) -> int:
     """Probe every layer for IR features; write the tidy table to --out (CSV)."""
     from core.features import FEATURES
@@ -722,6 +744,16 @@ def build_parser() -> argparse.ArgumentParser:
                             help="default: every precision this machine supports")
     precisions.add_argument("--qrels", default=None, help="score with this TREC qrels file")
     precisions.add_argument("--out", default=None, help="also write the table as CSV")
+    salient = sub.add_parser("saliency", help="each token's contribution to one pair's score "
+                                              "(integrated gradients from the [PAD] baseline)")
+    common(salient, collection=False)
+    salient.add_argument("--query", required=True)
+    salient.add_argument("--document", required=True)
+    salient.add_argument("--steps", type=int, default=50, help="Riemann steps (default 50)")
+    salient.add_argument("--rule", default="trapezoid", choices=["trapezoid", "left"])
+    salient.add_argument("--prompt", default="pointwise", choices=PROMPTS)
+    salient.add_argument("--top", type=int, default=15, help="tokens printed (all go to --out)")
+    salient.add_argument("--out", required=True, help="CSV: token, position, group, attribution")
     score = sub.add_parser("score", help="score one query-document pair")
     common(score, collection=False)
     score.add_argument("--query", required=True)
@@ -743,7 +775,7 @@ STOPPED = {
 COMMANDS = {"models": cmd_models, "extract": cmd_extract, "evaluate": cmd_evaluate,
             "probe": cmd_probe, "patch": cmd_patch, "knockout": cmd_knockout,
             "attribute": cmd_attribute, "ablate": cmd_ablate, "shapley": cmd_shapley,
-            "agreement": cmd_agreement, "precisions": cmd_precisions,
+            "agreement": cmd_agreement, "precisions": cmd_precisions, "saliency": cmd_saliency,
             "score": cmd_score}
 
 
