@@ -289,6 +289,27 @@ def coloured_tokens(tokens: list[tuple[str, str]]) -> str:
     return f'<div style="line-height:1.9">{"".join(spans)}</div><div>{legend}</div>'
 
 
+def saliency_tokens(frame) -> str:
+    """HTML for tokens shaded by their attribution: green raises the score, red lowers it
+    (opacity ∝ |attribution| / the largest one); hover for the value and group."""
+    import html
+
+    scale = float(frame.attribution.abs().max()) or 1.0
+    spans = []
+    for row in frame.itertuples(index=False):
+        strength = min(1.0, abs(row.attribution) / scale)
+        colour = "44,160,44" if row.attribution >= 0 else "214,39,40"
+        shown = html.escape(str(row.token)).replace("\n", "↵<br>") or "·"
+        spans.append(f'<span title="{row.group}: {row.attribution:+.4f}" '
+                     f'style="background:rgba({colour},{0.08 + 0.82 * strength:.2f});'
+                     f'padding:1px 2px;margin:1px;border-radius:3px;display:inline-block">'
+                     f'{shown}</span>')
+    legend = ('<span style="background:rgba(44,160,44,.7);padding:1px 6px;border-radius:3px">'
+              'raises the score</span> <span style="background:rgba(214,39,40,.7);'
+              'padding:1px 6px;border-radius:3px">lowers it</span>')
+    return f'<div style="line-height:1.9">{"".join(spans)}</div><div>{legend}</div>'
+
+
 def chart_with_exports(chart, frame, name: str, stretch: bool = True) -> None:
     """Draw an Altair chart with PNG / SVG / CSV downloads (images rendered on click, offline).
 

@@ -41,6 +41,21 @@ def test_playground_scores_each_embedded_ranker_and_reacts_to_edits(ranker):
     spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
     assert "Where the score forms" in json.dumps(spec)
     assert first > second  # an answering passage scores above an off-topic one
+    # token saliency of the edited pair: shaded tokens, complete up to a small gap
+    shaded = next(m.value for m in at.main.markdown if "lowers it" in m.value)
+    assert "kyoto" in shaded.lower() and 'title="document: ' in shaded
+    caption = next(c.value for c in at.caption if "Completeness gap" in c.value)
+    gap = float(caption.split("Completeness gap ")[1].split("%")[0])
+    top = at.dataframe[0].value
+    assert set(top.group) <= {"query", "document"} and len(top) == 12
+    totals = at.dataframe[1].value.set_index("group").total
+    change = second - float(caption.split(" → ")[0].split()[-1])
+    # (the caption rounds scores to 3 decimals and the gap to 0.01 %)
+    assert abs(totals.sum() - change) == pytest.approx(gap / 100 * abs(change), rel=2e-3, abs=0.01)
+    if ranker.startswith("minilm"):  # the encoder's path is smooth: IG is complete
+        assert gap < 2.0 and not at.warning
+    else:  # a decoder's bends: the page says so
+        assert gap < 10.0 or "miss" in at.warning[0].value
 
 
 def test_trec_dl_is_offered_and_the_workspace_says_what_it_re_ranks():
