@@ -95,3 +95,26 @@ def candidate_pairs(collection: Collection, depth: int = DEFAULT_DEPTH,
                               dtype=np.int64),
         "bm25_rank": run["rank"].to_numpy(),
     })
+
+
+def rank_candidates(ranker, pairs: pd.DataFrame, batch_size: int = 16) -> pd.DataFrame:
+    """One query's candidates (``candidate_pairs`` rows) re-ranked by ``ranker``: adds
+    ``score``, ``rank`` (1 = best) and ``rank_change`` (first-stage rank − ranker's rank:
+    positive = moved up), sorted by the ranker's rank."""
+    if pairs.qid.nunique() != 1:
+        raise ValueError("rank_candidates takes the candidates of one query")
+    order = np.argsort([len(d) for d in pairs.document], kind="stable")  # similar lengths
+    scores = np.empty(len(pairs))
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        scores[index] = ranker.score(pairs["query"].iloc[index].tolist(),
+                                     pairs["document"].iloc[index].tolist(), batch_size=batch_size)
+    ranked = pairs.assign(score=scores)
+    ranked["rank"] = ranked.score.rank(ascending=False, method="first").astype(int)
+    ranked["rank_change"] = ranked.bm25_rank - ranked["rank"]
+    return ranked.sort_values("rank").reset_index(drop=True)
+
+
+def rank_among(score: float, others: np.ndarray) -> int:
+    """The rank (1 = best) a document with ``score`` takes among ``others`` (the rest)."""
+    return int(1 + np.sum(np.asarray(others) > score))

@@ -8,24 +8,74 @@ import ui
 from core.charts import layer_lens_chart
 from core.data import check_user_text
 from core.errors import RankScopeError
+from core.perturbations import AXIOMS, perturb, query_terms, verdict
 from core.saliency import saliency
 
 ui.page_setup("Playground", "🎛️")
-ranker_name, _ = ui.sidebar()
+ranker_name, source = ui.sidebar()
 st.title("Playground")
-st.caption("Type a query and a document. The score updates as you edit; the saliency shows "
-           "which words raise or lower it, and the coloured tokens what the ranker reads as "
-           "query, document, instruction and output position.")
+st.caption("Pick a query of the collection to see where the ranker puts each candidate, load one "
+           "into the editor, and edit it: the score and its rank update as you type; the "
+           "saliency shows which words raise or lower the score, the axiom edits what one "
+           "controlled change does.")
 
 ranker = ui.ranker_or_error(ranker_name)
 if ranker is None:
     st.stop()
+collection = ui.collection_or_error(source)
 
-query = st.text_input("Query", value="what are the symptoms of influenza", max_chars=2000)
-document = st.text_area(
-    "Document", height=140, max_chars=20000,
-    value="The first signs of influenza are usually a high fever and aching joints. Patients "
-          "often report a dry cough, followed a few days later by severe fatigue.")
+st.session_state.setdefault("pg_query", "what are the symptoms of influenza")
+st.session_state.setdefault(
+    "pg_document", "The first signs of influenza are usually a high fever and aching joints. "
+                   "Patients often report a dry cough, followed a few days later by severe "
+                   "fatigue.")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _ranked(key: str, name: str, source: str, qid: str, depth: int) -> pd.DataFrame:
+    from core.retrieval import candidate_pairs, rank_candidates
+
+    pairs = candidate_pairs(ui.get_collection(source), depth, qids=[qid])
+    return rank_candidates(ui.get_ranker(name), pairs)
+
+
+def _load(row) -> None:  # a button callback: runs before the editor's widgets exist
+    st.session_state["pg_query"] = row["query"]
+    st.session_state["pg_document"] = row["document"]
+    st.session_state["pg_loaded"] = (row["qid"], row["docno"])
+
+
+ranked = None
+if collection is not None:
+    with st.expander("Rank view: a query of the collection and its candidates",
+                     expanded=st.session_state.get("pg_qid") is not None):
+        c1, c2 = st.columns([4, 1])
+        texts = dict(zip(collection.queries.qid, collection.queries.text))
+        qid = c1.selectbox("Query", [None, *texts], key="pg_qid",
+                           format_func=lambda q: "— type your own below —" if q is None
+                           else f"{q}: {texts[q][:90]}")
+        depth = c2.number_input(f"{collection.candidates_label} top-k", min_value=2,
+                                max_value=100, value=20, key="pg_depth")
+        if qid is not None:
+            with st.spinner(f"Scoring {depth} candidates …"):
+                ranked = _ranked(ranker.spec.key() + ranker_name, ranker_name, source, qid,
+                                 int(depth))
+            shown = pd.DataFrame({
+                "rank": ranked["rank"], f"{collection.candidates_label} rank": ranked.bm25_rank,
+                "change": [f"▲ {c}" if c > 0 else f"▼ {-c}" if c < 0 else "=" for c in
+                           ranked.rank_change],
+                "grade": ranked.relevance, "score": ranked.score.round(3),
+                "document": ranked.document.str.slice(0, 110)})
+            st.dataframe(shown, hide_index=True, width="stretch", height=260)
+            l1, l2 = st.columns([4, 1])
+            pick = l1.selectbox("Document", range(len(ranked)), key="pg_pick",
+                                format_func=lambda i: f"rank {i + 1} (grade "
+                                f"{ranked.relevance.iloc[i]}): {ranked.document.iloc[i][:80]}")
+            l2.button("Load into the editor", on_click=_load, args=(ranked.iloc[int(pick)],),
+                      type="primary")
+
+query = st.text_input("Query", max_chars=2000, key="pg_query")
+document = st.text_area("Document", height=140, max_chars=20000, key="pg_document")
 if not query.strip() or not document.strip():
     st.error("Both the query and the document need some text.")
     st.stop()
@@ -46,9 +96,22 @@ except RankScopeError as error:
 
 previous = st.session_state.get("playground_previous")
 label = "LD = logit(yes) − logit(no)" if ranker.kind == "llm-judge" else "relevance score"
-st.metric(f"Score ({label})", f"{score:.3f}",
+m1, m2 = st.columns(2)
+m1.metric(f"Score ({label})", f"{score:.3f}",
           delta=None if previous is None or previous == score else f"{score - previous:+.3f}")
 st.session_state["playground_previous"] = score
+others = None
+if ranked is not None and query == ranked["query"].iloc[0]:
+    from core.retrieval import rank_among
+
+    loaded = st.session_state.get("pg_loaded")
+    loaded_docno = loaded[1] if loaded and loaded[0] == ranked.qid.iloc[0] else None
+    others = ranked[ranked.docno != loaded_docno].score.to_numpy()
+    rank = rank_among(score, others)
+    was = ranked[ranked.docno == loaded_docno]["rank"]
+    m2.metric(f"Rank among the {len(others) + 1} candidates", rank,
+              delta=None if was.empty or int(was.iloc[0]) == rank
+              else f"{int(was.iloc[0]) - rank:+d} places", delta_color="normal")
 frames = [pd.DataFrame({"layer": range(1, len(lens) + 1), "score": lens, "input": "now"})]
 before = st.session_state.get("playground_lens")
 if before is not None and before[0] == ranker_name and not (before[1] == lens).all():
@@ -78,26 +141,63 @@ try:
         frame, at_input, at_base, gap = _saliency(ranker.spec.key() + ranker_name, ranker_name,
                                                   query, document, int(steps))
 except RankScopeError as error:
+    frame = None
     st.info(f"Token saliency is not available for this ranker: {error}")
-    st.stop()
-st.markdown(ui.saliency_tokens(frame), unsafe_allow_html=True)
-if gap > 0.10:
-    st.warning(f"These attributions miss {gap:.0%} of the score change: the path from the [PAD] "
-               "baseline bends sharply in this model (decoders with RMS normalisation do), so "
-               "the sum converges slowly. Raise the integration steps for a closer account, and "
-               "read the signs of the largest tokens rather than exact shares.")
-st.caption(f"Integrated gradients on the input embeddings from the [PAD] baseline (every "
-           f"text token's embedding replaced by [PAD]'s; the attribution study's): each "
-           f"token's share of the score change {at_base:.3f} → {at_input:.3f}. Completeness "
-           f"gap {gap:.2%} (the attributions sum to the change up to it). Headless: "
-           "`python -m core saliency --ranker NAME --query … --document … --out FILE.csv`.")
-left, right = st.columns(2)
-text = frame[frame.group.isin(["query", "document"])]
-left.markdown("**Largest contributions**")
-left.dataframe(text.reindex(text.attribution.abs().sort_values(ascending=False).index)
-               .head(12)[["token", "group", "attribution"]], hide_index=True, width="stretch",
-               column_config={"attribution": st.column_config.NumberColumn(format="%+.4f")})
-right.markdown("**By position group**")
-right.dataframe(frame.groupby("group", sort=False)["attribution"].sum().reset_index()
-                .rename(columns={"attribution": "total"}), hide_index=True, width="stretch",
-                column_config={"total": st.column_config.NumberColumn(format="%+.4f")})
+if frame is not None:
+    st.markdown(ui.saliency_tokens(frame), unsafe_allow_html=True)
+    if gap > 0.10:
+        st.warning(f"These attributions miss {gap:.0%} of the score change: the path from the [PAD] "
+                   "baseline bends sharply in this model (decoders with RMS normalisation do), so "
+                   "the sum converges slowly. Raise the integration steps for a closer account, and "
+                   "read the signs of the largest tokens rather than exact shares.")
+    st.caption(f"Integrated gradients on the input embeddings from the [PAD] baseline (every "
+               f"text token's embedding replaced by [PAD]'s; the attribution study's): each "
+               f"token's share of the score change {at_base:.3f} → {at_input:.3f}. Completeness "
+               f"gap {gap:.2%} (the attributions sum to the change up to it). Headless: "
+               "`python -m core saliency --ranker NAME --query … --document … --out FILE.csv`.")
+    left, right = st.columns(2)
+    text = frame[frame.group.isin(["query", "document"])]
+    left.markdown("**Largest contributions**")
+    left.dataframe(text.reindex(text.attribution.abs().sort_values(ascending=False).index)
+                   .head(12)[["token", "group", "attribution"]], hide_index=True, width="stretch",
+                   column_config={"attribution": st.column_config.NumberColumn(format="%+.4f")})
+    right.markdown("**By position group**")
+    right.dataframe(frame.groupby("group", sort=False)["attribution"].sum().reset_index()
+                    .rename(columns={"attribution": "total"}), hide_index=True, width="stretch",
+                    column_config={"total": st.column_config.NumberColumn(format="%+.4f")})
+
+st.subheader("What one controlled edit does (IR axioms)")
+st.caption("Each edit changes one thing the retrieval axioms (Fang, Tao & Zhai 2004, 2006) "
+           "make a claim about; the table says whether this ranker moved the way the axiom "
+           "expects." + (" Δrank is among the rank view's candidates." if others is not None
+                         else " Pick a query in the rank view to see Δrank too."))
+s1, s2 = st.columns([1, 3])
+terms = query_terms(query)
+AUTO = "the document's most frequent"
+term = s1.selectbox("Query term", [AUTO, *terms], key="pg_term",
+                    help="The term TFC1, TFC1− and STMC1 edit.")
+synonym = s2.text_input("Synonym for STMC1", key="pg_synonym",
+                        placeholder="a word with the same meaning as the chosen term")
+if st.button("Try the axiom edits"):
+    rows, control = [], None
+    for axiom in AXIOMS:
+        try:
+            edit = perturb(axiom.code, query, document, synonym=synonym,
+                           term=None if term == AUTO or axiom.code == "PROX" else term)
+        except RankScopeError as error:
+            rows.append({"axiom": axiom.code, "edit": axiom.edit, "expects": axiom.expects,
+                         "Δscore": None, "rank": None, "as expected": f"n/a: {error}"})
+            continue
+        new = float(ranker.score([query], [edit.document])[0])
+        delta = new - score
+        if axiom.code == "TFC1−":
+            control = delta
+        ok = verdict(axiom, delta, control)
+        rows.append({"axiom": axiom.code, "edit": edit.detail, "expects": axiom.expects,
+                     "Δscore": round(delta, 4),
+                     "rank": None if others is None else rank_among(new, others),
+                     "as expected": "—" if ok is None else "yes" if ok else "no"})
+    st.session_state["pg_axioms"] = (query, document, ranker_name, pd.DataFrame(rows))
+saved = st.session_state.get("pg_axioms")
+if saved and saved[:3] == (query, document, ranker_name):
+    st.dataframe(saved[3], hide_index=True, width="stretch")

@@ -326,3 +326,34 @@ def test_ablation_page_without_results_says_what_to_run_first(app_store):
     assert not at.exception and not at.error
     infos = " ".join(i.value for i in at.info)
     assert "Run an attribution first" in infos and "Run a probe first" in infos
+
+
+def test_playground_rank_view_load_edit_and_axiom_edits(demo):
+    at = page("pages/2_Playground.py").run()
+    qid = demo.qids("test")[0]
+    at.selectbox(key="pg_qid").set_value(qid).run()
+    assert not at.exception and not at.error
+    ranked = next(d.value for d in at.dataframe if "change" in d.value.columns)
+    assert len(ranked) == 20 and ranked["rank"].tolist() == list(range(1, 21))
+    assert sorted(ranked["BM25 rank"]) == list(range(1, 21))
+    # load the ranker's top document into the editor: it keeps rank 1
+    at.selectbox(key="pg_pick").set_value(0).run()
+    next(b for b in at.button if b.label == "Load into the editor").click().run()
+    assert at.text_input(key="pg_query").value == demo.queries.set_index("qid").text[qid]
+    rank = next(m for m in at.metric if m.label.startswith("Rank among the 20"))
+    assert rank.value == "1"
+    # an off-topic rewrite falls down the list, and the metric says by how much
+    at.text_area(key="pg_document").set_value(
+        "The committee meets on the second Tuesday of every month in the town hall.").run()
+    rank = next(m for m in at.metric if m.label.startswith("Rank among the 20"))
+    assert int(rank.value) > 1 and rank.delta.startswith("-")
+    # the axiom edits: one row per axiom, Δscore and the new rank among the same candidates
+    at.text_area(key="pg_document").set_value(ranked.document.iloc[0]).run()
+    next(b for b in at.button if b.label == "Try the axiom edits").click().run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "as expected" in d.value.columns)
+    assert table.axiom.tolist() == ["TFC1", "TFC1−", "LNC1", "LNC2", "STMC1", "PROX"]
+    stmc1 = table.set_index("axiom").loc["STMC1"]
+    assert stmc1["as expected"].startswith("n/a: type a synonym")
+    scored = table.dropna(subset=["Δscore"])
+    assert len(scored) >= 3 and scored["rank"].between(1, 20).all()
