@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
 
 from core.constants import BM25_B, BM25_K1
 from core.data import Collection, available_collections, load_collection, save_upload
@@ -99,6 +100,24 @@ def get_collection(source: str) -> Collection:
     return load_collection(source)
 
 
+PAGES = [  # (script, title, favicon, what it answers): Home's cards and the sidebar navigation
+    ("pages/2_Playground.py", "Playground", "🎛️",
+     "Type a query and a document: the score, where in the layers it forms, and which words "
+     "raise or lower it."),
+    ("pages/1_Workspace.py", "Workspace", "🧰",
+     "The ranker's card, the collection, activation extraction (stop and resume), and what "
+     "4-bit or bf16 costs this ranker."),
+    ("pages/3_Probing.py", "Probing", "📈",
+     "Which IR features (BM25, TF·IDF, coverage …) each layer encodes: R² curves per layer."),
+    ("pages/4_Patching.py", "Patching", "🩹",
+     "Where relevance flows: indirect effect per layer × token position, heads, knock-outs."),
+    ("pages/5_Attribution.py", "Attribution", "🧬",
+     "Which neurons carry the score: conductance of every linear layer, top-X % sets."),
+    ("pages/6_Ablation.py", "Ablation", "✂️",
+     "Knock neuron sets out while re-ranking: nDCG@10 against random sets, Shapley checks."),
+]
+
+
 def page_setup(title: str, icon: str = "🔎") -> None:
     st.set_page_config(page_title=f"RankScope · {title}", page_icon=icon, layout="wide")
 
@@ -106,6 +125,16 @@ def page_setup(title: str, icon: str = "🔎") -> None:
 def sidebar() -> tuple[str, str]:
     """Shared workspace choice: (ranker name, collection source)."""
     with st.sidebar:
+        # RankScope's own navigation (Streamlit's is off in .streamlit/config.toml): the first
+        # entry reads "Home" on every page; no icons (a machine without an emoji font would
+        # draw empty boxes)
+        try:
+            st.page_link("app.py", label="Home")
+            for script, title, _, _ in PAGES:
+                st.page_link(script, label=title)
+            st.divider()
+        except StreamlitPageNotFoundError:  # a page script run as the entry point (AppTest of
+            pass  # one page): there is no app to navigate; `streamlit run app.py` always has
         st.markdown("### Workspace")
         names = ranker_names()
         default = st.session_state.get("ranker", EMBEDDED[0])

@@ -79,8 +79,12 @@ def test_playground_in_a_real_browser(server, tmp_path):
         page.locator('[data-testid="stVegaLiteChart"] svg.marks').first.wait_for(timeout=60_000)
         second = float(metric.inner_text())
         screenshot(page, tmp_path, "playground.png")
+        # opened by its URL, the page still shows RankScope's navigation, Home first
+        links = page.locator('[data-testid="stSidebar"] a').all_inner_texts()
         browser.close()
     assert first != second and first > second
+    assert [t.strip() for t in links[:7]] == ["Home", "Playground", "Workspace", "Probing",
+                                              "Patching", "Attribution", "Ablation"]
 
 
 def test_patching_page_in_a_real_browser(server, tmp_path):
