@@ -627,6 +627,60 @@ def _tokens(ranker: Ranker, enc) -> list[list]:
 
 
 # --------------------------------------------------------------------------- summaries (tidy)
+def edit_effects(ranker: Ranker, query: str, original: str, edited: str,
+                 prompt: str = "pointwise") -> tuple[pd.DataFrame, dict]:
+    """Where an edit acts: activation patching between a document and its edited version.
+
+    Both directions, one (component, layer, position group) at a time with the staged sweep:
+    ``edited→original`` patches the edited run's activation into the original's run, IE =
+    (patched − s(original)) / (s(edited) − s(original)) — how much of the edit's effect that one
+    activation carries; ``original→edited`` patches the original's into the edited run, IE =
+    (patched − s(edited)) / (s(original) − s(edited)) — how much of it is undone there.
+
+    Returns ``(frame [direction, target, layer, group, head, value, ie], info)``, rows shaped
+    as :func:`mean_effects` reads them, ``info`` the two scores and the token count.
+
+    Raises:
+        InputError: the two documents do not align token for token (patching needs the same
+            positions), or the edit does not change the score (nothing to localise).
+    """
+    from core.data import check_user_text
+
+    for what, text in (("query", query), ("document", original), ("edited document", edited)):
+        check_user_text(what, text)
+    if original.strip() == edited.strip():
+        raise InputError("the edited document is the original: edit it first")
+    lengths = (ranker.count_tokens(original), ranker.count_tokens(edited))
+    if lengths[0] != lengths[1]:
+        raise InputError(
+            f"the edit changes the document's length from {lengths[0]} to {lengths[1]} tokens, "
+            "so no position of one run matches a position of the other; patching needs "
+            "aligned positions — replace words by words of the same token length (a synonym, "
+            "a name) to see where an edit acts")
+    config = PatchConfig(prompt=prompt, components=PATCH_COMPONENTS, head_groups=(),
+                         attention_scores=False, doc_tokens=ranker.spec.max_length,
+                         min_gap=0.0, correct_only=False)
+    frames, info = [], {"tokens": lengths[0]}
+    for direction, clean, corrupted in (("edited→original", edited, original),
+                                        ("original→edited", original, edited)):
+        enc, reason, _ = encode_pair(ranker, query, clean, corrupted, config)
+        if enc is None:
+            raise InputError(f"the two documents cannot be patched into each other: {reason}")
+        prepared = prepare_pair(ranker, enc)
+        if abs(prepared.gap) < 1e-6:
+            raise InputError("the edit does not change the score: there is no effect to locate")
+        info[direction] = (prepared.ld_corr, prepared.ld_clean)
+        patches = plan_patches(ranker, prepared, config)
+        values = patch_pair(ranker, prepared, patches)
+        frames.append(pd.DataFrame({
+            "direction": direction, "target": [q.target for q in patches],
+            "layer": [q.layer + 1 for q in patches], "group": [q.group for q in patches],
+            "head": [q.head for q in patches], "value": values,
+            "ie": (values - prepared.ld_corr) / prepared.gap}))
+    info["score_original"], info["score_edited"] = info["edited→original"]
+    return pd.concat(frames, ignore_index=True), info
+
+
 def mean_effects(results: pd.DataFrame) -> pd.DataFrame:
     """Mean / sd / count of IE per (target, layer, group, head) over the pairs kept."""
     data = results[results.target != "interaction"]

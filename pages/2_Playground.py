@@ -5,9 +5,10 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.charts import layer_lens_chart
 from core.data import check_user_text
 from core.errors import RankScopeError
+from core.charts import ie_heatmap, layer_lens_chart
+from core.patching import edit_effects, mean_effects
 from core.perturbations import AXIOMS, perturb, query_terms, verdict
 from core.saliency import saliency
 
@@ -39,10 +40,18 @@ def _ranked(key: str, name: str, source: str, qid: str, depth: int) -> pd.DataFr
     return rank_candidates(ui.get_ranker(name), pairs)
 
 
+st.session_state.setdefault("pg_original", st.session_state["pg_document"])
+
+
 def _load(row) -> None:  # a button callback: runs before the editor's widgets exist
     st.session_state["pg_query"] = row["query"]
     st.session_state["pg_document"] = row["document"]
+    st.session_state["pg_original"] = row["document"]  # what "Where did the edit act?" compares
     st.session_state["pg_loaded"] = (row["qid"], row["docno"])
+
+
+def _keep_as_original() -> None:
+    st.session_state["pg_original"] = st.session_state["pg_document"]
 
 
 ranked = None
@@ -201,3 +210,41 @@ if st.button("Try the axiom edits"):
 saved = st.session_state.get("pg_axioms")
 if saved and saved[:3] == (query, document, ranker_name):
     st.dataframe(saved[3], hide_index=True, width="stretch")
+
+st.subheader("Where did the edit act?")
+original = st.session_state["pg_original"]
+st.caption("Activation patching between the original document (the one loaded from the rank "
+           "view, or kept with the button) and your edited text: each activation of the edited "
+           "run patched into the original's run, one layer × position group at a time, and "
+           "back. IE 1 = that activation alone carries the edit's whole effect on the score.")
+o1, o2 = st.columns([3, 1])
+o1.markdown(f"**Original:** {original[:300]}{'…' if len(original) > 300 else ''}")
+o2.button("Keep the current text as the original", on_click=_keep_as_original)
+if document.strip() == original.strip():
+    st.info("Edit the document above to locate the edit — keep its length in tokens (swap a "
+            "word for a synonym, a name for a name) so that the two runs' positions align.")
+elif st.button("Locate the edit", type="primary"):
+    try:
+        with st.spinner("Patching every layer × position group, both ways …"):
+            effects, info = edit_effects(ranker, query, original, document)
+    except RankScopeError as error:
+        st.error(str(error))
+    else:
+        st.session_state["pg_edit_effects"] = ((query, original, document, ranker_name),
+                                               effects, info)
+located = st.session_state.get("pg_edit_effects")
+if located and located[0] == (query, original, document, ranker_name):
+    _, effects, info = located
+    st.caption(f"Score {info['score_original']:.3f} (original) → {info['score_edited']:.3f} "
+               f"(edited), {info['tokens']} document tokens aligned.")
+    names = {"attn": "Attention output", "mlp": "MLP output", "resid": "Residual stream"}
+    for target in ("resid", "attn", "mlp"):
+        columns = st.columns(2)
+        for column, direction in zip(columns, ("edited→original", "original→edited")):
+            part = mean_effects(effects[effects.direction == direction])
+            part = part[part.target == target]
+            if not part.empty:
+                with column:
+                    ui.chart_with_exports(ie_heatmap(part, target,
+                                                     f"{names[target]} · {direction}"),
+                                          part, f"edit-{target}-{direction}")

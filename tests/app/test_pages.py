@@ -361,3 +361,25 @@ def test_playground_rank_view_load_edit_and_axiom_edits(demo):
     assert stmc1["as expected"].startswith("n/a: type a synonym")
     scored = table.dropna(subset=["Δscore"])
     assert len(scored) >= 3 and scored["rank"].between(1, 20).all()
+
+
+def test_playground_locates_an_edit_and_refuses_one_that_shifts_positions():
+    at = page("pages/2_Playground.py").run()
+    original = at.text_area(key="pg_document").value
+    at.text_area(key="pg_document").set_value(original.replace("influenza", "measles")).run()
+    next(b for b in at.button if b.label == "Locate the edit").click().run()
+    assert not at.exception
+    if at.error:  # the tokenizer split the new word differently: the page says why
+        assert "changes the document's length" in at.error[0].value
+        at.text_area(key="pg_document").set_value(original.replace("fever", "cough")).run()
+        next(b for b in at.button if b.label == "Locate the edit").click().run()
+    assert not at.error, [e.value for e in at.error]
+    import json
+
+    specs = [json.dumps(json.loads(c.proto.spec), ensure_ascii=False)
+             for c in at.get("vega_lite_chart")]
+    assert any("Residual stream · edited→original" in s for s in specs)
+    assert any("MLP output · original→edited" in s for s in specs)
+    at.text_area(key="pg_document").set_value(original + " It lasts a week.").run()
+    next(b for b in at.button if b.label == "Locate the edit").click().run()
+    assert at.error and "changes the document's length from" in at.error[0].value

@@ -300,3 +300,31 @@ def test_neuron_mean_ablation_writes_each_units_token_mean(tiny_ce):
     assert torch.allclose(seen[path][..., [1, 3]], means[path][[1, 3]].expand_as(seen[path][..., [1, 3]]))
     assert torch.equal(seen[path][..., 0], plain[path][..., 0])
     assert count_hooks(tiny_ce.model) == 0
+
+
+def test_where_an_edit_acts_both_ways_and_refusals(tiny_judge):
+    """An edit that keeps the token count is localised in both directions: the last block's
+    residual stream at the output position carries the whole effect (IE 1: the score reads
+    it), the query positions of a causal model none (they come before the document); an edit
+    that changes the length is refused with why."""
+    from core.errors import InputError
+    from core.patching import edit_effects, mean_effects
+
+    query, original = "honey storage", "Keep honey in a sealed jar."
+    edited = next(e for word in ("sugar", "water", "bread", "fruit", "salt", "milk", "rice",
+                                 "the", "a", "of")
+                  if tiny_judge.count_tokens(e := original.replace("honey", word))
+                  == tiny_judge.count_tokens(original))
+    frame, info = edit_effects(tiny_judge, query, original, edited)
+    assert set(frame.direction) == {"edited→original", "original→edited"}
+    assert info["score_original"] != info["score_edited"]
+    for direction, part in frame.groupby("direction"):
+        effects = mean_effects(part).set_index(["target", "layer", "group"]).ie_mean
+        last = tiny_judge.n_layers
+        assert effects[("resid", last, "last")] == pytest.approx(1.0, abs=1e-4)
+        assert effects.xs("query", level="group").abs().max() == pytest.approx(0.0, abs=1e-6)
+    assert count_hooks(tiny_judge.model) == 0
+    with pytest.raises(InputError, match="changes the document's length from"):
+        edit_effects(tiny_judge, query, original, original + " Always.")
+    with pytest.raises(InputError, match="edit it first"):
+        edit_effects(tiny_judge, query, original, original)
