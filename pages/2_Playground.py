@@ -54,7 +54,14 @@ def _keep_as_original() -> None:
     st.session_state["pg_original"] = st.session_state["pg_document"]
 
 
-ranked = None
+choices = [n for n in ui.ranker_names() if n != ranker_name]
+compare = st.selectbox("Side by side with", [None, *choices], key="pg_compare",
+                       format_func=lambda n: "— one ranker —" if n is None else n,
+                       help="A second ranker on the same query, document and candidates: "
+                            "scores, where the score forms, saliency, rank correlation.")
+other = ui.ranker_or_error(compare) if compare else None
+
+ranked = other_ranked = None
 if collection is not None:
     with st.expander("Rank view: a query of the collection and its candidates",
                      expanded=st.session_state.get("pg_qid") is not None):
@@ -75,7 +82,21 @@ if collection is not None:
                            ranked.rank_change],
                 "grade": ranked.relevance, "score": ranked.score.round(3),
                 "document": ranked.document.str.slice(0, 110)})
+            if other is not None:
+                with st.spinner(f"Scoring {depth} candidates with {compare} …"):
+                    other_ranked = _ranked(other.spec.key() + compare, compare, source, qid,
+                                           int(depth))
+                shown.insert(1, f"{compare} rank",
+                             ranked.docno.map(dict(zip(other_ranked.docno, other_ranked["rank"]))))
             st.dataframe(shown, hide_index=True, width="stretch", height=260)
+            if other_ranked is not None:
+                from scipy.stats import kendalltau, spearmanr
+
+                aligned = ranked.merge(other_ranked[["docno", "score"]], on="docno",
+                                       suffixes=("", "_other"))
+                st.caption(f"Agreement of {ranker_name} and {compare} on these candidates: "
+                           f"Kendall τ {kendalltau(aligned.score, aligned.score_other).statistic:.3f}, "
+                           f"Spearman {spearmanr(aligned.score, aligned.score_other).statistic:.3f}.")
             l1, l2 = st.columns([4, 1])
             pick = l1.selectbox("Document", range(len(ranked)), key="pg_pick",
                                 format_func=lambda i: f"rank {i + 1} (grade "
@@ -121,13 +142,28 @@ if ranked is not None and query == ranked["query"].iloc[0]:
     m2.metric(f"Rank among the {len(others) + 1} candidates", rank,
               delta=None if was.empty or int(was.iloc[0]) == rank
               else f"{int(was.iloc[0]) - rank:+d} places", delta_color="normal")
+other_lens = None
+if other is not None:
+    try:
+        other_lens = other.layer_scores(query, document)
+    except RankScopeError as error:
+        st.error(f"{compare}: {error}")
 frames = [pd.DataFrame({"layer": range(1, len(lens) + 1), "score": lens, "input": "now"})]
 before = st.session_state.get("playground_lens")
 if before is not None and before[0] == ranker_name and not (before[1] == lens).all():
     frames.append(pd.DataFrame({"layer": range(1, len(lens) + 1), "score": before[1],
                                 "input": "before the last edit"}))
 st.session_state["playground_lens"] = (ranker_name, lens)
-st.altair_chart(layer_lens_chart(pd.concat(frames)), width="stretch")
+if other_lens is None:
+    st.altair_chart(layer_lens_chart(pd.concat(frames)), width="stretch")
+else:
+    mine, theirs = st.columns(2)
+    mine.altair_chart(layer_lens_chart(pd.concat(frames)).properties(
+        title=f"{ranker_name}: the score head after every block"), width="stretch")
+    theirs.metric(f"{compare} score", f"{float(other_lens[-1]):.3f}")
+    theirs.altair_chart(layer_lens_chart(pd.DataFrame({
+        "layer": range(1, len(other_lens) + 1), "score": other_lens, "input": "now"}))
+        .properties(title=f"{compare}: the score head after every block"), width="stretch")
 st.markdown(f"**{len(tokens)} tokens** as the ranker sees them "
             f"({'truncated to ' + str(ranker.spec.max_length) + ' tokens; ' if len(tokens) >= ranker.spec.max_length else ''}"
             "hover for the group):")
@@ -152,8 +188,20 @@ try:
 except RankScopeError as error:
     frame = None
     st.info(f"Token saliency is not available for this ranker: {error}")
+if frame is not None and other is not None:
+    st.markdown(f"**{ranker_name}**")
 if frame is not None:
     st.markdown(ui.saliency_tokens(frame), unsafe_allow_html=True)
+if frame is not None and other is not None:
+    try:
+        with st.spinner(f"Integrated gradients of {compare} …"):
+            other_frame = _saliency(other.spec.key() + compare, compare, query, document,
+                                    int(steps))[0]
+    except RankScopeError as error:
+        st.info(f"{compare}: token saliency is not available: {error}")
+    else:
+        st.markdown(f"**{compare}**")
+        st.markdown(ui.saliency_tokens(other_frame), unsafe_allow_html=True)
     if gap > 0.10:
         st.warning(f"These attributions miss {gap:.0%} of the score change: the path from the [PAD] "
                    "baseline bends sharply in this model (decoders with RMS normalisation do), so "

@@ -383,3 +383,18 @@ def test_playground_locates_an_edit_and_refuses_one_that_shifts_positions():
     at.text_area(key="pg_document").set_value(original + " It lasts a week.").run()
     next(b for b in at.button if b.label == "Locate the edit").click().run()
     assert at.error and "changes the document's length from" in at.error[0].value
+
+
+def test_playground_side_by_side_rankers_on_a_pair_and_on_the_candidates(demo):
+    at = page("pages/2_Playground.py").run()
+    at.selectbox(key="pg_compare").set_value("minilm-cross-encoder-demo").run()
+    assert not at.exception and not at.error
+    assert any(m.label == "minilm-cross-encoder-demo score" for m in at.metric)
+    shaded = [m.value for m in at.main.markdown if "lowers it" in m.value]
+    assert len(shaded) == 2  # both rankers' saliency
+    at.selectbox(key="pg_qid").set_value(demo.qids("test")[0]).run()
+    ranked = next(d.value for d in at.dataframe if "change" in d.value.columns)
+    assert sorted(ranked["minilm-cross-encoder-demo rank"]) == list(range(1, 21))
+    agreement = next(c.value for c in at.caption if "Kendall τ" in c.value)
+    tau = float(agreement.split("Kendall τ ")[1].split(",")[0])
+    assert -1 <= tau <= 1
