@@ -192,16 +192,7 @@ if frame is not None and other is not None:
     st.markdown(f"**{ranker_name}**")
 if frame is not None:
     st.markdown(ui.saliency_tokens(frame), unsafe_allow_html=True)
-if frame is not None and other is not None:
-    try:
-        with st.spinner(f"Integrated gradients of {compare} …"):
-            other_frame = _saliency(other.spec.key() + compare, compare, query, document,
-                                    int(steps))[0]
-    except RankScopeError as error:
-        st.info(f"{compare}: token saliency is not available: {error}")
-    else:
-        st.markdown(f"**{compare}**")
-        st.markdown(ui.saliency_tokens(other_frame), unsafe_allow_html=True)
+if frame is not None:
     if gap > 0.10:
         st.warning(f"These attributions miss {gap:.0%} of the score change: the path from the [PAD] "
                    "baseline bends sharply in this model (decoders with RMS normalisation do), so "
@@ -222,6 +213,17 @@ if frame is not None and other is not None:
     right.dataframe(frame.groupby("group", sort=False)["attribution"].sum().reset_index()
                     .rename(columns={"attribution": "total"}), hide_index=True, width="stretch",
                     column_config={"total": st.column_config.NumberColumn(format="%+.4f")})
+
+if frame is not None and other is not None:
+    try:
+        with st.spinner(f"Integrated gradients of {compare} …"):
+            other_frame = _saliency(other.spec.key() + compare, compare, query, document,
+                                    int(steps))[0]
+    except RankScopeError as error:
+        st.info(f"{compare}: token saliency is not available: {error}")
+    else:
+        st.markdown(f"**{compare}** (the same pair, its own integrated gradients)")
+        st.markdown(ui.saliency_tokens(other_frame), unsafe_allow_html=True)
 
 st.subheader("What one controlled edit does (IR axioms)")
 st.caption("Each edit changes one thing the retrieval axioms (Fang, Tao & Zhai 2004, 2006) "
