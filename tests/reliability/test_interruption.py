@@ -167,8 +167,10 @@ def test_ctrl_c_in_the_cli_says_what_was_kept_and_the_same_command_resumes(tmp_p
     command = [sys.executable, "-m", "core", "extract", "--ranker", str(tiny_bert_dir),
                "--kind", "cross-encoder", "--limit", "60", "--batch-size", "4",
                "--store", str(store)]
+    # a test run started in the background inherits SIGINT ignored; a user's terminal does not
     child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+                             text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = ""
     while "extract:" not in seen and child.poll() is None:  # the progress bar has started
         seen += child.stderr.read(1)
