@@ -178,16 +178,25 @@ def _saliency(key: str, name: str, query: str, document: str, steps: int):
     return result.tokens, result.score, result.baseline_score, result.completeness_gap
 
 
-steps = st.select_slider("Integration steps", [10, 20, 50, 100, 200], value=50,
+t1, t2 = st.columns([1, 3])
+# on every edit for the cross-encoder (0.4 s); on request for the LLMs, whose 51 gradient
+# passes take 4–9 s on a 2-core CPU (bench/playground_latency.py) while a score takes 0.1 s
+show = t1.toggle("Token saliency", value=ranker.kind == "cross-encoder", key="pg_saliency",
+                 help="Integrated gradients: one forward and backward pass per step.")
+steps = t2.select_slider("Integration steps", [10, 20, 50, 100, 200], value=50,
                          help="Riemann steps of the integrated gradients (trapezoid rule); more "
                               "steps, smaller completeness gap, slower.")
-try:
-    with st.spinner("Integrated gradients …"):
-        frame, at_input, at_base, gap = _saliency(ranker.spec.key() + ranker_name, ranker_name,
-                                                  query, document, int(steps))
-except RankScopeError as error:
-    frame = None
-    st.info(f"Token saliency is not available for this ranker: {error}")
+frame = None
+if not show:
+    st.caption("Switch *Token saliency* on to see which words raise or lower the score "
+               "(for this ranker a few seconds per edit on a CPU).")
+else:
+    try:
+        with st.spinner("Integrated gradients …"):
+            frame, at_input, at_base, gap = _saliency(ranker.spec.key() + ranker_name,
+                                                      ranker_name, query, document, int(steps))
+    except RankScopeError as error:
+        st.info(f"Token saliency is not available for this ranker: {error}")
 if frame is not None and other is not None:
     st.markdown(f"**{ranker_name}**")
 if frame is not None:

@@ -55,6 +55,9 @@ def test_playground_scores_each_embedded_ranker_and_reacts_to_edits(ranker):
     first = float(at.metric[0].value)
     tokens = next(m.value for m in at.main.markdown if "<span" in m.value)
     assert 'title="query"' in tokens and 'title="document"' in tokens and 'title="last"' in tokens
+    if ranker != "minilm-cross-encoder":  # the LLMs' saliency is on request (seconds per edit)
+        assert not any("lowers it" in m.value for m in at.main.markdown)
+        at.toggle(key="pg_saliency").set_value(True).run()
     at.text_area[0].set_value("Kyoto has a famous stone bridge and hot and dry summers.").run()
     second = float(at.metric[0].value)
     assert second != first
