@@ -28,23 +28,72 @@ THRESHOLDS = pd.DataFrame({"r2": [ENCODED_R2, ABSENT_R2],
                            "label": [f"encoded ({ENCODED_R2})", f"absent ({ABSENT_R2})"]})
 
 
-def r2_curve_chart(frame: pd.DataFrame, title: str | None = None) -> alt.Chart:
-    """Probe test R² per layer, one line per feature. ``frame``: probe table rows of one ranker,
-    collection, pooling and estimator (``feature, layer, r2_mean, r2_sd``)."""
-    data = frame.assign(low=frame.r2_mean - frame.r2_sd, high=frame.r2_mean + frame.r2_sd)
-    base = alt.Chart(data).encode(
-        x=alt.X("layer:Q", title="layer (state after block ℓ)", axis=alt.Axis(tickMinStep=1)),
-        color=alt.Color("feature:N", legend=alt.Legend(columns=2, symbolLimit=40,
-                                                       symbolOpacity=1)))
-    lines = base.mark_line(point=True).encode(
-        y=alt.Y("r2_mean:Q", title="test R² (mean over 5 fold models)",
-                scale=alt.Scale(domain=[min(0.0, float(data.r2_mean.min())), 1])),
-        tooltip=["feature", "layer", alt.Tooltip("r2_mean:Q", format=".3f"),
-                 alt.Tooltip("r2_sd:Q", format=".3f"), "n_nonzero"])
-    band = base.mark_area(opacity=0.12).encode(y="low:Q", y2="high:Q")
-    rules = alt.Chart(THRESHOLDS).mark_rule(strokeDash=[5, 4], color="#888").encode(y="r2:Q")
-    return (band + lines + rules).properties(
-        height=360, title=title or "Probe R² per layer (dashed: 0.85 encoded, 0.1 absent)")
+def _family(feature: str) -> str:
+    from core.features import GROUP_OF
+
+    return GROUP_OF.get(feature, "combinations")
+
+
+def r2_curve_chart(frame: pd.DataFrame, title: str | None = None,
+                   by_family: bool = True) -> alt.Chart:
+    """Probe test R² per layer as small multiples: one panel per feature family (coverage, TF,
+    TF/L, TF·IDF, similarity, combinations), each with at most a handful of lines, its own
+    colours and legend; click a legend entry to isolate that feature (shift-click for more),
+    hover a point for its values; ±1 sd over the fold models as a band; dashed: the study's
+    thresholds. ``frame``: probe rows of one ranker, collection, pooling and estimator
+    (``feature, layer, r2_mean, r2_sd, n_nonzero``). ``by_family=False``: one panel for a few
+    lines that belong together (feature combinations against BM25)."""
+    data = frame.assign(low=frame.r2_mean - frame.r2_sd, high=frame.r2_mean + frame.r2_sd,
+                        family=frame.feature.map(_family) if by_family else "features")
+    low = min(0.0, float(data.r2_mean.min())) if len(data) else 0.0
+    y_scale = alt.Scale(domain=[low, 1])
+    panels = []
+    order = ["coverage", "TF", "TF/L", "TF·IDF", "similarity", "combinations", "features"]
+    for number, family in enumerate(f for f in order if f in set(data.family)):
+        part = data[data.family == family]
+        pick = alt.selection_point(fields=["feature"], bind="legend", name=f"isolate{number}")
+        base = alt.Chart(part).encode(
+            x=alt.X("layer:Q", title="layer (state after block ℓ)", axis=alt.Axis(tickMinStep=1)),
+            color=alt.Color("feature:N", title=family,
+                            legend=alt.Legend(orient="right", symbolLimit=12, labelLimit=220,
+                                              symbolOpacity=1)))
+        lines = base.mark_line(point=True).encode(
+            y=alt.Y("r2_mean:Q", title="test R²", scale=y_scale),
+            opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
+            tooltip=["feature", "layer", alt.Tooltip("r2_mean:Q", format=".3f"),
+                     alt.Tooltip("r2_sd:Q", format=".3f"), "n_nonzero"]).add_params(pick)
+        band = base.mark_area(opacity=0.12).encode(
+            y=alt.Y("low:Q", scale=y_scale), y2="high:Q",
+            opacity=alt.condition(pick, alt.value(0.12), alt.value(0.0)))
+        rules = alt.Chart(THRESHOLDS).mark_rule(strokeDash=[5, 4], color="#888").encode(
+            y=alt.Y("r2:Q", scale=y_scale))
+        panels.append((band + lines + rules).properties(width=300, height=190,
+                                                        title=family))
+    if not panels:
+        return alt.Chart(data).mark_point().properties(title=title or "Probe R² per layer")
+    return alt.concat(*panels, columns=2).resolve_scale(color="independent").properties(
+        title=title or (f"Probe R² per layer (dashed: {ENCODED_R2} encoded, {ABSENT_R2} "
+                        "absent; click a legend entry to isolate a feature)"))
+
+
+def r2_heatmap(frame: pd.DataFrame, title: str | None = None) -> alt.Chart:
+    """Layer × feature heatmap of the probe test R² (features grouped by family): the whole
+    sweep at a glance, beside the curves."""
+    data = frame.assign(family=frame.feature.map(_family))
+    order = ["coverage", "TF", "TF/L", "TF·IDF", "similarity", "combinations"]
+    rank = {f: i for i, f in enumerate(order)}
+    features = sorted(data.feature.unique(), key=lambda f: (rank.get(_family(f), 99),
+                                                           list(data.feature).index(f)))
+    return alt.Chart(data).mark_rect().encode(
+        x=alt.X("layer:O", title="layer"),
+        y=alt.Y("feature:N", sort=features, title=None, axis=alt.Axis(labelLimit=260)),
+        color=alt.Color("r2_mean:Q", title="test R²",
+                        scale=alt.Scale(scheme="viridis", domain=[min(0.0, float(
+                            data.r2_mean.min()) if len(data) else 0.0), 1])),
+        tooltip=["feature", "family", "layer", alt.Tooltip("r2_mean:Q", format=".3f"),
+                 alt.Tooltip("r2_sd:Q", format=".3f")]).properties(
+        height=16 * max(1, len(features)) + 40,
+        title=title or "Probe R² per layer and feature")
 
 
 def radar_chart(summary: pd.DataFrame) -> alt.Chart:

@@ -5,7 +5,7 @@ import streamlit as st
 
 import ui
 from core.charts import (comparison_heatmap, id_ood_chart, neuron_count_chart, r2_curve_chart,
-                         radar_chart)
+                         r2_heatmap, radar_chart)
 from core.errors import RankScopeError
 from core.features import FEATURE_GROUPS
 from core.probing import (NEGATIVE_R2, POSITIVE_R2, ProbeConfig, collection_gaps,
@@ -123,9 +123,13 @@ with tabs[0]:
         part = shown[(shown.ranker == ranker_) & (shown.collection == collection_)
                      & ~shown.feature.isin(group_names)]
         st.markdown(f"**{ranker_}** on **{collection_}**")
+        ui.chart_with_exports(r2_heatmap(part, f"{ranker_} · {collection_}: probe R² per layer "
+                                               "and feature"), part.drop(columns="neurons"),
+                              f"r2-heatmap-{ranker_}-{collection_}")
         ui.chart_with_exports(r2_curve_chart(part, f"{ranker_} · {collection_}: probe R² per "
-                                                   "layer"), part.drop(columns="neurons"),
-                              f"r2-{ranker_}-{collection_}")
+                                                   "layer, by feature family (click a legend "
+                                                   "entry to isolate a feature)"),
+                              part.drop(columns="neurons"), f"r2-{ranker_}-{collection_}")
         verdicts = summary[(summary.ranker == ranker_) & (summary.collection == collection_)]
         positive = verdicts[verdicts.max_r2 > POSITIVE_R2].feature.tolist()
         negative = verdicts[verdicts.max_r2 < NEGATIVE_R2].feature.tolist()
@@ -161,7 +165,8 @@ with tabs[3]:
     for (ranker_, collection_), part in shown[shown.feature.isin(group_names + ["bm25"])].groupby(
             ["ranker", "collection"]):
         ui.chart_with_exports(r2_curve_chart(part, f"{ranker_} · {collection_}: feature groups "
-                                                   "vs BM25"), part.drop(columns="neurons"),
+                                                   "vs BM25", by_family=False),
+                              part.drop(columns="neurons"),
                               f"groups-{ranker_}-{collection_}")
 
 with tabs[4]:

@@ -1,0 +1,44 @@
+"""The probe R² charts stay readable at 26 features: one small panel per feature family with
+its own legend (click isolates a feature), and a layer × feature heatmap."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from core.charts import export_chart, r2_curve_chart, r2_heatmap
+from core.features import FEATURES, GROUP_OF
+
+
+def _probe_rows(features) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame([{"feature": f, "layer": layer, "r2_mean": rng.uniform(0, 1),
+                          "r2_sd": 0.05, "n_nonzero": 3}
+                         for f in features for layer in range(1, 7)])
+
+
+def test_26_features_become_one_panel_per_family_each_with_its_own_legend():
+    frame = _probe_rows([*FEATURES, "bm25 * stream_length"])
+    spec = r2_curve_chart(frame).to_dict()
+    panels = spec["concat"]
+    families = [p["title"] for p in panels]
+    assert families == ["coverage", "TF", "TF/L", "TF·IDF", "similarity", "combinations"]
+    assert spec["resolve"]["scale"]["color"] == "independent"
+    # a legend click isolates a feature, in each panel
+    assert [p["bind"] for p in spec["params"]] == ["legend"] * len(panels)
+    for panel in panels:
+        shown = {row["feature"] for row in spec["datasets"][panel["data"]["name"]]}
+        assert len(shown) <= 7 and all(GROUP_OF.get(f, "combinations") == panel["title"]
+                                       for f in shown)
+    assert export_chart(r2_curve_chart(frame), "svg")  # exports as one figure
+
+
+def test_the_heatmap_lists_every_feature_grouped_by_family():
+    frame = _probe_rows(FEATURES)
+    spec = r2_heatmap(frame).to_dict()
+    order = spec["encoding"]["y"]["sort"]
+    assert order == list(FEATURES)  # FEATURES is already in family order
+    assert spec["height"] >= 16 * len(FEATURES)
+    assert json.dumps(spec["encoding"]["tooltip"]).count("r2_mean") == 1
