@@ -122,6 +122,9 @@ def perturb(code: str, query: str, document: str, synonym: str = "",
         synonym = synonym.strip()
         if not synonym:
             raise InputError(f"type a synonym for “{chosen}” to try STMC1")
+        if synonym.lower() == chosen:
+            raise InputError(f"the synonym is “{chosen}” itself: type another word with its "
+                             "meaning")
         edited = re.sub(rf"\b{re.escape(chosen)}\b", synonym, document, flags=re.IGNORECASE)
         return Edit(axiom, edited, f"“{chosen}” → “{synonym}”")
     # PROX: the first two matched terms, nearest pair of occurrences, pushed apart by filler

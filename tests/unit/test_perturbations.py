@@ -32,6 +32,7 @@ def test_each_axiom_edit_changes_what_it_names():
 @pytest.mark.parametrize("code, query, document, synonym, reason", [
     ("TFC1−", "trams harbour", DOC, "", "contains no query term"),
     ("STMC1", QUERY, DOC, " ", "type a synonym"),
+    ("STMC1", QUERY, DOC, "Honey", "the synonym is “honey” itself"),
     ("PROX", "honey tram", DOC, "", "needs two different query terms"),
     ("XYZ", QUERY, DOC, "", "unknown axiom"),
 ])
