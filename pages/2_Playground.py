@@ -126,7 +126,7 @@ except RankScopeError as error:
 
 previous = st.session_state.get("playground_previous")
 label = "LD = logit(yes) − logit(no)" if ranker.kind == "llm-judge" else "relevance score"
-m1, m2 = st.columns(2)
+m1, m2, m3 = st.columns(3)
 m1.metric(f"Score ({label})", f"{score:.3f}",
           delta=None if previous is None or previous == score else f"{score - previous:+.3f}")
 st.session_state["playground_previous"] = score
@@ -148,6 +148,8 @@ if other is not None:
         other_lens = other.layer_scores(query, document)
     except RankScopeError as error:
         st.error(f"{compare}: {error}")
+    else:  # beside the first ranker's score, so both lens charts below start level
+        m3.metric(f"{compare} score", f"{float(other_lens[-1]):.3f}")
 frames = [pd.DataFrame({"layer": range(1, len(lens) + 1), "score": lens, "input": "now"})]
 before = st.session_state.get("playground_lens")
 if before is not None and before[0] == ranker_name and not (before[1] == lens).all():
@@ -160,7 +162,6 @@ else:
     mine, theirs = st.columns(2)
     mine.altair_chart(layer_lens_chart(pd.concat(frames)).properties(
         title=f"{ranker_name}: the score head after every block"), width="stretch")
-    theirs.metric(f"{compare} score", f"{float(other_lens[-1]):.3f}")
     theirs.altair_chart(layer_lens_chart(pd.DataFrame({
         "layer": range(1, len(other_lens) + 1), "score": other_lens, "input": "now"}))
         .properties(title=f"{compare}: the score head after every block"), width="stretch")

@@ -87,6 +87,70 @@ def test_playground_in_a_real_browser(server, tmp_path):
                                               "Patching", "Attribution", "Ablation"]
 
 
+def test_playground_walk_rank_view_edit_saliency_axioms_patching_side_by_side(server, tmp_path):
+    """The Playground end to end: pick a query, load its top candidate, edit it and see its new
+    rank; saliency drawn; the axiom edits; where an edit acted; a second ranker beside."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        page.goto(f"{server}/Playground", timeout=60_000)
+        page.locator('[data-testid="stMetricValue"]').first.wait_for(timeout=120_000)
+        page.get_by_text("Rank view: a query of the collection").click()
+        query = page.get_by_role("combobox", name="Query", exact=True)
+        query.wait_for(timeout=30_000)
+        page.wait_for_timeout(500)  # the expander's content settles
+        query.click()
+        page.get_by_role("listbox").wait_for(timeout=30_000)
+        page.get_by_role("option").nth(1).click()  # the first query of the collection
+        load = page.get_by_role("button", name="Load into the editor")
+        load.wait_for(timeout=120_000)
+        load.click()
+        rank = page.locator('[data-testid="stMetric"]', has_text="Rank among the 20 candidates")
+        rank.wait_for(timeout=60_000)
+        assert rank.locator('[data-testid="stMetricValue"]').inner_text() == "1"
+        # saliency of the loaded document is drawn
+        page.locator('span[title^="document: "]').first.wait_for(timeout=60_000)
+        # an off-topic rewrite drops down the list
+        area = page.locator("textarea")
+        loaded = area.input_value()
+        area.fill("The committee meets on the second Tuesday of every month in the town hall.")
+        area.press("Control+Enter")
+        # the rerun has drawn the edited text (token view), so the rank shown is the new one
+        page.locator("span[title=document]", has_text="committee").first.wait_for(
+            timeout=60_000)
+        page.wait_for_timeout(500)
+        moved = rank.locator('[data-testid="stMetricValue"]').inner_text()
+        # the axiom edits on the loaded document
+        area.fill(loaded)
+        area.press("Control+Enter")
+        page.get_by_role("button", name="Try the axiom edits").click()
+        page.locator("th", has_text="as expected").first.wait_for(state="attached",
+                                                                   timeout=60_000)
+        # where did an edit act: one word for one of the same token length
+        page.get_by_role("button", name="Keep the current text as the original").click()
+        area.fill(loaded.replace(" the ", " a ", 1) if " the " in loaded else loaded + "")
+        area.press("Control+Enter")
+        page.get_by_role("button", name="Locate the edit").click()
+        page.get_by_text("Residual stream · edited→original").first.wait_for(timeout=120_000)
+        # a second ranker beside the first
+        beside = page.get_by_role("combobox", name="Side by side with")
+        beside.scroll_into_view_if_needed()
+        beside.click()
+        page.get_by_role("listbox").wait_for(timeout=30_000)
+        page.keyboard.type("minilm-cross-encoder-demo")
+        page.keyboard.press("Enter")
+        page.locator('[data-testid="stMetric"]',
+                     has_text="minilm-cross-encoder-demo score").wait_for(timeout=120_000)
+        page.get_by_text("Kendall τ").first.wait_for(timeout=60_000)
+        screenshot(page, tmp_path, "playground-walk.png")
+        text = page.locator("body").inner_text()
+        browser.close()
+    assert int(moved) > 1
+    assert "Traceback" not in text
+
+
 def test_patching_page_in_a_real_browser(server, tmp_path):
     """Run a two-pair MiniLM sweep from the page; the IE heatmaps and the token view draw."""
     from playwright.sync_api import sync_playwright
