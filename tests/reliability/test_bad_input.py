@@ -243,15 +243,21 @@ def test_unusable_query_or_document_texts_are_refused(what, name, text):
     (["--query", "honey", "--document", " \t "], "the document is unusable: empty text"),
 ])
 def test_cli_score_refuses_unusable_text_before_loading(args, fragment):
+    out = _refused_by_cli("score", "minilm-cross-encoder", args, fragment)
+    assert "loading" not in out.stderr
+
+
+def _refused_by_cli(command: str, ranker: str, args: list[str], fragment: str):
+    """Run ``python -m core COMMAND --ranker RANKER ARGS``: exit 2, one sentence, no trace."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-m", "core", "score", "--ranker",
-                          "minilm-cross-encoder", *args], capture_output=True, text=True,
-                         cwd=root, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "core", command, "--ranker", ranker, *args],
+                         capture_output=True, text=True, cwd=root, timeout=300)
     assert out.returncode == 2 and fragment in out.stderr, out.stderr
-    assert "Traceback" not in out.stderr and "loading" not in out.stderr
+    assert "Traceback" not in out.stderr
+    return out
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -260,19 +266,12 @@ def test_cli_score_refuses_unusable_text_before_loading(args, fragment):
     (["--out", "."], "is a folder; give a file name"),
 ])
 def test_cli_precisions_refuses_what_it_cannot_run_before_loading(args, fragment):
-    import subprocess
-    import sys
-
     import torch
 
     if "8bit" in args and torch.cuda.is_available():
         pytest.skip("a CUDA GPU is visible: 8-bit runs")
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-m", "core", "precisions", "--ranker",
-                          "minilm-cross-encoder-demo", *args], capture_output=True, text=True,
-                         cwd=root, timeout=300)
-    assert out.returncode == 2 and fragment in out.stderr, out.stderr
-    assert "Traceback" not in out.stderr and "scoring" not in out.stderr
+    out = _refused_by_cli("precisions", "minilm-cross-encoder-demo", args, fragment)
+    assert "scoring" not in out.stderr
 
 
 # --------------------------------------------------------------------------- models
