@@ -106,15 +106,24 @@ if collection is not None:
 
 query = st.text_input("Query", max_chars=2000, key="pg_query")
 document = st.text_area("Document", height=140, max_chars=20000, key="pg_document")
+problem = None
 if not query.strip() or not document.strip():
-    st.error("Both the query and the document need some text.")
-    st.stop()
-try:
-    check_user_text("query", query)
-    check_user_text("document", document)
-except RankScopeError as error:
-    st.error(str(error))
-    st.stop()
+    problem = "Both the query and the document need some text."
+else:
+    try:
+        check_user_text("query", query)
+        check_user_text("document", document)
+    except RankScopeError as error:
+        problem = str(error)
+if problem:  # one sentence in place of the result; the last good result stays below it
+    st.error(problem)
+    last = st.session_state.get("pg_last_good")
+    if last is None:
+        st.stop()
+    query, document = last
+    st.caption("Below: the results of the last usable query and document.")
+else:
+    st.session_state["pg_last_good"] = (query, document)
 
 try:
     lens = ranker.layer_scores(query, document)

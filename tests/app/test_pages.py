@@ -102,10 +102,17 @@ def test_trec_dl_is_offered_and_the_workspace_says_what_it_re_ranks():
     assert at.number_input[1].label == "run.txt candidates per query"
 
 
-def test_playground_refuses_empty_text():
+def test_playground_refuses_empty_text_and_keeps_the_last_good_result():
     at = page("pages/2_Playground.py").run()
+    good = float(at.metric[0].value)
     at.text_input[0].set_value("   ").run()
     assert at.error and "need some text" in at.error[0].value
+    assert not at.exception
+    assert float(at.metric[0].value) == good  # the last usable pair's result stays on screen
+    assert any("last usable query and document" in c.value for c in at.caption)
+    at.text_input[0].set_value("what are the symptoms of influenza")
+    at.text_area[0].set_value("\x00\x01\x02 binary \x03").run()
+    assert at.error and "document is unusable" in at.error[0].value
 
 
 def test_workspace_card_stats_and_extraction_with_progress(app_store):
