@@ -761,6 +761,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def reproduce(command: str, **options) -> str:
+    """The ``python -m core COMMAND …`` line that reruns a page's run on the same store keys.
+
+    ``options`` are the command's argument names (``doc_tokens=48``, ``features=[…]``, flags as
+    booleans); each is checked against the parser, so a page cannot show a line the CLI would
+    refuse. None and False are left out (the CLI's defaults), and empty lists too unless the
+    option takes zero or more values.
+
+    Raises:
+        ValueError: an option the command does not have.
+    """
+    import shlex
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    actions = {a.dest: a for a in subparsers.choices[command]._actions if a.option_strings}
+    parts = ["python", "-m", "core", command]
+    for name, value in options.items():
+        if name not in actions:
+            raise ValueError(f"`{command}` has no option {name!r}")
+        flag = max(actions[name].option_strings, key=len)
+        if isinstance(value, (list, tuple)) and not value and actions[name].nargs == "*":
+            parts.append(flag)  # an explicit empty list (the default is not empty)
+            continue
+        if value is None or value is False or (isinstance(value, (list, tuple)) and not value):
+            continue
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, (list, tuple)):
+            parts += [flag, *map(str, value)]
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
 # What Ctrl-C leaves behind, per command that works in resumable units (others write nothing)
 STOPPED = {
     "extract": "finished batches are saved; run the same command again to resume",

@@ -6,10 +6,12 @@ import streamlit as st
 import ui
 from core.charts import (comparison_heatmap, id_ood_chart, neuron_count_chart, r2_curve_chart,
                          r2_heatmap, radar_chart)
+from core.cli import reproduce
 from core.errors import RankScopeError
 from core.features import FEATURE_GROUPS
 from core.probing import (NEGATIVE_R2, POSITIVE_R2, ProbeConfig, collection_gaps,
                           neuron_histogram, positives_negatives, probe_ranker)
+from core.store import DEFAULT_PATH
 
 ui.page_setup("Probing", "📈")
 ranker_name, source = ui.sidebar()
@@ -65,7 +67,7 @@ if submitted:
     except RankScopeError as error:
         st.error(str(error))
         st.stop()
-    frames, notes = [], []
+    frames, notes, commands = [], [], []
     st.session_state["probing"] = True
     stop_slot = st.empty()
     stop_slot.button("Stop", help="Stops the sweep; finished batches and layers are kept.")
@@ -90,6 +92,12 @@ if submitted:
             continue
         frames.append(result.frame)
         notes += [f"{name} × {collection.name}: {n}" for n in result.notes]
+        commands.append(reproduce(
+            "probe", ranker=name, collection=collection_source, limit=int(limit),
+            features=list(features), groups=list(combos), pooling=[pooling],
+            estimator=list(estimators), alpha=float(alpha),
+            store=None if ui.store_path() == DEFAULT_PATH else str(ui.store_path()),
+            out=f"probe-{name}-{collection.name}.csv"))
     bar.progress(1.0, text="Done")
     stop_slot.empty()
     st.session_state["probing"] = False
@@ -97,12 +105,16 @@ if submitted:
         st.session_state["probe_frame"] = pd.concat(frames, ignore_index=True)
         st.session_state["probe_notes"] = notes
         st.session_state["probe_groups"] = combos
+        st.session_state["probe_commands"] = commands
 
 frame = st.session_state.get("probe_frame")
 if frame is None or frame.empty:
     st.info("Choose rankers, collections and features, then **Run probes**. The first run "
             "extracts activations (cached in the store); asking again is served from the store.")
     st.stop()
+with st.expander("Reproduce from the command line (same store keys: served from the store)"):
+    for command in st.session_state.get("probe_commands", []):
+        st.code(command, language="bash")
 notes = list(dict.fromkeys(st.session_state.get("probe_notes", [])))
 if notes:
     with st.expander(f"Notes ({len(notes)}): features left out and why"):

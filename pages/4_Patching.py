@@ -8,9 +8,11 @@ import streamlit as st
 import ui
 from core.ablation import KnockoutConfig, run_knockout
 from core.charts import head_heatmap, head_scatter, ie_heatmap, knockout_chart
+from core.cli import reproduce
 from core.errors import RankScopeError
 from core.patching import (GROUPS, PatchConfig, correlations, head_table, head_top_tokens,
                            mean_effects, rbo_table, run_patching, top_heads)
+from core.store import DEFAULT_PATH
 
 ui.page_setup("Patching", "🩹")
 ranker_name, source = ui.sidebar()
@@ -100,8 +102,18 @@ if submitted:
     except RankScopeError as error:
         run.fail(error)
     run.done()
+    commands = [reproduce(
+        "patch", ranker=model, collection=collection_source, prompt=config.prompt,
+        pairs=config.pairs, split=config.split, doc_tokens=config.doc_tokens,
+        min_gap=config.min_gap, any_direction=not config.correct_only,
+        components=list(config.components), groups=list(config.groups),
+        head_groups=list(config.head_groups),
+        no_attention_scores=not config.attention_scores,
+        store=None if ui.store_path() == DEFAULT_PATH else str(ui.store_path()),
+        out=f"patch-{config.prompt}.csv") for config in configs]
     st.session_state["patch_view"] = {"model": model, "collection": collection.name,
-                                      "results": results, "knockout": knockout_table}
+                                      "results": results, "knockout": knockout_table,
+                                      "commands": commands}
 
 view = st.session_state.get("patch_view")
 if not view:
@@ -111,6 +123,9 @@ if not view:
 
 results = view["results"]
 label = f"{view['model']} · {view['collection']}"
+with st.expander("Reproduce from the command line (same store keys: served from the store)"):
+    for command in view.get("commands", []):
+        st.code(command, language="bash")
 notes = [f"{prompt}: {note}" for prompt, (_, result) in results.items() for note in result.notes]
 if notes:
     with st.expander(f"Notes ({len(notes)}): pairs left out and why"):

@@ -207,6 +207,8 @@ def test_probing_page_runs_probes_and_draws_r2_curves(app_store):
     assert "Encoded" in " ".join(m.value for m in at.markdown)
     table = at.dataframe[0].value
     assert set(table.layer) == set(range(1, 7)) and "bm25" in set(table.feature)
+    assert any(c.value.startswith("python -m core probe --ranker minilm-cross-encoder "
+                                  "--collection demo --limit 8") for c in at.code)
 
 
 def test_probing_page_refuses_a_bad_feature_group(app_store):
@@ -269,6 +271,9 @@ def test_patching_page_heatmaps_heads_knockout_and_token_view(app_store, monkeyp
     assert any("attention-score IE" in s for s in specs)
     knockout = next(d.value for d in at.dataframe if "nDCG@10" in d.value.columns)
     assert knockout.selection.iloc[0] == "full model" and len(knockout) == 7
+    # the run's own command line, which reruns it on the same store keys
+    assert any(c.value.startswith("python -m core patch --ranker minilm-cross-encoder "
+                                  "--collection demo --prompt pointwise --pairs 2") for c in at.code)
     tokens = [m.value for m in at.markdown if "<span" in m.value]
     assert tokens and 'title="query"' in tokens[0] and 'title="document"' in tokens[0]
     # asking again is served from the store: no pair is patched again
