@@ -10,7 +10,9 @@ from core.attribution import (BASELINES, LABELS, OPERATIONS, TOP_PERCENTS, Attri
                               attribute_collection, baseline_table, combine, intersection_curves,
                               load_attribution, scheme_pairs, set_counts)
 from core.charts import intersection_chart, layer_component_chart
+from core.cli import reproduce
 from core.errors import RankScopeError
+from core.store import DEFAULT_PATH
 
 ui.page_setup("Attribution", "🧬")
 ranker_name, source = ui.sidebar()
@@ -83,7 +85,17 @@ if submitted:
         run.fail(error)
     run.done()
     st.session_state["attribution_keys"] = keys
+    st.session_state["attribution_commands"] = [reproduce(
+        "attribute", ranker=model, collection=source_, pairs=int(pairs), steps=int(steps),
+        baseline=baseline, rule=rule, split=split.strip(),
+        store=None if ui.store_path() == DEFAULT_PATH else str(ui.store_path()),
+        out=f"nig-{model}-{collection.name}.csv")
+        for source_, collection in zip(collections, loaded)]
 
+if st.session_state.get("attribution_commands"):
+    with st.expander("Reproduce the last run from the command line (same store keys)"):
+        for command in st.session_state["attribution_commands"]:
+            st.code(command, language="bash")
 runs = store.attribution_runs()
 runs = runs[runs.status == "done"]
 if runs.empty:

@@ -315,6 +315,10 @@ def test_attribution_and_ablation_pages_from_a_run_to_a_knockout_table(app_store
     specs = _specs(at)
     assert any("How much two schemes' top-X% neurons share" in s for s in specs)
     assert any("Top 1.0% of demo · relevant" in s for s in specs)
+    assert [c.value for c in at.code] == [  # the run's command line, on the page's own store
+        "python -m core attribute --ranker minilm-cross-encoder --collection demo --pairs 1 "
+        f"--steps 10 --baseline pad --rule left --split test --store {app_store} "
+        "--out nig-minilm-cross-encoder-demo.csv"]
     algebra = next(m for m in at.metric if m.label == "Neurons in the set")
     assert 0 < int(algebra.value.replace(",", "")) <= 207  # ∩ of two top-1 % sets
     next(b for b in at.button if b.label == "Use this set on the Ablation page").click().run()
