@@ -339,6 +339,17 @@ def saliency_tokens(frame) -> str:
     return f'<div style="line-height:1.9">{"".join(spans)}</div><div>{legend}</div>'
 
 
+def download_run(name: str, config: dict, tables: dict, charts: dict | None = None,
+                 command: str = "") -> None:
+    """"Download this run": a zip of its config (with the command line), tables (CSV) and
+    figures (PNG / SVG), built when clicked."""
+    from core.charts import run_archive
+
+    st.download_button("Download this run (zip)",
+                       lambda: run_archive(config, tables, charts, command), f"{name}.zip",
+                       "application/zip", key=f"zip-{name}", on_click="ignore")
+
+
 def chart_with_exports(chart, frame, name: str, stretch: bool = True) -> None:
     """Draw an Altair chart with PNG / SVG / CSV downloads (images rendered on click, offline).
 

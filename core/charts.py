@@ -346,3 +346,23 @@ def export_chart(chart: alt.Chart, fmt: str) -> bytes:
     if fmt == "png":
         return vlc.vegalite_to_png(spec, scale=2)
     raise ValueError(f"unknown export format {fmt!r}; use png or svg")
+
+
+def run_archive(config: dict, tables: dict[str, pd.DataFrame],
+                charts: dict[str, alt.Chart] | None = None, command: str = "") -> bytes:
+    """A zip of one run: ``config.json`` (with the command line that reruns it), every table as
+    CSV and every chart as PNG and SVG — "Download this run" on the analysis pages."""
+    import io
+    import json
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", json.dumps({**config, "command": command}, indent=2,
+                                                   default=str, ensure_ascii=False))
+        for name, frame in tables.items():
+            archive.writestr(f"{name}.csv", frame.to_csv(index=False))
+        for name, chart in (charts or {}).items():
+            archive.writestr(f"{name}.png", export_chart(chart, "png"))
+            archive.writestr(f"{name}.svg", export_chart(chart, "svg"))
+    return buffer.getvalue()

@@ -115,6 +115,16 @@ if frame is None or frame.empty:
 with st.expander("Reproduce from the command line (same store keys: served from the store)"):
     for command in st.session_state.get("probe_commands", []):
         st.code(command, language="bash")
+    for (ranker_, collection_), part in frame.groupby(["ranker", "collection"]):
+        ui.download_run(
+            f"probing-{ranker_}-{collection_}",
+            {"analysis": "probing", "ranker": ranker_, "collection": collection_,
+             "groups": list(st.session_state.get("probe_groups", ()))},
+            {"probes": part.drop(columns="neurons"), "neurons": part[["feature", "layer",
+                                                                      "neurons"]]},
+            {"r2-heatmap": r2_heatmap(part)},
+            next((c for c in st.session_state.get("probe_commands", [])
+                  if f"--ranker {ranker_} " in c), ""))
 notes = list(dict.fromkeys(st.session_state.get("probe_notes", [])))
 if notes:
     with st.expander(f"Notes ({len(notes)}): features left out and why"):

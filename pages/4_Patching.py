@@ -1,6 +1,7 @@
 """Activation patching: where relevance flows — layer × position heatmaps, heads, RBO, knock-out."""
 
 import json
+from dataclasses import asdict
 
 import pandas as pd
 import streamlit as st
@@ -126,6 +127,17 @@ label = f"{view['model']} · {view['collection']}"
 with st.expander("Reproduce from the command line (same store keys: served from the store)"):
     for command in view.get("commands", []):
         st.code(command, language="bash")
+    for prompt, (config, result) in results.items():
+        ui.download_run(
+            f"patching-{view['model']}-{view['collection']}-{prompt}",
+            {"analysis": "patching", "ranker": view["model"], "collection": view["collection"],
+             "key": result.key, **asdict(config)},
+            {"pairs": result.pairs.drop(columns=["tokens"], errors="ignore"),
+             "effects": mean_effects(result.used), "results": result.results},
+            {f"ie-{target}": ie_heatmap(mean_effects(result.used), target)
+             for target in ("attn", "mlp", "resid")
+             if (mean_effects(result.used).target == target).any()},
+            next((c for c in view.get("commands", []) if f"--prompt {prompt}" in c), ""))
 notes = [f"{prompt}: {note}" for prompt, (_, result) in results.items() for note in result.notes]
 if notes:
     with st.expander(f"Notes ({len(notes)}): pairs left out and why"):

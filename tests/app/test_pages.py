@@ -209,6 +209,7 @@ def test_probing_page_runs_probes_and_draws_r2_curves(app_store):
     assert set(table.layer) == set(range(1, 7)) and "bm25" in set(table.feature)
     assert any(c.value.startswith("python -m core probe --ranker minilm-cross-encoder "
                                   "--collection demo --limit 8") for c in at.code)
+    assert any(b.label == "Download this run (zip)" for b in at.get("download_button"))
 
 
 def test_probing_page_refuses_a_bad_feature_group(app_store):
@@ -274,6 +275,7 @@ def test_patching_page_heatmaps_heads_knockout_and_token_view(app_store, monkeyp
     # the run's own command line, which reruns it on the same store keys
     assert any(c.value.startswith("python -m core patch --ranker minilm-cross-encoder "
                                   "--collection demo --prompt pointwise --pairs 2") for c in at.code)
+    assert any(b.label == "Download this run (zip)" for b in at.get("download_button"))
     tokens = [m.value for m in at.markdown if "<span" in m.value]
     assert tokens and 'title="query"' in tokens[0] and 'title="document"' in tokens[0]
     # asking again is served from the store: no pair is patched again

@@ -42,3 +42,21 @@ def test_the_heatmap_lists_every_feature_grouped_by_family():
     assert order == list(FEATURES)  # FEATURES is already in family order
     assert spec["height"] >= 16 * len(FEATURES)
     assert json.dumps(spec["encoding"]["tooltip"]).count("r2_mean") == 1
+
+
+def test_a_run_archive_holds_config_command_tables_and_figures():
+    import io
+    import zipfile
+
+    from core.charts import run_archive
+
+    frame = _probe_rows(["bm25", "sum_tf"])
+    data = run_archive({"analysis": "probing", "alpha": 0.1}, {"probes": frame},
+                       {"r2": r2_heatmap(frame)}, "python -m core probe --ranker x --out p.csv")
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert sorted(archive.namelist()) == ["config.json", "probes.csv", "r2.png", "r2.svg"]
+        config = json.loads(archive.read("config.json"))
+        assert config == {"analysis": "probing", "alpha": 0.1,
+                          "command": "python -m core probe --ranker x --out p.csv"}
+        assert pd.read_csv(archive.open("probes.csv")).shape == frame.shape
+        assert archive.read("r2.png")[:4] == b"\x89PNG"
