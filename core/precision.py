@@ -57,21 +57,15 @@ def flipped_share(qids: np.ndarray, reference: np.ndarray, scores: np.ndarray) -
 
 
 def score_pairs(ranker, pairs: pd.DataFrame, batch_size: int = 32) -> tuple[np.ndarray, float]:
-    """Scores of ``pairs`` (in their order) and pairs/s, batching similar lengths together.
+    """Scores of ``pairs`` (in their order; ``Ranker.score`` batches by length) and pairs/s.
 
     One batch is scored untimed first (kernels, caches, bitsandbytes' one-time repack)."""
     queries, documents = pairs["query"].tolist(), pairs["document"].tolist()
-    order = np.argsort([len(q) + len(d) for q, d in zip(queries, documents)], kind="stable")
-    warm = order[:batch_size]
-    ranker.score([queries[i] for i in warm], [documents[i] for i in warm], batch_size=batch_size)
+    ranker.score(queries[:batch_size], documents[:batch_size], batch_size=batch_size)
     if ranker.device.type == "cuda":
         torch.cuda.synchronize()
-    scores = np.empty(len(pairs), dtype=np.float64)
     started = time.perf_counter()
-    for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
-        scores[index] = ranker.score([queries[i] for i in index],
-                                     [documents[i] for i in index], batch_size=batch_size)
+    scores = ranker.score(queries, documents, batch_size=batch_size).astype(np.float64)
     if ranker.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started

@@ -58,7 +58,6 @@ SOLVERS = ("auto", "working_set", "batched", "sklearn")
 PROBE_VERSION = 3  # 2: the CPU's Lasso solver is core.lasso (was scikit-learn's loop);
 #                   3: one split of the pairs shared by every feature (was one per feature)
 ESTIMATORS = ("lasso", "ridge")
-POSITIVE_R2, NEGATIVE_R2 = ENCODED_R2, ABSENT_R2  # the study's thresholds (core.constants)
 
 
 @dataclass(frozen=True)
@@ -694,8 +693,8 @@ def positives_negatives(frame: pd.DataFrame) -> pd.DataFrame:
     last = frame[frame.layer == frame.groupby(keys)["layer"].transform("max")]
     best = best.merge(last[keys + ["r2_mean"]].rename(columns={"r2_mean": "last_layer_r2"}),
                       on=keys)
-    best["verdict"] = np.where(best.max_r2 > POSITIVE_R2, f"encoded (R² > {ENCODED_R2})",
-                               np.where(best.max_r2 < NEGATIVE_R2, f"absent (R² < {ABSENT_R2})",
+    best["verdict"] = np.where(best.max_r2 > ENCODED_R2, f"encoded (R² > {ENCODED_R2})",
+                               np.where(best.max_r2 < ABSENT_R2, f"absent (R² < {ABSENT_R2})",
                                         "partly"))
     return best.sort_values("max_r2", ascending=False).reset_index(drop=True)
 

@@ -103,13 +103,9 @@ def rank_candidates(ranker, pairs: pd.DataFrame, batch_size: int = 16) -> pd.Dat
     positive = moved up), sorted by the ranker's rank."""
     if pairs.qid.nunique() != 1:
         raise ValueError("rank_candidates takes the candidates of one query")
-    order = np.argsort([len(d) for d in pairs.document], kind="stable")  # similar lengths
-    scores = np.empty(len(pairs))
-    for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
-        scores[index] = ranker.score(pairs["query"].iloc[index].tolist(),
-                                     pairs["document"].iloc[index].tolist(), batch_size=batch_size)
-    ranked = pairs.assign(score=scores)
+    scores = ranker.score(pairs["query"].tolist(), pairs["document"].tolist(),
+                          batch_size=batch_size)  # batches by length itself
+    ranked = pairs.assign(score=scores.astype(float))
     ranked["rank"] = ranked.score.rank(ascending=False, method="first").astype(int)
     ranked["rank_change"] = ranked.bm25_rank - ranked["rank"]
     return ranked.sort_values("rank").reset_index(drop=True)

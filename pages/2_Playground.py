@@ -90,13 +90,15 @@ if collection is not None:
                              ranked.docno.map(dict(zip(other_ranked.docno, other_ranked["rank"]))))
             st.dataframe(shown, hide_index=True, width="stretch", height=260)
             if other_ranked is not None:
-                from scipy.stats import kendalltau, spearmanr
+                from core.precision import agreement
 
                 aligned = ranked.merge(other_ranked[["docno", "score"]], on="docno",
                                        suffixes=("", "_other"))
+                same = agreement(aligned.score.to_numpy(), aligned.score_other.to_numpy(),
+                                 aligned.qid.to_numpy())
                 st.caption(f"Agreement of {ranker_name} and {compare} on these candidates: "
-                           f"Kendall τ {kendalltau(aligned.score, aligned.score_other).statistic:.3f}, "
-                           f"Spearman {spearmanr(aligned.score, aligned.score_other).statistic:.3f}.")
+                           f"Kendall τ {same['kendall']:.3f}, Spearman {same['spearman']:.3f}, "
+                           f"{same['flipped']:.0%} of document pairs in the other order.")
             l1, l2 = st.columns([4, 1])
             pick = l1.selectbox("Document", range(len(ranked)), key="pg_pick",
                                 format_func=lambda i: f"rank {i + 1} (grade "
@@ -257,16 +259,25 @@ term = s1.selectbox("Query term", [AUTO, *terms], key="pg_term",
 synonym = s2.text_input("Synonym for STMC1", key="pg_synonym",
                         placeholder="a word with the same meaning as the chosen term")
 if st.button("Try the axiom edits"):
-    rows, control = [], None
+    edits = {}
     for axiom in AXIOMS:
         try:
-            edit = perturb(axiom.code, query, document, synonym=synonym,
-                           term=None if term == AUTO or axiom.code == "PROX" else term)
+            edits[axiom.code] = perturb(axiom.code, query, document, synonym=synonym,
+                                        term=None if term == AUTO or axiom.code == "PROX"
+                                        else term)
         except RankScopeError as error:
+            edits[axiom.code] = error
+    applied = [code for code, edit in edits.items() if not isinstance(edit, RankScopeError)]
+    new_scores = dict(zip(applied, ranker.score([query] * len(applied),  # one batched call
+                                                [edits[c].document for c in applied]).tolist()))
+    rows, control = [], None
+    for axiom in AXIOMS:
+        edit = edits[axiom.code]
+        if isinstance(edit, RankScopeError):
             rows.append({"axiom": axiom.code, "edit": axiom.edit, "expects": axiom.expects,
-                         "Δscore": None, "rank": None, "as expected": f"n/a: {error}"})
+                         "Δscore": None, "rank": None, "as expected": f"n/a: {edit}"})
             continue
-        new = float(ranker.score([query], [edit.document])[0])
+        new = new_scores[axiom.code]
         delta = new - score
         if axiom.code == "TFC1−":
             control = delta

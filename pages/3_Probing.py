@@ -7,10 +7,11 @@ import ui
 from core.charts import (comparison_heatmap, id_ood_chart, neuron_count_chart, r2_curve_chart,
                          r2_heatmap, radar_chart)
 from core.cli import reproduce
+from core.constants import ABSENT_R2, ENCODED_R2
 from core.errors import RankScopeError
 from core.features import FEATURE_GROUPS
-from core.probing import (NEGATIVE_R2, POSITIVE_R2, ProbeConfig, collection_gaps,
-                          neuron_histogram, positives_negatives, probe_ranker)
+from core.probing import (ProbeConfig, collection_gaps, neuron_histogram, positives_negatives,
+                          probe_ranker)
 from core.store import DEFAULT_PATH
 
 ui.page_setup("Probing", "📈")
@@ -153,10 +154,10 @@ with tabs[0]:
                                                    "entry to isolate a feature)"),
                               part.drop(columns="neurons"), f"r2-{ranker_}-{collection_}")
         verdicts = summary[(summary.ranker == ranker_) & (summary.collection == collection_)]
-        positive = verdicts[verdicts.max_r2 > POSITIVE_R2].feature.tolist()
-        negative = verdicts[verdicts.max_r2 < NEGATIVE_R2].feature.tolist()
-        st.markdown(f"**Encoded** (max R² > {POSITIVE_R2}): {', '.join(positive) or '—'}  \n"
-                    f"**Absent** (max R² < {NEGATIVE_R2}): {', '.join(negative) or '—'}")
+        positive = verdicts[verdicts.max_r2 > ENCODED_R2].feature.tolist()
+        negative = verdicts[verdicts.max_r2 < ABSENT_R2].feature.tolist()
+        st.markdown(f"**Encoded** (max R² > {ENCODED_R2}): {', '.join(positive) or '—'}  \n"
+                    f"**Absent** (max R² < {ABSENT_R2}): {', '.join(negative) or '—'}")
 
 with tabs[1]:
     chosen = st.selectbox("Collection", sorted(summary.collection.unique()), key="cmp_coll")
