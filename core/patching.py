@@ -49,10 +49,8 @@ from core.store import content_key
 
 PATCH_VERSION = 3  # 2: correct_only, excluded pairs replaced; 3: a collection's own run gives
 # the negatives (TREC DL's BM25 top-100), not bm25s over its passages
-GROUPS = POSITION_GROUPS
 GROUP_CODES = {"instruction": INSTRUCTION, "query": QUERY, "document": DOCUMENT, "last": LAST}
-COMPONENTS = PATCH_COMPONENTS
-TARGETS = (*COMPONENTS, "head", "attn_scores")
+TARGETS = (*PATCH_COMPONENTS, "head", "attn_scores")
 METHODS = ("staged", "loop")
 RESULT_COLUMNS = ["pair", "target", "layer", "group", "head", "value", "ie"]
 CANDIDATES_PER_PAIR = 4  # queries tried per pair asked for, when pairs are excluded
@@ -93,8 +91,8 @@ class PatchConfig:
     min_gap: float = 0.5
     correct_only: bool = True
     depth: int = 100  # study: negatives from BM25 top-100
-    components: tuple[str, ...] = COMPONENTS
-    groups: tuple[str, ...] = GROUPS
+    components: tuple[str, ...] = PATCH_COMPONENTS
+    groups: tuple[str, ...] = POSITION_GROUPS
     head_groups: tuple[str, ...] = ("last", "query")  # study: heads at last token and query
     attention_scores: bool = True
     method: str = "staged"
@@ -112,9 +110,9 @@ class PatchConfig:
             raise InputError(f"doc_tokens must be at least 4, got {self.doc_tokens}")
         if self.min_gap < 0:
             raise InputError(f"min_gap must be ≥ 0, got {self.min_gap}")
-        for name, values, allowed in (("components", self.components, COMPONENTS),
-                                      ("groups", self.groups, GROUPS),
-                                      ("head_groups", self.head_groups, GROUPS)):
+        for name, values, allowed in (("components", self.components, PATCH_COMPONENTS),
+                                      ("groups", self.groups, POSITION_GROUPS),
+                                      ("head_groups", self.head_groups, POSITION_GROUPS)):
             unknown = [v for v in values if v not in allowed]
             if unknown:
                 raise InputError(f"unknown {name}: {', '.join(unknown)}; choose from "
@@ -250,7 +248,7 @@ def prepare_pair(ranker: Ranker, enc) -> PreparedPair:
     enc = enc.to(ranker.device)
     n_layers = ranker.n_layers
     component_paths = {(t, l): p for l in range(n_layers)
-                       for t, p in ranker.component_paths(l).items() if t in COMPONENTS}
+                       for t, p in ranker.component_paths(l).items() if t in PATCH_COMPONENTS}
     block_paths = [ranker.block_path(l) for l in range(n_layers)]
     head_paths = [ranker.head_input_path(l) for l in range(n_layers)]
     state = AttentionState(record_weights=True, record_keys=True)
@@ -317,7 +315,7 @@ def changes_nothing(ranker: Ranker, prepared: PreparedPair, patch: Patch) -> boo
     """True when the clean values a patch writes equal the corrupted ones (e.g. query tokens
     that precede the document in a causal decoder): the patched run *is* the corrupted run."""
     positions = patch_positions(prepared, patch)
-    if patch.target in COMPONENTS:
+    if patch.target in PATCH_COMPONENTS:
         key = (patch.target, patch.layer)
         clean, corrupted = prepared.clean[key][positions], prepared.corrupted[key][positions]
     elif patch.target == "head":
@@ -372,7 +370,7 @@ def _layer_hooks(ranker: Ranker, prepared: PreparedPair, patches: list[Patch | N
 
     paths = ranker.component_paths(layer)
     outputs, inputs, edit = {}, {}, None
-    for target in COMPONENTS:
+    for target in PATCH_COMPONENTS:
         if (mask := row_mask(target, 1)) is not None:
             outputs[paths[target]] = setter(mask, prepared.clean[(target, layer)])
     if (mask := row_mask("head", ranker.n_heads * ranker.head_dim, head_slices=True)) is not None:
@@ -443,7 +441,7 @@ def _loop_score(ranker: Ranker, prepared: PreparedPair, patch: Patch) -> float:
 
 def plan_patches(ranker: Ranker, prepared: PreparedPair, config: PatchConfig) -> list[Patch]:
     """Every patch of the sweep for one pair (groups absent from the input are skipped)."""
-    present = [g for g in GROUPS if len(prepared.positions(g))]
+    present = [g for g in POSITION_GROUPS if len(prepared.positions(g))]
     patches = []
     for layer in range(ranker.n_layers):
         patches += [Patch(t, layer, g) for t in config.components for g in config.groups
@@ -692,7 +690,7 @@ def layer_rankings(effects: pd.DataFrame) -> dict[tuple[str, str], list[int]]:
     """(component, group) → layers ordered by mean IE, highest first (ties: lower layer);
     a component whose IE is the same at every layer (e.g. 0 everywhere) has no ranking."""
     out = {}
-    for (target, group), frame in effects[effects.target.isin(COMPONENTS)].groupby(["target", "group"]):
+    for (target, group), frame in effects[effects.target.isin(PATCH_COMPONENTS)].groupby(["target", "group"]):
         if frame.ie_mean.nunique() < 2:
             continue
         ordered = frame.sort_values(["ie_mean", "layer"], ascending=[False, True])
@@ -707,7 +705,7 @@ def rbo_table(pointwise: pd.DataFrame, pairwise: pd.DataFrame, p: float = 0.7) -
 
     left, right = layer_rankings(pointwise), layer_rankings(pairwise)
     keys = {tuple(k) for k in pd.concat([pointwise, pairwise])[["target", "group"]]
-            .drop_duplicates().itertuples(index=False) if k[0] in COMPONENTS}
+            .drop_duplicates().itertuples(index=False) if k[0] in PATCH_COMPONENTS}
     rows = [(target, group, rank_biased_overlap(left[(target, group)], right[(target, group)], p)
              if (target, group) in left and (target, group) in right else float("nan"),
              left.get((target, group), [])[:3], right.get((target, group), [])[:3])

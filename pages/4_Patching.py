@@ -10,8 +10,9 @@ import ui
 from core.ablation import KnockoutConfig, run_knockout
 from core.charts import head_heatmap, head_scatter, ie_heatmap, knockout_chart
 from core.cli import reproduce
+from core.constants import POSITION_GROUPS
 from core.errors import RankScopeError
-from core.patching import (GROUPS, PatchConfig, correlations, head_table, head_top_tokens,
+from core.patching import (PatchConfig, correlations, head_table, head_top_tokens,
                            mean_effects, rbo_table, run_patching, top_heads)
 from core.store import DEFAULT_PATH
 
@@ -47,7 +48,8 @@ with st.form("patch"):
     min_gap = c6.number_input("Min LD_clean − LD_corr", min_value=0.0, value=0.5, step=0.1,
                               help="Pairs below are excluded and replaced by the next query's "
                                    "(IE divides by this gap).")
-    head_groups = c7.multiselect("Patch heads at", list(GROUPS), default=["last", "query"])
+    head_groups = c7.multiselect("Patch heads at", list(POSITION_GROUPS),
+                                 default=["last", "query"])
     c8, c9, c10, c11 = st.columns(4)
     attention_scores = c8.checkbox("Patch attention scores", value=True,
                                    help="Each head's attention weights between query and "
@@ -167,7 +169,7 @@ with tabs[0]:
 with tabs[1]:
     prompt = st.radio("Prompt", list(effects), horizontal=True, key="heads_prompt")
     frame = effects[prompt]
-    groups_done = [g for g in GROUPS if g in set(frame[frame.target == "head"].group)]
+    groups_done = [g for g in POSITION_GROUPS if g in set(frame[frame.target == "head"].group)]
     if not groups_done:
         st.caption("Heads were not patched in this run (choose position groups under "
                    "*Patch heads at*).")
