@@ -45,20 +45,37 @@ def byte_level_tokenizer(vocab_size: int = 2000):
 
 
 def wordpiece_tokenizer(vocab_size: int = 2000):
-    """A BERT-style WordPiece tokenizer ([CLS] a [SEP] b [SEP], token type ids)."""
+    """A BERT-style WordPiece tokenizer ([CLS] a [SEP] b [SEP], token type ids).
+
+    The vocabulary is built by hand, not by ``WordPieceTrainer``: the trainer breaks ties in
+    word counts in hash order, so its vocabulary (and every tiny model's score) changed from
+    one process to the next. Here: the specials, every character seen (alone and as a
+    ``##`` continuation), then the most frequent words, ties broken alphabetically."""
+    from collections import Counter
+
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers import trainers
     from transformers import BertTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words = Counter(word for text in _corpus()
+                    for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for word in words for c in word})
+    vocab = specials + chars + ["##" + c for c in chars]
+    taken = set(vocab)
+    for word, _ in sorted(words.items(), key=lambda item: (-item[1], item[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in taken:
+            vocab.append(word)
+            taken.add(word)
+    tokenizer = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)},
+                                           unk_token="[UNK]"))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                        show_progress=False)
-    tokenizer.train_from_iterator(_corpus(), trainer)
-    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    cls, sep = vocab.index("[CLS]"), vocab.index("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
