@@ -134,3 +134,27 @@ def intervene_inputs(model: torch.nn.Module,
 def count_hooks(model: torch.nn.Module) -> int:
     """Forward (pre-)hooks currently registered anywhere in ``model`` (leak checks in tests)."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def call_arguments(model: torch.nn.Module, path: str, run: Callable[[], object]) -> tuple[tuple, dict]:
+    """The positional (after the first) and keyword arguments module ``path`` is called with
+    when ``run()`` runs the model; the forward pass stops there, so nothing after it runs."""
+    captured = {}
+
+    class _Stop(Exception):
+        pass
+
+    def grab(module, args, kwargs):
+        captured["args"], captured["kwargs"] = args[1:], kwargs
+        raise _Stop
+
+    with model_lock(model):
+        handle = model.get_submodule(path).register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            try:
+                run()
+            except _Stop:
+                pass
+        finally:
+            handle.remove()
+    return captured["args"], captured["kwargs"]

@@ -1,4 +1,5 @@
-"""core/ never imports streamlit; only core/models.py imports transformers/peft/bitsandbytes."""
+"""core/ never imports streamlit; only the core/models package imports transformers/peft/
+bitsandbytes; nothing outside it touches a Ranker's model, tokenizer or private state."""
 
 import ast
 import subprocess
@@ -6,6 +7,12 @@ import sys
 from pathlib import Path
 
 CORE = Path(__file__).resolve().parents[2] / "core"
+MODELS = CORE / "models"
+
+
+def _core_files(outside_models: bool = False) -> list[Path]:
+    files = sorted(CORE.rglob("*.py"))
+    return [p for p in files if not (outside_models and MODELS in p.parents)]
 
 
 def _imports(path: Path) -> set[str]:
@@ -20,19 +27,20 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_core_never_imports_streamlit_statically():
-    offenders = [p.name for p in CORE.glob("*.py") if "streamlit" in _imports(p)]
+    offenders = [p.name for p in _core_files() if "streamlit" in _imports(p)]
     assert offenders == []
 
 
 def test_only_models_imports_model_frameworks():
     frameworks = {"transformers", "peft", "bitsandbytes"}
-    offenders = {p.name: sorted(_imports(p) & frameworks) for p in CORE.glob("*.py")
-                 if p.name != "models.py" and _imports(p) & frameworks}
+    offenders = {p.name: sorted(_imports(p) & frameworks) for p in _core_files(True)
+                 if _imports(p) & frameworks}
     assert offenders == {}
 
 
 def test_importing_every_core_module_does_not_load_streamlit():
-    modules = [f"core.{p.stem}" for p in CORE.glob("*.py") if p.stem != "__main__"]
+    modules = [".".join(p.relative_to(CORE.parent).with_suffix("").parts).removesuffix(".__init__")
+               for p in _core_files() if p.stem != "__main__"]
     code = ("import sys; " + "; ".join(f"import {m}" for m in modules)
             + "; print('streamlit' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -81,11 +89,18 @@ def test_the_seal_check_catches_a_breach():
 
 def test_nothing_outside_the_model_module_touches_a_rankers_model_or_tokenizer():
     """Analyses, pages and the UI glue go through Ranker's methods (capture, intervene,
-    linear widths, pad embedding, special-token mask, token counts …); only core/models.py
-    reaches into the transformers model. (Training and bench scripts build and time raw models
+    linear widths, pad embedding, special-token mask, token counts …); only the core/models
+    package reaches into the transformers model. (Training and bench scripts build and time raw models
     on purpose and are not checked.)"""
-    files = [p for p in CORE.glob("*.py") if p.name != "models.py"]
+    files = _core_files(outside_models=True)
     files += sorted((ROOT / "pages").glob("*.py")) + [ROOT / "ui.py", ROOT / "app.py"]
     breaches = {str(p.relative_to(ROOT)): found for p in files
                 if (found := ranker_seal_breaches(p.read_text()))}
     assert breaches == {}
+
+
+def test_every_kind_has_one_head_and_every_head_a_kind():
+    from core.constants import KINDS
+    from core.models import HEADS
+
+    assert sorted(HEADS) == sorted(KINDS)

@@ -83,8 +83,8 @@ def test_judge_score_is_yes_minus_no(tiny_judge):
     enc = tiny_judge.encode(["q"], ["d"])
     with torch.no_grad():
         logits = tiny_judge.model(**enc.model_inputs()).logits[0, int(enc.last[0])]
-    expected = (torch.logsumexp(logits[tiny_judge.yes_ids], 0)
-                - torch.logsumexp(logits[tiny_judge.no_ids], 0))
+    yes, no = tiny_judge.answer_ids
+    expected = torch.logsumexp(logits[yes], 0) - torch.logsumexp(logits[no], 0)
     assert tiny_judge.score(["q"], ["d"])[0] == pytest.approx(float(expected), abs=1e-5)
 
 
