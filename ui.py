@@ -6,6 +6,7 @@ computes an analysis.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -115,6 +116,8 @@ PAGES = [  # (script, title, favicon, what it answers): Home's cards and the sid
      "Which neurons carry the score: conductance of every linear layer, top-X % sets."),
     ("pages/6_Ablation.py", "Ablation", "✂️",
      "Knock neuron sets out while re-ranking: nDCG@10 against random sets, Shapley checks."),
+    ("pages/7_Lens.py", "Score lens", "🔭",
+     "How well the ranker would rank if it stopped after each layer: nDCG@10 per layer."),
 ]
 
 
@@ -364,3 +367,117 @@ def chart_with_exports(chart, frame, name: str, stretch: bool = True) -> None:
                             "image/svg+xml", key=f"svg-{name}", on_click="ignore")
     cols[2].download_button("CSV", frame.to_csv(index=False), f"{name}.csv", "text/csv",
                             key=f"csv-{name}", on_click="ignore")
+
+
+# --------------------------------------------------------------------------- analysis pages
+def _field_widget(container, item, kind, default):
+    """One form widget for one config field (its label, help and choices from the field)."""
+    import typing
+
+    label = item.metadata.get("label") or item.name.replace("_", " ").capitalize()
+    help_text = item.metadata.get("help") or None
+    choices = item.metadata.get("choices")
+    key = f"field-{item.name}"
+    if kind is bool:
+        return container.checkbox(label, value=default, help=help_text, key=key)
+    if typing.get_origin(kind) is tuple:
+        return tuple(container.multiselect(label, list(choices or default), default=list(default),
+                                           help=help_text, key=key))
+    if choices:
+        return container.selectbox(label, list(choices), index=list(choices).index(default),
+                                   help=help_text, key=key)
+    if kind is int:
+        return int(container.number_input(label, value=int(default), step=1, help=help_text,
+                                          key=key))
+    if kind is float:
+        return float(container.number_input(label, value=float(default), help=help_text,
+                                            key=key, format="%.4g"))
+    return container.text_input(label, value=str(default), help=help_text, key=key)
+
+
+def analysis_page(name: str, icon: str = "🔬") -> None:
+    """The whole page of a registered analysis (:mod:`core.analysis`): a form built from its
+    config, a run with progress / Stop / resume, the command line that reruns it, and its
+    stored runs on the sidebar's collection as a chart, a table and a zip."""
+    import dataclasses
+    import typing
+
+    from core.analysis import REGISTRY, load
+    from core.analysis import run as run_analysis
+    from core.cli import reproduce
+    from core.cli.generated import commands
+
+    commands()  # imports (and so registers) the built-in analyses
+    analysis = REGISTRY[name]
+    page_setup(analysis.title, icon)
+    ranker_name, source = sidebar()
+    st.title(analysis.title)
+    st.caption(analysis.summary + f" — headless: `python -m core {analysis.name} --help`.")
+    store = store_or_error()
+    collection = collection_or_error(source)
+    if store is None or collection is None:
+        st.stop()
+    hints = typing.get_type_hints(analysis.Config)
+    fields = dataclasses.fields(analysis.Config)
+    defaults = analysis.Config()
+    with st.form(f"analysis-{name}"):
+        columns = st.columns(min(4, max(1, len(fields))))
+        values = {item.name: _field_widget(columns[i % len(columns)], item, hints[item.name],
+                                           getattr(defaults, item.name))
+                  for i, item in enumerate(fields)}
+        button = f"Run {analysis.title.lower()}"
+        submitted = st.form_submit_button(button, type="primary")
+    status = RunStatus(f"running-{name}", submitted, button, analysis.unit)
+    if submitted:
+        try:
+            config = analysis.Config(**values)
+            analysis.validate(config)
+        except RankScopeError as error:
+            status.fail(error)
+        with status.area:
+            ranker = ranker_or_error(ranker_name)
+        if ranker is None:
+            st.stop()
+        bar = status.start()
+        try:
+            result = run_analysis(analysis, ranker, collection, config, store, progress=lambda d, t:
+                                  bar.progress(d / max(t, 1), text=f"{analysis.unit} {d}/{t}"))
+        except RankScopeError as error:
+            status.fail(error)
+        status.done()
+        st.session_state[f"{name}-key"] = result.key
+        st.session_state[f"{name}-command"] = reproduce(
+            name, ranker=ranker_name, collection=source,
+            store=None if store_path() == DEFAULT_PATH else str(store_path()),
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()})
+    if st.session_state.get(f"{name}-command"):
+        with st.expander("Reproduce the last run from the command line (same store key)"):
+            st.code(st.session_state[f"{name}-command"], language="bash")
+    runs = store.analysis_runs(name)
+    runs = runs[(runs.status == "done") & (runs.collection == collection.name)]
+    if runs.empty:
+        st.info(f"Pick the settings, then **{button}**. Runs are kept in the store: asking "
+                "again is instant.")
+        return
+    labels = {r.key: f"{r.ranker} · {r.collection} · {r.n_units} {analysis.unit}s · "
+                     f"{r.created:%Y-%m-%d %H:%M}" for r in runs.itertuples()}
+    wanted = st.session_state.get(f"{name}-key")
+    keys = list(labels)[::-1]
+    key = st.selectbox("Run shown", keys, index=keys.index(wanted) if wanted in labels else 0,
+                       format_func=labels.get)
+    info = runs[runs.key == key].iloc[0]
+    stored = json.loads(info.config)
+    config = analysis.Config(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in stored.items()})
+    result = load(analysis, store, key, collection, config)
+    for note in result.notes:
+        st.caption(note)
+    chart = analysis.chart(result.frame)
+    if chart is not None:
+        chart_with_exports(chart, result.frame, f"{name}-{info.ranker}-{info.collection}")
+    st.dataframe(result.frame, hide_index=True)
+    download_run(f"{name}-{info.ranker}-{info.collection}",
+                 {"analysis": name, "ranker": info.ranker, "collection": info.collection,
+                  "config": stored}, {name: result.frame},
+                 {name: chart} if chart is not None else None,
+                 st.session_state.get(f"{name}-command", ""))

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.analysis import drive
 from core.errors import InputError
 from core.constants import ENCODED_R2
 from core.store import content_key
@@ -331,28 +332,23 @@ def attribute_collection(ranker: Ranker, collection, config: AttributionConfig,
                                         "split": split, "layout": layout},
                                 n_pairs=len(chosen), n_neurons=len(index), counts=counts)
         done = store.attribution_pairs_done(key)
-    rows, values, stopped = [], [], False
-    for i, row in enumerate(chosen.itertuples(index=False)):
-        if i in done:
-            continue
-        if should_stop and should_stop():
-            stopped = True
-            break
-        if progress:
-            progress(i, len(chosen))
+    def compute(i, row):
         tick = time.perf_counter()
         enc = ranker.encode([row.query], [row.document])
         sign = 1.0 if row.label == "relevant" else -1.0
         conductances, report = conductance(ranker, enc, config, sign)
         pair = {"pair": i, "qid": str(row.qid), "docno": str(row.docno), "label": row.label,
                 **report, "seconds": time.perf_counter() - tick}
-        flat = flatten(conductances, index)
-        if store is not None:
-            store.write_attribution_pair(key, pair, flat)
-        rows.append(pair)
-        values.append(flat.astype(np.float32))
-    if progress and not stopped:
-        progress(len(chosen), len(chosen))
+        return pair, flatten(conductances, index).astype(np.float32)
+
+    def write(i, row, output):
+        store.write_attribution_pair(key, *output)
+
+    outputs, stopped = drive(list(chosen.itertuples(index=False)), compute, done=done,
+                             write=write if store is not None else None, progress=progress,
+                             should_stop=should_stop)
+    rows = [pair for pair, _ in outputs]
+    values = [flat for _, flat in outputs]
     if store is not None:
         if not stopped:
             store.finish_attribution(key)

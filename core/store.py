@@ -103,6 +103,12 @@ CREATE TABLE IF NOT EXISTS attribution_pairs (
     attr_key VARCHAR, pair INTEGER, qid VARCHAR, docno VARCHAR, label VARCHAR, score DOUBLE,
     baseline_score DOUBLE, delta DOUBLE, cut_total DOUBLE, completeness_gap DOUBLE,
     seconds DOUBLE, data BLOB, PRIMARY KEY (attr_key, pair));
+CREATE TABLE IF NOT EXISTS analysis_runs (
+    key VARCHAR PRIMARY KEY, analysis VARCHAR, ranker VARCHAR, collection VARCHAR,
+    config VARCHAR, n_units INTEGER, status VARCHAR, created DOUBLE, finished DOUBLE);
+CREATE TABLE IF NOT EXISTS analysis_units (
+    key VARCHAR, unit_index INTEGER, unit VARCHAR, frame BLOB, created DOUBLE,
+    PRIMARY KEY (key, unit_index));
 CREATE TABLE IF NOT EXISTS result_frames (
     frame_key VARCHAR PRIMARY KEY, analysis VARCHAR, ranker VARCHAR, collection VARCHAR,
     config VARCHAR, frame VARCHAR, created DOUBLE);
@@ -504,6 +510,61 @@ class Store:
                                                  else [])).fetchone()
         return None if row is None else row[0]
 
+    # -- any analysis of the contract (core.analysis): one row per run, one per unit ----
+    def begin_analysis(self, key: str, *, analysis: str, ranker: str, collection: str,
+                       config: dict, n_units: int) -> None:
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO analysis_runs VALUES (?, ?, ?, ?, ?, ?, 'running', ?, NULL) "
+                        "ON CONFLICT DO NOTHING",
+                        [key, analysis, ranker, collection, json.dumps(config, sort_keys=True),
+                         n_units, time.time()])
+
+    def analysis_units_done(self, key: str) -> set[int]:
+        with self.cursor() as cur:
+            rows = cur.execute("SELECT unit_index FROM analysis_units WHERE key = ?",
+                               [key]).fetchall()
+        return {r[0] for r in rows}
+
+    def write_analysis_unit(self, key: str, index: int, unit, frame: pd.DataFrame) -> None:
+        """One unit's rows in one transaction (Arrow IPC: dtypes come back exactly)."""
+        sink = pa.BufferOutputStream()
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO analysis_units VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        [key, index, json.dumps(unit, default=str), sink.getvalue().to_pybytes(),
+                         time.time()])
+
+    def finish_analysis(self, key: str) -> None:
+        with self.transaction() as cur:
+            cur.execute("UPDATE analysis_runs SET status = 'done', finished = ? WHERE key = ?",
+                        [time.time(), key])
+
+    def analysis_run(self, key: str) -> dict | None:
+        """The run's row (analysis, ranker, collection, config, n_units, status) and
+        ``units_done``, or None."""
+        runs = self.analysis_runs()
+        run = runs[runs.key == key]
+        return None if run.empty else run.iloc[0].to_dict()
+
+    def analysis_frame(self, key: str) -> pd.DataFrame:
+        """Every stored unit's rows, in unit order."""
+        with self.cursor() as cur:
+            blobs = [r[0] for r in cur.execute("SELECT frame FROM analysis_units WHERE key = ? "
+                                               "ORDER BY unit_index", [key]).fetchall()]
+        frames = [pa.ipc.open_stream(pa.py_buffer(blob)).read_all().to_pandas() for blob in blobs]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def analysis_runs(self, analysis: str | None = None) -> pd.DataFrame:
+        with self.cursor() as cur:
+            return cur.execute(
+                "SELECT r.key, r.analysis, r.ranker, r.collection, r.config, r.n_units, "
+                "coalesce(u.done, 0) AS units_done, r.status, to_timestamp(r.created) AS created "
+                "FROM analysis_runs r LEFT JOIN (SELECT key, count(*) AS done FROM analysis_units "
+                "GROUP BY key) u USING (key)" + (" WHERE r.analysis = ?" if analysis else "")
+                + " ORDER BY r.created", [analysis] if analysis else []).df()
+
     # -- small finished tables (knock-out …) -------------------------------------------
     def frame(self, frame_key: str) -> pd.DataFrame | None:
         with self.cursor() as cur:
@@ -569,6 +630,8 @@ class Store:
                 counts["attributions"] = self._import_keyed(
                     cur, alias, "attribution_runs", ("attribution_pairs",), "attr_key",
                     "status = 'done'")
+                counts["analyses"] = self._import_keyed(
+                    cur, alias, "analysis_runs", ("analysis_units",), "key", "status = 'done'")
                 counts["tables"] = self._import_keyed(
                     cur, alias, "result_frames", (), "frame_key", "TRUE")
                 cur.execute("COMMIT")

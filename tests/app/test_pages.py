@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -25,7 +26,7 @@ def test_home_page_renders_with_sidebar():
     links = [link.proto.label for link in at.get("page_link")]
     cards = [label for label in links if label.startswith("Open ")]
     assert cards == [f"Open {t} →" for t in ("Playground", "Workspace", "Probing", "Patching",
-                                             "Attribution", "Ablation")]
+                                             "Attribution", "Ablation", "Score lens")]
     assert "TREC DL 2020" in " ".join(m.value for m in at.markdown)
 
 
@@ -39,7 +40,7 @@ def test_the_first_navigation_entry_is_home():
     at = page("app.py").run()
     nav = [link.proto.label for link in at.sidebar.get("page_link")]
     assert nav == ["Home", "Playground", "Workspace", "Probing", "Patching", "Attribution",
-                   "Ablation"]
+                   "Ablation", "Score lens"]
     import ui
 
     assert {script for script, *_ in ui.PAGES} == {f"pages/{p.name}"
@@ -419,3 +420,33 @@ def test_playground_side_by_side_rankers_on_a_pair_and_on_the_candidates(demo):
     agreement = next(c.value for c in at.caption if "Kendall τ" in c.value)
     tau = float(agreement.split("Kendall τ ")[1].split(",")[0])
     assert -1 <= tau <= 1
+
+
+def test_an_analysis_page_is_generated_from_its_config_and_reads_back_its_run(app_store):
+    """The Score lens page is ``ui.analysis_page("lens")``: its form has one widget per config
+    field; a run draws the chart and table, says the command line, and the stored run is
+    shown again (from the store, not recomputed) on the next visit."""
+    from core import lens
+
+    at = page("pages/7_Lens.py").run()
+    assert not at.exception and not at.error
+    labels = [w.label for w in at.number_input] + [w.label for w in at.text_input]
+    assert {"Candidates per query", "Queries", "Batch size", "Query split"} <= set(labels)
+    at.number_input(key="field-queries").set_value(2)
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert list(table.layer) == list(range(1, 7))  # MiniLM: six blocks
+    assert table["nDCG@10"].between(0, 1).all()
+    assert table.spearman_with_final.iloc[-1] == pytest.approx(1.0)  # the last layer is the score
+    assert "python -m core lens --ranker minilm-cross-encoder" in at.code[0].value
+
+    calls = []
+    original = lens.ScoreLens.compute
+    lens.ScoreLens.compute = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        again = page("pages/7_Lens.py").run()
+    finally:
+        lens.ScoreLens.compute = original
+    assert calls == [] and not again.exception
+    pd.testing.assert_frame_equal(again.dataframe[0].value, table)

@@ -80,7 +80,8 @@ def test_the_readme_links_every_docs_page_and_they_exist():
 
 def test_a_pages_command_line_rebuilds_the_same_patching_config():
     """What the Patching page shows as its command parses back into the config it ran."""
-    from core.cli import _patch_config, build_parser, reproduce
+    from core.cli import build_parser, reproduce
+    from core.cli.patch import _patch_config
     from core.patching import PatchConfig
 
     ran = PatchConfig(prompt="pointwise", pairs=3, doc_tokens=40, min_gap=0.2,

@@ -176,7 +176,7 @@ def test_locked_store_falls_back_to_a_side_file_that_imports(tiny, demo, tmp_pat
     result = extract(tiny, demo, CONFIG, side)
     side.close()
     assert app_store.import_file(side_path) == {"runs": 1, "feature sets": 0, "probes": 0,
-                                                "patching sweeps": 0, "attributions": 0,
+                                                "patching sweeps": 0, "attributions": 0, "analyses": 0,
                                                 "tables": 0}
     assert app_store.import_file(side_path)["runs"] == 0  # nothing duplicated
     assert np.array_equal(app_store.scores(result.run_key),

@@ -1,0 +1,141 @@
+"""What every command shares: the ranker and collection flags, loading them, the store, the
+progress bar, ``--out`` checks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from core.constants import KINDS, QUANTIZATIONS
+from core.errors import InputError, RankScopeError  # noqa: F401 - re-exported to commands
+
+COLLECTION_HELP = ("demo, cranfield, trec-dl-2019, trec-dl-2020 (when beside the project), a "
+                   "folder, or irds:<id>")
+
+
+def add_ranker(p, *, required: bool = True, default: str | None = None,
+               help: str = "preset name (see `models`), or a hub id / local folder with --kind",
+               aliases: tuple[str, ...] = ()) -> None:
+    """``--ranker`` (and its aliases), ``--quantization``, and the flags of a model that is not
+    a preset."""
+    p.add_argument("--ranker", *aliases, required=required, default=default, help=help)
+    p.add_argument("--quantization", choices=QUANTIZATIONS)
+    custom = p.add_argument_group("a model that is not a preset (--ranker is its hub id "
+                                  "or folder)")
+    custom.add_argument("--kind", choices=KINDS)
+    custom.add_argument("--adapter", help="peft LoRA adapter folder or hub id, merged in")
+    custom.add_argument("--gguf-file", help="GGUF file inside the folder / repository")
+    custom.add_argument("--max-length", type=int, default=256, help="tokens per input")
+    custom.add_argument("--trust-remote-code", action="store_true",
+                        help="run the repository's own Python code (off by default; only "
+                             "for authors you trust: it runs with your permissions)")
+
+
+def add_collection(p, *, split: str | None = None,
+                   split_help: str = "only queries of this split (demo: test)") -> None:
+    """``--collection``, the candidate flags, ``--split`` and ``--store``."""
+    from core.store import DEFAULT_PATH
+
+    p.add_argument("--collection", default="demo", help=COLLECTION_HELP)
+    p.add_argument("--limit", type=int, default=None, help="first N queries only")
+    p.add_argument("--depth", type=int, default=20,
+                   help="candidates per query: the run's top-k, else BM25's")
+    p.add_argument("--batch-size", type=int, default=20)
+    p.add_argument("--split", default=split, help=split_help)
+    p.add_argument("--store", default=str(DEFAULT_PATH), help="DuckDB store file")
+
+
+TEST_SPLIT = {"split": "test", "split_help": "queries of this split (default test; '' for all)"}
+
+
+def progress_bar(description: str, unit: str = "batch"):
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, initial=0, desc=description, unit=unit, file=sys.stderr)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def ranker_spec(args, name: str | None = None):
+    """The ranker asked for: a preset, or (with ``--kind``) a hub id or local folder."""
+    from dataclasses import replace
+
+    from core.models import PRESETS, custom_spec, get_spec
+
+    name = name or args.ranker
+    custom = getattr(args, "kind", None)
+    if name in PRESETS and not custom:
+        spec = get_spec(name)
+        if getattr(args, "trust_remote_code", False):
+            raise InputError("--trust-remote-code applies to a hub id or folder given with "
+                             "--kind, not to a preset (no preset needs remote code)")
+    elif custom:
+        spec = custom_spec(name, custom, adapter=args.adapter, gguf_file=args.gguf_file,
+                           trust_remote_code=args.trust_remote_code, name=name,
+                           max_length=args.max_length)
+    else:
+        spec = get_spec(name)  # unknown name: the message lists presets and --kind
+    if getattr(args, "quantization", None):
+        spec = replace(spec, quantization=args.quantization)
+    return spec
+
+
+def load(args):
+    """The ranker (and collection, when the command has one) the flags name."""
+    from core.data import load_collection
+    from core.models import load_ranker
+
+    spec = ranker_spec(args)
+    collection = load_collection(args.collection) if getattr(args, "collection", None) else None
+    if collection is not None and collection.skipped:
+        skipped = ", ".join(f"{n} × {k}" for k, n in collection.skipped.items())
+        print(f"note: {collection.name}: skipped lines: {skipped}", file=sys.stderr)
+    print(f"loading {spec.name} ({spec.quantization}) …", file=sys.stderr)
+    ranker = load_ranker(spec, progress=lambda m: print(m, file=sys.stderr))
+    return ranker, collection
+
+
+def out_file(value: str, example: str) -> Path:
+    """The ``--out`` path, refused when it names a folder (before any work starts)."""
+    out = Path(value)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name such as {out / example}")
+    return out
+
+
+def store_for(args):
+    """The ``--store`` file, or a side file beside it when the app holds it (said on stderr)."""
+    from core.store import open_store
+
+    store, note = open_store(args.store, fallback=True)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return store
+
+
+def write_table(frame, ranker, collection, out: Path) -> None:
+    """Prefix the ranker and collection columns and write ``frame`` as CSV (folders made)."""
+    frame.insert(0, "collection", collection.name)
+    frame.insert(0, "ranker", ranker.spec.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+
+
+def stored_key(store, analysis: str, ranker: str, collection: str | None, command: str) -> str:
+    """The newest finished run of ``analysis``, or an error naming the command that makes one."""
+    key = store.latest(analysis, ranker, collection)
+    if key is None:
+        where = f" on {collection}" if collection else ""
+        raise InputError(f"the store {store.path} holds no finished {analysis} run of {ranker}"
+                         f"{where}; run `python -m core {command}` first")
+    return key

@@ -1,0 +1,126 @@
+"""Score lens over a collection: how well would the ranker rank if it stopped after layer l?
+
+The Playground's score lens (:meth:`core.models.Ranker.layer_scores`, a logit lens —
+nostalgebraist 2020 — for relevance) shows one pair. This analysis reads the output head off
+the output position after every block for every candidate of every query, then re-ranks each
+query's candidates by each layer's read-out: nDCG@10 / MRR@10 per layer, and the Spearman
+correlation of each layer's scores with the final ones. Where the curve rises is where the
+ranking decision forms; a layer whose read-out already ranks as well as the last one shows
+that the later blocks mostly rescale. (Early layers are read through a head trained on the
+last layer's states, so their values are a lower bound on what those layers encode — the
+probing study measures that directly.)
+
+It is also the worked example of the analysis contract (:mod:`core.analysis`): one module,
+registered; its CLI command (``python -m core lens``) and its page are generated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from core.analysis import Analysis, option, register
+from core.errors import InputError
+
+
+@dataclass(frozen=True)
+class LensConfig:
+    depth: int = option(20, "candidates per query: the run's top-k, else BM25's",
+                        label="Candidates per query")
+    queries: int = option(10, "queries (the first of the split)", label="Queries")
+    split: str = option("test", "only queries of this split (demo: test; '' for all)",
+                        label="Query split")
+    batch_size: int = option(16, "pairs per forward pass", label="Batch size")
+
+
+@register
+class ScoreLens(Analysis):
+    name = "lens"
+    title = "Score lens"
+    summary = "nDCG@10 of the ranker's own head read after every layer (where the ranking forms)"
+    unit = "query"
+    Config = LensConfig
+
+    def __init__(self):
+        self._pairs: dict[tuple, pd.DataFrame] = {}
+
+    def validate(self, config: LensConfig) -> None:
+        super().validate(config)
+        for name in ("depth", "queries", "batch_size"):
+            if getattr(config, name) < 1:
+                raise InputError(f"{name.replace('_', ' ')} must be at least 1, "
+                                 f"got {getattr(config, name)}")
+
+    def pairs(self, collection, config: LensConfig) -> pd.DataFrame:
+        from core.retrieval import candidate_pairs
+
+        split = config.split or None
+        cache = (collection.content_hash, config.depth, split, config.queries)
+        if cache not in self._pairs:
+            self._pairs = {cache: candidate_pairs(collection, config.depth,
+                                                  qids=collection.qids(split, True),
+                                                  limit_queries=config.queries)}
+        return self._pairs[cache]
+
+    def units(self, ranker, collection, config: LensConfig) -> list[str]:
+        return [str(q) for q in self.pairs(collection, config).qid.drop_duplicates()]
+
+    def compute(self, ranker, collection, config: LensConfig, unit: str) -> pd.DataFrame:
+        import torch
+
+        with torch.inference_mode():
+            return self._compute(ranker, collection, config, unit, torch)
+
+    def _compute(self, ranker, collection, config, unit, torch) -> pd.DataFrame:
+        pairs = self.pairs(collection, config)
+        pairs = pairs[pairs.qid.astype(str) == unit]
+        paths = [ranker.block_path(layer) for layer in range(ranker.n_layers)]
+        rows = []
+        for start in range(0, len(pairs), config.batch_size):
+            batch = pairs.iloc[start:start + config.batch_size]
+            enc = ranker.encode(batch["query"].tolist(), batch["document"].tolist())
+            last = enc.last.to(ranker.device)
+
+            def at_output(_, hidden):
+                return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+            with ranker.capture(paths, reduce=at_output) as states:
+                final = ranker.forward(enc).float().cpu().numpy()
+            for layer, path in enumerate(paths):
+                scores = ranker.read_out(states[path].to(ranker.dtype)).float().cpu().numpy()
+                rows.append(pd.DataFrame({"qid": unit, "docno": batch.docno.astype(str).to_numpy(),
+                                          "layer": layer + 1, "score": scores,
+                                          "final": final}))
+        return pd.concat(rows, ignore_index=True)
+
+    def summarise(self, frame: pd.DataFrame, collection, config: LensConfig) -> pd.DataFrame:
+        from scipy.stats import spearmanr
+
+        from core.metrics import evaluate
+
+        rows = []
+        for layer, at in frame.groupby("layer", sort=True):
+            measures = evaluate(collection, at, at.score.to_numpy())
+            rhos = [spearmanr(q.score, q.final).statistic for _, q in at.groupby("qid")
+                    if len(q) > 1 and np.ptp(q.score) > 0 and np.ptp(q.final) > 0]
+            rows.append({"layer": int(layer), **measures,
+                         "spearman_with_final": float(np.mean(rhos)) if rhos else float("nan")})
+        return pd.DataFrame(rows)
+
+    def notes(self, frame: pd.DataFrame, config: LensConfig) -> list[str]:
+        if frame.empty:
+            return []
+        return [f"{frame.qid.nunique()} queries, {len(frame) // frame.layer.nunique()} pairs"]
+
+    def chart(self, table: pd.DataFrame):
+        import altair as alt
+
+        long = table.melt("layer", ["nDCG@10", "spearman_with_final"], "measure", "value")
+        return alt.Chart(long).mark_line(point=True).encode(
+            x=alt.X("layer:Q", title="read after layer", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("value:Q", title="value"),
+            color=alt.Color("measure:N", title=None),
+            tooltip=["layer", "measure", alt.Tooltip("value:Q", format=".3f")],
+        ).properties(height=320)
