@@ -33,6 +33,9 @@ class LensConfig:
     split: str = option("test", "only queries of this split (demo: test; '' for all)",
                         label="Query split")
     batch_size: int = option(16, "pairs per forward pass", label="Batch size")
+    qrels: str = option("", "judge with this TREC qrels file instead of the collection's "
+                            "(e.g. TREC DL's official-qrels.txt, for published figures)",
+                        label="Qrels file (optional)")
 
 
 @register
@@ -100,9 +103,12 @@ class ScoreLens(Analysis):
 
         from core.metrics import evaluate
 
+        from core.data import with_qrels
+
+        judged = with_qrels(collection, config.qrels) if config.qrels else collection
         rows = []
         for layer, at in frame.groupby("layer", sort=True):
-            measures = evaluate(collection, at, at.score.to_numpy())
+            measures = evaluate(judged, at, at.score.to_numpy())
             rhos = [spearmanr(q.score, q.final).statistic for _, q in at.groupby("qid")
                     if len(q) > 1 and np.ptp(q.score) > 0 and np.ptp(q.final) > 0]
             rows.append({"layer": int(layer), **measures,

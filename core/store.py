@@ -124,8 +124,8 @@ PROBE_COLUMNS = ["layer", "pooling", "feature", "estimator", "r2_mean", "r2_sd",
 
 
 
-class Store:
-    """A DuckDB result store. Thread-safe: each call works on its own cursor."""
+class _Connection:
+    """The DuckDB connection, schema check and transactions every table family uses."""
 
     def __init__(self, path: str | Path = DEFAULT_PATH, *, read_only: bool = False):
         if duckdb is None:
@@ -200,6 +200,10 @@ class Store:
                 raise
             cur.execute("COMMIT")
 
+
+class _ExtractionTables:
+    """Extraction runs: pairs, batches (scores), activations; feature sets."""
+
     # -- runs -------------------------------------------------------------------------
     def begin_run(self, run_key: str, *, kind: str, ranker: str, ranker_key: str,
                   collection: str, collection_key: str, config: dict, pairs: pd.DataFrame,
@@ -257,11 +261,6 @@ class Store:
             cur.execute("DROP TABLE compacted")
             cur.execute("UPDATE runs SET status = 'done', finished = ? WHERE run_key = ?",
                         [time.time(), run_key])
-
-    def delete_run(self, run_key: str) -> None:
-        with self.transaction() as cur:
-            for table in TABLES:
-                cur.execute(f"DELETE FROM {table} WHERE run_key = ?", [run_key])
 
     def runs(self) -> pd.DataFrame:
         with self.cursor() as cur:
@@ -347,6 +346,12 @@ class Store:
             cur.execute("INSERT INTO feature_sets VALUES (?, ?, ?, ?, ?)",
                         [features_key, run_key, len(frame), json.dumps(notes), time.time()])
 
+
+class _StudyTables:
+    """The three studies' own tables (probes, patching sweeps, attributions), kept from before
+    the analysis contract: their stored results stay readable under this schema. A new
+    analysis uses the generic tables of :class:`_AnalysisTables` instead."""
+
     # -- probes -------------------------------------------------------------------------
     def begin_probe(self, probe_key: str, *, ranker: str, collection: str, run_key: str,
                     features_key: str, config: dict, n_units: int) -> None:
@@ -402,12 +407,6 @@ class Store:
                         "ON CONFLICT DO NOTHING", [patch_key, ranker, collection,
                                                    json.dumps(config, sort_keys=True), n_pairs,
                                                    time.time()])
-
-    def patch_pairs_done(self, patch_key: str) -> set[int]:
-        with self.cursor() as cur:
-            rows = cur.execute("SELECT pair FROM patch_pairs WHERE patch_key = ?",
-                               [patch_key]).fetchall()
-        return {r[0] for r in rows}
 
     def write_patch_pair(self, patch_key: str, pair: dict, results: pd.DataFrame) -> None:
         """One pair and all its patched runs in one transaction (all or nothing)."""
@@ -510,6 +509,10 @@ class Store:
                                                  else [])).fetchone()
         return None if row is None else row[0]
 
+
+class _AnalysisTables:
+    """Generic tables: any :mod:`core.analysis` run and its units; small finished frames."""
+
     # -- any analysis of the contract (core.analysis): one row per run, one per unit ----
     def begin_analysis(self, key: str, *, analysis: str, ranker: str, collection: str,
                        config: dict, n_units: int) -> None:
@@ -579,6 +582,10 @@ class Store:
                         "NOTHING", [frame_key, analysis, ranker, collection,
                                     json.dumps(config, sort_keys=True),
                                     frame.to_json(orient="table", index=False), time.time()])
+
+
+class Store(_ExtractionTables, _StudyTables, _AnalysisTables, _Connection):
+    """A DuckDB result store. Thread-safe: each call works on its own cursor."""
 
     # -- several files ----------------------------------------------------------------
     @staticmethod
