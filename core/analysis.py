@@ -54,9 +54,13 @@ class Result:
 
 def drive(units: Sequence, compute: Callable[[int, Any], Any], *, done: Iterable = (),
           write: Callable[[int, Any, Any], None] | None = None, progress: Progress | None = None,
-          should_stop: StopCheck | None = None) -> tuple[list, bool]:
+          should_stop: StopCheck | None = None,
+          enough: Callable[[], bool] | None = None) -> tuple[list, bool]:
     """The resumable loop: every unit whose index is not in ``done`` is computed and handed to
     ``write`` (which stores it in one transaction) before the next one starts.
+
+    ``should_stop`` (the user's Stop) is polled between units and leaves a resumable run;
+    ``enough`` ends the loop early as finished (e.g. patching has its usable pairs).
 
     Returns:
         (the outputs computed in this call, in unit order; whether ``should_stop`` ended it).
@@ -65,6 +69,8 @@ def drive(units: Sequence, compute: Callable[[int, Any], Any], *, done: Iterable
     outputs, total = [], len(units)
     finished = sum(1 for i in range(total) if i in done)
     for i, unit in enumerate(units):
+        if enough and enough():
+            break
         if i in done:
             continue
         if should_stop and should_stop():

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.analysis import drive
 from core.data import Collection
 from core.errors import InputError
 from core.models import DOCUMENT, INSTRUCTION, LAST, QUERY, AttentionState, Ranker
@@ -543,23 +544,26 @@ def run_patching(ranker: Ranker, collection: Collection, config: PatchConfig, st
         used = int((stored.status == "used").sum())
     else:
         done, used = set(), 0
-    pair_rows, result_frames, stopped = [], [], False
-    for index, row in enumerate(pairs.itertuples(index=False)):
-        if used >= config.pairs:
-            break
-        if index in done:
-            continue
-        if should_stop and should_stop():
-            stopped = True
-            break
+    state = {"used": used}
+
+    def compute(index, row):
         if progress:
-            progress(used, config.pairs, f"pair {used + 1}/{config.pairs}: query {row.qid}")
+            progress(state["used"], config.pairs,
+                     f"pair {state['used'] + 1}/{config.pairs}: query {row.qid}")
         pair_row, frame = _sweep_pair(ranker, config, index, row)
-        if store is not None:
-            store.write_patch_pair(key, pair_row, frame)
-        pair_rows.append(pair_row)
-        result_frames.append(frame)
-        used += pair_row["status"] == "used"
+        state["used"] += pair_row["status"] == "used"
+        return pair_row, frame
+
+    def write(index, row, output):
+        store.write_patch_pair(key, *output)
+
+    outputs, stopped = drive(list(pairs.itertuples(index=False)), compute, done=done,
+                             write=write if store is not None else None,
+                             should_stop=should_stop,
+                             enough=lambda: state["used"] >= config.pairs)
+    used = state["used"]
+    pair_rows = [pair_row for pair_row, _ in outputs]
+    result_frames = [frame for _, frame in outputs]
     if used < config.pairs and not stopped:
         notes.append(f"{used} of the {config.pairs} pairs asked for could be used ({len(pairs)} "
                      "candidate queries with a relevant document and a BM25 negative were tried)")

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.analysis import drive
 from core.constants import ABSENT_R2, ENCODED_R2
 from core.errors import InputError
 from core.lasso import LassoProblems, solve_layer
@@ -599,22 +600,21 @@ def run_probe(store, ranker_name: str, collection_name: str, run_key: str,
         raise InputError("no feature has enough spread to probe; " + "; ".join(notes))
     store.begin_probe(key, ranker=ranker_name, collection=collection_name, run_key=run_key,
                       features_key=features_key, config=asdict(config), n_units=len(units))
-    computed, stopped = 0, False
-    for layer, pooling in units:
-        if (layer, pooling) in done:
-            continue
-        if should_stop is not None and should_stop():
-            stopped = True
-            break
-        acts = store.activations(run_key, "resid", layer, pooling)
-        frame = probe_layer(acts, plan, config, device)
+    def compute(index, unit):
+        layer, pooling = unit
+        frame = probe_layer(store.activations(run_key, "resid", layer, pooling), plan, config,
+                            device)
         frame.insert(0, "pooling", pooling)
         frame.insert(0, "layer", layer + 1)
-        store.write_probe_unit(key, layer, pooling, frame)
-        done.add((layer, pooling))
-        computed += 1
-        if progress is not None:
-            progress(len(done), len(units))
+        return frame
+
+    def write(index, unit, frame):
+        store.write_probe_unit(key, unit[0], unit[1], frame)
+        done.add(unit)
+
+    computed, stopped = drive(units, compute, done={i for i, u in enumerate(units) if u in done},
+                              write=write, progress=progress, should_stop=should_stop)
+    computed = len(computed)
     if len(done) == len(units):
         store.finish_probe(key, notes)
     frame = store.probe_results(key)
