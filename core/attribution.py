@@ -36,11 +36,11 @@ import pandas as pd
 import torch
 
 from core.analysis import drive
-from core.errors import InputError
 from core.constants import ENCODED_R2
-from core.store import content_key
+from core.errors import InputError
 from core.hooks import hooked
 from core.models import QUERY, Encoded, Ranker
+from core.store import content_key
 
 BASELINES = ("pad", "pad-query", "zero")
 RULES = ("left", "trapezoid")
@@ -378,6 +378,39 @@ def load_attribution(store, key: str) -> AttributionResult | None:
     counts = {**json.loads(info.counts), "status": info.status, "ranker": info.ranker,
               "collection": info.collection, "config": config}
     return AttributionResult(key, frame, reports, counts)
+
+
+def finished_runs(store) -> pd.DataFrame:
+    """The store's finished attribution runs with a ``label`` each: ranker · collection ·
+    pairs · N and rule · baseline (read from the stored config)."""
+    runs = store.attribution_runs()
+    runs = runs[runs.status == "done"].copy()
+    configs = [json.loads(c) for c in runs.config]
+    runs["label"] = [f"{r.ranker} · {r.collection} · {r.pairs_done} pairs · N={c['steps']} "
+                     f"{c.get('rule', 'left')} · {c['baseline']}"
+                     for r, c in zip(runs.itertuples(), configs)]
+    return runs
+
+
+def scheme_columns(results: list[AttributionResult]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The neuron index and every complete scheme of several runs of one ranker, labelled
+    ``collection · scheme`` (a collection seen twice gets its key's tail).
+
+    Raises:
+        InputError: runs of different rankers (their neurons cannot be compared).
+    """
+    if len({r.counts["ranker"] for r in results}) > 1:
+        raise InputError("Pick runs of one ranker: neurons of different models cannot be "
+                         "compared.")
+    columns = {}
+    for result in results:
+        name = result.counts["collection"]
+        if name in {c.split(" · ")[0] for c in columns}:
+            name = f"{name} ({result.key[-4:]})"
+        for label in (*LABELS, "fused"):
+            if result.frame[label].notna().all():
+                columns[f"{name} · {label}"] = result.frame[label].to_numpy()
+    return results[0].frame[["path", "layer", "component", "unit"]].copy(), columns
 
 
 # --------------------------------------------------------------------------- baselines

@@ -52,7 +52,7 @@ import torch
 
 from core.analysis import drive
 from core.constants import ABSENT_R2, ENCODED_R2
-from core.errors import InputError
+from core.errors import InputError, RankScopeError
 from core.lasso import LassoProblems, solve_layer
 
 SOLVERS = ("auto", "working_set", "batched", "sklearn")
@@ -680,6 +680,45 @@ def probe_ranker(ranker, collection, store, config: ProbeConfig, *,
     probed.notes = feature_notes + [n for n in probed.notes if n.split(" ", 1)[0] not in left_out]
     probed.seconds = time.perf_counter() - started
     return probed
+
+
+def probe_grid(jobs: list[tuple[str, str]], store, config: ProbeConfig, *,
+               load_ranker: Callable[[str], object], load_collection: Callable[[str], object],
+               limit_queries: int | None = None,
+               progress: Callable[[str, str, int, int], None] | None = None,
+               should_stop: Callable[[], bool] | None = None
+               ) -> tuple[pd.DataFrame, list[str], list[str], list]:
+    """:func:`probe_ranker` for every (ranker name, collection source) job, one at a time.
+
+    A job whose ranker or collection cannot be loaded, or whose probes fail on bad input, is
+    reported in the notes and skipped; the others still run.
+
+    Returns:
+        (every finished job's rows, notes prefixed ``ranker × collection:``, one message per
+        failed job, the jobs that finished as ``(ranker name, collection source, collection)``).
+    """
+    config.validate()
+    if not jobs:
+        raise InputError("pick at least one ranker and one collection")
+    frames, notes, failures, finished = [], [], [], []
+    for number, (name, source) in enumerate(jobs, start=1):
+        label = f"{name} × {source} ({number}/{len(jobs)})"
+        try:
+            ranker, collection = load_ranker(name), load_collection(source)
+            label = f"{name} × {collection.name} ({number}/{len(jobs)})"
+            result = probe_ranker(
+                ranker, collection, store, config, limit_queries=limit_queries,
+                should_stop=should_stop,
+                progress=None if progress is None else
+                lambda stage, done, total, label=label: progress(label, stage, done, total))
+        except RankScopeError as error:
+            failures.append(f"{label}: {error}")
+            continue
+        frames.append(result.frame)
+        notes += [f"{name} × {collection.name}: {n}" for n in result.notes]
+        finished.append((name, source, collection))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
+    return frame, notes, failures, finished
 
 
 # --------------------------------------------------------------------------- summaries

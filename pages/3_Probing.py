@@ -11,7 +11,7 @@ from core.constants import ABSENT_R2, ENCODED_R2
 from core.errors import RankScopeError
 from core.features import FEATURE_GROUPS
 from core.probing import (ProbeConfig, collection_gaps, neuron_histogram, positives_negatives,
-                          probe_ranker)
+                          probe_grid)
 from core.store import DEFAULT_PATH
 
 ui.page_setup("Probing", "📈")
@@ -68,37 +68,27 @@ if submitted:
     except RankScopeError as error:
         st.error(str(error))
         st.stop()
-    frames, notes, commands = [], [], []
     st.session_state["probing"] = True
     stop_slot = st.empty()
     stop_slot.button("Stop", help="Stops the sweep; finished batches and layers are kept.")
     bar = st.progress(0.0, text="Starting …")
-    jobs = [(r, c) for r in rankers for c in collections]
-    for number, (name, collection_source) in enumerate(jobs, start=1):
-        ranker = ui.ranker_or_error(name)
-        collection = ui.collection_or_error(collection_source)
-        if ranker is None or collection is None:
-            continue
-        label = f"{name} × {collection.name} ({number}/{len(jobs)})"
 
-        def show(stage, done, total, label=label):
-            what = "extracting batch" if stage == "extract" else "probing layer"
-            bar.progress(done / total, text=f"{label}: {what} {done} of {total}")
+    def show(label, stage, done, total):
+        what = "extracting batch" if stage == "extract" else "probing layer"
+        bar.progress(done / total, text=f"{label}: {what} {done} of {total}")
 
-        try:
-            result = probe_ranker(ranker, collection, store, config, limit_queries=int(limit),
-                                  progress=show)
-        except RankScopeError as error:
-            st.error(f"{label}: {error}")
-            continue
-        frames.append(result.frame)
-        notes += [f"{name} × {collection.name}: {n}" for n in result.notes]
-        commands.append(reproduce(
-            "probe", ranker=name, collection=collection_source, limit=int(limit),
-            features=list(features), groups=list(combos), pooling=[pooling],
-            estimator=list(estimators), alpha=float(alpha),
-            store=None if ui.store_path() == DEFAULT_PATH else str(ui.store_path()),
-            out=f"probe-{name}-{collection.name}.csv"))
+    frame, notes, failures, finished = probe_grid(
+        [(r, c) for r in rankers for c in collections], store, config,
+        load_ranker=ui.get_ranker, load_collection=ui.get_collection,
+        limit_queries=int(limit), progress=show)
+    for failure in failures:
+        st.error(failure)
+    frames = [frame] if len(frame) else []
+    commands = [reproduce(
+        "probe", ranker=name, collection=source, limit=int(limit), features=list(features),
+        groups=list(combos), pooling=[pooling], estimator=list(estimators), alpha=float(alpha),
+        store=None if ui.store_path() == DEFAULT_PATH else str(ui.store_path()),
+        out=f"probe-{name}-{collection.name}.csv") for name, source, collection in finished]
     bar.progress(1.0, text="Done")
     stop_slot.empty()
     st.session_state["probing"] = False

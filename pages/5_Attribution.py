@@ -1,14 +1,13 @@
 """Neuron attribution: which neurons of which linear layers carry the relevance score (NIG)."""
 
-import json
-
 import pandas as pd
 import streamlit as st
 
 import ui
-from core.attribution import (BASELINES, LABELS, OPERATIONS, TOP_PERCENTS, AttributionConfig,
-                              attribute_collection, baseline_table, combine, intersection_curves,
-                              load_attribution, scheme_pairs, set_counts)
+from core.attribution import (BASELINES, OPERATIONS, TOP_PERCENTS, AttributionConfig,
+                              attribute_collection, baseline_table, combine, finished_runs,
+                              intersection_curves, load_attribution, scheme_columns,
+                              scheme_pairs, set_counts)
 from core.charts import intersection_chart, layer_component_chart
 from core.cli import reproduce
 from core.errors import RankScopeError
@@ -96,16 +95,11 @@ if st.session_state.get("attribution_commands"):
     with st.expander("Reproduce the last run from the command line (same store keys)"):
         for command in st.session_state["attribution_commands"]:
             st.code(command, language="bash")
-runs = store.attribution_runs()
-runs = runs[runs.status == "done"]
+runs = finished_runs(store)
 if runs.empty:
     st.info("Pick a ranker and collections, then **Run attribution**. Runs are kept in the "
             "store: asking again is instant.")
     st.stop()
-runs["label"] = [f"{r.ranker} · {r.collection} · {r.pairs_done} pairs · "
-                 f"N={json.loads(r.config)['steps']} "
-                 f"{json.loads(r.config).get('rule', 'left')} · "
-                 f"{json.loads(r.config)['baseline']}" for r in runs.itertuples()]
 wanted = [k for k in st.session_state.get("attribution_keys", []) if k in set(runs.attr_key)]
 default = wanted or runs[runs.ranker == model].attr_key.tail(2).tolist() or [runs.attr_key.iloc[-1]]
 labels = dict(zip(runs.attr_key, runs.label))
@@ -116,18 +110,11 @@ chosen = st.multiselect("Attribution runs shown", list(labels), default=default,
 results = [load_attribution(store, key) for key in chosen]
 if not results:
     st.stop()
-if len({r.counts["ranker"] for r in results}) > 1:
-    st.error("Pick runs of one ranker: neurons of different models cannot be compared.")
+try:
+    frame, columns = scheme_columns(results)
+except RankScopeError as error:
+    st.error(str(error))
     st.stop()
-frame = results[0].frame[["path", "layer", "component", "unit"]].copy()
-columns = {}
-for result in results:
-    name = result.counts["collection"]
-    if name in {c.split(" · ")[0] for c in columns}:
-        name = f"{name} ({result.key[-4:]})"
-    for label in (*LABELS, "fused"):
-        if result.frame[label].notna().all():
-            columns[f"{name} · {label}"] = result.frame[label].to_numpy()
 st.session_state["attribution_schemes"] = {"keys": chosen, "ranker": results[0].counts["ranker"]}
 
 tabs = st.tabs(["Intersections", "Layers & components", "Set algebra", "Baselines",
