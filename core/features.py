@@ -48,6 +48,7 @@ per pair).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -101,6 +102,23 @@ def lexical_features(pairs: pd.DataFrame) -> pd.DataFrame:
 
     Returns a frame aligned with ``pairs`` (same row order), one column per feature.
     """
+    arrays = _term_arrays(pairs)
+    return pd.DataFrame({**_mslr_features(arrays), **_similarities(arrays)}, index=pairs.index)
+
+
+def _lookup(sorted_keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    pos = np.clip(np.searchsorted(sorted_keys, wanted), 0, max(len(sorted_keys) - 1, 0))
+    hit = sorted_keys[pos] == wanted if len(sorted_keys) else np.zeros(len(wanted), bool)
+    return np.where(hit, values[pos] if len(values) else 0.0, 0.0)
+
+
+def _idf(df: np.ndarray, n: np.ndarray) -> np.ndarray:
+    return np.log1p((n - df + 0.5) / (df + 0.5))
+
+
+def _term_arrays(pairs: pd.DataFrame) -> SimpleNamespace:
+    """Per pair × query term: tf, df and cf in the pair's candidate set, idf; per document
+    entry: (pair, term, tf); lengths. Everything the features below are sums of."""
     missing = {"qid", "query", "document"} - set(pairs.columns)
     if missing:
         raise InputError(f"pairs need columns qid, query, document; missing {sorted(missing)}")
@@ -150,14 +168,6 @@ def lexical_features(pairs: pd.DataFrame) -> pd.DataFrame:
     total_length = np.bincount(group, weights=length, minlength=n_groups)
     avg_length = total_length / candidates
 
-    def lookup(sorted_keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-        pos = np.clip(np.searchsorted(sorted_keys, wanted), 0, max(len(sorted_keys) - 1, 0))
-        hit = sorted_keys[pos] == wanted if len(sorted_keys) else np.zeros(len(wanted), bool)
-        return np.where(hit, values[pos] if len(values) else 0.0, 0.0)
-
-    def idf(df: np.ndarray, n: np.ndarray) -> np.ndarray:
-        return np.log1p((n - df + 0.5) / (df + 0.5))
-
     # -- query side: padded [pairs, K] arrays of distinct query terms -------------------
     q_terms, q_counts = [], []
     for ids in query_ids:
@@ -180,14 +190,27 @@ def lexical_features(pairs: pd.DataFrame) -> pd.DataFrame:
                          "words); remove it or rephrase it")
     pair_term = np.arange(n_pairs)[:, None] * n_vocab + np.where(mask, qt, 0)
     entry_key = pair_of_entry * n_vocab + entry_term  # sorted: pairs ascending, terms ascending
-    tf = np.where(mask, lookup(entry_key, entry_tf, pair_term.ravel()).reshape(qt.shape), 0.0)
+    tf = np.where(mask, _lookup(entry_key, entry_tf, pair_term.ravel()).reshape(qt.shape), 0.0)
     set_term = group[:, None] * n_vocab + np.where(mask, qt, 0)
-    df = np.where(mask, lookup(keys, df_counts.astype(np.float64), set_term.ravel()).reshape(qt.shape), 0.0)
-    cf = np.where(mask, lookup(keys, cf_counts, set_term.ravel()).reshape(qt.shape), 0.0)
+    df = np.where(mask, _lookup(keys, df_counts.astype(np.float64), set_term.ravel()).reshape(qt.shape), 0.0)
+    cf = np.where(mask, _lookup(keys, cf_counts, set_term.ravel()).reshape(qt.shape), 0.0)
     n_set = candidates[group][:, None]
-    term_idf = idf(df, n_set)
+    term_idf = _idf(df, n_set)
     safe_length = np.maximum(length, 1.0)[:, None]
 
+    entry_idf = _idf(_lookup(keys, df_counts.astype(np.float64), group_term),
+                     candidates[group[pair_of_entry]])
+    return SimpleNamespace(
+        n_pairs=n_pairs, mask=mask, tf=tf, qtf=qtf, cf=cf, term_idf=term_idf, length=length,
+        safe_length=safe_length, n_query_terms=n_query_terms, group=group,
+        avg_length=avg_length, total_length=total_length, pair_of_entry=pair_of_entry,
+        entry_tf=entry_tf, entry_idf=entry_idf)
+
+
+def _mslr_features(a: SimpleNamespace) -> dict[str, np.ndarray]:
+    """Coverage, stream length, TF / TF÷L / TF·IDF statistics over query terms, BM25."""
+    mask, tf, term_idf, length, safe_length = a.mask, a.tf, a.term_idf, a.length, a.safe_length
+    n_query_terms = a.n_query_terms
     out: dict[str, np.ndarray] = {}
     covered = ((tf > 0) & mask).sum(1).astype(np.float64)
     out["covered_query_term_number"] = covered
@@ -201,12 +224,20 @@ def lexical_features(pairs: pd.DataFrame) -> pd.DataFrame:
         out[f"max_{name}"] = np.where(mask, values, -np.inf).max(1)
         out[f"mean_{name}"] = mean
         out[f"variance_{name}"] = np.where(mask, (values - mean[:, None]) ** 2, 0.0).sum(1) / n_query_terms
-    norm = BM25_K1 * (1 - BM25_B + BM25_B * length / avg_length[group])
+    norm = BM25_K1 * (1 - BM25_B + BM25_B * length / a.avg_length[a.group])
     out["bm25"] = np.where(mask, term_idf * tf / (tf + norm[:, None]), 0.0).sum(1)
 
-    # -- similarity scores ---------------------------------------------------------------
-    entry_idf = idf(lookup(keys, df_counts.astype(np.float64), group_term), candidates[group[pair_of_entry]])
-    doc_norm = np.sqrt(np.bincount(pair_of_entry, weights=(entry_tf * entry_idf) ** 2,
+    return out
+
+
+def _similarities(a: SimpleNamespace) -> dict[str, np.ndarray]:
+    """tf-idf cosine, Euclidean and Manhattan distances of the term distributions, KL (with
+    Jelinek-Mercer smoothing) and JS divergences."""
+    mask, tf, qtf, cf, term_idf, length = a.mask, a.tf, a.qtf, a.cf, a.term_idf, a.length
+    safe_length, n_pairs, pair_of_entry, entry_tf = a.safe_length, a.n_pairs, a.pair_of_entry, a.entry_tf
+    group, total_length = a.group, a.total_length
+    out: dict[str, np.ndarray] = {}
+    doc_norm = np.sqrt(np.bincount(pair_of_entry, weights=(entry_tf * a.entry_idf) ** 2,
                                    minlength=n_pairs))
     query_weight = qtf * term_idf
     query_norm = np.sqrt((query_weight ** 2).sum(1))
@@ -231,7 +262,7 @@ def lexical_features(pairs: pd.DataFrame) -> pd.DataFrame:
     only = 0.5 * np.log(2) * ((1 - np.where(both, p_q, 0).sum(1))
                               + (doc_mass - np.where(both, p_d, 0).sum(1)))
     out["js_divergence"] = shared + only
-    return pd.DataFrame(out, index=pairs.index)
+    return out
 
 
 def embedding_cosines(pairs: pd.DataFrame, model: str) -> np.ndarray:
