@@ -459,7 +459,7 @@ def analysis_page(name: str, icon: str = "🔬") -> None:
         st.info(f"Pick the settings, then **{button}**. Runs are kept in the store: asking "
                 "again is instant.")
         return
-    labels = {r.key: f"{r.ranker} · {r.collection} · {r.n_units} {analysis.unit}s · "
+    labels = {r.key: f"{r.ranker} · {r.collection} · {r.n_units} {analysis.plural} · "
                      f"{r.created:%Y-%m-%d %H:%M}" for r in runs.itertuples()}
     wanted = st.session_state.get(f"{name}-key")
     keys = list(labels)[::-1]

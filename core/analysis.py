@@ -107,6 +107,10 @@ class Analysis:
     version = 1  # bump when a change alters stored results (it is part of the key)
     Config: type = object
 
+    @property
+    def plural(self) -> str:
+        return self.unit[:-1] + "ies" if self.unit.endswith("y") else self.unit + "s"
+
     def units(self, ranker, collection, config) -> list:
         raise NotImplementedError
 
@@ -167,7 +171,7 @@ def run(analysis: Analysis, ranker, collection, config, store=None, *,
     units = analysis.units(ranker, collection, config)
     if not units:
         raise InputError(f"{analysis.title or analysis.name}: nothing to do — the collection "
-                         "and settings select no " + analysis.unit + "s")
+                         "and settings select no " + analysis.plural)
     done, write = set(), None
     if store is not None:
         store.begin_analysis(key, analysis=analysis.name, ranker=ranker.spec.name,

@@ -91,7 +91,7 @@ def command_for(analysis) -> SimpleNamespace:
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)
         print(f"{analysis.title or analysis.name}: {ranker.spec.name} on {collection.name} "
-              f"({result.done} of {result.total} {analysis.unit}s; key {result.key}; "
+              f"({result.done} of {result.total} {analysis.plural}; key {result.key}; "
               f"{result.seconds:.1f} s)")
         print(result.frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         if out is not None:
@@ -103,4 +103,4 @@ def command_for(analysis) -> SimpleNamespace:
     return SimpleNamespace(
         NAME=analysis.name, HELP=analysis.summary or analysis.title, run=run,
         arguments=arguments, config_of=config_of,
-        STOPPED=f"finished {analysis.unit}s are saved; run the same command again to resume")
+        STOPPED=f"finished {analysis.plural} are saved; run the same command again to resume")
