@@ -279,10 +279,11 @@ class RunStatus:
 
     def __init__(self, flag: str, submitted: bool, button: str, unit: str):
         self.flag, self.unit = flag, unit
+        self.units = unit[:-1] + "ies" if unit.endswith("y") else unit + "s"
         self.area = st.container()
         if st.session_state.get(flag) and not submitted:
             st.session_state[flag] = False
-            self.area.warning(f"Stopped. Finished {unit}s are saved in the store — press "
+            self.area.warning(f"Stopped. Finished {self.units} are saved in the store — press "
                               f"**{button}** to resume where it stopped.")
 
     def start(self):
@@ -290,7 +291,7 @@ class RunStatus:
         st.session_state[self.flag] = True
         self._stop = self.area.empty()
         self._stop.button("Stop", help=f"Stops after the current {self.unit}; finished "
-                                       f"{self.unit}s are kept.")
+                                       f"{self.units} are kept.")
         self.bar = self.area.progress(0.0, text="Starting …")
         return self.bar
 
