@@ -7,13 +7,13 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.ablation import KnockoutConfig, run_knockout
 from core.charts import head_heatmap, head_scatter, ie_heatmap, knockout_chart
 from core.cli import reproduce
 from core.constants import POSITION_GROUPS
 from core.errors import RankScopeError
-from core.patching import (PatchConfig, correlations, head_table, head_top_tokens,
-                           mean_effects, rbo_table, run_patching, top_heads)
+from core.knockout import KnockoutConfig, run_knockout
+from core.patching import (PatchConfig, correlations, head_table, head_top_tokens, mean_effects,
+                           rbo_table, run_patching, top_heads)
 from core.store import DEFAULT_PATH
 
 ui.page_setup("Patching", "🩹")

@@ -6,8 +6,8 @@ import streamlit as st
 import ui
 from core.attribution import (BASELINES, OPERATIONS, TOP_PERCENTS, AttributionConfig,
                               attribute_collection, baseline_table, combine, finished_runs,
-                              intersection_curves, load_attribution, scheme_columns,
-                              scheme_pairs, set_counts)
+                              intersection_curves, load_attribution, scheme_columns, scheme_pairs,
+                              set_counts)
 from core.charts import intersection_chart, layer_component_chart
 from core.cli import reproduce
 from core.errors import RankScopeError

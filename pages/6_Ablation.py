@@ -5,13 +5,12 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.ablation import (NEURON_MODES, NeuronAblationConfig, ShapleyConfig,
-                           ablate_neuron_sets, shapley_validation)
-from core.attribution import (LABELS, TOP_PERCENTS, agreement_correlation, load_attribution,
-                              neuron_sets, stored_agreement)
-from core.charts import (ablation_chart, agreement_chart, random_distribution_chart,
-                         shapley_chart)
+from core.agreement import agreement_correlation, stored_agreement
+from core.attribution import LABELS, TOP_PERCENTS, load_attribution, neuron_sets
+from core.charts import (ablation_chart, agreement_chart, random_distribution_chart, shapley_chart)
 from core.errors import RankScopeError
+from core.knockout import NEURON_MODES, NeuronAblationConfig, ablate_neuron_sets
+from core.shapley import ShapleyConfig, shapley_validation
 
 ui.page_setup("Ablation", "✂️")
 ranker_name, source = ui.sidebar()

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.cli.common import (
-    TEST_SPLIT,
-    InputError,
-    add_collection,
-    add_ranker,
-    load,
-    out_file,
-    progress_bar,
-    write_table,
-)
+from core.cli.common import (TEST_SPLIT, InputError, add_collection, add_ranker, load, out_file,
+                              progress_bar, write_table)
 
 NAME = "ablate"
 HELP = 'knock out top-X%% NIG neurons vs random sets'
@@ -35,8 +27,8 @@ def run(args) -> int:
     """Knock out the top-X% neurons of an attribution table; nDCG@10 vs random sets."""
     import pandas as pd
 
-    from core.ablation import NeuronAblationConfig, ablate_neuron_sets
     from core.attribution import neuron_sets
+    from core.knockout import NeuronAblationConfig, ablate_neuron_sets
 
     out = out_file(args.out, "ablate.csv")
     source = Path(args.attribution)

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from core.cli.common import (
-    InputError,
-    add_collection,
-    add_ranker,
-    out_file,
-    store_for,
-    stored_key,
-)
+from core.cli.common import (InputError, add_collection, add_ranker, out_file, store_for,
+                              stored_key)
 from core.constants import ENCODED_R2
 
 NAME = "agreement"
@@ -30,11 +24,8 @@ def arguments(p) -> None:
 
 def run(args) -> int:
     """Per layer: probe neurons vs top-X% NIG neurons vs patching components."""
-    from core.attribution import (
-        agreement_correlation,
-        load_attribution,
-        stored_agreement,
-    )
+    from core.agreement import agreement_correlation, stored_agreement
+    from core.attribution import load_attribution
 
     out = out_file(args.out, "agree.csv")
     if not 0 < args.percent <= 100:

@@ -20,7 +20,7 @@ def arguments(p) -> None:
 
 def run(args) -> int:
     """Head knock-out after a patching sweep (runs the sweep first when it is not stored)."""
-    from core.ablation import KnockoutConfig, run_knockout
+    from core.knockout import KnockoutConfig, run_knockout
 
     out = out_file(args.out, "knockout.csv")
     config = _patch_config(args)

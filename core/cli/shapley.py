@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-from core.cli.common import (
-    TEST_SPLIT,
-    add_collection,
-    add_ranker,
-    load,
-    out_file,
-    progress_bar,
-    store_for,
-    stored_key,
-    write_table,
-)
+from core.cli.common import (TEST_SPLIT, add_collection, add_ranker, load, out_file, progress_bar,
+                              store_for, stored_key, write_table)
 from core.constants import ENCODED_R2
 
 NAME = "shapley"
@@ -38,7 +29,7 @@ def arguments(p) -> None:
 
 def run(args) -> int:
     """Shapley values of probe-identified neuron groups vs random groups (nDCG@10 game)."""
-    from core.ablation import ShapleyConfig, shapley_validation
+    from core.shapley import ShapleyConfig, shapley_validation
 
     out = out_file(args.out, "shapley.csv")
     config = ShapleyConfig(threshold=args.threshold, layer=args.layer,

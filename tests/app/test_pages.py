@@ -224,8 +224,9 @@ def test_probing_page_refuses_a_bad_feature_group(app_store):
 def test_probing_page_stop_keeps_finished_work(app_store, monkeypatch):
     """Stop in the middle of the layer sweep: the layers probed before it are kept, and the
     next run probes only the rest."""
-    import core.probing as probing
     from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    import core.probing as probing
 
     probe_layer, calls = probing.probe_layer, []
 
@@ -280,7 +281,7 @@ def test_patching_page_heatmaps_heads_knockout_and_token_view(app_store, monkeyp
     tokens = [m.value for m in at.markdown if "<span" in m.value]
     assert tokens and 'title="query"' in tokens[0] and 'title="document"' in tokens[0]
     # asking again is served from the store: no pair is patched again
-    import core.ablation as ablation
+    import core.knockout as ablation
     import core.patching as patching
 
     def recomputed(*_, **__):

@@ -286,7 +286,7 @@ def test_ablating_a_planted_relevance_neuron_collapses_ndcg(demo):
     import pandas as pd
     import torch
 
-    from core.ablation import NeuronAblationConfig, ablate_neuron_sets
+    from core.knockout import NeuronAblationConfig, ablate_neuron_sets
     from core.models import load_ranker
 
     ranker = load_ranker("minilm-cross-encoder")  # its own copy: the head is rewired below
@@ -315,9 +315,9 @@ def test_shapley_singles_out_a_planted_probe_group(demo):
 
     import pandas as pd
 
-    from core.ablation import ShapleyConfig, shapley_validation
     from core.hooks import capture, intervene
     from core.metrics import evaluate
+    from core.shapley import ShapleyConfig, shapley_validation
 
     ranker = load_ranker("minilm-cross-encoder")  # its own copy: the head is rewired below
     weight = ranker.model.classifier.weight.data[0]

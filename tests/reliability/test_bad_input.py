@@ -159,12 +159,13 @@ def test_lenient_loading_skips_and_counts_what_strict_loading_refuses(tmp_path):
 
 
 def _ranker_free_settings():
-    from core.ablation import NeuronAblationConfig, ShapleyConfig
+    import numpy as np
+
     from core.attribution import AttributionConfig, combine
     from core.extract import ExtractionConfig
+    from core.knockout import NeuronAblationConfig
     from core.probing import ProbeConfig
-
-    import numpy as np
+    from core.shapley import ShapleyConfig
 
     return [
         ("probe: 0 folds", lambda: ProbeConfig(features=("bm25",), folds=0).validate(), "folds"),

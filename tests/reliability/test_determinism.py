@@ -19,8 +19,8 @@ def tiny_ce(tiny_bert_dir):
 
 
 def test_probes_patching_attribution_and_ablation_repeat_bit_for_bit(tiny_ce, demo, tmp_path):
-    from core.ablation import NeuronAblationConfig, ablate_neuron_sets
     from core.attribution import AttributionConfig, attribute_collection, top_set
+    from core.knockout import NeuronAblationConfig, ablate_neuron_sets
     from core.patching import PatchConfig, run_patching
     from core.probing import ProbeConfig, probe_ranker
     from core.store import Store

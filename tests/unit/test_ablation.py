@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from ir_measures import nDCG
 
-from core.ablation import ShapleyConfig, probe_groups, shapley_values
 from core.errors import InputError
 from core.metrics import ndcg_matrix
+from core.shapley import ShapleyConfig, probe_groups, shapley_values
 
 
 def test_shapley_of_an_additive_game_is_each_players_weight():

@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from toys import Toy
 
 from core.attribution import (AttributionConfig, baseline_embeddings, conductance,
-                              integrated_conductance, neuron_index, overlap, top_set)
+                               integrated_conductance, neuron_index, overlap, top_set)
 from core.errors import InputError
 from core.hooks import count_hooks
 from core.models import QUERY, Encoded, ModelSpec, load_ranker
-from toys import Toy
 
 
 def _toy(x, base, steps=100, chunk=7):
@@ -184,7 +184,7 @@ def test_set_algebra_and_intersection_curves():
 
 
 def test_agreement_counts_shared_residual_dimensions_per_layer():
-    from core.attribution import agreement
+    from core.agreement import agreement
 
     layout = {"blocks": "enc", "d_model": 4,
               "linears": [["enc.0.attention.self.query", 4], ["enc.0.attention.output.dense", 4],

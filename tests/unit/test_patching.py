@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from core import models
-from core.ablation import KnockoutConfig, head_means, heads_ablated, run_knockout
 from core.errors import InputError
 from core.hooks import capture_inputs, count_hooks
+from core.knockout import KnockoutConfig, head_means, heads_ablated, run_knockout
 from core.metrics import rank_biased_overlap
 from core.models import DOCUMENT, INSTRUCTION, LAST, QUERY, ModelSpec, load_ranker
 from core.patching import (Patch, PatchConfig, PreparedPair, encode_pair, interaction_scores,
@@ -284,8 +284,8 @@ def test_rbo_is_undefined_where_ie_is_flat():
 
 
 def test_neuron_mean_ablation_writes_each_units_token_mean(tiny_ce):
-    from core.ablation import neurons_ablated, token_means
     from core.hooks import capture
+    from core.knockout import neurons_ablated, token_means
 
     enc = tiny_ce.encode([QUERY_TEXT, "honey"], [POSITIVE, NEGATIVE])
     path = tiny_ce.linear_paths()[4]

@@ -198,10 +198,10 @@ def test_every_analysis_key_changes_with_the_store_schema(tiny, demo, monkeypatc
     from dataclasses import dataclass
 
     import core.store as store_module
-    from core.ablation import KnockoutConfig, _frame_key, knockout_key
     from core.attribution import AttributionConfig, attribution_key
     from core.extract import ExtractionConfig, extraction_key
     from core.features import FeatureConfig, features_key
+    from core.knockout import KnockoutConfig, frame_key, knockout_key
     from core.patching import PatchConfig, patch_key
     from core.probing import ProbeConfig, probe_key
 
@@ -213,7 +213,7 @@ def test_every_analysis_key_changes_with_the_store_schema(tiny, demo, monkeypatc
         "activations": lambda: extraction_key(tiny, demo, ExtractionConfig()),
         "patching": lambda: patch_key(tiny, demo, PatchConfig()),
         "knockout": lambda: knockout_key(Done(), KnockoutConfig()),
-        "neuron sets": lambda: _frame_key("neuron-ablation", tiny, demo, KnockoutConfig(), {}),
+        "neuron sets": lambda: frame_key("neuron-ablation", tiny, demo, KnockoutConfig(), {}),
         "attribution": lambda: attribution_key(tiny, demo, AttributionConfig(), 4, "test"),
         "features": lambda: features_key("pairs", FeatureConfig(second_embedding_model=None)),
         "probing": lambda: probe_key("run", "features", ProbeConfig()),
