@@ -102,6 +102,9 @@ def get_collection(source: str) -> Collection:
 
 
 PAGES = [  # (script, title, favicon, what it answers): Home's cards and the sidebar navigation
+    ("pages/8_Lessons.py", "Lessons", "🎓",
+     "Start here in a classroom: three guided lessons — predict, reveal, compare with the "
+     "paper — one per study."),
     ("pages/2_Playground.py", "Playground", "🎛️",
      "Type a query and a document: the score, where in the layers it forms, and which words "
      "raise or lower it."),

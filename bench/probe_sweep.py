@@ -36,10 +36,10 @@ import torch  # noqa: E402
 
 from core.data import load_collection  # noqa: E402
 from core.extract import ExtractionConfig, extract  # noqa: E402
-from core.features import FEATURES  # noqa: E402
+from core.features import FEATURES, stored_features  # noqa: E402
 from core.models import load_ranker  # noqa: E402
 from core.lasso import compile_kernels, solve_layer  # noqa: E402
-from core.probing import (ProbeConfig, _r2, build_design, ensure_features, fit_lasso,  # noqa: E402
+from core.probing import (ProbeConfig, _r2, build_design, fit_lasso,  # noqa: E402
                           fit_ridge, make_plan)
 from core.store import DEFAULT_PATH, Store  # noqa: E402
 
@@ -86,7 +86,7 @@ def main() -> None:
     store = Store(args.store)
     extraction = ExtractionConfig(limit_queries=args.queries)
     run = extract(ranker, collection, extraction, store)
-    features, _, notes = ensure_features(store, collection, extraction, run.run_key)
+    features, _, notes = stored_features(store, collection, extraction, run.run_key)
     config = ProbeConfig(features=tuple(f for f in FEATURES if f in features))
     plan = make_plan(features[list(config.features)], config)
     print(f"{args.ranker} on {collection.name}: {run.n_pairs} pairs, {ranker.n_layers} layers, "

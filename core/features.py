@@ -364,3 +364,25 @@ def combine(frame: pd.DataFrame, expression: str) -> np.ndarray:
     if np.isscalar(result):
         raise InputError(f"feature group {expression!r} names no feature")
     return np.asarray(result, dtype=np.float64)
+
+
+def stored_features(store, collection, extraction, run_key: str,
+                    feature_config=None) -> tuple[pd.DataFrame, str, list[str]]:
+    """The features of an extraction's pairs, computed once and then read from the store.
+
+    Features depend on the pairs only (collection, depth, queries), not on the ranker, so every
+    ranker probed on the same pairs shares them.
+    """
+    from core.extract import run_pairs
+    from core.store import content_key
+
+    feature_config = feature_config or FeatureConfig()
+    pairs_key = content_key("pairs", collection=collection.content_hash, depth=extraction.depth,
+                            limit=extraction.limit_queries, split=extraction.split)
+    key = features_key(pairs_key, feature_config)
+    stored = store.features(key)
+    if stored is not None:
+        return stored[0], key, stored[1]
+    frame, notes = compute_features(run_pairs(collection, extraction), feature_config)
+    store.write_features(key, run_key, frame.reset_index(drop=True), notes)
+    return frame.reset_index(drop=True), key, notes

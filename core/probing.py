@@ -624,30 +624,6 @@ def run_probe(store, ranker_name: str, collection_name: str, run_key: str,
                        time.perf_counter() - started)
 
 
-def ensure_features(store, collection, extraction, run_key: str,
-                    feature_config=None) -> tuple[pd.DataFrame, str, list[str]]:
-    """The features of an extraction's pairs, computed once and then read from the store.
-
-    Features depend on the pairs only (collection, depth, queries), not on the ranker, so every
-    ranker probed on the same pairs shares them.
-    """
-    from core.extract import run_pairs
-    from core.features import FeatureConfig, compute_features, features_key
-
-    feature_config = feature_config or FeatureConfig()
-    from core.store import content_key
-
-    pairs_key = content_key("pairs", collection=collection.content_hash, depth=extraction.depth,
-                            limit=extraction.limit_queries, split=extraction.split)
-    key = features_key(pairs_key, feature_config)
-    stored = store.features(key)
-    if stored is not None:
-        return stored[0], key, stored[1]
-    frame, notes = compute_features(run_pairs(collection, extraction), feature_config)
-    store.write_features(key, run_key, frame.reset_index(drop=True), notes)
-    return frame.reset_index(drop=True), key, notes
-
-
 def probe_ranker(ranker, collection, store, config: ProbeConfig, *,
                  limit_queries: int | None = None, depth: int = 20,
                  progress: Callable[[str, int, int], None] | None = None,
@@ -661,6 +637,7 @@ def probe_ranker(ranker, collection, store, config: ProbeConfig, *,
     candidates per query (e.g. the whole TREC DL top-100: more pairs to balance probe sets).
     """
     from core.extract import ExtractionConfig, extract
+    from core.features import stored_features
 
     config.validate()
     extraction = ExtractionConfig(limit_queries=limit_queries, depth=depth)
@@ -671,7 +648,7 @@ def probe_ranker(ranker, collection, store, config: ProbeConfig, *,
     if not result.complete:
         return ProbeResult("", pd.DataFrame(columns=RESULT_COLUMNS), [], 0, 0, True,
                            time.perf_counter() - started)
-    features, key, feature_notes = ensure_features(store, collection, extraction, result.run_key)
+    features, key, feature_notes = stored_features(store, collection, extraction, result.run_key)
     probed = run_probe(store, ranker.spec.name, collection.name, result.run_key, features, key,
                        ranker.n_layers, config,
                        progress=None if progress is None else lambda d, t: progress("probe", d, t),

@@ -9,7 +9,8 @@ from core.errors import RankScopeError
 from core.extract import COMPONENTS, POOLINGS, ExtractionConfig, extract, extraction_key
 from core.precision import compare_precisions, supported_precisions
 from core.retrieval import candidate_pairs
-from core.store import import_side_files
+from core.cli import reproduce
+from core.store import DEFAULT_PATH, import_side_files
 
 ui.page_setup("Workspace", "🧰")
 ranker_name, source = ui.sidebar()
@@ -17,6 +18,7 @@ st.title("Workspace")
 
 ranker = ui.ranker_or_error(ranker_name)
 collection = ui.collection_or_error(source)
+store_option = None if ui.store_path() == DEFAULT_PATH else str(ui.store_path())
 store = ui.store_or_error()
 
 left, right = st.columns(2)
@@ -82,6 +84,10 @@ if st.session_state.get("extracting"):
                        f"{result.computed_now} computed now, "
                        f"{result.n_batches - result.computed_now} served from the store "
                        f"({result.seconds:.1f} s). Run key `{result.run_key}`.")
+            st.code(reproduce("extract", ranker=ranker_name, collection=source,
+                              limit=int(limit) or None, depth=int(depth),
+                              batch_size=int(batch_size), components=list(components),
+                              poolings=list(poolings), store=store_option), language="bash")
         st.session_state["extracting"] = False
 
 st.subheader("What a precision costs")
@@ -112,10 +118,14 @@ if compare:
     except RankScopeError as error:
         st.error(str(error))
     else:
-        st.session_state["precision_table"] = (precision_key, len(pairs), table)
+        command = reproduce("precisions", ranker=ranker_name, collection=source,
+                            limit=int(precision_queries), depth=int(depth),
+                            batch_size=int(batch_size), precisions=list(chosen),
+                            out="precisions.csv")
+        st.session_state["precision_table"] = (precision_key, len(pairs), table, command)
 saved = st.session_state.get("precision_table")
 if saved and saved[0] == precision_key:
-    _, n_pairs, table = saved
+    _, n_pairs, table, command = saved
     st.dataframe(table, hide_index=True, width="stretch", column_config={
         "spearman": st.column_config.NumberColumn("Spearman vs fp32", format="%.4f"),
         "kendall": st.column_config.NumberColumn("Kendall τ vs fp32", format="%.4f"),
@@ -134,6 +144,12 @@ if saved and saved[0] == precision_key:
                    f"order, while nDCG@10 goes {base['nDCG@10']:.4f} → "
                    f"{worst['nDCG@10']:.4f} and MRR@10 {base['MRR@10']:.4f} → "
                    f"{worst['MRR@10']:.4f}.")
+    with st.expander("Reproduce from the command line"):
+        st.code(command, language="bash")
+    ui.download_run("precisions", {"ranker": ranker_name, "collection": source,
+                                   "queries": int(precision_queries), "depth": int(depth),
+                                   "precisions": list(chosen)}, {"precisions": table}, None,
+                    command)
 
 st.subheader("In the store")
 pending = ui.pending_side_files()

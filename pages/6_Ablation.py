@@ -1,6 +1,8 @@
 """Ablation: knock neuron sets out during re-ranking, Shapley checks of probe neurons, and how
 probing, attribution and patching agree."""
 
+from dataclasses import asdict
+
 import pandas as pd
 import streamlit as st
 
@@ -8,9 +10,11 @@ import ui
 from core.agreement import agreement_correlation, stored_agreement
 from core.attribution import LABELS, TOP_PERCENTS, load_attribution, neuron_sets
 from core.charts import (ablation_chart, agreement_chart, random_distribution_chart, shapley_chart)
+from core.cli import reproduce
 from core.errors import RankScopeError
 from core.knockout import NEURON_MODES, NeuronAblationConfig, ablate_neuron_sets
 from core.shapley import ShapleyConfig, shapley_validation
+from core.store import DEFAULT_PATH
 
 ui.page_setup("Ablation", "✂️")
 ranker_name, source = ui.sidebar()
@@ -82,11 +86,26 @@ with tabs[0]:
                 st.error(str(error))
                 st.stop()
             bar.progress(1.0, text="Done")
+            store_option = None if ui.store_path() == DEFAULT_PATH else str(ui.store_path())
+            if origin == "saved":
+                command = ("# a set built with the Attribution page's set algebra has no "
+                           "command line; knock-outs of top-X % sets of a stored run do")
+            else:
+                ran = result.counts["config"]
+                command = "\n".join([reproduce(
+                    "attribute", ranker=ranker_used, collection=result.counts["collection"],
+                    pairs=ran["pairs_per_label"], steps=ran["steps"], baseline=ran["baseline"],
+                    rule=ran.get("rule", "left"), split=ran.get("split") or "",
+                    store=store_option, out="nig.csv"), reproduce(
+                    "ablate", ranker=ranker_used, collection=collection_source,
+                    attribution="nig.csv", scheme=scheme, percents=list(percents), mode=mode,
+                    draws=int(draws), queries=int(queries), store=store_option,
+                    out="ablate.csv")])
             st.session_state["ablation_view"] = (f"{ranker_used} · {collection.name} · {mode}",
-                                                 table)
+                                                 table, command, asdict(config))
         view = st.session_state.get("ablation_view")
         if view:
-            label, table = view
+            label, table, command, ran_config = view
             shown = pd.DataFrame({
                 "set": table.set, "neurons": table.neurons,
                 "nDCG@10 full": table.ndcg_full.round(4),
@@ -105,6 +124,12 @@ with tabs[0]:
             ui.chart_with_exports(ablation_chart(table), table.drop(columns="random_changes"),
                                   "ablation")
             ui.chart_with_exports(random_distribution_chart(table), table, "ablation-random")
+            with st.expander("Reproduce this run from the command line (same store keys)"):
+                st.code(command, language="bash")
+            ui.download_run("ablation", {"run": label, "config": ran_config},
+                            {"knockout": table.drop(columns="random_changes")},
+                            {"knockout": ablation_chart(table),
+                             "random_sets": random_distribution_chart(table)}, command)
 
 with tabs[1]:
     st.caption("Neurons a probe relies on (non-zero Lasso weights of a feature with test R² "
@@ -152,14 +177,27 @@ with tabs[1]:
                 st.error(str(error))
                 st.stop()
             bar.progress(1.0, text="Done")
+            command = reproduce(
+                "shapley", ranker=info.ranker, collection=source,
+                probe_collection=info.collection, threshold=float(threshold),
+                layer=int(layer) or None, random_groups=int(random_groups),
+                permutations=int(permutations), queries=int(queries), mode=mode,
+                store=None if ui.store_path() == DEFAULT_PATH else str(ui.store_path()),
+                out="shapley.csv")
             st.session_state["shapley_view"] = (f"{info.ranker} · {collection.name}", per_query,
-                                                summary)
+                                                summary, command, asdict(config))
         view = st.session_state.get("shapley_view")
         if view:
-            label, per_query, summary = view
+            label, per_query, summary, command, ran_config = view
             st.markdown(f"**{label}**")
             st.dataframe(summary, hide_index=True, width="stretch")
             ui.chart_with_exports(shapley_chart(per_query), per_query, "shapley", stretch=False)
+            with st.expander("Reproduce this run from the command line (the store's newest "
+                             "probe run of this ranker on that collection)"):
+                st.code(command, language="bash")
+            ui.download_run("shapley", {"run": label, "config": ran_config},
+                            {"summary": summary, "per_query": per_query},
+                            {"shapley": shapley_chart(per_query)}, command)
 
 with tabs[2]:
     st.caption("Per layer: residual dimensions a probe relies on, the top-X % NIG neurons "

@@ -13,28 +13,14 @@ import argparse
 import os
 import sys
 
-from core.cli import (
-    ablate,
-    agreement,
-    attribute,
-    evaluate,
-    extract,
-    generated,
-    knockout,
-    models,
-    patch,
-    precisions,
-    probe,
-    saliency,
-    score,
-    shapley,
-)
+from core.cli import (ablate, agreement, attribute, evaluate, extract, generated, knockout, lesson,
+                      models, patch, precisions, probe, saliency, score, shapley)
 from core.errors import RankScopeError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 MODULES = (models, extract, evaluate, probe, patch, knockout, attribute, ablate, shapley,
-           agreement, precisions, saliency, score)
+           agreement, precisions, saliency, score, lesson)
 
 
 def commands() -> dict[str, object]:

@@ -25,8 +25,8 @@ def test_home_page_renders_with_sidebar():
     # "start here" cards, one per page, each linking to it
     links = [link.proto.label for link in at.get("page_link")]
     cards = [label for label in links if label.startswith("Open ")]
-    assert cards == [f"Open {t} →" for t in ("Playground", "Workspace", "Probing", "Patching",
-                                             "Attribution", "Ablation", "Score lens")]
+    assert cards == [f"Open {t} →" for t in ("Lessons", "Playground", "Workspace", "Probing",
+                                             "Patching", "Attribution", "Ablation", "Score lens")]
     assert "TREC DL 2020" in " ".join(m.value for m in at.markdown)
 
 
@@ -39,8 +39,8 @@ def test_the_first_navigation_entry_is_home():
     assert config["client"]["showSidebarNavigation"] is False  # Streamlit's own list ("app") off
     at = page("app.py").run()
     nav = [link.proto.label for link in at.sidebar.get("page_link")]
-    assert nav == ["Home", "Playground", "Workspace", "Probing", "Patching", "Attribution",
-                   "Ablation", "Score lens"]
+    assert nav == ["Home", "Lessons", "Playground", "Workspace", "Probing", "Patching",
+                   "Attribution", "Ablation", "Score lens"]
     import ui
 
     assert {script for script, *_ in ui.PAGES} == {f"pages/{p.name}"
@@ -346,6 +346,17 @@ def test_attribution_and_ablation_pages_from_a_run_to_a_knockout_table(app_store
     assert any("Knock-out of neuron sets vs random sets" in s for s in specs)
     assert any("Random sets of the same size" in s for s in specs)
     assert any("probe vs NIG" in s for s in specs)  # agreement tab, from the stored run
+    assert "has no command line" in ablation.code[0].value  # a set-algebra set: said so
+    # a stored run's top-X % sets: attribute (served from the store) then ablate
+    origin = next(s for s in ablation.selectbox if s.label == "Neuron sets from")
+    origin.set_value(at.session_state["attribution_keys"][0])  # the stored run (not the saved set)
+    next(m for m in ablation.multiselect if m.label == "Top X %").set_value([1.0])
+    next(b for b in ablation.button if b.label == "Run knock-out").click().run()
+    assert not ablation.exception and not ablation.error
+    lines = ablation.code[0].value.splitlines()
+    assert lines[0].startswith("python -m core attribute --ranker minilm-cross-encoder")
+    assert lines[1].startswith("python -m core ablate --ranker minilm-cross-encoder") \
+        and "--attribution nig.csv" in lines[1] and "--percents 1.0" in lines[1]
 
 
 def test_ablation_page_without_results_says_what_to_run_first(app_store):
@@ -451,3 +462,28 @@ def test_an_analysis_page_is_generated_from_its_config_and_reads_back_its_run(ap
         lens.ScoreLens.compute = original
     assert calls == [] and not again.exception
     pd.testing.assert_frame_equal(again.dataframe[0].value, table)
+
+
+def test_a_lesson_keeps_each_prediction_and_compares_it_with_the_data(app_store):
+    """Lesson 2 (attribution): no reveal before a prediction; the reveal runs the study and
+    compares; the summary lists every prediction beside the data's answer."""
+    at = page("pages/8_Lessons.py").run()
+    at.radio[0].set_value("attribution").run()
+    reveal = next(b for b in at.button if b.label == "Reveal")
+    assert reveal.disabled  # predict first
+    at.radio[1].set_value("feed-forward (intermediate, output)").run()
+    next(b for b in at.button if b.label == "Reveal").click().run()
+    assert not at.exception and not at.error
+    first = at.info[0].value
+    assert first.startswith("You predicted **feed-forward (intermediate, output)**")
+    assert "sit in attention layers" in first
+    next(b for b in at.button if b.label == "Next step").click().run()
+    at.radio[2].set_value("random neurons").run()
+    next(b for b in at.button if b.label == "Reveal").click().run()
+    assert "nDCG@10" in at.info[1].value and "random sets" in at.info[1].value
+    next(b for b in at.button if b.label == "Next step").click().run()
+    next(b for b in at.button if b.label == "Reveal").click().run()
+    summary = at.dataframe[-1].value
+    assert list(summary["your prediction"]) == ["feed-forward (intermediate, output)",
+                                                "random neurons"]
+    assert not at.exception

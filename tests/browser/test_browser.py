@@ -268,3 +268,33 @@ def test_upload_a_collection_in_a_real_browser(server, tmp_path):
         browser.close()
     assert "0.1 MB is over the 0.05 MB upload limit" in refused
     assert "Traceback" not in text
+
+
+def test_lesson_1_end_to_end_in_a_real_browser(server, tmp_path):
+    """Lesson 1 (probing): predict, reveal (the study runs), next, predict, reveal, the paper
+    beside ours, and the summary of the student's predictions."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        page.goto(f"{server}/Lessons", timeout=60_000)
+        page.get_by_text("Which feature will the best probe read").wait_for(timeout=60_000)
+        page.get_by_text("document length (stream_length)").click()
+        page.get_by_role("button", name="Reveal").click()
+        page.get_by_text("You predicted").first.wait_for(timeout=240_000)
+        page.get_by_role("button", name="Next step").click()
+        page.get_by_text("In which third of the network is BM25 best decoded?").wait_for(
+            timeout=60_000)
+        page.get_by_text("middle", exact=True).click()
+        page.get_by_role("button", name="Reveal").click()
+        page.get_by_text("BM25's probe peaks at block").wait_for(timeout=60_000)
+        page.get_by_role("button", name="Next step").click()
+        page.get_by_role("button", name="Reveal").click()
+        page.get_by_text("Your predictions").wait_for(timeout=60_000)
+        page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=60_000)
+        screenshot(page, tmp_path, "lesson-probing.png")
+        text = page.locator("body").inner_text()
+        browser.close()
+    assert "Paper:" in text and "Ours:" in text and "What differs and why:" in text
+    assert "Traceback" not in text
