@@ -56,8 +56,8 @@ class Outcome:
             return self.findings[step]
         if guess is None:
             return f"The data says **{answer}**. {self.findings[step]}"
-        mark = "✅ right" if guess == answer else f"❌ the data says **{answer}**"
-        return f"You predicted **{guess}** — {mark}. {self.findings[step]}"
+        mark = "right." if guess == answer else f"not quite: the data says **{answer}**."
+        return f"You predicted **{guess}** — {mark} {self.findings[step]}"
 
 
 def _third(layer: int, n_layers: int) -> str:
@@ -153,7 +153,10 @@ class ProbingLesson(Lesson):
             f"{data.split(' (')[0]}).",
             f"BM25's probe peaks at block {bm25_layer} of {ranker.n_layers} "
             f"(R² {bm25.r2_mean.max():.2f}; {float(last.get('bm25', float('nan'))):.2f} at the "
-            "last block).",
+            "last block)" + (" — but it stays below the paper's 0.1 'absent' line at every "
+                             "block: this ranker does not hold BM25 linearly anywhere, though "
+                             "it holds its ingredients (TF, coverage) better."
+                             if bm25.r2_mean.max() < 0.1 else "."),
             "**Paper:** RankLlama encodes query-term coverage (covered query term number and "
             "ratio) and raw TF statistics well, while sum and max of TF·IDF and BM25 itself are "
             "notably weak; out of distribution it leans on document length. **Ours:** "

@@ -17,8 +17,8 @@ def test_every_lesson_asks_before_it_reveals_and_ends_with_the_paper():
 
 def test_the_verdict_compares_the_guess_with_the_answer():
     outcome = Outcome("x", "demo", ["middle", None], ["BM25 peaks at block 3.", "Paper: …"])
-    assert outcome.verdict(0, "middle").startswith("You predicted **middle** — ✅ right.")
-    assert "❌ the data says **middle**" in outcome.verdict(0, "late")
+    assert outcome.verdict(0, "middle").startswith("You predicted **middle** — right. BM25")
+    assert "not quite: the data says **middle**." in outcome.verdict(0, "late")
     assert outcome.verdict(1, None) == "Paper: …"
     assert [_third(layer, 6) for layer in range(1, 7)] == ["early", "early", "middle",
                                                            "middle", "late", "late"]
