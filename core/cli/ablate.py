@@ -8,7 +8,7 @@ from core.cli.common import (TEST_SPLIT, InputError, add_collection, add_ranker,
                               progress_bar, write_table)
 
 NAME = "ablate"
-HELP = 'knock out top-X%% NIG neurons vs random sets'
+HELP = "knock out top-X%% NIG neurons vs random sets"
 
 
 def arguments(p) -> None:

@@ -9,7 +9,7 @@ from core.cli.common import (InputError, add_collection, add_ranker, out_file, s
 from core.constants import ENCODED_R2
 
 NAME = "agreement"
-HELP = 'probe neurons vs NIG top-X%% vs patching, per layer'
+HELP = "probe neurons vs NIG top-X%% vs patching, per layer"
 
 
 def arguments(p) -> None:

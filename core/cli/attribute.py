@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from core.cli.common import (
-    TEST_SPLIT,
-    InputError,
-    add_collection,
-    add_ranker,
-    load,
-    out_file,
-    progress_bar,
-    store_for,
-    write_table,
-)
+from core.cli.common import (TEST_SPLIT, InputError, add_collection, add_ranker, load, out_file,
+                              progress_bar, store_for, write_table)
 
 NAME = "attribute"
-HELP = 'neuron conductance (NIG) of every linear layer'
-STOPPED = 'finished pairs are saved; run the same command again to resume'
+HELP = "neuron conductance (NIG) of every linear layer"
+STOPPED = "finished pairs are saved; run the same command again to resume"
 GAP_WARNING = 0.05  # completeness gaps above this make attributions untrustworthy
 
 
@@ -39,16 +30,8 @@ def arguments(p) -> None:
 
 def run(args) -> int:
     """Neuron conductance of every linear layer for the relevant / non-relevant schemes."""
-    from core.attribution import (
-        TOP_PERCENTS,
-        AttributionConfig,
-        attribute_collection,
-        baseline_table,
-        overlap,
-        scheme_pairs,
-        set_counts,
-        top_set,
-    )
+    from core.attribution import (TOP_PERCENTS, AttributionConfig, attribute_collection,
+                                  baseline_table, overlap, scheme_pairs, set_counts, top_set)
 
     out = out_file(args.out, "nig.csv")
     config = AttributionConfig(steps=args.steps, baseline=args.baseline, rule=args.rule)

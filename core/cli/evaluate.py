@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from core.cli.common import (
-    add_collection,
-    add_ranker,
-    progress_bar,
-    ranker_spec,
-    store_for,
-)
+from core.cli.common import (add_collection, add_ranker, progress_bar, ranker_spec, store_for)
 
 NAME = "evaluate"
-HELP = 'nDCG@10 / MRR@10 re-ranking the run (or BM25), vs the first stage'
-STOPPED = 'finished batches are saved; run the same command again to resume'
+HELP = "nDCG@10 / MRR@10 re-ranking the run (or BM25), vs the first stage"
+STOPPED = "finished batches are saved; run the same command again to resume"
 
 
 def arguments(p) -> None:

@@ -6,8 +6,8 @@ from core.cli.common import add_collection, add_ranker, load, progress_bar, stor
 from core.constants import COMPONENTS, POOLINGS
 
 NAME = "extract"
-HELP = 'extract activations into the store'
-STOPPED = 'finished batches are saved; run the same command again to resume'
+HELP = "extract activations into the store"
+STOPPED = "finished batches are saved; run the same command again to resume"
 
 
 def arguments(p) -> None:

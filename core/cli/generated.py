@@ -10,14 +10,7 @@ import sys
 import typing
 from types import SimpleNamespace
 
-from core.cli.common import (
-    COLLECTION_HELP,
-    add_ranker,
-    load,
-    out_file,
-    progress_bar,
-    store_for,
-)
+from core.cli.common import (COLLECTION_HELP, add_ranker, load, out_file, progress_bar, store_for)
 
 # modules whose import registers the analyses shipped with RankScope
 BUILT_IN = ("core.lens",)

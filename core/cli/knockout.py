@@ -6,8 +6,9 @@ from core.cli.common import load, out_file, progress_bar, store_for
 from core.cli.patch import _patch, _patch_config, patch_arguments
 
 NAME = "knockout"
-HELP = 'mean-ablate the top-k heads by IE vs random heads'
-STOPPED = 'finished patching pairs are saved; the knock-out restarts when you run the same command again'
+HELP = "mean-ablate the top-k heads by IE vs random heads"
+STOPPED = ("finished patching pairs are saved; the knock-out restarts when you run the same "
+           "command again")
 
 
 def arguments(p) -> None:

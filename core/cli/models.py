@@ -7,7 +7,7 @@ from pathlib import Path
 from core.errors import RankScopeError
 
 NAME = "models"
-HELP = 'list rankers: name, kind, installed, source'
+HELP = "list rankers: name, kind, installed, source"
 
 
 def arguments(p) -> None:

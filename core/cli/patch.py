@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from core.cli.common import (
-    TEST_SPLIT,
-    add_collection,
-    add_ranker,
-    load,
-    out_file,
-    progress_bar,
-    store_for,
-)
+from core.cli.common import (TEST_SPLIT, add_collection, add_ranker, load, out_file, progress_bar,
+                              store_for)
 from core.constants import PATCH_COMPONENTS, POSITION_GROUPS, PROMPTS
 
 NAME = "patch"
-HELP = 'activation patching: IE per layer × position, heads'
-STOPPED = 'finished pairs are saved; run the same command again to resume'
+HELP = "activation patching: IE per layer × position, heads"
+STOPPED = "finished pairs are saved; run the same command again to resume"
 
 
 def patch_arguments(p, both: bool) -> None:

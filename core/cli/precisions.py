@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from core.cli.common import (
-    InputError,
-    add_collection,
-    add_ranker,
-    out_file,
-    ranker_spec,
-)
+from core.cli.common import (InputError, add_collection, add_ranker, out_file, ranker_spec)
 from core.constants import QUANTIZATIONS
 
 NAME = "precisions"
-HELP = 'the same pairs in fp32 / bf16 / 4-bit (/ 8-bit on CUDA): agreement with fp32, nDCG, memory, speed'
+HELP = ("the same pairs in fp32 / bf16 / 4-bit (/ 8-bit on CUDA): agreement with fp32, nDCG, "
+        "memory, speed")
 
 
 def arguments(p) -> None:

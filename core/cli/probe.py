@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from core.cli.common import (
-    add_collection,
-    add_ranker,
-    load,
-    out_file,
-    progress_bar,
-    store_for,
-)
+from core.cli.common import (add_collection, add_ranker, load, out_file, progress_bar, store_for)
 from core.constants import ABSENT_R2, ENCODED_R2
 
 NAME = "probe"
-HELP = 'layer-wise Lasso/ridge probes for IR features'
-STOPPED = 'finished layers are saved; run the same command again to resume'
+HELP = "layer-wise Lasso/ridge probes for IR features"
+STOPPED = "finished layers are saved; run the same command again to resume"
 
 
 def arguments(p) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from core.cli.common import add_ranker, load
 
 NAME = "score"
-HELP = 'score one query-document pair'
+HELP = "score one query-document pair"
 
 
 def arguments(p) -> None:

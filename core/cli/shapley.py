@@ -7,7 +7,7 @@ from core.cli.common import (TEST_SPLIT, add_collection, add_ranker, load, out_f
 from core.constants import ENCODED_R2
 
 NAME = "shapley"
-HELP = 'Shapley values of probe neuron groups vs random groups (nDCG@10)'
+HELP = "Shapley values of probe neuron groups vs random groups (nDCG@10)"
 
 
 def arguments(p) -> None:

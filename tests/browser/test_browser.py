@@ -83,8 +83,9 @@ def test_playground_in_a_real_browser(server, tmp_path):
         links = page.locator('[data-testid="stSidebar"] a').all_inner_texts()
         browser.close()
     assert first != second and first > second
-    assert [t.strip() for t in links[:7]] == ["Home", "Playground", "Workspace", "Probing",
-                                              "Patching", "Attribution", "Ablation"]
+    assert [t.strip() for t in links[:9]] == ["Home", "Lessons", "Playground", "Workspace",
+                                              "Probing", "Patching", "Attribution", "Ablation",
+                                              "Score lens"]
 
 
 def test_playground_walk_rank_view_edit_saliency_axioms_patching_side_by_side(server, tmp_path):
