@@ -444,7 +444,7 @@ def analysis_page(name: str, icon: str = "🔬") -> None:
             st.stop()
         bar = status.start()
         try:
-            result = run_analysis(analysis, ranker, collection, config, store, progress=lambda d, t:
+            result = run_analysis(analysis, ranker, collection, config, store, progress=lambda d, t, _:
                                   bar.progress(d / max(t, 1), text=f"{analysis.unit} {d}/{t}"))
         except RankScopeError as error:
             status.fail(error)

@@ -176,7 +176,7 @@ def check_minilm(sizes: dict, device: torch.device, workdir: Path, tiny: bool) -
     collection = load_collection("demo")
     pairs = candidate_pairs(collection, 20, limit_queries=sizes["minilm_queries"])
     table = compare_precisions(spec, pairs, collection, batch_size=32,
-                               progress=lambda m: print(f"  minilm {m}", flush=True))
+                               log=lambda m: print(f"  minilm {m}", flush=True))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
     for row in table.to_dict("records"):
         name = row["precision"].replace("-", "_")

@@ -12,7 +12,7 @@ An analysis is a subclass of :class:`Analysis` registered with :func:`register`:
 :func:`run` keys the run with :func:`core.store.content_key` (ranker, collection, config,
 the analysis' version and the schema version), and :func:`drive` does the rest: skip the
 units already stored → compute → write each unit in one transaction → report
-``progress(done, total)`` → stop between units when asked. A stopped run resumes at its first
+``progress(done, total, what)`` → stop between units when asked. A stopped run resumes at its first
 missing unit; a finished one is read back without loading anything. Results live in the
 store's generic ``analysis_runs`` / ``analysis_units`` tables (no store method per analysis),
 and :meth:`core.store.Store.import_file` carries them from a CLI side file like any other run.
@@ -34,7 +34,9 @@ import pandas as pd
 from core.errors import InputError
 from core.store import content_key
 
-Progress = Callable[[int, int], None]  # (units done, units in all): every analysis's signature
+# Every long-running engine call reports ``progress(done, total, what)``: units done, units in
+# all, and what is being done ("" when there is nothing to add). One signature everywhere.
+Progress = Callable[[int, int, str], None]
 StopCheck = Callable[[], bool]
 
 
@@ -76,14 +78,14 @@ def drive(units: Sequence, compute: Callable[[int, Any], Any], *, done: Iterable
         if should_stop and should_stop():
             return outputs, True
         if progress:
-            progress(finished, total)
+            progress(finished, total, "")
         output = compute(i, unit)
         if write is not None:
             write(i, unit, output)
         outputs.append(output)
         finished += 1
     if progress:
-        progress(total, total)
+        progress(total, total, "")
     return outputs, False
 
 

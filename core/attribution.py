@@ -306,7 +306,7 @@ def summarise(index: pd.DataFrame, reports: pd.DataFrame, values: np.ndarray) ->
 
 def attribute_collection(ranker: Ranker, collection, config: AttributionConfig,
                          pairs_per_label: int = 10, split: str | None = "test", store=None, *,
-                         progress: Callable[[int, int], None] | None = None,
+                         progress: Callable[[int, int, str], None] | None = None,
                          should_stop: Callable[[], bool] | None = None) -> AttributionResult:
     """Both label schemes on one collection: relevant pairs attribute F, non-relevant pairs
     attribute −F, each averaged over correctly predicted pairs; fused ⊕ = their mean.

@@ -158,12 +158,12 @@ def _forward_window(ranker: Ranker, rows: pd.DataFrame, config: ExtractionConfig
 
 
 def extract(ranker: Ranker, collection: Collection, config: ExtractionConfig, store: Store,
-            progress: Callable[[int, int], None] | None = None,
+            progress: Callable[[int, int, str], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> ExtractionResult:
     """Extract (or resume extracting) activations of every candidate pair into ``store``.
 
     Args:
-        progress: called with (batches done, batches total) after each batch.
+        progress: called with (batches done, batches total, "batch") after each batch.
         should_stop: polled between batches; returning True stops after the current batch,
             leaving a resumable run.
     """
@@ -209,7 +209,7 @@ def extract(ranker: Ranker, collection: Collection, config: ExtractionConfig, st
             done.add(batch_index)
             computed += 1
             if progress is not None:
-                progress(len(done), n_batches)
+                progress(len(done), n_batches, "batch")
     if len(done) == n_batches and status != "done":
         store.finish_run(run_key)
     return ExtractionResult(run_key, len(pairs), n_batches, len(done), computed, stopped,

@@ -44,6 +44,7 @@ class ScoreLens(Analysis):
     title = "Score lens"
     summary = "nDCG@10 of the ranker's own head read after every layer (where the ranking forms)"
     unit = "query"
+    version = 2  # 2: unit rows carry the first stage's rank
     Config = LensConfig
 
     def __init__(self):
@@ -95,7 +96,8 @@ class ScoreLens(Analysis):
                 scores = ranker.read_out(states[path].to(ranker.dtype)).float().cpu().numpy()
                 rows.append(pd.DataFrame({"qid": unit, "docno": batch.docno.astype(str).to_numpy(),
                                           "layer": layer + 1, "score": scores,
-                                          "final": final}))
+                                          "final": final,
+                                          "first_stage_rank": batch.bm25_rank.to_numpy()}))
         return pd.concat(rows, ignore_index=True)
 
     def summarise(self, frame: pd.DataFrame, collection, config: LensConfig) -> pd.DataFrame:
@@ -106,13 +108,16 @@ class ScoreLens(Analysis):
         from core.data import with_qrels
 
         judged = with_qrels(collection, config.qrels) if config.qrels else collection
+        first = frame[frame.layer == frame.layer.min()]
+        first_stage = evaluate(judged, first, -first.first_stage_rank.to_numpy(dtype=float))
         rows = []
         for layer, at in frame.groupby("layer", sort=True):
             measures = evaluate(judged, at, at.score.to_numpy())
             rhos = [spearmanr(q.score, q.final).statistic for _, q in at.groupby("qid")
                     if len(q) > 1 and np.ptp(q.score) > 0 and np.ptp(q.final) > 0]
             rows.append({"layer": int(layer), **measures,
-                         "spearman_with_final": float(np.mean(rhos)) if rhos else float("nan")})
+                         "spearman_with_final": float(np.mean(rhos)) if rhos else float("nan"),
+                         "first_stage_nDCG@10": first_stage["nDCG@10"]})
         return pd.DataFrame(rows)
 
     def notes(self, frame: pd.DataFrame, config: LensConfig) -> list[str]:
@@ -124,9 +129,13 @@ class ScoreLens(Analysis):
         import altair as alt
 
         long = table.melt("layer", ["nDCG@10", "spearman_with_final"], "measure", "value")
-        return alt.Chart(long).mark_line(point=True).encode(
+        lines = alt.Chart(long).mark_line(point=True).encode(
             x=alt.X("layer:Q", title="read after layer", axis=alt.Axis(tickMinStep=1)),
             y=alt.Y("value:Q", title="value"),
             color=alt.Color("measure:N", title=None),
-            tooltip=["layer", "measure", alt.Tooltip("value:Q", format=".3f")],
-        ).properties(height=320)
+            tooltip=["layer", "measure", alt.Tooltip("value:Q", format=".3f")])
+        first = pd.DataFrame({"value": [float(table["first_stage_nDCG@10"].iloc[0])],
+                              "label": ["first stage's own order (nDCG@10)"]})
+        rule = alt.Chart(first).mark_rule(strokeDash=[6, 4], color="gray").encode(
+            y="value:Q", tooltip=["label", alt.Tooltip("value:Q", format=".3f")])
+        return (lines + rule).properties(height=320)

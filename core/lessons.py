@@ -23,7 +23,7 @@ import pandas as pd
 
 from core.errors import InputError
 
-Progress = Callable[[str, int, int], None]  # (what, done, total)
+Progress = Callable[[int, int, str], None]  # (done, total, what): as every engine call
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,8 @@ class ProbingLesson(Lesson):
              "2020 — the same method in miniature."),
     )
 
-    def run(self, store, load_ranker, *, progress=None) -> Outcome:
+    def run(self, store, load_ranker, *,
+            progress: Progress | None = None) -> Outcome:
         import time
 
         from core.charts import r2_curve_chart
@@ -132,7 +133,7 @@ class ProbingLesson(Lesson):
         limit = None if split is None else 100
         result = probe_ranker(ranker, collection, store, config, limit_queries=limit,
                               progress=None if progress is None else
-                              lambda stage, d, t: progress(stage, d, t))
+                              progress)
         if result.stopped or result.frame.empty:
             raise InputError("the probes did not finish; run the lesson again to resume")
         frame = result.frame
@@ -204,7 +205,8 @@ class AttributionLesson(Lesson):
              "attribute the MiniLM cross-encoder with fewer pairs and steps."),
     )
 
-    def run(self, store, load_ranker, *, progress=None) -> Outcome:
+    def run(self, store, load_ranker, *,
+            progress: Progress | None = None) -> Outcome:
         import time
 
         from core.attribution import (AttributionConfig, attribute_collection, neuron_sets,
@@ -218,7 +220,7 @@ class AttributionLesson(Lesson):
         result = attribute_collection(
             ranker, collection, AttributionConfig(steps=50), pairs_per_label=4, split=split,
             store=store, progress=None if progress is None else
-            lambda d, t: progress("attribution", d, t))
+            lambda d, t, _: progress(d, t, "attribution"))
         if result.stopped:
             raise InputError("the attribution did not finish; run the lesson again to resume")
         counts = set_counts(result.frame, "fused", (1.0,))
@@ -231,7 +233,7 @@ class AttributionLesson(Lesson):
         sets = neuron_sets(result.frame, "fused", [1.0])
         knock = ablate_neuron_sets(
             ranker, collection, sets, NeuronAblationConfig(draws=5, queries=10, split=split),
-            progress=None if progress is None else lambda d, t, _: progress("knock-out", d, t),
+            progress=None if progress is None else lambda d, t, _: progress(d, t, "knock-out"),
             store=store)
         row = knock.iloc[0]
         if row.change_pct < row.random_change_pct - 1.0:
@@ -292,7 +294,8 @@ class PatchingLesson(Lesson):
              "yes/no judge on TREC DL 2020."),
     )
 
-    def run(self, store, load_ranker, *, progress=None) -> Outcome:
+    def run(self, store, load_ranker, *,
+            progress: Progress | None = None) -> Outcome:
         import time
 
         from core.charts import ie_heatmap
@@ -304,7 +307,7 @@ class PatchingLesson(Lesson):
         config = PatchConfig(pairs=4, split=split, head_groups=(), attention_scores=False)
         result = run_patching(ranker, collection, config, store,
                               progress=None if progress is None else
-                              lambda d, t, _: progress("patching", d, t))
+                              lambda d, t, _: progress(d, t, "patching"))
         if result.stopped:
             raise InputError("the patching sweep did not finish; run the lesson again to resume")
         effects = mean_effects(result.used)

@@ -74,7 +74,7 @@ def score_pairs(ranker, pairs: pd.DataFrame, batch_size: int = 32) -> tuple[np.n
 
 def compare_precisions(spec: ModelSpec, pairs: pd.DataFrame, judged=None,
                        precisions: list[str] | None = None, batch_size: int = 32,
-                       progress: Callable[[str], None] | None = None,
+                       log: Callable[[str], None] | None = None,
                        load: Callable[[ModelSpec], object] = load_ranker) -> pd.DataFrame:
     """One row per precision (fp32 first, the reference): see the module docstring.
 
@@ -107,8 +107,8 @@ def compare_precisions(spec: ModelSpec, pairs: pd.DataFrame, judged=None,
     chosen = ["fp32"] + [p for p in chosen if p != "fp32"]  # the reference comes first
     rows, reference = [], None
     for precision in chosen:
-        if progress:
-            progress(f"{precision}: loading and scoring {len(pairs)} pairs")
+        if log:
+            log(f"{precision}: loading and scoring {len(pairs)} pairs")
         started = time.perf_counter()
         ranker = load(spec.with_quantization(precision))
         load_seconds = time.perf_counter() - started

@@ -577,7 +577,7 @@ def target_frame(features: pd.DataFrame, config: ProbeConfig) -> pd.DataFrame:
 
 def run_probe(store, ranker_name: str, collection_name: str, run_key: str,
               features: pd.DataFrame, features_key: str, n_layers: int, config: ProbeConfig,
-              progress: Callable[[int, int], None] | None = None,
+              progress: Callable[[int, int, str], None] | None = None,
               should_stop: Callable[[], bool] | None = None,
               device: torch.device | str | None = None) -> ProbeResult:
     """Probe every layer × pooling of a finished extraction run; resumable and cached.
@@ -626,12 +626,12 @@ def run_probe(store, ranker_name: str, collection_name: str, run_key: str,
 
 def probe_ranker(ranker, collection, store, config: ProbeConfig, *,
                  limit_queries: int | None = None, depth: int = 20,
-                 progress: Callable[[str, int, int], None] | None = None,
+                 progress: Callable[[int, int, str], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
                  device: torch.device | str | None = None) -> ProbeResult:
     """Extract (or reuse) a ranker's activations on a collection, then probe every layer.
 
-    ``progress(stage, done, total)`` is called with stage ``extract`` then ``probe``. The
+    ``progress(done, total, stage)`` is called with stage ``extract`` then ``probe``. The
     extraction uses the Workspace's default configuration (top-20 candidates, mean/max/last
     pooling, residual stream), so runs started there are reused here; ``depth`` takes more
     candidates per query (e.g. the whole TREC DL top-100: more pairs to balance probe sets).
@@ -643,7 +643,8 @@ def probe_ranker(ranker, collection, store, config: ProbeConfig, *,
     extraction = ExtractionConfig(limit_queries=limit_queries, depth=depth)
     started = time.perf_counter()
     result = extract(ranker, collection, extraction, store,
-                     progress=None if progress is None else lambda d, t: progress("extract", d, t),
+                     progress=None if progress is None else
+                     lambda d, t, _="": progress(d, t, "extract"),
                      should_stop=should_stop)
     if not result.complete:
         return ProbeResult("", pd.DataFrame(columns=RESULT_COLUMNS), [], 0, 0, True,
@@ -651,7 +652,8 @@ def probe_ranker(ranker, collection, store, config: ProbeConfig, *,
     features, key, feature_notes = stored_features(store, collection, extraction, result.run_key)
     probed = run_probe(store, ranker.spec.name, collection.name, result.run_key, features, key,
                        ranker.n_layers, config,
-                       progress=None if progress is None else lambda d, t: progress("probe", d, t),
+                       progress=None if progress is None else
+                       lambda d, t, _="": progress(d, t, "probe"),
                        should_stop=should_stop, device=device)
     left_out = [n.split(" ", 1)[0] for n in feature_notes]
     probed.notes = feature_notes + [n for n in probed.notes if n.split(" ", 1)[0] not in left_out]
@@ -662,7 +664,7 @@ def probe_ranker(ranker, collection, store, config: ProbeConfig, *,
 def probe_grid(jobs: list[tuple[str, str]], store, config: ProbeConfig, *,
                load_ranker: Callable[[str], object], load_collection: Callable[[str], object],
                limit_queries: int | None = None,
-               progress: Callable[[str, str, int, int], None] | None = None,
+               progress: Callable[[int, int, str], None] | None = None,
                should_stop: Callable[[], bool] | None = None
                ) -> tuple[pd.DataFrame, list[str], list[str], list]:
     """:func:`probe_ranker` for every (ranker name, collection source) job, one at a time.
@@ -687,7 +689,8 @@ def probe_grid(jobs: list[tuple[str, str]], store, config: ProbeConfig, *,
                 ranker, collection, store, config, limit_queries=limit_queries,
                 should_stop=should_stop,
                 progress=None if progress is None else
-                lambda stage, done, total, label=label: progress(label, stage, done, total))
+                lambda done, total, stage, label=label: progress(done, total,
+                                                                 f"{label}: {stage}"))
         except RankScopeError as error:
             failures.append(f"{label}: {error}")
             continue

@@ -74,7 +74,7 @@ if st.session_state.get("extracting"):
         bar = st.progress(0.0, text="Starting …")
         try:
             result = extract(ranker, collection, config, store,
-                             progress=lambda done, total: bar.progress(
+                             progress=lambda done, total, _: bar.progress(
                                  done / total, text=f"Batch {done} of {total}"))
         except RankScopeError as error:
             st.error(str(error))
@@ -113,7 +113,7 @@ if compare:
         with st.status(f"Scoring {len(pairs)} pairs in {len(set(chosen) | {'fp32'})} "
                        "precisions …", expanded=True) as status:
             table = compare_precisions(ranker.spec, pairs, collection, chosen,
-                                       batch_size=int(batch_size), progress=st.write)
+                                       batch_size=int(batch_size), log=st.write)
             status.update(label="Precisions compared", state="complete", expanded=False)
     except RankScopeError as error:
         st.error(str(error))

@@ -73,9 +73,10 @@ if submitted:
     stop_slot.button("Stop", help="Stops the sweep; finished batches and layers are kept.")
     bar = st.progress(0.0, text="Starting …")
 
-    def show(label, stage, done, total):
-        what = "extracting batch" if stage == "extract" else "probing layer"
-        bar.progress(done / total, text=f"{label}: {what} {done} of {total}")
+    def show(done, total, what):
+        label, stage = what.rsplit(": ", 1)
+        doing = "extracting batch" if stage == "extract" else "probing layer"
+        bar.progress(done / total, text=f"{label}: {doing} {done} of {total}")
 
     frame, notes, failures, finished = probe_grid(
         [(r, c) for r in rankers for c in collections], store, config,

@@ -74,7 +74,7 @@ if submitted:
     keys = []
     try:
         for collection in loaded:
-            def show(done, total, name=collection.name):
+            def show(done, total, _what, name=collection.name):
                 bar.progress(done / max(total, 1), text=f"{model} · {name}: pair {done}/{total}")
 
             result = attribute_collection(ranker, collection, config, int(pairs),

@@ -39,7 +39,7 @@ def reveal() -> None:
     """Run the lesson's analyses (from the store when they are there) with a progress bar."""
     bar = st.progress(0.0, text="Starting …")
 
-    def show(stage, done, total):
+    def show(done, total, stage):
         bar.progress(min(done / max(total, 1), 1.0), text=f"{stage}: {done} of {total}")
 
     try:

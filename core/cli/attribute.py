@@ -45,7 +45,7 @@ def run(args) -> int:
     try:
         result = attribute_collection(ranker, collection, config, args.pairs,
                                       args.split or None, store,
-                                      progress=lambda done, total: bar(done, total))
+                                      progress=bar)
     finally:
         store.close()
     frame, reports, counts = result.frame, result.reports, result.counts

@@ -49,12 +49,12 @@ TEST_SPLIT = {"split": "test", "split_help": "queries of this split (default tes
 
 
 def progress_bar(description: str, unit: str = "batch"):
-    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr."""
+    """A ``progress(done, total, what)`` callback drawing a tqdm bar on stderr."""
     from tqdm import tqdm
 
     bar = None
 
-    def update(done: int, total: int) -> None:
+    def update(done: int, total: int, what: str = "") -> None:
         nonlocal bar
         if bar is None:
             bar = tqdm(total=total, initial=0, desc=description, unit=unit, file=sys.stderr)
@@ -101,7 +101,7 @@ def load(args):
         skipped = ", ".join(f"{n} × {k}" for k, n in collection.skipped.items())
         print(f"note: {collection.name}: skipped lines: {skipped}", file=sys.stderr)
     print(f"loading {spec.name} ({spec.quantization}) …", file=sys.stderr)
-    ranker = load_ranker(spec, progress=lambda m: print(m, file=sys.stderr))
+    ranker = load_ranker(spec, log=lambda m: print(m, file=sys.stderr))
     return ranker, collection
 
 

@@ -34,7 +34,7 @@ def run(args) -> int:
     store = store_for(args)
     bars = {}
 
-    def progress(stage, done, total):
+    def progress(done, total, stage):
         if stage not in bars:
             bars[stage] = progress_bar(stage, "step")
         bars[stage](done, total)

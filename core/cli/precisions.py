@@ -38,7 +38,7 @@ def run(args) -> int:
     candidates = collection.run_name if collection.run is not None else "BM25"
     table = compare_precisions(spec, pairs, judged, args.precisions or None,
                                batch_size=args.batch_size,
-                               progress=lambda m: print(m, file=sys.stderr))
+                               log=lambda m: print(m, file=sys.stderr))
     split = f", split {args.split}" if args.split else ""
     print(f"{spec.name} on {collection.name}{split}: {len(pairs)} pairs of "
           f"{pairs.qid.nunique()} queries (top-{args.depth} of {candidates}); agreement with "

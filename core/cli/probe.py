@@ -50,7 +50,7 @@ def run(args) -> int:
     try:
         result = probe_ranker(ranker, collection, store, config, limit_queries=args.limit,
                               depth=args.depth,
-                              progress=lambda stage, done, total: bars[stage](done, total))
+                              progress=lambda done, total, stage: bars[stage](done, total))
     finally:
         store.close()
     for note in result.notes:

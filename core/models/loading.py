@@ -252,7 +252,7 @@ def _merged_fp32(spec: ModelSpec, base_dir: Path, adapter_dir: Path | None):
     return model
 
 
-def load_ranker(spec: str | ModelSpec, *, progress=None) -> Ranker:
+def load_ranker(spec: str | ModelSpec, *, log=None) -> Ranker:
     """Load a ranker from a preset name or a :class:`ModelSpec`.
 
     Raises:
@@ -270,8 +270,8 @@ def load_ranker(spec: str | ModelSpec, *, progress=None) -> Ranker:
     _check_weights_format(base_dir, spec)
     _check_remote_code(base_dir, spec)
     if spec.gguf_file:
-        if progress and not _dequantized_gguf(spec, base_dir, only_cached=True):
-            progress("dequantizing GGUF (first load only, ≈20 s)")
+        if log and not _dequantized_gguf(spec, base_dir, only_cached=True):
+            log("dequantizing GGUF (first load only, ≈20 s)")
         base_dir = _dequantized_gguf(spec, base_dir)
     from transformers import AutoTokenizer
 

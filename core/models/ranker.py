@@ -9,6 +9,8 @@ architectures in :mod:`core.models.layouts`, input building in :mod:`core.models
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -184,7 +186,7 @@ class Ranker:
     @torch.inference_mode()
     def score(self, queries: list[str], documents: list[str], batch_size: int = 16,
               prompt: str = "pointwise", documents_b: list[str] | None = None,
-              progress=None) -> np.ndarray:
+              progress: Callable[[int, int, str], None] | None = None) -> np.ndarray:
         """Relevance scores for aligned lists of queries and documents ``-> [n]``."""
         if len(queries) != len(documents):
             raise ValueError("queries and documents must have the same length")
@@ -196,7 +198,7 @@ class Ranker:
                               None if documents_b is None else [documents_b[i] for i in index])
             out[index] = self.forward(enc).cpu().numpy()
             if progress:
-                progress(min(start + batch_size, len(order)), len(order))
+                progress(min(start + batch_size, len(order)), len(order), "pair")
         return out
 
     @torch.inference_mode()

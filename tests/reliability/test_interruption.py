@@ -23,7 +23,7 @@ from core.store import Store
 ranker = load_ranker(ModelSpec("tiny-ce", "cross-encoder", {model!r}, device="cpu"))
 store = Store({store!r})
 extract(ranker, demo_collection(), ExtractionConfig(limit_queries=40, batch_size=8), store,
-        progress=lambda done, total: print("batch", done, total, flush=True))
+        progress=lambda done, total, _: print("batch", done, total, flush=True))
 store.close()
 print("finished", flush=True)
 """
@@ -115,7 +115,7 @@ config = ProbeConfig(features=("bm25", "stream_length", "sum_tf"), poolings=("me
 store = Store({store!r})
 probe_ranker(load_ranker("minilm-cross-encoder"), demo_collection(), store, config,
              limit_queries=30,
-             progress=lambda stage, done, total: print(stage, done, total, flush=True))
+             progress=lambda done, total, stage: print(stage, done, total, flush=True))
 store.close()
 print("finished", flush=True)
 """

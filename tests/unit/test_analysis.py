@@ -78,7 +78,7 @@ def test_the_driver_skips_done_units_stops_between_units_and_reports_progress():
     seen, written, progress = [], [], []
     outputs, stopped = drive(list("abcde"), lambda i, u: seen.append(u) or u.upper(),
                              done={1}, write=lambda i, u, o: written.append((i, o)),
-                             progress=lambda d, t: progress.append((d, t)),
+                             progress=lambda d, t, _: progress.append((d, t)),
                              should_stop=lambda: len(seen) == 2)
     assert stopped and seen == ["a", "c"] and outputs == ["A", "C"]
     assert written == [(0, "A"), (2, "C")]

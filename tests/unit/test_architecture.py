@@ -104,3 +104,18 @@ def test_every_kind_has_one_head_and_every_head_a_kind():
     from core.models import HEADS
 
     assert sorted(HEADS) == sorted(KINDS)
+
+
+def test_every_engine_call_reports_progress_with_one_signature():
+    """``progress(done, total, what)`` everywhere in core/ (a log of messages is ``log``)."""
+    allowed = {"Callable[[int, int, str], None] | None", "Progress | None"}
+    found = {}
+    for path in _core_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for arg in node.args.args + node.args.kwonlyargs:
+                    if arg.arg == "progress":
+                        found[f"{path.name}:{node.name}"] = (ast.unparse(arg.annotation)
+                                                             if arg.annotation else None)
+    assert len(found) >= 8
+    assert {k: v for k, v in found.items() if v not in allowed} == {}

@@ -144,7 +144,7 @@ def test_a_stopped_run_resumes_to_the_same_table_and_a_finished_one_is_served(ti
     calls = []
     first = attribute_collection(tiny_ce, demo, config, 2, store=store,
                                  should_stop=lambda: len(calls) >= 1,
-                                 progress=lambda done, total: calls.append(done))
+                                 progress=lambda done, total, _: calls.append(done))
     assert first.stopped and len(first.reports) == 1
     assert store.attribution_runs().status.tolist() == ["running"]
     resumed = attribute_collection(tiny_ce, demo, config, 2, store=store)

@@ -36,7 +36,7 @@ def test_pooling_by_hand():
 def test_extraction_stores_every_layer_and_serves_repeats(tiny, demo, store_path):
     store = Store(store_path)
     seen = []
-    result = extract(tiny, demo, CONFIG, store, progress=lambda d, t: seen.append((d, t)))
+    result = extract(tiny, demo, CONFIG, store, progress=lambda d, t, _: seen.append((d, t)))
     assert result.complete and result.n_pairs == 15 and result.computed_now == 2
     assert seen[-1] == (2, 2)
     layers = store.layers(result.run_key)
