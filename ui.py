@@ -13,6 +13,7 @@ from pathlib import Path
 import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
+from core.analysis import plural
 from core.constants import BM25_B, BM25_K1
 from core.data import Collection, available_collections, load_collection, save_upload
 from core.errors import ModelLoadError, RankScopeError
@@ -282,7 +283,7 @@ class RunStatus:
 
     def __init__(self, flag: str, submitted: bool, button: str, unit: str):
         self.flag, self.unit = flag, unit
-        self.units = unit[:-1] + "ies" if unit.endswith("y") else unit + "s"
+        self.units = plural(unit)
         self.area = st.container()
         if st.session_state.get(flag) and not submitted:
             st.session_state[flag] = False
@@ -406,13 +407,11 @@ def analysis_page(name: str, icon: str = "🔬") -> None:
     import dataclasses
     import typing
 
-    from core.analysis import REGISTRY, load
+    from core.analysis import config_from, load, registered
     from core.analysis import run as run_analysis
     from core.cli import reproduce
-    from core.cli.generated import commands
 
-    commands()  # imports (and so registers) the built-in analyses
-    analysis = REGISTRY[name]
+    analysis = registered()[name]
     page_setup(analysis.title, icon)
     ranker_name, source = sidebar()
     st.title(analysis.title)
@@ -434,7 +433,7 @@ def analysis_page(name: str, icon: str = "🔬") -> None:
     status = RunStatus(f"running-{name}", submitted, button, analysis.unit)
     if submitted:
         try:
-            config = analysis.Config(**values)
+            config = config_from(analysis.Config, values)
             analysis.validate(config)
         except RankScopeError as error:
             status.fail(error)
@@ -471,9 +470,7 @@ def analysis_page(name: str, icon: str = "🔬") -> None:
                        format_func=labels.get)
     info = runs[runs.key == key].iloc[0]
     stored = json.loads(info.config)
-    config = analysis.Config(**{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in stored.items()})
-    result = load(analysis, store, key, collection, config)
+    result = load(analysis, store, key, collection, config_from(analysis.Config, stored))
     for note in result.notes:
         st.caption(note)
     chart = analysis.chart(result.frame)

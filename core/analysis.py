@@ -3,7 +3,7 @@
 An analysis is a subclass of :class:`Analysis` registered with :func:`register`:
 
 - ``Config``: a frozen dataclass holding every run parameter. Each field's ``metadata`` may give
-  ``help`` and ``choices``; the CLI command (:mod:`core.commands.generated`) and the page form
+  ``help`` and ``choices``; the CLI command (:mod:`core.cli.generated`) and the page form
   (``ui.analysis_form``) are built from these fields, so a parameter is declared once.
 - :meth:`Analysis.units`: the independent pieces of work (a query, a pair, a layer …), each
   JSON-writable; :meth:`Analysis.compute` turns one unit into a tidy frame of rows.
@@ -24,7 +24,9 @@ The older studies (extraction, probing, patching, attribution) drive their loops
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,7 +101,17 @@ def option(default, help: str = "", choices: Sequence | None = None, label: str 
     return field(default=default, metadata=metadata)
 
 
-class Analysis:
+def plural(unit: str) -> str:
+    """``query`` → ``queries``, ``pair`` → ``pairs`` (progress and Stop messages)."""
+    return unit[:-1] + "ies" if unit.endswith("y") else unit + "s"
+
+
+def config_from(config_class: type, values: dict):
+    """A config from plain values (a form, parsed flags, stored JSON): lists become tuples."""
+    return config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+class Analysis(ABC):
     """Subclass, set the class attributes, implement :meth:`units` and :meth:`compute`."""
 
     name = ""  # the CLI command and the store's analysis name
@@ -111,13 +123,15 @@ class Analysis:
 
     @property
     def plural(self) -> str:
-        return self.unit[:-1] + "ies" if self.unit.endswith("y") else self.unit + "s"
+        return plural(self.unit)
 
+    @abstractmethod
     def units(self, ranker, collection, config) -> list:
-        raise NotImplementedError
+        """The independent pieces of work, each JSON-writable, in a fixed order."""
 
+    @abstractmethod
     def compute(self, ranker, collection, config, unit) -> pd.DataFrame:
-        raise NotImplementedError
+        """One unit's tidy rows."""
 
     def summarise(self, frame: pd.DataFrame, collection, config) -> pd.DataFrame:
         """The table the user reads, from all unit rows (default: the rows themselves)."""
@@ -148,6 +162,15 @@ class Analysis:
 
 
 REGISTRY: dict[str, Analysis] = {}
+# modules whose import registers the analyses shipped with RankScope
+BUILT_IN = ("core.lens",)
+
+
+def registered() -> dict[str, Analysis]:
+    """Every registered analysis, the built-in ones imported (so registered) first."""
+    for module in BUILT_IN:
+        importlib.import_module(module)
+    return REGISTRY
 
 
 def register(analysis: type[Analysis] | Analysis) -> type[Analysis] | Analysis:
@@ -167,9 +190,9 @@ def run(analysis: Analysis, ranker, collection, config, store=None, *,
     started = time.perf_counter()
     key = analysis.key(ranker, collection, config)
     if store is not None:
-        stored = load(analysis, store, key, collection, config)
-        if stored is not None and not stored.stopped:
-            return stored
+        info = store.analysis_run(key)
+        if info is not None and info["status"] == "done":
+            return load(analysis, store, key, collection, config)
     units = analysis.units(ranker, collection, config)
     if not units:
         raise InputError(f"{analysis.title or analysis.name}: nothing to do — the collection "

@@ -16,6 +16,8 @@ lesson says which. Budget: each lesson from a cold store in ≤ 5 minutes on a 2
 
 from __future__ import annotations
 
+import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -78,7 +80,7 @@ def lesson_data():
             "../shared/data/trec-dl-2019)")
 
 
-class Lesson:
+class Lesson(ABC):
     name = ""
     title = ""
     ranker = ""
@@ -88,7 +90,18 @@ class Lesson:
 
     def run(self, store, load_ranker: Callable[[str], object], *,
             progress: Progress | None = None) -> Outcome:
-        raise NotImplementedError
+        """Load the lesson's ranker and data and measure everything its steps reveal."""
+        started = time.perf_counter()
+        collection, split, data = lesson_data()
+        outcome = self.measure(store, load_ranker(self.ranker), collection, split, data,
+                               progress)
+        outcome.seconds = time.perf_counter() - started
+        return outcome
+
+    @abstractmethod
+    def measure(self, store, ranker, collection, split: str | None, data: str,
+                progress: Progress | None) -> Outcome:
+        """Run the study through the store; per step the data's answer and a finding."""
 
 
 class ProbingLesson(Lesson):
@@ -119,21 +132,15 @@ class ProbingLesson(Lesson):
              "2020 — the same method in miniature."),
     )
 
-    def run(self, store, load_ranker, *,
-            progress: Progress | None = None) -> Outcome:
-        import time
-
+    def measure(self, store, ranker, collection, split, data,
+                progress: Progress | None) -> Outcome:
         from core.charts import r2_curve_chart
         from core.probing import ProbeConfig, positives_negatives, probe_ranker
 
-        started = time.perf_counter()
-        collection, split, data = lesson_data()
-        ranker = load_ranker(self.ranker)
         config = ProbeConfig(features=self.FEATURES, poolings=("mean",), estimators=("lasso",))
         limit = None if split is None else 100
         result = probe_ranker(ranker, collection, store, config, limit_queries=limit,
-                              progress=None if progress is None else
-                              progress)
+                              progress=progress)
         if result.stopped or result.frame.empty:
             raise InputError("the probes did not finish; run the lesson again to resume")
         frame = result.frame
@@ -175,8 +182,7 @@ class ProbingLesson(Lesson):
         table = frame[["feature", "layer", "r2_mean", "r2_sd", "n_nonzero", "set_size"]]
         return Outcome(self.name, data, [winner, _third(bm25_layer, ranker.n_layers), None],
                        findings, {"probe_r2": table, "bm25_r2": table[table.feature == "bm25"]},
-                       {"probe_r2": chart, "bm25_r2": bm25_chart},
-                       time.perf_counter() - started)
+                       {"probe_r2": chart, "bm25_r2": bm25_chart})
 
 
 class AttributionLesson(Lesson):
@@ -205,18 +211,13 @@ class AttributionLesson(Lesson):
              "attribute the MiniLM cross-encoder with fewer pairs and steps."),
     )
 
-    def run(self, store, load_ranker, *,
-            progress: Progress | None = None) -> Outcome:
-        import time
-
+    def measure(self, store, ranker, collection, split, data,
+                progress: Progress | None) -> Outcome:
         from core.attribution import (AttributionConfig, attribute_collection, neuron_sets,
                                       set_counts)
         from core.charts import ablation_chart, layer_component_chart
         from core.knockout import NeuronAblationConfig, ablate_neuron_sets
 
-        started = time.perf_counter()
-        collection, split, data = lesson_data()
-        ranker = load_ranker(self.ranker)
         result = attribute_collection(
             ranker, collection, AttributionConfig(steps=50), pairs_per_label=4, split=split,
             store=store, progress=None if progress is None else
@@ -264,8 +265,7 @@ class AttributionLesson(Lesson):
                   "knockout": ablation_chart(knock)}
         tables = {"neurons_by_layer": counts[["layer", "component", "neurons"]],
                   "knockout": knock.drop(columns=["random_changes"])}
-        return Outcome(self.name, data, [placed, costly, None], findings, tables, charts,
-                       time.perf_counter() - started)
+        return Outcome(self.name, data, [placed, costly, None], findings, tables, charts)
 
 
 class PatchingLesson(Lesson):
@@ -294,16 +294,11 @@ class PatchingLesson(Lesson):
              "yes/no judge on TREC DL 2020."),
     )
 
-    def run(self, store, load_ranker, *,
-            progress: Progress | None = None) -> Outcome:
-        import time
-
+    def measure(self, store, ranker, collection, split, data,
+                progress: Progress | None) -> Outcome:
         from core.charts import ie_heatmap
         from core.patching import PatchConfig, mean_effects, run_patching
 
-        started = time.perf_counter()
-        collection, split, data = lesson_data()
-        ranker = load_ranker(self.ranker)
         config = PatchConfig(pairs=4, split=split, head_groups=(), attention_scores=False)
         result = run_patching(ranker, collection, config, store,
                               progress=None if progress is None else
@@ -343,7 +338,7 @@ class PatchingLesson(Lesson):
         charts = {f"ie_{t}": ie_heatmap(effects, t) for t in ("resid", "attn", "mlp")}
         return Outcome(self.name, data, [first, _third(int(peak.layer), ranker.n_layers), None],
                        findings, {"mean_ie": effects, "pairs": result.pairs.drop(
-                           columns=["tokens"])}, charts, time.perf_counter() - started)
+                           columns=["tokens"])}, charts)
 
 
 LESSONS: dict[str, Lesson] = {lesson.name: lesson for lesson in

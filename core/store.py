@@ -547,8 +547,11 @@ class _AnalysisTables:
     def analysis_run(self, key: str) -> dict | None:
         """The run's row (analysis, ranker, collection, config, n_units, status) and
         ``units_done``, or None."""
-        runs = self.analysis_runs()
-        run = runs[runs.key == key]
+        with self.cursor() as cur:
+            run = cur.execute(
+                "SELECT key, analysis, ranker, collection, config, n_units, (SELECT count(*) "
+                "FROM analysis_units u WHERE u.key = r.key) AS units_done, status FROM "
+                "analysis_runs r WHERE key = ?", [key]).df()
         return None if run.empty else run.iloc[0].to_dict()
 
     def analysis_frame(self, key: str) -> pd.DataFrame:

@@ -5,23 +5,17 @@ ranker, ``--collection``, ``--store`` and ``--out``. Nothing here knows any anal
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import sys
 import typing
 from types import SimpleNamespace
 
-from core.cli.common import (COLLECTION_HELP, add_ranker, load, out_file, progress_bar, store_for)
-
-# modules whose import registers the analyses shipped with RankScope
-BUILT_IN = ("core.lens",)
+from core.cli.common import COLLECTION_HELP, add_ranker, load, out_file, progress_bar, store_for
 
 
 def commands() -> list[SimpleNamespace]:
-    from core.analysis import REGISTRY
+    from core.analysis import registered
 
-    for module in BUILT_IN:
-        importlib.import_module(module)
-    return [command_for(analysis) for analysis in REGISTRY.values()]
+    return [command_for(analysis) for analysis in registered().values()]
 
 
 def _flag(name: str) -> str:
@@ -64,9 +58,10 @@ def command_for(analysis) -> SimpleNamespace:
         p.add_argument("--out", default=None, help="also write the table as CSV")
 
     def config_of(args):
-        values = {item.name: getattr(args, item.name) for item in fields}
-        return analysis.Config(**{k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in values.items()})
+        from core.analysis import config_from
+
+        return config_from(analysis.Config, {item.name: getattr(args, item.name)
+                                             for item in fields})
 
     def run(args) -> int:
         from core.analysis import run as run_analysis

@@ -8,6 +8,8 @@ output-position states)."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 
 from core.errors import ModelLoadError
@@ -18,7 +20,7 @@ YES_TOKENS = ("yes", "Yes", " yes", " Yes")  # LD uses logsumexp over spellings 
 NO_TOKENS = ("no", "No", " no", " No")
 
 
-class Head:
+class Head(ABC):
     """The score of one kind of ranker ``-> [batch]`` (float32)."""
 
     kind = ""
@@ -43,9 +45,9 @@ class Head:
         """Output-position residual-stream states ``[n, d]`` (before the final norm) → scores."""
         return self.read_last(self.layout.final_norm(hidden))
 
+    @abstractmethod
     def read_last(self, last: torch.Tensor) -> torch.Tensor:
         """Final hidden states at the output position ``[n, d]`` → scores."""
-        raise NotImplementedError
 
     def _last_hidden(self, enc: Encoded, embeddings: torch.Tensor) -> torch.Tensor:
         hidden = self.layout.body()(inputs_embeds=embeddings, attention_mask=enc.attention_mask,
@@ -68,8 +70,8 @@ class ClsScore(Head):
             inputs["token_type_ids"] = enc.token_type_ids
         return self.model(**inputs).logits[:, 0].float()
 
-    def read_out(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.model.classifier(self.layout.pool(hidden))[:, 0].float()
+    def read_last(self, last: torch.Tensor) -> torch.Tensor:
+        return self.model.classifier(self.layout.pool(last))[:, 0].float()
 
 
 class LastTokenScore(Head):
