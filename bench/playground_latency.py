@@ -40,7 +40,7 @@ def one_edit(ranker, document: str, steps: int, others: np.ndarray) -> dict[str,
     for the cross-encoder, on request for the LLMs)."""
     parts = {}
     started = time.perf_counter()
-    lens = ranker.layer_scores(QUERY, document)
+    lens = ranker.layer_scores([QUERY], [document])[0]
     parts["lens_and_score"] = time.perf_counter() - started
     mark = time.perf_counter()
     ranker.token_groups(QUERY, document)

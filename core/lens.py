@@ -44,7 +44,7 @@ class ScoreLens(Analysis):
     title = "Score lens"
     summary = "nDCG@10 of the ranker's own head read after every layer (where the ranking forms)"
     unit = "query"
-    version = 2  # 2: unit rows carry the first stage's rank
+    version = 3  # 2: unit rows carry the first stage's rank; 3: one lens pass (Ranker.layer_scores)
     Config = LensConfig
 
     def __init__(self):
@@ -72,31 +72,16 @@ class ScoreLens(Analysis):
         return [str(q) for q in self.pairs(collection, config).qid.drop_duplicates()]
 
     def compute(self, ranker, collection, config: LensConfig, unit: str) -> pd.DataFrame:
-        import torch
-
-        with torch.inference_mode():
-            return self._compute(ranker, collection, config, unit, torch)
-
-    def _compute(self, ranker, collection, config, unit, torch) -> pd.DataFrame:
         pairs = self.pairs(collection, config)
         pairs = pairs[pairs.qid.astype(str) == unit]
-        paths = [ranker.block_path(layer) for layer in range(ranker.n_layers)]
         rows = []
         for start in range(0, len(pairs), config.batch_size):
             batch = pairs.iloc[start:start + config.batch_size]
-            enc = ranker.encode(batch["query"].tolist(), batch["document"].tolist())
-            last = enc.last.to(ranker.device)
-
-            def at_output(_, hidden):
-                return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-
-            with ranker.capture(paths, reduce=at_output) as states:
-                final = ranker.forward(enc).float().cpu().numpy()
-            for layer, path in enumerate(paths):
-                scores = ranker.read_out(states[path].to(ranker.dtype)).float().cpu().numpy()
+            lens = ranker.layer_scores(batch["query"].tolist(), batch["document"].tolist())
+            for layer in range(lens.shape[1]):
                 rows.append(pd.DataFrame({"qid": unit, "docno": batch.docno.astype(str).to_numpy(),
-                                          "layer": layer + 1, "score": scores,
-                                          "final": final,
+                                          "layer": layer + 1, "score": lens[:, layer],
+                                          "final": lens[:, -1],
                                           "first_stage_rank": batch.bm25_rank.to_numpy()}))
         return pd.concat(rows, ignore_index=True)
 

@@ -25,7 +25,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from core.errors import InputError
+import pandas as pd
+
+from core.errors import InputError, RankScopeError
 
 OFF_TOPIC = ("The committee meets on the second Tuesday of every month in the town hall, and "
              "minutes are published a week later.")
@@ -153,3 +155,41 @@ def verdict(axiom: Axiom, delta: float, control_delta: float | None = None,
     if control_delta is None:
         return None
     return delta > control_delta + tolerance  # STMC1: a synonym keeps more than removal
+
+
+def axiom_table(ranker, query: str, document: str, score: float, *, synonym: str = "",
+                term: str | None = None, others=None) -> pd.DataFrame:
+    """Every axiom's edit of ``document`` scored in one batched call: the edit, what the
+    axiom expects, Δscore against ``score``, the new rank among ``others`` (the other
+    candidates' scores, when given) and whether the ranker moved as expected; an edit that
+    does not apply says why in place of its numbers. ``term`` is the query term TFC1, TFC1−
+    and STMC1 edit (None: the document's most frequent one)."""
+    from core.retrieval import rank_among
+
+    edits = {}
+    for axiom in AXIOMS:
+        try:
+            edits[axiom.code] = perturb(axiom.code, query, document, synonym=synonym,
+                                        term=None if axiom.code == "PROX" else term)
+        except RankScopeError as error:
+            edits[axiom.code] = error
+    applied = [code for code, edit in edits.items() if not isinstance(edit, RankScopeError)]
+    new_scores = dict(zip(applied, ranker.score([query] * len(applied),
+                                                [edits[c].document for c in applied]).tolist()))
+    rows, control = [], None
+    for axiom in AXIOMS:
+        edit = edits[axiom.code]
+        if isinstance(edit, RankScopeError):
+            rows.append({"axiom": axiom.code, "edit": axiom.edit, "expects": axiom.expects,
+                         "Δscore": None, "rank": None, "as expected": f"n/a: {edit}"})
+            continue
+        new = new_scores[axiom.code]
+        delta = new - score
+        if axiom.code == "TFC1−":
+            control = delta
+        ok = verdict(axiom, delta, control)
+        rows.append({"axiom": axiom.code, "edit": edit.detail, "expects": axiom.expects,
+                     "Δscore": round(delta, 4),
+                     "rank": None if others is None else rank_among(new, others),
+                     "as expected": "—" if ok is None else "yes" if ok else "no"})
+    return pd.DataFrame(rows)

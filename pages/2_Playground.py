@@ -9,7 +9,7 @@ from core.data import check_user_text
 from core.errors import RankScopeError
 from core.charts import ie_heatmap, layer_lens_chart
 from core.patching import edit_effects, mean_effects
-from core.perturbations import AXIOMS, perturb, query_terms, verdict
+from core.perturbations import axiom_table, query_terms
 from core.saliency import saliency
 
 ui.page_setup("Playground", "🎛️")
@@ -128,7 +128,7 @@ else:
     st.session_state["pg_last_good"] = (query, document)
 
 try:
-    lens = ranker.layer_scores(query, document)
+    lens = ranker.layer_scores([query], [document])[0]
     score = float(lens[-1])
     tokens = ranker.token_groups(query, document)
 except RankScopeError as error:
@@ -156,7 +156,7 @@ if ranked is not None and query == ranked["query"].iloc[0]:
 other_lens = None
 if other is not None:
     try:
-        other_lens = other.layer_scores(query, document)
+        other_lens = other.layer_scores([query], [document])[0]
     except RankScopeError as error:
         st.error(f"{compare}: {error}")
     else:  # beside the first ranker's score, so both lens charts below start level
@@ -259,34 +259,9 @@ term = s1.selectbox("Query term", [AUTO, *terms], key="pg_term",
 synonym = s2.text_input("Synonym for STMC1", key="pg_synonym",
                         placeholder="a word with the same meaning as the chosen term")
 if st.button("Try the axiom edits"):
-    edits = {}
-    for axiom in AXIOMS:
-        try:
-            edits[axiom.code] = perturb(axiom.code, query, document, synonym=synonym,
-                                        term=None if term == AUTO or axiom.code == "PROX"
-                                        else term)
-        except RankScopeError as error:
-            edits[axiom.code] = error
-    applied = [code for code, edit in edits.items() if not isinstance(edit, RankScopeError)]
-    new_scores = dict(zip(applied, ranker.score([query] * len(applied),  # one batched call
-                                                [edits[c].document for c in applied]).tolist()))
-    rows, control = [], None
-    for axiom in AXIOMS:
-        edit = edits[axiom.code]
-        if isinstance(edit, RankScopeError):
-            rows.append({"axiom": axiom.code, "edit": axiom.edit, "expects": axiom.expects,
-                         "Δscore": None, "rank": None, "as expected": f"n/a: {edit}"})
-            continue
-        new = new_scores[axiom.code]
-        delta = new - score
-        if axiom.code == "TFC1−":
-            control = delta
-        ok = verdict(axiom, delta, control)
-        rows.append({"axiom": axiom.code, "edit": edit.detail, "expects": axiom.expects,
-                     "Δscore": round(delta, 4),
-                     "rank": None if others is None else rank_among(new, others),
-                     "as expected": "—" if ok is None else "yes" if ok else "no"})
-    st.session_state["pg_axioms"] = (query, document, ranker_name, pd.DataFrame(rows))
+    table = axiom_table(ranker, query, document, score, synonym=synonym,
+                        term=None if term == AUTO else term, others=others)
+    st.session_state["pg_axioms"] = (query, document, ranker_name, table)
 saved = st.session_state.get("pg_axioms")
 if saved and saved[:3] == (query, document, ranker_name):
     st.dataframe(saved[3], hide_index=True, width="stretch")

@@ -202,16 +202,17 @@ class Ranker:
         return out
 
     @torch.inference_mode()
-    def layer_scores(self, query: str, document: str) -> np.ndarray:
-        """Score lens ``-> [n_layers]``: the output head read off the output position after
-        each block (a logit lens, nostalgebraist 2020, for relevance). The last entry equals
-        :meth:`score`; earlier entries show where the decision forms."""
-        enc = self.encode([query], [document]).to(self.device)
+    def layer_scores(self, queries: list[str], documents: list[str]) -> np.ndarray:
+        """Score lens ``-> [n, n_layers]``: the output head read off the output position after
+        every block, in one pass (a logit lens, nostalgebraist 2020, for relevance). The last
+        column equals :meth:`score`; earlier ones show where the decision forms."""
+        enc = self.encode(queries, documents).to(self.device)
         paths = [self.block_path(i) for i in range(self.n_layers)]
-        last = int(enc.last[0])
-        with self.capture(paths, reduce=lambda _, h: h[:, last]) as states:
+        rows = torch.arange(len(queries), device=self.device)
+        with self.capture(paths, reduce=lambda _, h: h[rows, enc.last]) as states:
             self.forward(enc)
-        return self.read_out(torch.cat([states[p] for p in paths]).to(self.dtype)).cpu().numpy()
+        stacked = torch.cat([states[p] for p in paths]).to(self.dtype)  # layer-major [L·n, d]
+        return self.read_out(stacked).reshape(self.n_layers, -1).T.float().cpu().numpy()
 
     # -- running parts of the model (patching) ------------------------------------------
     def block_call(self, enc: Encoded) -> tuple[tuple, dict]:
@@ -244,8 +245,7 @@ class Ranker:
     def unembed(self, vectors: torch.Tensor, k: int = 10) -> list[list[tuple[str, float]]]:
         """Top-``k`` vocabulary tokens of residual-stream vectors ``[n, d]`` read through the
         final norm and the unembedding (the output embeddings, else the tied input ones)."""
-        matrix = self.model.get_output_embeddings() if hasattr(
-            self.model, "get_output_embeddings") else None
+        matrix = getattr(self.model, "get_output_embeddings", lambda: None)()
         matrix = (matrix if matrix is not None else self.model.get_input_embeddings()).weight
         if self.is_causal:
             vectors = self._layout.final_norm(vectors.to(self.dtype))

@@ -177,9 +177,13 @@ def test_truncated_gguf_is_reported(tmp_path):
 @pytest.mark.parametrize("fixture", ["tiny_ranker", "tiny_judge", "tiny_ce"])
 def test_score_lens_ends_at_the_score(request, fixture):
     ranker = request.getfixturevalue(fixture)
-    lens = ranker.layer_scores("red fox diet", "The red fox eats mice and berries.")
-    assert lens.shape == (2,)
-    assert lens[-1] == pytest.approx(ranker.score(["red fox diet"], ["The red fox eats mice and berries."])[0], abs=1e-4)
+    queries = ["red fox diet", "honey storage"]
+    documents = ["The red fox eats mice and berries.", "Keep honey in a sealed jar."]
+    lens = ranker.layer_scores(queries, documents)
+    assert lens.shape == (2, 2)
+    assert lens[:, -1] == pytest.approx(ranker.score(queries, documents), abs=1e-4)
+    # one input alone reads the same lens as in a padded batch
+    assert ranker.layer_scores(queries[1:], documents[1:])[0] == pytest.approx(lens[1], abs=1e-4)
     from core.hooks import count_hooks
 
     assert count_hooks(ranker.model) == 0

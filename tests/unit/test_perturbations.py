@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from core.errors import InputError
@@ -60,3 +61,25 @@ def test_a_chosen_term_steers_the_term_edits_only():
     assert perturb("LNC1", QUERY, DOC, term="absent").document == f"{DOC} {OFF_TOPIC}"
     with pytest.raises(InputError, match="does not contain the query term 'absent'"):
         perturb("STMC1", QUERY, DOC, synonym="x", term="absent")
+
+
+def test_the_axiom_table_scores_every_edit_and_says_why_one_does_not_apply():
+    class Counting:
+        """A ranker scoring a document by how often 'fox' occurs (one batched call)."""
+        calls = 0
+
+        def score(self, queries, documents):
+            Counting.calls += 1
+            return np.array([d.lower().count("fox") for d in documents], dtype=float)
+
+    from core.perturbations import axiom_table
+
+    document = "The red fox eats mice. A fox hunts at night."
+    table = axiom_table(Counting(), "red fox diet", document, score=2.0, term="fox",
+                        others=np.array([5.0, 1.0]))
+    assert Counting.calls == 1
+    rows = table.set_index("axiom")
+    assert rows.loc["TFC1", "Δscore"] == 1.0 and rows.loc["TFC1", "as expected"] == "yes"
+    assert rows.loc["TFC1−", "Δscore"] == -2.0 and rows.loc["TFC1−", "rank"] == 3
+    assert rows.loc["STMC1", "as expected"].startswith("n/a:")  # no synonym typed
+    assert list(rows.index) == [a.code for a in AXIOMS]
