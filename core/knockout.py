@@ -162,7 +162,12 @@ def run_knockout(ranker: Ranker, collection: Collection, patch: PatchResult,
     started = time.perf_counter()
     # reference set for the means: the sweep's own prompt pairs
     candidates = prompt_pairs(collection, patch_config, limit=len(patch.pairs) or 1)
-    pairs = candidates[candidates.qid.isin(set(patch.pairs[patch.pairs.status == "used"].qid))]
+    used = patch.pairs[patch.pairs.status == "used"]
+    used_ids = set(zip(used.qid.astype(str), used.positive_docno.astype(str),
+                       used.negative_docno.astype(str)))
+    pairs = candidates[[ids in used_ids for ids in zip(
+        candidates.qid.astype(str), candidates.positive_docno.astype(str),
+        candidates.negative_docno.astype(str))]]
     encodings = [enc for row in pairs.itertuples(index=False)
                  if (enc := encode_pair(ranker, row.query, row.positive, row.negative,
                                         patch_config)[0]) is not None]

@@ -64,7 +64,7 @@ class PatchConfig:
     Attributes:
         prompt: pointwise (clean = positive document, corrupted = negative) or pairwise
             (judges only; clean = positive first, corrupted = order swapped).
-        pairs: prompt pairs to patch (one per query).
+        pairs: prompt pairs to patch.
         split: queries of this split only (the demo collection's held-out queries are "test");
             None = every query.
         doc_tokens: documents are cut to min(this, both documents' lengths) tokens.
@@ -73,8 +73,11 @@ class PatchConfig:
         correct_only: keep only pairs the model judges right (LD_clean − LD_corr ≥ min_gap),
             as the study analyses how a model reaches a correct judgment; False keeps pairs
             with |LD_clean − LD_corr| ≥ min_gap either way (IE then follows the model's own
-            preference). Excluded pairs are replaced by the next queries' pairs, up to
-            ``CANDIDATES_PER_PAIR`` candidates per pair asked for.
+            preference). Excluded pairs are replaced by the next candidates, up to ``tries``.
+        pairs_per_query: candidate pairs per query (the i-th positive against the i-th hard
+            negative); 1 = the study's one pair per query.
+        tries: candidate pairs tried at most (None: ``CANDIDATES_PER_PAIR`` per pair asked
+            for); a weak model's pairwise prompts may need many more.
         depth: negatives come from BM25 top-``depth`` non-relevant documents (study: 100).
         components: per-layer targets patched at every position group.
         groups: position groups for ``components``.
@@ -88,6 +91,8 @@ class PatchConfig:
     prompt: str = "pointwise"
     pairs: int = 6
     split: str | None = "test"
+    pairs_per_query: int = 1
+    tries: int | None = None
     doc_tokens: int = 48
     min_gap: float = 0.5
     correct_only: bool = True
@@ -107,6 +112,11 @@ class PatchConfig:
                              "yes/no judge (llm-judge); use --prompt pointwise")
         if not 1 <= self.pairs <= 10_000:
             raise InputError(f"pairs must be between 1 and 10000, got {self.pairs}")
+        if not 1 <= self.pairs_per_query <= 100:
+            raise InputError("pairs_per_query must be between 1 and 100, got "
+                             f"{self.pairs_per_query}")
+        if self.tries is not None and self.tries < self.pairs:
+            raise InputError(f"tries ({self.tries}) must be at least pairs ({self.pairs})")
         if self.doc_tokens < 4:
             raise InputError(f"doc_tokens must be at least 4, got {self.doc_tokens}")
         if self.min_gap < 0:
@@ -128,6 +138,9 @@ class PatchConfig:
         fields = asdict(self)
         fields.pop("method")
         fields.pop("batch_rows")
+        for added, default in (("pairs_per_query", 1), ("tries", None)):
+            if fields[added] == default:  # added later: at their defaults, old keys stay valid
+                fields.pop(added)
         return fields
 
 
@@ -145,14 +158,15 @@ class Patch:
 # --------------------------------------------------------------------------- prompt pairs
 def prompt_pairs(collection: Collection, config: PatchConfig, *, skip_qids=(),
                  limit: int | None = None) -> pd.DataFrame:
-    """Per query one positive and one negative document ``[qid, query, positive, negative,
-    positive_docno, negative_docno, bm25_rank_negative]``.
+    """Per query up to ``config.pairs_per_query`` pairs of a positive and a negative document
+    ``[qid, query, positive, negative, positive_docno, negative_docno, bm25_rank_negative]``.
 
-    Positive: the highest-graded judged document (ties: the better BM25 rank, then docno).
-    Negative: the best-ranked document of the first stage's top-``depth`` (the collection's run,
-    e.g. TREC DL's BM25 top-100, else BM25) judged (or assumed) non-relevant —
-    a hard negative, as in the study. Queries are taken in collection order, at most ``limit``
-    (default ``config.pairs``).
+    Positives: the query's relevant judged documents, highest grade first (ties: the better
+    BM25 rank, then docno). Negatives: the documents of the first stage's top-``depth`` (the
+    collection's run, e.g. TREC DL's BM25 top-100, else BM25) judged (or assumed)
+    non-relevant, best-ranked first — hard negatives, as in the study. The i-th positive is
+    paired with the i-th negative, so no document is used twice. Queries are taken in
+    collection order; at most ``limit`` rows (default ``config.pairs``).
     """
     queries = collection.queries
     split = collection.qids(config.split)
@@ -176,11 +190,12 @@ def prompt_pairs(collection: Collection, config: PatchConfig, *, skip_qids=(),
                        key=lambda item: (-item[1], bm25_rank.get(item[0], 10**9), item[0]))
         negatives = [(d, r) for d, r in zip(ranked.docno, ranked["rank"])
                      if grades.get((qid, d), 0) < collection.min_relevant]
-        if not order or not negatives:
-            continue
-        positive, negative = order[0][0], negatives[0]
-        rows.append((qid, query, texts[positive], texts[negative[0]], positive, negative[0],
-                     int(negative[1])))
+        for (positive, _), (negative, rank) in list(zip(order, negatives))[
+                :config.pairs_per_query]:
+            rows.append((qid, query, texts[positive], texts[negative], positive, negative,
+                         int(rank)))
+            if len(rows) >= (limit or config.pairs):
+                break
         if len(rows) >= (limit or config.pairs):
             break
     return pd.DataFrame(rows, columns=["qid", "query", "positive", "negative", "positive_docno",
@@ -534,7 +549,7 @@ def run_patching(ranker: Ranker, collection: Collection, config: PatchConfig, st
     config.validate(ranker)
     started = time.perf_counter()
     key = patch_key(ranker, collection, config)
-    pairs = prompt_pairs(collection, config, limit=config.pairs * CANDIDATES_PER_PAIR)
+    pairs = prompt_pairs(collection, config, limit=config.tries or config.pairs * CANDIDATES_PER_PAIR)
     notes = []
     if store is not None:
         store.begin_patch(key, ranker=ranker.spec.name, collection=collection.name,
@@ -566,7 +581,8 @@ def run_patching(ranker: Ranker, collection: Collection, config: PatchConfig, st
     result_frames = [frame for _, frame in outputs]
     if used < config.pairs and not stopped:
         notes.append(f"{used} of the {config.pairs} pairs asked for could be used ({len(pairs)} "
-                     "candidate queries with a relevant document and a BM25 negative were tried)")
+                     "candidate pairs of a relevant document and a BM25 negative were tried; "
+                     "--tries or --pairs-per-query offer more)")
     if progress and not stopped:
         progress(config.pairs, config.pairs, "done")
     if store is not None:

@@ -42,8 +42,12 @@ with st.form("patch"):
                              help="Pairwise needs a yes/no judge; both give the RBO table.")
     c4, c5, c6, c7 = st.columns(4)
     pairs = c4.number_input("Pairs", min_value=1, max_value=200, value=3,
-                            help="One pair per held-out query. On a CPU a SmolLM2 pair takes "
-                                 "≈20–40 s, a MiniLM pair ≈2 s.")
+                            help="Pairs to patch. On a CPU a SmolLM2 pair takes ≈20–70 s, a "
+                                 "MiniLM pair ≈2 s.")
+    per_query = c4.number_input("Pairs per query", min_value=1, max_value=100, value=1,
+                                help="1 = the study's one pair per held-out query; more pairs "
+                                     "each query's i-th relevant document against its i-th "
+                                     "hard negative (more usable pairs from few queries).")
     doc_tokens = c5.number_input("Document tokens (max)", min_value=4, max_value=512, value=48)
     min_gap = c6.number_input("Min LD_clean − LD_corr", min_value=0.0, value=0.5, step=0.1,
                               help="Pairs below are excluded and replaced by the next query's "
@@ -66,7 +70,8 @@ with st.form("patch"):
 run = ui.RunStatus("patching", submitted, "Run patching", "pair")
 
 if submitted:
-    configs = [PatchConfig(prompt=p, pairs=int(pairs), doc_tokens=int(doc_tokens),
+    configs = [PatchConfig(prompt=p, pairs=int(pairs), pairs_per_query=int(per_query),
+                           doc_tokens=int(doc_tokens),
                            min_gap=float(min_gap), correct_only=correct_only,
                            head_groups=tuple(head_groups),
                            attention_scores=attention_scores) for p in prompts]
@@ -108,6 +113,8 @@ if submitted:
     commands = [reproduce(
         "patch", ranker=model, collection=collection_source, prompt=config.prompt,
         pairs=config.pairs, split=config.split, doc_tokens=config.doc_tokens,
+        pairs_per_query=config.pairs_per_query if config.pairs_per_query > 1 else None,
+        tries=config.tries,
         min_gap=config.min_gap, any_direction=not config.correct_only,
         components=list(config.components), groups=list(config.groups),
         head_groups=list(config.head_groups),

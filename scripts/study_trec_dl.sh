@@ -92,14 +92,18 @@ evaluate-llm)
     | tee "$OUT/evaluate-cranfield25-all.txt"
   ;;
 patch)
-  # Study 3 on its own data: the judge on DL19 pairs (positive: the highest-graded passage,
-  # negative: the best-ranked non-relevant passage of the BM25 top-100), pointwise and
-  # pairwise, then the head knock-out (Table 1: F1 of the judgments, nDCG@10 re-ranking the
-  # BM25 top-20 of held-out queries).
-  "$PY" -m core patch --model smollm2-judge --collection trec-dl-2019 --split '' --pairs 10 \
-    --prompt both --per-pair --out "$OUT/patch-judge-dl19.csv" | tee "$OUT/patch-judge-dl19.txt"
-  "$PY" -m core knockout --model smollm2-judge --collection trec-dl-2019 --split '' --pairs 10 \
-    --queries 10 --out "$OUT/knockout-judge-dl19.csv" | tee "$OUT/knockout-judge-dl19.txt"
+  # Study 3 on its own data: the judge on DL19 pairs (relevant passages, highest grade first,
+  # each against the next best-ranked non-relevant passage of the BM25 top-100), pointwise
+  # and pairwise, then the head knock-out (Table 1: F1 of the judgments, nDCG@10 re-ranking
+  # the BM25 top-20 of held-out queries). Up to 10 pairs a query from at most 150 candidate
+  # pairs (15 queries): the judge is weak on pairwise prompts (≈ 1 candidate in 20 is
+  # usable), and the other 28 queries stay held out for the knock-out.
+  PATCH=(--model smollm2-judge --collection trec-dl-2019 --split '' --pairs 30
+         --pairs-per-query 10 --tries 150)
+  "$PY" -m core patch "${PATCH[@]}" --prompt both --per-pair --out "$OUT/patch-judge-dl19.csv" \
+    | tee "$OUT/patch-judge-dl19.txt"
+  "$PY" -m core knockout "${PATCH[@]}" --queries 28 --out "$OUT/knockout-judge-dl19.csv" \
+    | tee "$OUT/knockout-judge-dl19.txt"
   ;;
 *) echo "unknown step $step (evaluate, probe, attribute, evaluate-llm, patch)" >&2; exit 2 ;;
 esac

@@ -20,7 +20,12 @@ def patch_arguments(p, both: bool) -> None:
     p.add_argument("--prompt", default="pointwise",
                    choices=(*PROMPTS, *(["both"] if both else [])),
                    help="judges only: pairwise; both = pointwise and pairwise, with RBO")
-    p.add_argument("--pairs", type=int, default=6, help="prompt pairs (one per query)")
+    p.add_argument("--pairs", type=int, default=6, help="prompt pairs to patch")
+    p.add_argument("--pairs-per-query", type=int, default=1,
+                   help="candidate pairs per query: its i-th relevant document against its "
+                        "i-th hard negative (the study: 1)")
+    p.add_argument("--tries", type=int, default=None,
+                   help="candidate pairs tried at most (default 4 per pair asked for)")
     p.add_argument("--doc-tokens", type=int, default=48,
                    help="documents are cut to at most this many tokens")
     p.add_argument("--min-gap", type=float, default=0.5,
@@ -49,6 +54,7 @@ def _patch_config(args, prompt=None):
     from core.patching import PatchConfig
 
     config = PatchConfig(prompt=prompt or args.prompt, pairs=args.pairs, split=args.split or None,
+                         pairs_per_query=args.pairs_per_query, tries=args.tries,
                          doc_tokens=args.doc_tokens, min_gap=args.min_gap,
                          correct_only=not args.any_direction,
                          components=tuple(args.components), groups=tuple(args.groups),

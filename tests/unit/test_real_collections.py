@@ -107,6 +107,30 @@ def test_patching_takes_its_hard_negative_from_the_collections_own_run(tmp_path)
     assert prompt_pairs(collection, PatchConfig(pairs=1, split=None, depth=1)).empty
 
 
+def test_several_pairs_per_query_pair_the_ith_positive_with_the_ith_hard_negative(tmp_path):
+    from core.patching import PatchConfig, prompt_pairs
+
+    # q1: d1 grade 3 and d4 grade 2 relevant; the run's non-relevant passages in rank order
+    # are d5 (unjudged), d0 (judged 0), d3
+    run = "".join(f"q1 Q0 d{d} {r} {10 - r} bm25\n" for r, d in enumerate([4, 5, 1, 0, 3], 1))
+    qrels = "q1 0 d1 3\nq1 0 d4 2\nq1 0 d0 0\nq2 0 d2 2\n"
+    collection = load_folder(write_folder(tmp_path / "c", run=run, qrels=qrels,
+                                          settings={"relevance_threshold": 2}))
+    one = prompt_pairs(collection, PatchConfig(pairs=5, split=None))
+    assert list(zip(one.positive_docno, one.negative_docno)) == [("d1", "d5")]
+    three = prompt_pairs(collection, PatchConfig(pairs=5, split=None, pairs_per_query=3))
+    # two positives, so two pairs (highest grade first), no document used twice
+    assert list(zip(three.positive_docno, three.negative_docno)) == [("d1", "d5"), ("d4", "d0")]
+    assert three.bm25_rank_negative.tolist() == [2, 4]
+    assert len(prompt_pairs(collection, PatchConfig(pairs=1, split=None, pairs_per_query=3))) == 1
+    # the new fields at their defaults leave a sweep's store key as it was before they existed
+    assert "pairs_per_query" not in PatchConfig().key_fields()
+    assert "tries" not in PatchConfig().key_fields()
+    assert PatchConfig(pairs_per_query=2).key_fields() != PatchConfig().key_fields()
+    with pytest.raises(InputError, match="tries"):
+        PatchConfig(pairs=5, tries=2).validate()
+
+
 def test_a_collection_declares_its_relevance_threshold(tmp_path):
     plain = load_folder(write_folder(tmp_path / "plain"))
     strict = load_folder(write_folder(tmp_path / "strict", settings={"relevance_threshold": 2}))
