@@ -549,7 +549,8 @@ def run_patching(ranker: Ranker, collection: Collection, config: PatchConfig, st
     config.validate(ranker)
     started = time.perf_counter()
     key = patch_key(ranker, collection, config)
-    pairs = prompt_pairs(collection, config, limit=config.tries or config.pairs * CANDIDATES_PER_PAIR)
+    tries = config.tries or config.pairs * CANDIDATES_PER_PAIR
+    pairs = prompt_pairs(collection, config, limit=tries)
     notes = []
     if store is not None:
         store.begin_patch(key, ranker=ranker.spec.name, collection=collection.name,
