@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import socket
 import time
@@ -25,6 +26,11 @@ from core.errors import ModelLoadError
 from core.models.heads import head_class
 from core.models.ranker import Ranker
 from core.models.specs import REMOTE_CODE_WARNING, ModelSpec, _check_choices, cache_dir, get_spec
+
+# bitsandbytes (imported by peft on every adapter load) looks for an optional hub-downloaded CPU
+# kernel package (`kernels`) and warns on every load when it is absent, then uses its own CPU
+# kernels. RankScope never downloads code at run time, so that warning only confuses the CLI.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 # --------------------------------------------------------------------------- resolving sources

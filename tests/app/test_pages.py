@@ -261,6 +261,7 @@ def test_patching_page_heatmaps_heads_knockout_and_token_view(app_store, monkeyp
     at = page("pages/4_Patching.py").run()
     assert not at.exception and not at.error
     next(n for n in at.number_input if n.label == "Pairs").set_value(2)
+    next(n for n in at.number_input if n.label == "Pairs per query").set_value(2)
     next(c for c in at.checkbox if c.label == "Head knock-out").check()
     at.button[0].click().run()  # minilm-cross-encoder, pointwise
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -275,8 +276,10 @@ def test_patching_page_heatmaps_heads_knockout_and_token_view(app_store, monkeyp
     knockout = next(d.value for d in at.dataframe if "nDCG@10" in d.value.columns)
     assert knockout.selection.iloc[0] == "full model" and len(knockout) == 7
     # the run's own command line, which reruns it on the same store keys
-    assert any(c.value.startswith("python -m core patch --ranker minilm-cross-encoder "
-                                  "--collection demo --prompt pointwise --pairs 2") for c in at.code)
+    line = next(c.value for c in at.code if c.value.startswith(
+        "python -m core patch --ranker minilm-cross-encoder --collection demo --prompt pointwise "
+        "--pairs 2"))
+    assert "--pairs-per-query 2" in line
     assert any(b.label == "Download this run (zip)" for b in at.get("download_button"))
     tokens = [m.value for m in at.markdown if "<span" in m.value]
     assert tokens and 'title="query"' in tokens[0] and 'title="document"' in tokens[0]
