@@ -20,8 +20,8 @@ ui.page_setup("Patching", "🩹")
 ranker_name, source = ui.sidebar()
 st.title("Activation patching")
 st.caption("Each prompt runs twice: **clean** with a relevant document, **corrupted** with a "
-           "hard non-relevant one (BM25's best-ranked non-relevant document, cut to the same "
-           "token length). A **patched** run is the corrupted run with one activation taken "
+           "hard non-relevant one (BM25's best-ranked non-relevant document — the next one "
+           "for each further pair of a query — cut to the same token length). A **patched** run is the corrupted run with one activation taken "
            "from the clean run; its indirect effect IE = (LD_patched − LD_corr) / (LD_clean − "
            "LD_corr) is 1 when that activation carries the whole difference and 0 when it "
            "carries none. LD = logit(yes) − logit(no) for judges, the score for rankers "

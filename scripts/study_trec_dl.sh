@@ -50,11 +50,13 @@ probe)
     --out "$OUT/probe-dl19-smollm2-ranker.csv"
   ;;
 attribute)
+  # NIG on 10 + 10 pairs judged right; the knock-outs re-rank the BM25 top-20 of 43 queries
+  # (all of DL19's; Cranfield's first 43), 10 random sets per top set
   for collection in trec-dl-2019 cranfield; do
     "$PY" -m core attribute --ranker $R --collection $collection --split '' --pairs 10 \
       --steps 100 --baselines --out "$OUT/nig-$collection.csv"
     "$PY" -m core ablate --ranker $R --collection $collection --split '' \
-      --attribution "$OUT/nig-$collection.csv" --draws 10 --queries 10 \
+      --attribution "$OUT/nig-$collection.csv" --draws 10 --queries 43 \
       --out "$OUT/ablate-$collection.csv"
   done
   "$PY" - "$OUT" <<'EOF'
