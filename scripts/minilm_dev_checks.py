@@ -8,7 +8,8 @@
    training: one joint forward of the pair, the cosine of the mean of the query tokens' states
    and the mean of the passage tokens' states.
 2. **A stronger teacher.** The training script distils the zero-shot bi-encoder. BM25 + the
-   bi-encoder (each z-scored per query, BM25 weighted by α) is the usual hybrid.
+   bi-encoder is the usual hybrid: here the bi-encoder's cosine plus α × BM25's negated rank
+   in the run, each z-scored per query.
 
 Each is printed beside the bi-encoder and BM25 on the training script's dev queries (every 4th
 TREC DL 2020 query) and on its training queries, re-ranking the run's top-100, official qrels.
@@ -79,7 +80,7 @@ def main() -> None:
         rows = {"BM25 (the run)": bm25, "bi-encoder (zero-shot, the teacher)": bi}
         group = pairs.qid.to_numpy()
         for alpha in (0.1, 0.3, 0.5):
-            rows[f"hybrid teacher: bi-encoder + {alpha} BM25"] = (_z(bi, group)
+            rows[f"hybrid teacher: bi-encoder + {alpha} BM25 rank"] = (_z(bi, group)
                                                                  + alpha * _z(bm25, group))
         if split == "dev":
             rows["joint forward, mean-pooled cosine (untrained)"] = joint_cosine(queries,
