@@ -76,6 +76,18 @@ def reproduce(command: str, **options) -> str:
     return shlex.join(parts)
 
 
+def interrupted(error: BaseException) -> bool:
+    """Whether ``error`` is the user's Ctrl-C. A Ctrl-C that arrives while DuckDB runs a query
+    is turned by DuckDB into its own error ("Query interrupted"); the store's transaction has
+    rolled back by then, exactly as for a KeyboardInterrupt."""
+    if isinstance(error, KeyboardInterrupt):
+        return True
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is not None and isinstance(error, getattr(duckdb, "InterruptException", ())):
+        return True
+    return isinstance(error, RuntimeError) and str(error) == "Query interrupted"
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
@@ -85,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     except RankScopeError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:  # Ctrl-C, for every command: say what was kept
+    except (KeyboardInterrupt, Exception) as error:  # Ctrl-C, for every command: what was kept
+        if not interrupted(error):
+            raise
         if "tqdm" in sys.modules:  # end the progress bar's line first, so the message is last
             from tqdm import tqdm
 

@@ -160,6 +160,43 @@ def test_sigkill_during_a_probe_sweep_keeps_whole_units_and_resumes_identically(
     clean.close()
 
 
+def test_ctrl_c_while_duckdb_runs_a_query_is_the_same_clean_stop(monkeypatch, capsys, tmp_path):
+    """DuckDB turns a Ctrl-C that arrives mid-query into its own error; the CLI must still say
+    what was kept and exit 130 (it printed a traceback: a real Ctrl-C landed in write_batch)."""
+    import threading
+
+    import duckdb
+
+    import core.cli
+    import core.cli.extract
+
+    seen = []
+
+    def slow_run(args):
+        connection = duckdb.connect()
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        threading.Timer(30, connection.interrupt).start()  # never hang if the signal is lost
+        try:
+            connection.execute("SELECT count(*) FROM range(100000000000) t(i) "
+                               "WHERE i % 7 = 3").fetchall()
+        except BaseException as error:
+            seen.append(error)
+            raise
+
+    monkeypatch.setattr(core.cli.extract, "run", slow_run)
+    # a test run started in the background inherits SIGINT ignored; a user's terminal does not
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = core.cli.main(["extract", "--ranker", "minilm-cross-encoder", "--store",
+                              str(tmp_path / "s.duckdb")])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen and not isinstance(seen[0], KeyboardInterrupt)  # DuckDB's own error
+    assert code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "stopped: finished batches are saved; run the same command again to resume")
+
+
 def test_ctrl_c_in_the_cli_says_what_was_kept_and_the_same_command_resumes(tmp_path, tiny_bert_dir):
     import signal
 
