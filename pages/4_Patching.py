@@ -21,8 +21,8 @@ ranker_name, source = ui.sidebar()
 st.title("Activation patching")
 st.caption("Each prompt runs twice: **clean** with a relevant document, **corrupted** with a "
            "hard non-relevant one (BM25's best-ranked non-relevant document — the next one "
-           "for each further pair of a query — cut to the same token length). A **patched** run is the corrupted run with one activation taken "
-           "from the clean run; its indirect effect IE = (LD_patched − LD_corr) / (LD_clean − "
+           "for each further pair of a query — cut to the same token length). A **patched** "
+           "run is the corrupted run with one activation taken from the clean run; its indirect effect IE = (LD_patched − LD_corr) / (LD_clean − "
            "LD_corr) is 1 when that activation carries the whole difference and 0 when it "
            "carries none. LD = logit(yes) − logit(no) for judges, the score for rankers "
            "(*How do LLMs understand relevance?*, 2025).")
@@ -50,7 +50,7 @@ with st.form("patch"):
                                      "hard negative (more usable pairs from few queries).")
     doc_tokens = c5.number_input("Document tokens (max)", min_value=4, max_value=512, value=48)
     min_gap = c6.number_input("Min LD_clean − LD_corr", min_value=0.0, value=0.5, step=0.1,
-                              help="Pairs below are excluded and replaced by the next query's "
+                              help="Pairs below are excluded and replaced by the next candidate "
                                    "(IE divides by this gap).")
     head_groups = c7.multiselect("Patch heads at", list(POSITION_GROUPS),
                                  default=["last", "query"])
