@@ -22,9 +22,10 @@ st.title("Activation patching")
 st.caption("Each prompt runs twice: **clean** with a relevant document, **corrupted** with a "
            "hard non-relevant one (BM25's best-ranked non-relevant document — the next one "
            "for each further pair of a query — cut to the same token length). A **patched** "
-           "run is the corrupted run with one activation taken from the clean run; its indirect effect IE = (LD_patched − LD_corr) / (LD_clean − "
-           "LD_corr) is 1 when that activation carries the whole difference and 0 when it "
-           "carries none. LD = logit(yes) − logit(no) for judges, the score for rankers "
+           "run is the corrupted run with one activation taken from the clean run; its "
+           "indirect effect IE = (LD_patched − LD_corr) / (LD_clean − LD_corr) is 1 when that "
+           "activation carries the whole difference and 0 when it carries none. "
+           "LD = logit(yes) − logit(no) for judges, the score for rankers "
            "(*How do LLMs understand relevance?*, 2025).")
 
 store = ui.store_or_error()
