@@ -162,12 +162,9 @@ def run_knockout(ranker: Ranker, collection: Collection, patch: PatchResult,
     started = time.perf_counter()
     # reference set for the means: the sweep's own prompt pairs
     candidates = prompt_pairs(collection, patch_config, limit=len(patch.pairs) or 1)
-    used = patch.pairs[patch.pairs.status == "used"]
-    used_ids = set(zip(used.qid.astype(str), used.positive_docno.astype(str),
-                       used.negative_docno.astype(str)))
-    pairs = candidates[[ids in used_ids for ids in zip(
-        candidates.qid.astype(str), candidates.positive_docno.astype(str),
-        candidates.negative_docno.astype(str))]]
+    ids = ["qid", "positive_docno", "negative_docno"]
+    used = patch.pairs.loc[patch.pairs.status == "used", ids].astype(str)
+    pairs = candidates.astype({c: str for c in ids}).merge(used, on=ids)  # in candidate order
     encodings = [enc for row in pairs.itertuples(index=False)
                  if (enc := encode_pair(ranker, row.query, row.positive, row.negative,
                                         patch_config)[0]) is not None]

@@ -190,12 +190,10 @@ def prompt_pairs(collection: Collection, config: PatchConfig, *, skip_qids=(),
                        key=lambda item: (-item[1], bm25_rank.get(item[0], 10**9), item[0]))
         negatives = [(d, r) for d, r in zip(ranked.docno, ranked["rank"])
                      if grades.get((qid, d), 0) < collection.min_relevant]
-        for (positive, _), (negative, rank) in list(zip(order, negatives))[
-                :config.pairs_per_query]:
+        room = min(config.pairs_per_query, (limit or config.pairs) - len(rows))
+        for (positive, _), (negative, rank) in list(zip(order, negatives))[:room]:
             rows.append((qid, query, texts[positive], texts[negative], positive, negative,
                          int(rank)))
-            if len(rows) >= (limit or config.pairs):
-                break
         if len(rows) >= (limit or config.pairs):
             break
     return pd.DataFrame(rows, columns=["qid", "query", "positive", "negative", "positive_docno",
