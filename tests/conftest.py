@@ -78,6 +78,30 @@ def tiny_bert_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_ce_dir(tiny_bert_dir, tmp_path_factory):
+    """The tiny BERT with its random score head (std 0.02, which barely separates documents)
+    scaled ×1000, saved in a folder of its own so that its spec key differs from the unscaled
+    model's."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    model = BertForSequenceClassification.from_pretrained(tiny_bert_dir)
+    with torch.no_grad():
+        model.classifier.weight.mul_(1000.0)
+    path = tmp_path_factory.mktemp("tiny-ce")
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ce(tiny_ce_dir):
+    """The one tiny cross-encoder of the unit tiers (random 2-layer BERT, scaled head).
+    Tests must not change its weights."""
+    return models.load_ranker(models.ModelSpec("tiny-ce", "cross-encoder", str(tiny_ce_dir),
+                                               device="cpu"))
+
+
+@pytest.fixture(scope="session")
 def embedded_rankers():
     """The three embedded rankers, loaded once (integration tier)."""
     loaded = {}

@@ -17,11 +17,6 @@ from core.models import ModelSpec, load_ranker
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def tiny_ce(tiny_bert_dir):
-    return load_ranker(ModelSpec("tiny-ce", "cross-encoder", str(tiny_bert_dir), device="cpu"))
-
-
 def test_two_sessions_and_a_cli_job_on_one_store_lose_and_duplicate_nothing(
         tmp_path, tiny_ce, demo):
     from core.extract import ExtractionConfig, extract

@@ -10,14 +10,6 @@ import torch
 from core.models import ModelSpec, load_ranker
 
 
-@pytest.fixture(scope="module")
-def tiny_ce(tiny_bert_dir):
-    ranker = load_ranker(ModelSpec("tiny-ce", "cross-encoder", str(tiny_bert_dir), device="cpu"))
-    with torch.no_grad():  # a random head barely separates documents: scale it up
-        ranker.model.classifier.weight.mul_(1000.0)
-    return ranker
-
-
 def test_probes_patching_attribution_and_ablation_repeat_bit_for_bit(tiny_ce, demo, tmp_path):
     from core.attribution import AttributionConfig, attribute_collection, top_set
     from core.knockout import NeuronAblationConfig, ablate_neuron_sets

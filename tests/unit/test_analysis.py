@@ -56,8 +56,8 @@ def example():
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_bert_dir):
-    return load_ranker(ModelSpec("tiny-ce", "cross-encoder", str(tiny_bert_dir), device="cpu"))
+def tiny(tiny_ce):
+    return tiny_ce
 
 
 def _analyses(example):

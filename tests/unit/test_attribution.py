@@ -48,14 +48,6 @@ def test_chunking_does_not_change_the_result():
     np.testing.assert_allclose(a["first"], b["first"], atol=1e-12)
 
 
-@pytest.fixture(scope="module")
-def tiny_ce(tiny_bert_dir):
-    ranker = load_ranker(ModelSpec("tiny-ce", "cross-encoder", str(tiny_bert_dir), device="cpu"))
-    with torch.no_grad():
-        ranker.model.classifier.weight.mul_(1000.0)
-    return ranker
-
-
 def _enc(ranker):
     return ranker.encode(["how to store honey"],
                          ["Store honey in a sealed glass jar at room temperature."])

@@ -22,11 +22,6 @@ def tiny_judge(tiny_llama_dir):
     return load_ranker(ModelSpec("tiny-judge", "llm-judge", str(tiny_llama_dir), device="cpu"))
 
 
-@pytest.fixture(scope="module")
-def tiny_ce(tiny_bert_dir):
-    return load_ranker(ModelSpec("tiny-ce", "cross-encoder", str(tiny_bert_dir), device="cpu"))
-
-
 def _decode_group(ranker, enc, row, group):
     ids = enc.input_ids[row][enc.groups[row] == group]
     return ranker.tokenizer.decode(ids).strip()

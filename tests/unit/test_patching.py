@@ -25,14 +25,6 @@ def tiny_judge(tiny_llama_dir):
     return load_ranker(ModelSpec("tiny-judge", "llm-judge", str(tiny_llama_dir), device="cpu"))
 
 
-@pytest.fixture(scope="module")
-def tiny_ce(tiny_bert_dir):
-    ranker = load_ranker(ModelSpec("tiny-ce", "cross-encoder", str(tiny_bert_dir), device="cpu"))
-    with torch.no_grad():  # a random head (std 0.02) barely separates documents: scale it up
-        ranker.model.classifier.weight.mul_(1000.0)
-    return ranker
-
-
 QUERY_TEXT = "how to store honey"
 POSITIVE = "Store honey in a sealed glass jar at room temperature, away from sunlight."
 NEGATIVE = "The football season starts in August with twenty teams in the league table."
@@ -56,7 +48,13 @@ def test_patching_the_whole_residual_stream_restores_the_clean_run(name, request
     assert abs(prepared.gap) > 1e-4  # random weights still separate these two documents
     patches = [Patch("resid", layer, "all") for layer in range(ranker.n_layers)]
     ie = _ie(prepared, patch_pair(ranker, prepared, patches))
-    np.testing.assert_allclose(ie, 1.0, atol=1e-4)
+    # The patched run recomputes the clean score through other kernels (it starts at the
+    # patched layer, batched), so it may differ from LD_clean by float32 rounding of the score:
+    # at most d_model ulps (the longest reduction feeding the score is a d_model dot product).
+    # IE divides that by the gap. A wrong patch moves IE by O(1).
+    ld_error = ranker.d_model * np.finfo(np.float32).eps * max(abs(prepared.ld_clean),
+                                                                abs(prepared.ld_corr))
+    np.testing.assert_allclose(ie, 1.0, atol=ld_error / abs(prepared.gap))
 
 
 @pytest.mark.parametrize("name", ["tiny_judge", "tiny_ce"])

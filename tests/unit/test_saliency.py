@@ -28,11 +28,6 @@ def test_trapezoid_ig_is_exact_for_a_quadratic_score():
     assert (coarse - values).abs().max() > 10 * (fine - values).abs().max()
 
 
-@pytest.fixture(scope="module")
-def tiny_ce(tiny_bert_dir):
-    return load_ranker(ModelSpec("tiny-ce", "cross-encoder", str(tiny_bert_dir), device="cpu"))
-
-
 @pytest.mark.parametrize("rule", ["left", "trapezoid"])
 def test_saliency_matches_captum_layer_integrated_gradients(tiny_ce, rule):
     """captum's riemann_left over n points is our left rule over n steps. Its
