@@ -294,14 +294,32 @@ class RunStatus:
         """Show Stop and a progress bar; returns the bar."""
         st.session_state[self.flag] = True
         self._stop = self.area.empty()
-        self._stop.button("Stop", help=f"Stops after the current {self.unit}; finished "
-                                       f"{self.units} are kept.")
+        self._stop_help = f"Stops after the current {self.unit}; finished {self.units} are kept."
+        self._stop.button("Stop", key=f"{self.flag}-stop", help=self._stop_help)
         self.bar = self.area.progress(0.0, text="Starting …")
+        self._beat = self.area.empty()
         return self.bar
 
+    def progress(self, done: int, total: int, what: str = "") -> None:
+        """The engine's ``progress(done, total, what)``."""
+        text = f"{done} of {total} {self.units}" + (f" — {what}" if what else "")
+        self.bar.progress(min(1.0, done / max(total, 1)), text=text)
+
+    def should_stop(self) -> bool:
+        """The engine's ``should_stop``, polled between units. Streamlit delivers a press of
+        Stop by raising inside the next call that touches the page, so touching it here ends
+        the run at a unit boundary (finished units are in the store) even when the analysis
+        reports no progress. False when Stop was not pressed."""
+        self._beat.empty()
+        return False
+
     def fail(self, error: Exception) -> None:
-        """Show the error where the run was and stop the script."""
+        """Show the error where the run was (no Stop, no progress bar left) and stop the
+        script."""
         st.session_state[self.flag] = False
+        if getattr(self, "_stop", None) is not None:
+            self._stop.empty()
+            self.bar.empty()
         self.area.error(str(error))
         st.stop()
 
@@ -375,19 +393,59 @@ def chart_with_exports(chart, frame, name: str, stretch: bool = True) -> None:
 
 
 # --------------------------------------------------------------------------- analysis pages
-def _field_widget(container, item, kind, default):
-    """One form widget for one config field (its label, help and choices from the field)."""
+def _stored_run_widget(container, item, label, help_text, key, store, ranker: str,
+                       collection: str, default):
+    """A select box of the finished stored runs a ``builds_on`` field may name."""
+    from core.store import LEGACY_RUNS
+
+    source = item.metadata["builds_on"]
+    table, column = LEGACY_RUNS.get(source, ("analysis_runs", "key"))
+    with store.cursor() as cur:
+        runs = cur.execute(f"SELECT {column}, collection, created FROM {table} WHERE status = "
+                           "'done' AND ranker = ?" + (" AND analysis = ?" if table ==
+                                                      "analysis_runs" else "")
+                           + " ORDER BY created DESC",
+                           [ranker] + ([source] if table == "analysis_runs" else [])).fetchall()
+    if item.metadata["same_collection"]:
+        runs = [r for r in runs if r[1] == collection]
+    labels = {"": f"the newest on {collection}" + (" (or none)" if item.metadata["optional"]
+                                                    else "")}
+    if item.metadata["optional"]:
+        labels["none"] = "none"
+    import datetime
+
+    labels.update({r[0]: f"{r[1]} · {datetime.datetime.fromtimestamp(r[2]):%Y-%m-%d %H:%M} · "
+                         f"{r[0]}" for r in runs})
+    if default not in labels:
+        labels[default] = default
+    options = list(labels)
+    return container.selectbox(label, options, index=options.index(default), help=help_text,
+                               key=key, format_func=labels.get)
+
+
+def _field_widget(container, item, kind, default, key: str, runs=None):
+    """One form widget for one config field (its label, help and choices from the field);
+    ``runs`` = (store, ranker, collection) for fields that name a stored run."""
     import typing
 
     label = item.metadata.get("label") or item.name.replace("_", " ").capitalize()
     help_text = item.metadata.get("help") or None
+    if item.metadata.get("builds_on") and runs is not None:
+        return _stored_run_widget(container, item, label, help_text, key, *runs, default)
     choices = item.metadata.get("choices")
-    key = f"field-{item.name}"
     if kind is bool:
         return container.checkbox(label, value=default, help=help_text, key=key)
     if typing.get_origin(kind) is tuple:
-        return tuple(container.multiselect(label, list(choices or default), default=list(default),
-                                           help=help_text, key=key))
+        inner = typing.get_args(kind)[0]
+        if choices:
+            return tuple(container.multiselect(label, list(choices), default=list(default),
+                                               help=help_text, key=key))
+        text = container.text_input(label, value=" ".join(map(str, default)), key=key,
+                                    help=(help_text or "") + " (separated by spaces)")
+        try:
+            return tuple(inner(v) for v in text.replace(",", " ").split())
+        except ValueError:
+            raise RankScopeError(f"{label}: {text!r} is not a list of numbers") from None
     if choices:
         return container.selectbox(label, list(choices), index=list(choices).index(default),
                                    help=help_text, key=key)
@@ -401,9 +459,26 @@ def _field_widget(container, item, kind, default):
 
 
 def analysis_page(name: str, icon: str = "🔬") -> None:
-    """The whole page of a registered analysis (:mod:`core.analysis`): a form built from its
-    config, a run with progress / Stop / resume, the command line that reruns it, and its
-    stored runs on the sidebar's collection as a chart, a table and a zip."""
+    """The whole page of a registered analysis (:mod:`core.analysis`)."""
+    from core.analysis import registered
+
+    analysis = registered()[name]
+    page_setup(analysis.title, icon)
+    ranker_name, source = sidebar()
+    st.title(analysis.title)
+    store = store_or_error()
+    collection = collection_or_error(source)
+    if store is None or collection is None:
+        st.stop()
+    analysis_section(name, ranker_name, source, store, collection)
+
+
+def analysis_section(name: str, ranker_name: str, source: str, store: Store,
+                     collection: Collection, preset: dict | None = None) -> None:
+    """A registered analysis on a page: a form built from its config (``preset`` overrides
+    defaults), a run with progress / Stop / resume, the command line that reruns it, and its
+    stored runs of this ranker on this collection — the newest drawn by default, read back
+    from the store without recomputing (after a restart too)."""
     import dataclasses
     import typing
 
@@ -412,73 +487,72 @@ def analysis_page(name: str, icon: str = "🔬") -> None:
     from core.cli import reproduce
 
     analysis = registered()[name]
-    page_setup(analysis.title, icon)
-    ranker_name, source = sidebar()
-    st.title(analysis.title)
     st.caption(analysis.summary + f" — headless: `python -m core {analysis.name} --help`.")
-    store = store_or_error()
-    collection = collection_or_error(source)
-    if store is None or collection is None:
-        st.stop()
     hints = typing.get_type_hints(analysis.Config)
     fields = dataclasses.fields(analysis.Config)
-    defaults = analysis.Config()
+    defaults = dataclasses.replace(analysis.Config(), **(preset or {}))
+    button = f"Run {analysis.title.lower()}"
     with st.form(f"analysis-{name}"):
         columns = st.columns(min(4, max(1, len(fields))))
-        values = {item.name: _field_widget(columns[i % len(columns)], item, hints[item.name],
-                                           getattr(defaults, item.name))
-                  for i, item in enumerate(fields)}
-        button = f"Run {analysis.title.lower()}"
+        try:
+            values = {item.name: _field_widget(columns[i % len(columns)], item,
+                                               hints[item.name], getattr(defaults, item.name),
+                                               f"{name}-field-{item.name}",
+                                               (store, ranker_name, collection.name))
+                      for i, item in enumerate(fields)}
+            error = None
+        except RankScopeError as bad:
+            values, error = {}, bad
         submitted = st.form_submit_button(button, type="primary")
     status = RunStatus(f"running-{name}", submitted, button, analysis.unit)
     if submitted:
         try:
+            if error is not None:
+                raise error
             config = config_from(analysis.Config, values)
             analysis.validate(config)
-        except RankScopeError as error:
-            status.fail(error)
+        except RankScopeError as bad:
+            status.fail(bad)
         with status.area:
             ranker = ranker_or_error(ranker_name)
         if ranker is None:
             st.stop()
-        bar = status.start()
+        status.start()
         try:
-            result = run_analysis(analysis, ranker, collection, config, store, progress=lambda d, t, _:
-                                  bar.progress(d / max(t, 1), text=f"{analysis.unit} {d}/{t}"))
-        except RankScopeError as error:
-            status.fail(error)
+            result = run_analysis(analysis, ranker, collection, config, store,
+                                  progress=status.progress, should_stop=status.should_stop)
+        except RankScopeError as bad:
+            status.fail(bad)
         status.done()
         st.session_state[f"{name}-key"] = result.key
-        st.session_state[f"{name}-command"] = reproduce(
-            name, ranker=ranker_name, collection=source,
-            store=None if store_path() == DEFAULT_PATH else str(store_path()),
-            **{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()})
-    if st.session_state.get(f"{name}-command"):
-        with st.expander("Reproduce the last run from the command line (same store key)"):
-            st.code(st.session_state[f"{name}-command"], language="bash")
     runs = store.analysis_runs(name)
-    runs = runs[(runs.status == "done") & (runs.collection == collection.name)]
+    runs = runs[(runs.status == "done") & (runs.collection == collection.name)
+                & (runs.ranker == ranker_name)]
     if runs.empty:
         st.info(f"Pick the settings, then **{button}**. Runs are kept in the store: asking "
                 "again is instant.")
         return
     labels = {r.key: f"{r.ranker} · {r.collection} · {r.n_units} {analysis.plural} · "
-                     f"{r.created:%Y-%m-%d %H:%M}" for r in runs.itertuples()}
+                     f"{r.created:%Y-%m-%d %H:%M} · {r.key}" for r in runs.itertuples()}
     wanted = st.session_state.get(f"{name}-key")
     keys = list(labels)[::-1]
     key = st.selectbox("Run shown", keys, index=keys.index(wanted) if wanted in labels else 0,
-                       format_func=labels.get)
+                       format_func=labels.get, key=f"{name}-shown")
     info = runs[runs.key == key].iloc[0]
     stored = json.loads(info.config)
     result = load(analysis, store, key, collection, config_from(analysis.Config, stored))
+    command = reproduce(name, ranker=info.ranker, collection=source,
+                        store=None if store_path() == DEFAULT_PATH else str(store_path()),
+                        **{k: list(v) if isinstance(v, (tuple, list)) else v
+                           for k, v in stored.items()})
+    with st.expander("Reproduce this run from the command line (same store key)"):
+        st.code(command, language="bash")
     for note in result.notes:
         st.caption(note)
-    chart = analysis.chart(result.frame)
-    if chart is not None:
-        chart_with_exports(chart, result.frame, f"{name}-{info.ranker}-{info.collection}")
-    st.dataframe(result.frame, hide_index=True)
-    download_run(f"{name}-{info.ranker}-{info.collection}",
-                 {"analysis": name, "ranker": info.ranker, "collection": info.collection,
-                  "config": stored}, {name: result.frame},
-                 {name: chart} if chart is not None else None,
-                 st.session_state.get(f"{name}-command", ""))
+    charts = analysis.charts(result)
+    stem = f"{name}-{info.ranker}-{info.collection}"
+    for chart_name, chart in charts.items():
+        chart_with_exports(chart, result.frame, f"{chart_name}-{info.ranker}-{info.collection}")
+    st.dataframe(analysis.display(result.frame), hide_index=True, width="stretch")
+    download_run(stem, {"analysis": name, "ranker": info.ranker, "collection": info.collection,
+                        "config": stored}, {name: result.frame}, charts or None, command)

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from core.attribution import AttributionResult, top_set
+from core.analysis import Analysis, Job, option, register
+from core.attribution import LABELS, top_set
 from core.constants import ENCODED_R2
+from core.errors import InputError
 
 # Linear layers whose output units are residual-stream dimensions (they write the block's
 # attention / MLP contribution), so their units compare with probe neurons one to one.
@@ -71,23 +74,75 @@ def agreement(neurons: pd.DataFrame, column: str, percent: float, probe: pd.Data
     return pd.DataFrame(rows)
 
 
-def stored_agreement(store, result: AttributionResult, column: str, percent: float,
-                     threshold: float) -> tuple[pd.DataFrame, str | None, str | None]:
-    """:func:`agreement` for a stored attribution run, against the newest finished probe run
-    of the same ranker and collection (Lasso, mean pooling) and the newest patching sweep of
-    the ranker. Returns (table, probe key, patch key); a missing run's columns are left out."""
-    from core.patching import mean_effects
+@dataclass(frozen=True)
+class AgreementConfig:
+    """What three stored runs single out, layer by layer."""
 
-    ranker, collection = result.counts["ranker"], result.counts["collection"]
-    probe_key = store.latest("probe", ranker, collection)
-    patch_key = store.latest("patch", ranker)
-    probe = store.probe_results(probe_key) if probe_key else None
-    if probe is not None:
-        probe = probe[(probe.estimator == "lasso") & (probe.pooling == "mean")]
-    patch = mean_effects(store.patch_results(patch_key)[1]) if patch_key else None
-    table = agreement(result.frame, column, percent, probe, patch,
-                      result.counts["config"]["layout"]["d_model"], threshold)
-    return table, probe_key, patch_key
+    attribution: str = option("", "store key of the attribution run ('' = the newest of this "
+                                  "ranker on this collection)", label="Attribution run",
+                              builds_on="attribution")
+    probe: str = option("", "store key of the probe run ('' = the newest of this ranker on "
+                            "this collection, left out when there is none; 'none' = leave out)",
+                        label="Probe run", builds_on="probe", same_collection=False,
+                        optional=True)
+    patch: str = option("", "store key of the patching sweep ('' = the newest of this ranker "
+                            "on this collection, left out when there is none; 'none' = leave "
+                            "out)", label="Patching run", builds_on="patch",
+                        same_collection=False, optional=True)
+    scheme: str = option("fused", "whose conductances rank the neurons",
+                         choices=(*LABELS, "fused"), label="Scheme")
+    percent: float = option(1.0, "the top X % NIG neurons", label="Top X %")
+    threshold: float = option(ENCODED_R2, "probe neurons: those of features with test R² above "
+                                          "this (study 1: 0.85)", label="Probe R² >")
+
+
+@register
+class Agreement(Analysis):
+    """:func:`agreement` over three stored runs: one unit (the whole table), read back from
+    the store once computed."""
+
+    name = "agreement"
+    title = "Agreement"
+    summary = "probe neurons vs NIG top-X % vs patching, per layer"
+    unit = "table"
+    Config = AgreementConfig
+
+    def validate(self, config: AgreementConfig) -> None:
+        super().validate(config)
+        if not 0 < config.percent <= 100:
+            raise InputError(f"Top X % must lie in (0, 100], got {config.percent}")
+        if not 0 <= config.threshold < 1:
+            raise InputError(f"Probe R² > must be in [0, 1), got {config.threshold}")
+
+    def units(self, job: Job) -> list[str]:
+        return ["all layers"]
+
+    def compute(self, job: Job, unit: str) -> pd.DataFrame:
+        from core.patching import mean_effects
+
+        config, attribution = job.config, job.inputs["attribution"]
+        probe, patch = job.inputs.get("probe"), job.inputs.get("patch")
+        if probe is not None:
+            probe = probe[(probe.estimator == "lasso") & (probe.pooling == "mean")]
+        return agreement(attribution.frame, config.scheme, config.percent, probe,
+                         mean_effects(patch.used) if patch is not None else None,
+                         attribution.counts["config"]["layout"]["d_model"], config.threshold)
+
+    def charts(self, result) -> dict:
+        from core.charts import agreement_chart
+
+        return {"agreement": agreement_chart(result.frame)} if len(result.frame) else {}
+
+    def notes(self, frame: pd.DataFrame, config: AgreementConfig) -> list[str]:
+        notes = [f"no {name} run was used: its columns are left out"
+                 for name, key in (("probe", config.probe), ("patching", config.patch))
+                 if key == "none"]
+        correlation = agreement_correlation(frame)
+        if correlation:
+            notes.append(f"NIG top-{config.percent}% neurons per (layer, attention/MLP) vs "
+                         f"patching |IE|: Spearman {correlation['spearman']:.3f} (p = "
+                         f"{correlation['p_value']:.3g}, n = {correlation['n']})")
+        return notes
 
 
 def agreement_correlation(table: pd.DataFrame) -> dict:

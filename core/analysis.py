@@ -6,7 +6,15 @@ An analysis is a subclass of :class:`Analysis` registered with :func:`register`:
   ``help`` and ``choices``; the CLI command (:mod:`core.cli.generated`) and the page form
   (``ui.analysis_form``) are built from these fields, so a parameter is declared once.
 - :meth:`Analysis.units`: the independent pieces of work (a query, a pair, a layer …), each
-  JSON-writable; :meth:`Analysis.compute` turns one unit into a tidy frame of rows.
+  JSON-writable; :meth:`Analysis.compute` turns one unit into a tidy frame of rows. Both receive
+  one :class:`Job`: the ranker, the collection, the config, the stored runs it builds on and a
+  scratch dict its units share.
+- An analysis that builds on another's stored run (the knock-out on a patching sweep, the
+  neuron ablation on an attribution run …) names that run in a config field declared with
+  ``option(..., builds_on="patch")``. The field holds the run's store key; left empty it means
+  the newest finished run of this ranker on this collection, and :func:`prepare` writes the
+  key it found into the config before the run is keyed — so the key covers every input, and
+  what the analysis reads (``job.inputs[field]``) is exactly the run its key names.
 - :meth:`Analysis.summarise`: the unit frames (in unit order) → the table the user reads.
 
 :func:`run` keys the run with :func:`core.store.content_key` (ranker, collection, config,
@@ -18,7 +26,8 @@ store's generic ``analysis_runs`` / ``analysis_units`` tables (no store method p
 and :meth:`core.store.Store.import_file` carries them from a CLI side file like any other run.
 
 The older studies (extraction, probing, patching, attribution) drive their loops through
-:func:`drive` too, with their own tables as the sink.
+:func:`drive` too, with their own tables as the sink; :func:`stored_input` reads their runs
+for the analyses that build on them.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ class Result:
     seconds: float = 0.0
     done: int = 0
     total: int = 0
+    rows: pd.DataFrame | None = None  # every unit's rows, before summarise
 
 
 def drive(units: Sequence, compute: Callable[[int, Any], Any], *, done: Iterable = (),
@@ -91,11 +101,19 @@ def drive(units: Sequence, compute: Callable[[int, Any], Any], *, done: Iterable
     return outputs, False
 
 
-def option(default, help: str = "", choices: Sequence | None = None, label: str = ""):
-    """A config field with what the CLI flag and the page widget show."""
+def option(default, help: str = "", choices: Sequence | None = None, label: str = "", *,
+           builds_on: str = "", same_collection: bool = True, optional: bool = False):
+    """A config field with what the CLI flag and the page widget show.
+
+    ``builds_on`` makes the field name a stored run of that analysis (its key; ``""`` = the
+    newest finished one of this ranker on this collection). ``same_collection``: the run must
+    have been made on the collection this analysis runs on. ``optional``: with no such run
+    (or the value ``none``) the analysis goes on without it."""
     metadata = {"help": help, "label": label}
     if choices is not None:
         metadata["choices"] = tuple(choices)
+    if builds_on:
+        metadata.update(builds_on=builds_on, same_collection=same_collection, optional=optional)
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -109,6 +127,113 @@ def plural(unit: str) -> str:
 def config_from(config_class: type, values: dict):
     """A config from plain values (a form, parsed flags, stored JSON): lists become tuples."""
     return config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+@dataclass
+class Job:
+    """What one run's units are computed from.
+
+    Attributes:
+        ranker / collection / config: the run's inputs (the config with every ``builds_on``
+            field resolved to a store key).
+        inputs: ``builds_on`` field → the stored run it names (see :func:`stored_input`), or
+            None for an optional run left out.
+        memo: scratch space shared by this run's units (candidate pairs, reference means …);
+            never part of the result.
+    """
+
+    ranker: Any
+    collection: Any
+    config: Any
+    inputs: dict = field(default_factory=dict)
+    memo: dict = field(default_factory=dict)
+
+    def cached(self, name: str, make: Callable[[], Any]) -> Any:
+        """``memo[name]``, made once per run."""
+        if name not in self.memo:
+            self.memo[name] = make()
+        return self.memo[name]
+
+
+def upstream_fields(config_class: type) -> list[dataclasses.Field]:
+    """The config's fields that name another analysis' stored run."""
+    return [f for f in dataclasses.fields(config_class) if f.metadata.get("builds_on")]
+
+
+def stored_input(store, analysis: str, key: str):
+    """The stored run ``key`` of ``analysis`` as the analyses that build on it read it:
+    ``patch`` → :class:`core.patching.PatchResult`, ``probe`` → its result rows,
+    ``attribution`` → :class:`core.attribution.AttributionResult`, any analysis of the
+    contract → its :class:`Result`."""
+    if analysis == "patch":
+        from core.patching import load_patching
+
+        return load_patching(store, key)
+    if analysis == "probe":
+        return store.probe_results(key)
+    if analysis == "attribution":
+        from core.attribution import load_attribution
+
+        return load_attribution(store, key)
+    info = store.analysis_run(key)
+    stored = registered()[analysis]
+    return load(stored, store, key, None, config_from(stored.Config, _json(info["config"])))
+
+
+def _json(text: str) -> dict:
+    import json
+
+    return json.loads(text)
+
+
+def _command(analysis: str, ranker, collection) -> str:
+    command = {"attribution": "attribute"}.get(analysis, analysis)  # the CLI's verb
+    return f"python -m core {command} --ranker {ranker.spec.name} --collection {collection.name}"
+
+
+def prepare(analysis: "Analysis", ranker, collection, config, store) -> Job:
+    """The run's :class:`Job`: every ``builds_on`` field resolved to the key of a finished
+    stored run (checked: same ranker, same collection where required) and that run read.
+
+    Raises:
+        InputError: a run that does not exist, is unfinished, or was made with another ranker
+            or on another collection — saying which run and how to make one.
+    """
+    inputs, resolved = {}, {}
+    for item in upstream_fields(type(config)):
+        source, value = item.metadata["builds_on"], str(getattr(config, item.name) or "")
+        optional = item.metadata["optional"]
+        label = item.metadata.get("label") or item.name.replace("_", " ")
+        if value.lower() == "none" and optional:
+            resolved[item.name], inputs[item.name] = "none", None
+            continue
+        if store is None:
+            raise InputError(f"{analysis.title} builds on a stored {source} run: give it a store")
+        if not value:
+            value = store.latest(source, ranker.spec.name, collection.name)
+            if value is None:
+                if optional:
+                    resolved[item.name], inputs[item.name] = "none", None
+                    continue
+                raise InputError(f"{analysis.title} builds on a {source} run of "
+                                 f"{ranker.spec.name} on {collection.name}, and the store holds "
+                                 f"none: run `{_command(source, ranker, collection)}` (or its "
+                                 "page) first")
+        row = store.run_row(source, value)
+        if row is None:
+            raise InputError(f"{label}: the store holds no {source} run {value!r}; leave it "
+                             f"empty for the newest, or run `{_command(source, ranker, collection)}`")
+        if row["status"] != "done":
+            raise InputError(f"{label}: {source} run {value} is unfinished; run its command "
+                             "again to finish it first")
+        if row["ranker"] != ranker.spec.name:
+            raise InputError(f"{label}: {source} run {value} was made with {row['ranker']}, "
+                             f"not {ranker.spec.name}; pick a run of this ranker")
+        if item.metadata["same_collection"] and row["collection"] != collection.name:
+            raise InputError(f"{label}: {source} run {value} was made on {row['collection']}, "
+                             f"not {collection.name}; pick a run on this collection")
+        resolved[item.name], inputs[item.name] = value, stored_input(store, source, value)
+    return Job(ranker, collection, dataclasses.replace(config, **resolved), inputs)
 
 
 class Analysis(ABC):
@@ -126,11 +251,13 @@ class Analysis(ABC):
         return plural(self.unit)
 
     @abstractmethod
-    def units(self, ranker, collection, config) -> list:
-        """The independent pieces of work, each JSON-writable, in a fixed order."""
+    def units(self, job: Job) -> list:
+        """The independent pieces of work, each JSON-writable, in a fixed order. Settings that
+        depend on the ranker (a head count …) are checked here: an :class:`InputError` raised
+        here leaves nothing in the store."""
 
     @abstractmethod
-    def compute(self, ranker, collection, config, unit) -> pd.DataFrame:
+    def compute(self, job: Job, unit) -> pd.DataFrame:
         """One unit's tidy rows."""
 
     def summarise(self, frame: pd.DataFrame, collection, config) -> pd.DataFrame:
@@ -140,9 +267,14 @@ class Analysis(ABC):
     def notes(self, frame: pd.DataFrame, config) -> list[str]:
         return []
 
-    def chart(self, table: pd.DataFrame):
-        """An Altair chart of the summary table for the page (None: the table only)."""
-        return None
+    def charts(self, result: Result) -> dict:
+        """name → Altair chart of a result, for the page, the CLI's figures and the zip
+        (empty: the table only)."""
+        return {}
+
+    def display(self, table: pd.DataFrame) -> pd.DataFrame:
+        """The table as the page shows it (rounded, combined columns); the CSV keeps all."""
+        return table
 
     def validate(self, config) -> None:
         """Raise :class:`InputError` with one actionable sentence for impossible settings."""
@@ -163,7 +295,7 @@ class Analysis(ABC):
 
 REGISTRY: dict[str, Analysis] = {}
 # modules whose import registers the analyses shipped with RankScope
-BUILT_IN = ("core.lens",)
+BUILT_IN = ("core.lens", "core.knockout", "core.shapley", "core.agreement")
 
 
 def registered() -> dict[str, Analysis]:
@@ -188,12 +320,14 @@ def run(analysis: Analysis, ranker, collection, config, store=None, *,
     """Run (or resume, or read back) ``analysis`` on ``ranker`` × ``collection``."""
     analysis.validate(config)
     started = time.perf_counter()
+    job = prepare(analysis, ranker, collection, config, store)
+    config = job.config
     key = analysis.key(ranker, collection, config)
     if store is not None:
         info = store.analysis_run(key)
         if info is not None and info["status"] == "done":
             return load(analysis, store, key, collection, config)
-    units = analysis.units(ranker, collection, config)
+    units = analysis.units(job)
     if not units:
         raise InputError(f"{analysis.title or analysis.name}: nothing to do — the collection "
                          "and settings select no " + analysis.plural)
@@ -207,11 +341,8 @@ def run(analysis: Analysis, ranker, collection, config, store=None, *,
         def write(index, unit, frame):
             store.write_analysis_unit(key, index, unit, frame)
 
-    def compute(index, unit):
-        return analysis.compute(ranker, collection, config, unit)
-
-    frames, stopped = drive(units, compute, done=done, write=write, progress=progress,
-                            should_stop=should_stop)
+    frames, stopped = drive(units, lambda index, unit: analysis.compute(job, unit), done=done,
+                            write=write, progress=progress, should_stop=should_stop)
     if store is not None:
         if not stopped:
             store.finish_analysis(key)
@@ -220,7 +351,7 @@ def run(analysis: Analysis, ranker, collection, config, store=None, *,
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         table = analysis.summarise(frame, collection, config) if len(frame) else frame
         result = Result(key, table, analysis.notes(frame, config), stopped, 0.0,
-                        len(frames), len(units))
+                        len(frames), len(units), frame)
     result.stopped = stopped
     result.seconds = time.perf_counter() - started
     return result
@@ -234,4 +365,4 @@ def load(analysis: Analysis, store, key: str, collection, config) -> Result | No
     frame = store.analysis_frame(key)
     table = analysis.summarise(frame, collection, config) if len(frame) else frame
     return Result(key, table, analysis.notes(frame, config), info["status"] != "done", 0.0,
-                  info["units_done"], info["n_units"])
+                  info["units_done"], info["n_units"], frame)

@@ -19,55 +19,55 @@ input-independent value rather than an out-of-distribution zero.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
+from core.analysis import Analysis, Job, option, register
+from core.attribution import LABELS
 from core.data import Collection
 from core.errors import InputError
-from core.store import content_key
 from core.metrics import evaluate, f1
 from core.models import Ranker
-from core.patching import (GROUP_CODES, PatchConfig, PatchResult, encode_pair, mean_effects,
-                           prompt_pairs, top_heads)
+from core.patching import (GROUP_CODES, PatchConfig, encode_pair, mean_effects, prompt_pairs,
+                           top_heads)
 from core.retrieval import candidate_pairs
 
-KNOCKOUT_VERSION = 1
-KNOCKOUT_COLUMNS = ["group", "selection", "heads", "f1", "f1_sd", "f1_drop_pct", "ndcg",
-                    "ndcg_sd", "ndcg_drop_pct"]
+KNOCKOUT_COLUMNS = ["group", "selection", "heads", "f1", "f1_sd", "f1_change_pct", "ndcg",
+                    "ndcg_sd", "ndcg_change_pct"]
+SCORE_BATCH = 16  # pairs per forward pass while heads or neurons are knocked out
+
+
+def _at_least_one(config, names: tuple[str, ...]) -> None:
+    for name in names:
+        if getattr(config, name) < 1:
+            label = next(f.metadata.get("label") or name for f in dataclasses.fields(config)
+                         if f.name == name)
+            raise InputError(f"{label} must be at least 1, got {getattr(config, name)}")
 
 
 @dataclass(frozen=True)
 class KnockoutConfig:
-    """Head knock-out after a patching sweep.
+    """Head knock-out after a patching sweep (the patching study's Table 1)."""
 
-    Attributes:
-        k: heads ablated per condition.
-        repeats: random head sets drawn (their scores are averaged).
-        queries: held-out queries (not among the patching pairs) for F1 and nDCG@10.
-        depth: BM25 candidates re-ranked (study: top-20).
-        seed: random head draws.
-    """
-
-    k: int = 5
-    repeats: int = 3
-    queries: int = 5
-    depth: int = 20  # study: re-rank BM25 top-20
-    seed: int = 0
-
-    def validate(self, ranker: Ranker) -> None:
-        n_heads = ranker.n_layers * ranker.n_heads
-        if not 1 <= self.k < n_heads:
-            raise InputError(f"k must be between 1 and {n_heads - 1} ({ranker.spec.name} has "
-                             f"{n_heads} heads), got {self.k}")
-        if self.repeats < 1 or self.queries < 1 or self.depth < 1:
-            raise InputError("repeats, queries and depth must be at least 1")
+    patch: str = option("", "store key of the patching sweep whose mean IE ranks the heads "
+                            "('' = the newest of this ranker on this collection)",
+                        label="Patching run", builds_on="patch")
+    k: int = option(5, "heads knocked out per condition (study: top-k heads)",
+                    label="Heads knocked out (k)")
+    repeats: int = option(3, "random head sets per condition (their scores are averaged)",
+                          label="Random repeats")
+    queries: int = option(5, "held-out queries (none among the sweep's pairs) for F1 and "
+                             "nDCG@10", label="Held-out queries")
+    depth: int = option(20, "candidates per query re-ranked (study: BM25 top-20)",
+                        label="Candidates per query")
+    seed: int = option(0, "seed of the random head draws", label="Seed")
 
 
 @torch.inference_mode()
@@ -125,8 +125,9 @@ def heads_ablated(ranker: Ranker, heads: list[tuple[int, int, str]], means: dict
 def score_ablated(ranker: Ranker, queries: list[str], documents: list[str],
                   heads: list[tuple[int, int, str]], means: dict[int, torch.Tensor],
                   prompt: str = "pointwise", documents_b: list[str] | None = None,
-                  batch_size: int = 16) -> np.ndarray:
-    """Scores with ``heads`` mean-ablated ``-> [n]`` (same batching as :meth:`Ranker.score`)."""
+                  batch_size: int = SCORE_BATCH) -> np.ndarray:
+    """Scores with ``heads`` mean-ablated ``-> [n]``, ``batch_size`` pairs per forward pass in
+    input order."""
     current = {}
     out = np.empty(len(queries), dtype=np.float64)
     with heads_ablated(ranker, heads, means, lambda: current["groups"]):
@@ -139,99 +140,121 @@ def score_ablated(ranker: Ranker, queries: list[str], documents: list[str],
     return out
 
 
-def knockout_key(patch: PatchResult, config: KnockoutConfig) -> str:
-    return content_key("knockout", prefix="knockout-", length=16, patch=patch.key,
-                       config=asdict(config), version=KNOCKOUT_VERSION)
+@register
+class HeadKnockout(Analysis):
+    """Mean-ablate the top-k heads by mean IE at each head position group of a stored patching
+    sweep (and all groups mixed) against ``repeats`` random head sets of the same size at the
+    same positions: F1 of yes/no judgments on held-out pairs and nDCG@10 re-ranking their
+    queries' top-``depth``, with the change from the full model in percent. One unit per
+    condition (the full model, a top-k set, one random draw), so a stopped run resumes."""
+
+    name = "knockout"
+    title = "Head knock-out"
+    summary = "mean-ablate the top-k heads by IE vs random heads (F1, nDCG@10)"
+    unit = "head set"
+    version = 2  # 2: on the analysis contract (units per condition; its key names the sweep)
+    Config = KnockoutConfig
+
+    def validate(self, config: KnockoutConfig) -> None:
+        super().validate(config)
+        _at_least_one(config, ("k", "repeats", "queries", "depth"))
+
+    def units(self, job: Job) -> list[dict]:
+        ranker, config, patch = job.ranker, job.config, job.inputs["patch"]
+        n_heads = ranker.n_layers * ranker.n_heads
+        if config.k >= n_heads:
+            raise InputError(f"Heads knocked out (k) must be below {n_heads} "
+                             f"({ranker.spec.name} has {n_heads} heads), got {config.k}")
+        effects = mean_effects(patch.used)
+        head_groups = sorted(set(effects[effects.target == "head"].group))
+        if not head_groups:
+            raise InputError(f"patching run {patch.key} patched no heads; run the sweep with "
+                             "head groups (e.g. last, query) before a knock-out")
+        rng = np.random.default_rng(config.seed)
+        everyone = [(layer, head) for layer in range(ranker.n_layers)
+                    for head in range(ranker.n_heads)]
+        units = [{"group": "all", "selection": "full model", "repeat": -1, "heads": []}]
+        for condition in [*head_groups, "mixed"]:
+            top = top_heads(effects, None if condition == "mixed" else condition, config.k)
+            units.append({"group": condition, "selection": "top", "repeat": -1,
+                          "heads": [list(h) for h in top]})
+            chosen = {(layer, head) for layer, head, _ in top}
+            pool = [h for h in everyone if h not in chosen]
+            for repeat in range(config.repeats):
+                picks = rng.choice(len(pool), size=len(top), replace=False)
+                drawn = [[*pool[i], condition if condition != "mixed"
+                          else head_groups[int(rng.integers(len(head_groups)))]] for i in picks]
+                units.append({"group": condition, "selection": "random", "repeat": repeat,
+                              "heads": drawn})
+        return units
+
+    def compute(self, job: Job, unit: dict) -> pd.DataFrame:
+        ranker, collection = job.ranker, job.collection
+        patch_config = job.inputs["patch"].config
+        means = job.cached("means", lambda: _reference_means(job))
+        judged, rerank = job.cached("held-out", lambda: _held_out(job))
+        queries, documents, documents_b, labels = _judgment_inputs(judged, patch_config.prompt)
+        heads = [tuple(h) for h in unit["heads"]]
+
+        def scores_with(chosen):
+            return score_ablated(ranker, queries, documents, chosen, means, patch_config.prompt,
+                                 documents_b)
+
+        threshold = 0.0 if ranker.kind == "llm-judge" else job.cached(
+            "threshold", lambda: float(np.median(scores_with([]))))
+        ranked = score_ablated(ranker, rerank["query"].tolist(), rerank["document"].tolist(),
+                               heads, means)
+        return pd.DataFrame([{
+            "group": unit["group"], "selection": unit["selection"], "repeat": unit["repeat"],
+            "heads": len(heads), "f1": f1(labels, scores_with(heads) > threshold),
+            "ndcg": evaluate(collection, rerank, ranked)["nDCG@10"]}])
+
+    def summarise(self, frame: pd.DataFrame, collection, config: KnockoutConfig) -> pd.DataFrame:
+        full = frame[frame.selection == "full model"]
+        if full.empty:
+            return pd.DataFrame(columns=KNOCKOUT_COLUMNS)
+        full_f1, full_ndcg = float(full.f1.iloc[0]), float(full.ndcg.iloc[0])
+        rows = [("all", "full model", 0, full_f1, 0.0, 0.0, full_ndcg, 0.0, 0.0)]
+        for group in dict.fromkeys(frame[frame.selection != "full model"].group):
+            here = frame[frame.group == group]
+            for selection in ("top", "random"):
+                chosen = here[here.selection == selection]
+                if chosen.empty:
+                    continue
+                n = int(chosen.heads.iloc[0])
+                name = f"top-{n}" if selection == "top" else f"random-{n} (×{len(chosen)})"
+                rows.append(_row(group, name, n, chosen.f1, chosen.ndcg, full_f1, full_ndcg))
+        return pd.DataFrame(rows, columns=KNOCKOUT_COLUMNS)
+
+    def notes(self, frame: pd.DataFrame, config: KnockoutConfig) -> list[str]:
+        return [f"F1 over held-out judgments, nDCG@10 re-ranking their queries' top-"
+                f"{config.depth}; change_pct: % change from the full model"]
 
 
-def run_knockout(ranker: Ranker, collection: Collection, patch: PatchResult,
-                 patch_config: PatchConfig, config: KnockoutConfig, store=None, *,
-                 progress: Callable[[int, int, str], None] | None = None) -> pd.DataFrame:
-    """Table 1 of the study: F1 and nDCG@10 with the top-k heads (by mean IE at each head
-    group, and all groups mixed) mean-ablated, versus ``repeats`` random head sets of the same
-    size at the same positions, with the relative drop from the full model in percent."""
-    config.validate(ranker)
-    key = knockout_key(patch, config)
-    if store is not None and (cached := store.frame(key)) is not None:
-        return cached
-    effects = mean_effects(patch.used)
-    head_groups = sorted(set(effects[effects.target == "head"].group))
-    if not head_groups:
-        raise InputError("this patching sweep patched no heads; run it with head groups "
-                         "(e.g. last, query) before a knock-out")
-    started = time.perf_counter()
-    # reference set for the means: the sweep's own prompt pairs
-    candidates = prompt_pairs(collection, patch_config, limit=len(patch.pairs) or 1)
+def _reference_means(job: Job) -> dict[int, torch.Tensor]:
+    """Each head's mean output over the sweep's own used prompt pairs (clean and corrupted)."""
+    patch = job.inputs["patch"]
+    config = patch.config
+    candidates = prompt_pairs(job.collection, config, limit=len(patch.pairs) or 1)
     ids = ["qid", "positive_docno", "negative_docno"]
     used = patch.pairs.loc[patch.pairs.status == "used", ids].astype(str)
     pairs = candidates.astype({c: str for c in ids}).merge(used, on=ids)  # in candidate order
     encodings = [enc for row in pairs.itertuples(index=False)
-                 if (enc := encode_pair(ranker, row.query, row.positive, row.negative,
-                                        patch_config)[0]) is not None]
-    means = head_means(ranker, encodings)
-    heldout_config = PatchConfig(prompt=patch_config.prompt, pairs=config.queries,
-                                 split=patch_config.split, depth=patch_config.depth)
-    judged = prompt_pairs(collection, heldout_config, skip_qids=set(patch.pairs.qid))
+                 if (enc := encode_pair(job.ranker, row.query, row.positive, row.negative,
+                                        config)[0]) is not None]
+    return head_means(job.ranker, encodings)
+
+
+def _held_out(job: Job) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(held-out prompt pairs for F1, their queries' candidates for nDCG@10)."""
+    patch, config = job.inputs["patch"], job.config
+    held_out = PatchConfig(prompt=patch.config.prompt, pairs=config.queries,
+                           split=patch.config.split, depth=patch.config.depth)
+    judged = prompt_pairs(job.collection, held_out, skip_qids=set(patch.pairs.qid))
     if judged.empty:
         raise InputError("no held-out queries are left for the knock-out; use fewer patching "
                          "pairs or a larger collection")
-    rerank = candidate_pairs(collection, config.depth, qids=judged.qid.tolist())
-    f1_inputs = _judgment_inputs(judged, patch_config.prompt)
-
-    def measure(heads):
-        scores = score_ablated(ranker, *f1_inputs[:2], heads, means, patch_config.prompt,
-                               f1_inputs[2])
-        ranked = score_ablated(ranker, rerank["query"].tolist(), rerank["document"].tolist(),
-                               heads, means)
-        return scores, evaluate(collection, rerank, ranked)["nDCG@10"]
-
-    rng = np.random.default_rng(config.seed)
-    all_heads = [(layer, head) for layer in range(ranker.n_layers) for head in range(ranker.n_heads)]
-    conditions = [*head_groups, "mixed"]
-    total = 1 + len(conditions) * (1 + config.repeats)
-    step = 0
-
-    def tick(what):
-        nonlocal step
-        step += 1
-        if progress:
-            progress(step, total, what)
-
-    full_scores, full_ndcg = measure([])
-    threshold = 0.0 if ranker.kind == "llm-judge" else float(np.median(full_scores))
-    labels = f1_inputs[3]
-
-    def judged_f1(scores):
-        return f1(labels, scores > threshold)
-
-    full_f1 = judged_f1(full_scores)
-    tick("full model")
-    rows = [("all", "full model", 0, full_f1, 0.0, 0.0, full_ndcg, 0.0, 0.0)]
-    for condition in conditions:
-        top = top_heads(effects, None if condition == "mixed" else condition, config.k)
-        scores, ndcg = measure(top)
-        tick(f"top-{config.k} heads at {condition}")
-        rows.append(_row(condition, f"top-{len(top)}", len(top), [judged_f1(scores)], [ndcg],
-                         full_f1, full_ndcg))
-        chosen = {(layer, head) for layer, head, _ in top}
-        pool = [h for h in all_heads if h not in chosen]
-        f1s, ndcgs = [], []
-        for repeat in range(config.repeats):
-            picks = rng.choice(len(pool), size=len(top), replace=False)
-            random_heads = [(*pool[i], condition if condition != "mixed"
-                             else head_groups[int(rng.integers(len(head_groups)))]) for i in picks]
-            scores, ndcg = measure(random_heads)
-            f1s.append(judged_f1(scores))
-            ndcgs.append(ndcg)
-            tick(f"random heads at {condition} ({repeat + 1}/{config.repeats})")
-        rows.append(_row(condition, f"random-{len(top)} (×{config.repeats})", len(top), f1s,
-                         ndcgs, full_f1, full_ndcg))
-    frame = pd.DataFrame(rows, columns=KNOCKOUT_COLUMNS)
-    frame.attrs["seconds"] = time.perf_counter() - started
-    if store is not None:
-        store.write_frame(key, "knockout", ranker.spec.name, collection.name,
-                          {"patch": patch.key, **asdict(config)}, frame)
-    return frame
+    return judged, candidate_pairs(job.collection, config.depth, qids=judged.qid.tolist())
 
 
 def _judgment_inputs(judged: pd.DataFrame, prompt: str):
@@ -247,41 +270,52 @@ def _judgment_inputs(judged: pd.DataFrame, prompt: str):
 def _row(group, selection, heads, f1s, ndcgs, full_f1, full_ndcg):
     f1_value, ndcg_value = float(np.mean(f1s)), float(np.mean(ndcgs))
     return (group, selection, heads, f1_value, float(np.std(f1s)),
-            _drop(f1_value, full_f1), ndcg_value, float(np.std(ndcgs)), _drop(ndcg_value, full_ndcg))
+            change_pct(f1_value, full_f1), ndcg_value, float(np.std(ndcgs)),
+            change_pct(ndcg_value, full_ndcg))
 
 
-def _drop(value: float, full: float) -> float:
+def change_pct(value: float, full: float) -> float:
     """Relative change from the full model in percent (negative = a drop)."""
     return float("nan") if full == 0 else 100.0 * (value - full) / full
 
 
 # --------------------------------------------------------------------------- neuron sets (study 2)
 NEURON_MODES = ("zero", "mean")
+SCHEMES = (*LABELS, "fused")
+SET_OPERATIONS = {"intersection": "∩", "fusion": "⊕"}  # the set algebra's operations, by name
 
 
 @dataclass(frozen=True)
 class NeuronAblationConfig:
-    """Knock-out of neuron sets during re-ranking.
+    """Knock-out of the top-X % neurons of a stored attribution run during re-ranking."""
 
-    Attributes:
-        mode: ``zero`` (study 2) or ``mean`` (the unit's mean output over the re-ranked pairs).
-        draws: random sets per neuron set (study: 50), same count in the same linear layers.
-        queries: queries re-ranked (their BM25 top-``depth``); split: their split.
-        seed: random draws.
-    """
-
-    mode: str = "zero"
-    draws: int = 50  # study: 50 random draws
-    queries: int = 20
-    depth: int = 20  # study: BM25 top-20
-    split: str | None = "test"
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.mode not in NEURON_MODES:
-            raise InputError(f"mode must be zero or mean, got {self.mode!r}")
-        if self.draws < 1 or self.queries < 1 or self.depth < 1:
-            raise InputError("draws, queries and depth must be at least 1")
+    attribution: str = option("", "store key of the attribution run whose top-X % neurons are "
+                                  "knocked out ('' = the newest of this ranker on this "
+                                  "collection)", label="Attribution run",
+                              builds_on="attribution", same_collection=False)
+    scheme: str = option("fused", "whose conductances rank the neurons", choices=SCHEMES,
+                         label="Scheme")
+    percents: tuple[float, ...] = option((0.01, 0.1, 1.0), "top X % neuron sets (study: 0.01, "
+                                         "0.1, 1)", label="Top X %")
+    other: str = option("none", "a second attribution run: its top X % is combined with the "
+                                "first by the set operation ('none' = the first run alone)",
+                        label="Combine with run", builds_on="attribution",
+                        same_collection=False, optional=True)
+    other_scheme: str = option("fused", "the second run's scheme", choices=SCHEMES,
+                               label="Its scheme")
+    operation: str = option("intersection", "intersection (∩): neurons in both runs' top X %; "
+                                            "fusion (⊕): the top X % of the two runs' mean",
+                            choices=tuple(SET_OPERATIONS), label="Set operation")
+    mode: str = option("zero", "zero (study 2) or each unit's mean output over the re-ranked "
+                               "pairs", choices=NEURON_MODES, label="Knock-out")
+    draws: int = option(50, "random sets per neuron set, same count in the same linear layers "
+                            "(study: 50; each costs one re-ranking)", label="Random sets")
+    queries: int = option(20, "queries re-ranked (the first of the split)", label="Queries")
+    depth: int = option(20, "candidates per query re-ranked (study: BM25 top-20)",
+                        label="Candidates per query")
+    split: str = option("test", "only queries of this split (demo: test; '' for all)",
+                        label="Query split")
+    seed: int = option(0, "seed of the random draws", label="Seed")
 
 
 @contextmanager
@@ -303,80 +337,160 @@ def neurons_ablated(ranker: Ranker, units: dict[str, np.ndarray],
         yield
 
 
-def frame_key(prefix: str, ranker: Ranker, collection: Collection, config, extra) -> str:
-    return content_key(prefix, prefix=f"{prefix}-", length=16, ranker=ranker.spec.key(),
-                       collection=collection.content_hash, config=asdict(config), extra=extra,
-                       version=KNOCKOUT_VERSION)
+@register
+class NeuronAblation(Analysis):
+    """Study 2's Table 4: nDCG@10 re-ranking each query's top-``depth`` with each top-X %
+    neuron set knocked out, against the full model and against ``draws`` random sets with the
+    same number of units in the same linear layers; a paired two-tailed t-test over queries
+    (scipy) compares the set's per-query nDCG with the random sets' per-query mean. One unit
+    per re-ranking (the full model, a set, one random draw), so a stopped run resumes."""
+
+    name = "ablate"
+    title = "Neuron knock-out"
+    summary = "knock out the top-X % NIG neurons vs random sets of the same size (nDCG@10)"
+    unit = "re-ranking"
+    version = 2  # 2: on the analysis contract (units per re-ranking; its key names the run)
+    Config = NeuronAblationConfig
+
+    def validate(self, config: NeuronAblationConfig) -> None:
+        super().validate(config)
+        _at_least_one(config, ("draws", "queries", "depth"))
+        if not config.percents:
+            raise InputError("Top X %: pick at least one percentage")
+        if any(not 0 < p <= 100 for p in config.percents):
+            raise InputError(f"Top X % must lie in (0, 100], got {list(config.percents)}")
+
+    def units(self, job: Job) -> list[dict]:
+        config = job.config
+        sets = ablation_sets(job.inputs["attribution"], config.scheme, config.percents,
+                             job.inputs.get("other"), config.other_scheme, config.operation)
+        widths = {p: job.ranker.linear_width(p) for p in
+                  sorted({p for frame in sets.values() for p in frame.path})}
+        rng = np.random.default_rng(config.seed)
+        units = [{"set": "", "draw": -1, "neurons": 0, "units": {}}]
+        for name, frame in sets.items():
+            chosen = {p: np.sort(g.unit.to_numpy()).tolist() for p, g in frame.groupby("path")}
+            units.append({"set": name, "draw": -1, "neurons": len(frame), "units": chosen})
+            for draw in range(config.draws):
+                units.append({"set": name, "draw": draw, "neurons": len(frame), "units": {
+                    p: rng.choice(widths[p], size=len(u), replace=False).tolist()
+                    for p, u in chosen.items()}})
+        return units
+
+    def compute(self, job: Job, unit: dict) -> pd.DataFrame:
+        ranker, config = job.ranker, job.config
+        pairs = job.cached("pairs", lambda: _rerank_pairs(job.collection, config))
+        queries, documents = pairs["query"].tolist(), pairs["document"].tolist()
+        means = None
+        if config.mode == "mean":
+            means = job.cached("means", lambda: token_means(ranker, (
+                ranker.encode(queries[i:i + SCORE_BATCH], documents[i:i + SCORE_BATCH])
+                for i in range(0, len(queries), SCORE_BATCH)), _all_paths(job)))
+        with neurons_ablated(ranker, {p: np.asarray(u, dtype=np.int64)
+                                      for p, u in unit["units"].items()}, means):
+            scores = ranker.score(queries, documents)
+        values = evaluate(job.collection, pairs, scores, per_query=True)
+        values = values[values.measure == "nDCG@10"].set_index("qid").value
+        qids = pairs.qid.drop_duplicates()
+        return pd.DataFrame({"set": unit["set"], "draw": unit["draw"],
+                             "neurons": unit["neurons"], "qid": qids.astype(str).to_numpy(),
+                             "ndcg": values.reindex(qids).fillna(0.0).to_numpy()})
+
+    def summarise(self, frame: pd.DataFrame, collection, config) -> pd.DataFrame:
+        return neuron_table(frame)
+
+    def charts(self, result) -> dict:
+        from core.charts import ablation_chart, random_distribution_chart
+
+        if result.frame.empty:
+            return {}
+        return {"ablation": ablation_chart(result.frame),
+                "ablation-random": random_distribution_chart(result.frame)}
+
+    def display(self, table: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({
+            "set": table.set, "neurons": table.neurons, "nDCG@10 full": table.ndcg_full.round(4),
+            "knocked out": [f"{v:.4f} ({c:+.2f}%)" for v, c in
+                            zip(table.ndcg_ablated, table.change_pct)],
+            "random": [f"{v:.4f} ({c:+.2f}% ± {s:.4f})" for v, c, s in
+                       zip(table.ndcg_random, table.random_change_pct, table.random_sd)],
+            "p": table.p_value.map(lambda p: f"{p:.3g}"),
+            "sig.": table.significant.map({True: "*", False: ""}), "queries": table.queries})
+
+    def notes(self, frame: pd.DataFrame, config) -> list[str]:
+        return ["random: the mean over the random sets (random_sd: the sd of their means); "
+                "p_value: paired two-tailed t-test over queries of the set vs the random sets' "
+                "mean"]
 
 
-def ablate_neuron_sets(ranker: Ranker, collection: Collection, sets: dict[str, pd.DataFrame],
-                       config: NeuronAblationConfig,
-                       progress: Callable[[int, int, str], None] | None = None,
-                       store=None) -> pd.DataFrame:
-    """nDCG@10 re-ranking BM25 top-``depth`` with each neuron set (``[path, unit]`` rows)
-    knocked out, against the full model and against ``draws`` random sets with the same number
-    of units in the same layers; a paired two-tailed t-test over queries (scipy) compares the
-    set's per-query nDCG with the random sets' per-query mean. One row per set (the study's
-    Table 4); ``random_changes`` lists each random draw's % change (JSON) for the
-    distribution plot."""
-    from scipy.stats import ttest_rel
+def _all_paths(job: Job) -> list[str]:
+    units = NeuronAblation().units(job)
+    return sorted({p for unit in units for p in unit["units"]})
 
+
+def _rerank_pairs(collection: Collection, config: NeuronAblationConfig) -> pd.DataFrame:
     from core.retrieval import candidate_pairs
 
-    config.validate()
-    key = frame_key("neuron-ablation", ranker, collection, config,
-                     {name: [frame.path.tolist(), frame.unit.astype(int).tolist()]
-                      for name, frame in sets.items()})
-    if store is not None and (cached := store.frame(key)) is not None:
-        return cached
-    pairs = candidate_pairs(collection, config.depth, qids=collection.qids(config.split),
+    pairs = candidate_pairs(collection, config.depth, qids=collection.qids(config.split or None),
                             limit_queries=config.queries)
     if pairs.empty:
         raise InputError(f"collection {collection.name!r} yields no candidate pairs")
-    queries, documents = pairs["query"].tolist(), pairs["document"].tolist()
-    paths = sorted({p for frame in sets.values() for p in frame.path})
-    widths = {p: ranker.linear_width(p) for p in paths}
-    batches = (ranker.encode(queries[i:i + 16], documents[i:i + 16])
-               for i in range(0, len(queries), 16))
-    means = token_means(ranker, batches, paths) if config.mode == "mean" else None
-    rng = np.random.default_rng(config.seed)
-    total = 1 + len(sets) * (1 + config.draws)
-    step = 0
+    return pairs
 
-    def per_query(units):
-        nonlocal step
-        with neurons_ablated(ranker, units, means):
-            scores = ranker.score(queries, documents)
-        step += 1
-        if progress:
-            progress(step, total, "re-ranking")
-        values = evaluate(collection, pairs, scores, per_query=True)
-        values = values[values.measure == "nDCG@10"].set_index("qid").value
-        return values.reindex(pairs.qid.unique()).fillna(0.0).to_numpy()
 
-    full = per_query({})
+def ablation_sets(first, scheme: str, percents, other=None, other_scheme: str = "fused",
+                  operation: str = "intersection") -> dict[str, pd.DataFrame]:
+    """The neuron sets to knock out: the top-X % of ``first``'s ``scheme`` for each X, or,
+    with ``other`` (a second attribution run of the same ranker), the set operation of the
+    two runs' top-X %. Rows ``path, unit, …`` of the neuron index."""
+    from core.attribution import combine, neuron_sets
+
+    if other is None:
+        return neuron_sets(first.frame, scheme, percents)
+    for run, name in ((first, scheme), (other, other_scheme)):
+        if run.frame[name].isna().any():
+            raise InputError(f"attribution run {run.key} has no complete {name!r} scheme")
+    columns = {f"{first.counts['collection']} · {scheme}": first.frame[scheme].to_numpy(),
+               f"{other.counts['collection']} · {other_scheme} ": other.frame[other_scheme].to_numpy()}
+    symbol = SET_OPERATIONS[operation]
+    label = f" {symbol} ".join(c.strip() for c in columns)
+    return {f"top {p}% {label}": first.frame.iloc[combine(columns, symbol, p)]
+            for p in sorted(percents)}
+
+
+def neuron_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per neuron set from the per-query nDCG@10 of every re-ranking (the study's
+    Table 4); ``random_changes`` lists each random draw's % change (JSON) for the
+    distribution plot. Sets without their own re-ranking yet (a stopped run) are left out."""
+    from scipy.stats import ttest_rel
+
+    columns = ["set", "neurons", "ndcg_full", "ndcg_ablated", "change_pct", "ndcg_random",
+               "random_change_pct", "random_sd", "p_value", "significant", "queries",
+               "random_changes"]
+    full = frame[frame.set == ""]
+    if full.empty:
+        return pd.DataFrame(columns=columns)
+    full = full.set_index("qid").ndcg
     rows = []
-    for name, frame in sets.items():
-        units = {p: np.sort(g.unit.to_numpy()) for p, g in frame.groupby("path")}
-        ablated = per_query(units)
-        randoms = []
-        for _ in range(config.draws):
-            drawn = {p: rng.choice(widths[p], size=len(u), replace=False) for p, u in units.items()}
-            randoms.append(per_query(drawn))
-        random_mean = np.mean(randoms, axis=0)
-        test = ttest_rel(ablated, random_mean) if len(ablated) > 1 else None
+    for name, here in frame[frame.set != ""].groupby("set", sort=False):
+        own = here[here.draw == -1]
+        if own.empty:
+            continue
+        ablated = own.set_index("qid").ndcg.reindex(full.index).to_numpy()
+        randoms = [g.set_index("qid").ndcg.reindex(full.index).to_numpy()
+                   for _, g in here[here.draw >= 0].groupby("draw")]
+        random_mean = np.mean(randoms, axis=0) if randoms else np.full(len(full), np.nan)
+        test = ttest_rel(ablated, random_mean) if len(ablated) > 1 and randoms else None
         p_value = float(test.pvalue) if test is not None and np.isfinite(test.pvalue) else float("nan")
-        random_changes = [round(_drop(float(r.mean()), float(full.mean())), 4) for r in randoms]
-        rows.append({"set": name, "neurons": int(len(frame)), "ndcg_full": float(full.mean()),
+        base = float(full.mean())
+        rows.append({"set": name, "neurons": int(own.neurons.iloc[0]), "ndcg_full": base,
                      "ndcg_ablated": float(ablated.mean()),
-                     "change_pct": _drop(float(ablated.mean()), float(full.mean())),
+                     "change_pct": change_pct(float(ablated.mean()), base),
                      "ndcg_random": float(random_mean.mean()),
-                     "random_change_pct": _drop(float(random_mean.mean()), float(full.mean())),
-                     "random_sd": float(np.std([r.mean() for r in randoms])),
+                     "random_change_pct": change_pct(float(random_mean.mean()), base),
+                     "random_sd": float(np.std([r.mean() for r in randoms])) if randoms else float("nan"),
                      "p_value": p_value, "significant": bool(p_value < 0.05),
-                     "queries": int(len(ablated)), "random_changes": json.dumps(random_changes)})
-    table = pd.DataFrame(rows)
-    if store is not None:
-        store.write_frame(key, "neuron-ablation", ranker.spec.name, collection.name,
-                          asdict(config), table)
-    return table
+                     "queries": int(len(ablated)),
+                     "random_changes": json.dumps([round(change_pct(float(r.mean()), base), 4)
+                                                   for r in randoms])})
+    return pd.DataFrame(rows, columns=columns)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core.analysis import Analysis, option, register
+from core.analysis import Analysis, Job, option, register
 from core.errors import InputError
 
 
@@ -47,9 +47,6 @@ class ScoreLens(Analysis):
     version = 3  # 2: unit rows carry the first stage's rank; 3: one lens pass (Ranker.layer_scores)
     Config = LensConfig
 
-    def __init__(self):
-        self._pairs: dict[tuple, pd.DataFrame] = {}
-
     def validate(self, config: LensConfig) -> None:
         super().validate(config)
         for name in ("depth", "queries", "batch_size"):
@@ -57,22 +54,22 @@ class ScoreLens(Analysis):
                 raise InputError(f"{name.replace('_', ' ')} must be at least 1, "
                                  f"got {getattr(config, name)}")
 
-    def pairs(self, collection, config: LensConfig) -> pd.DataFrame:
+    @staticmethod
+    def pairs(job: Job) -> pd.DataFrame:
         from core.retrieval import candidate_pairs
 
+        config = job.config
         split = config.split or None
-        cache = (collection.content_hash, config.depth, split, config.queries)
-        if cache not in self._pairs:
-            self._pairs = {cache: candidate_pairs(collection, config.depth,
-                                                  qids=collection.qids(split, True),
-                                                  limit_queries=config.queries)}
-        return self._pairs[cache]
+        return job.cached("pairs", lambda: candidate_pairs(
+            job.collection, config.depth, qids=job.collection.qids(split, True),
+            limit_queries=config.queries))
 
-    def units(self, ranker, collection, config: LensConfig) -> list[str]:
-        return [str(q) for q in self.pairs(collection, config).qid.drop_duplicates()]
+    def units(self, job: Job) -> list[str]:
+        return [str(q) for q in self.pairs(job).qid.drop_duplicates()]
 
-    def compute(self, ranker, collection, config: LensConfig, unit: str) -> pd.DataFrame:
-        pairs = self.pairs(collection, config)
+    def compute(self, job: Job, unit: str) -> pd.DataFrame:
+        ranker, config = job.ranker, job.config
+        pairs = self.pairs(job)
         pairs = pairs[pairs.qid.astype(str) == unit]
         rows = []
         for start in range(0, len(pairs), config.batch_size):
@@ -110,7 +107,11 @@ class ScoreLens(Analysis):
             return []
         return [f"{frame.qid.nunique()} queries, {len(frame) // frame.layer.nunique()} pairs"]
 
-    def chart(self, table: pd.DataFrame):
+    def charts(self, result) -> dict:
+        return {"lens": self.chart(result.frame)}
+
+    @staticmethod
+    def chart(table: pd.DataFrame):
         import altair as alt
 
         long = table.melt("layer", ["nDCG@10", "spearman_with_final"], "measure", "value")

@@ -527,12 +527,28 @@ class PatchResult:
     notes: list[str] = field(default_factory=list)
     stopped: bool = False
     seconds: float = 0.0
+    config: PatchConfig | None = None  # the sweep's settings (read back with a stored run)
 
     @property
     def used(self) -> pd.DataFrame:
         """Per-patch rows of the pairs kept (IE present)."""
         keep = set(self.pairs[self.pairs.status == "used"].pair)
         return self.results[self.results.pair.isin(keep)]
+
+
+def load_patching(store, key: str) -> PatchResult | None:
+    """A stored sweep with its settings, without loading the model (None: no such run)."""
+    import json
+
+    runs = store.patch_runs()
+    run = runs[runs.patch_key == key]
+    if run.empty:
+        return None
+    stored = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in json.loads(run.iloc[0].config).items()}
+    pairs, results = store.patch_results(key)
+    return PatchResult(key, pairs, results, stopped=run.iloc[0].status != "done",
+                       config=PatchConfig(**stored))
 
 
 def run_patching(ranker: Ranker, collection: Collection, config: PatchConfig, store=None, *,
@@ -595,7 +611,8 @@ def run_patching(ranker: Ranker, collection: Collection, config: PatchConfig, st
     excluded = pair_frame[pair_frame.status != "used"] if len(pair_frame) else pair_frame
     for item in excluded.itertuples(index=False):
         notes.append(f"pair {item.pair + 1} (query {item.qid}) excluded: {item.status}")
-    return PatchResult(key, pair_frame, results, notes, stopped, time.perf_counter() - started)
+    return PatchResult(key, pair_frame, results, notes, stopped, time.perf_counter() - started,
+                       config)
 
 
 def _sweep_pair(ranker: Ranker, config: PatchConfig, index: int, row) -> tuple[dict, pd.DataFrame]:

@@ -11,55 +11,44 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
+from core.analysis import Analysis, Job, option, register
 from core.constants import ENCODED_R2
 from core.data import Collection
 from core.errors import InputError
-from core.knockout import NEURON_MODES, frame_key
-from core.models import Ranker
+from core.knockout import NEURON_MODES
 from core.retrieval import candidate_pairs
 
 @dataclass(frozen=True)
 class ShapleyConfig:
-    """Shapley validation of probe neurons.
+    """Shapley validation of the probe neurons of a stored probe run."""
 
-    Attributes:
-        threshold: a feature's probe neurons form a group when its test R² exceeds it (0.85).
-        layer: block whose output the probe read (1-based); None = the last (study 1).
-        random_groups: random groups of the same size, drawn from the other dimensions, that
-            play beside each probe group; 19 makes "above the 95th percentile" mean "above
-            every random group but at most one".
-        permutations: sampled player orders per query.
-        queries / depth / split: re-ranked queries (BM25 top-``depth``).
-        mode: an absent group's dimensions take their mean over the query's tokens (``mean``)
-            or 0 (``zero``).
-    """
-
-    threshold: float = ENCODED_R2  # study 1: probe positives R² > 0.85
-    layer: int | None = None
-    random_groups: int = 19
-    permutations: int = 40
-    queries: int = 10
-    depth: int = 20
-    split: str | None = "test"
-    mode: str = "mean"
-    seed: int = 0
-
-    def validate(self, ranker: Ranker | None = None) -> None:
-        if not 0 <= self.threshold < 1:
-            raise InputError(f"threshold must be in [0, 1), got {self.threshold}")
-        if self.random_groups < 1 or self.permutations < 1 or self.queries < 1 or self.depth < 2:
-            raise InputError("random groups, permutations and queries must be at least 1, "
-                             "depth at least 2")
-        if self.mode not in NEURON_MODES:
-            raise InputError(f"mode must be zero or mean, got {self.mode!r}")
-        if ranker is not None and self.layer is not None and not 1 <= self.layer <= ranker.n_layers:
-            raise InputError(f"layer must be between 1 and {ranker.n_layers}, got {self.layer}")
+    probe: str = option("", "store key of the probe run whose neurons are checked ('' = the "
+                            "newest of this ranker on this collection)", label="Probe run",
+                        builds_on="probe", same_collection=False)
+    threshold: float = option(ENCODED_R2, "a feature's probe neurons form a group when its test "
+                                          "R² exceeds this (study: 0.85)", label="R² threshold")
+    layer: int = option(0, "block whose output the probe read (0 = the last, as study 1; "
+                           "earlier blocks re-run the blocks above for every coalition)",
+                        label="Layer (0 = last)")
+    random_groups: int = option(19, "random groups of the same size beside each probe group "
+                                    "(19: 'above the 95th percentile' = above all but one)",
+                                label="Random groups")
+    permutations: int = option(40, "sampled player orders per query", label="Orders sampled")
+    queries: int = option(10, "queries re-ranked (with a relevant document in their top-k)",
+                          label="Queries")
+    depth: int = option(20, "candidates per query re-ranked (BM25 top-k)",
+                        label="Candidates per query")
+    split: str = option("test", "only queries of this split (demo: test; '' for all)",
+                        label="Query split")
+    mode: str = option("mean", "an absent group's dimensions take their mean over the query's "
+                               "tokens, or 0", choices=NEURON_MODES, label="Knock-out")
+    seed: int = option(0, "seed of the random groups and orders", label="Seed")
 
 
 def probe_groups(probe: pd.DataFrame, layer: int, threshold: float, pooling: str = "mean",
@@ -96,65 +85,80 @@ def shapley_values(value: Callable[[np.ndarray], np.ndarray], players: int, perm
     return totals / permutations
 
 
-@torch.inference_mode()
-def shapley_validation(ranker: Ranker, collection: Collection, probe: pd.DataFrame,
-                       config: ShapleyConfig,
-                       progress: Callable[[int, int, str], None] | None = None,
-                       store=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+@register
+class ShapleyCheck(Analysis):
     """Study 1's check that probe-identified neurons matter for ranking.
 
     For each probe group (the neurons of one feature whose probe passes ``threshold`` at the
     layer), per query: players = that group + ``random_groups`` random groups of the same size
     from the remaining dimensions; v(S) = nDCG@10 of the query's BM25 top-``depth`` re-ranked
     with every absent group's dimensions ablated (mean or zero) in the block output at every
-    token; Shapley values by permutation sampling. Reports in how many queries the probe group
-    ranks above the 95th percentile of the random groups.
-
-    Returns (one row per group and query, one summary row per group).
+    token; Shapley values by permutation sampling. One unit per query (its random numbers
+    seeded by the seed and the query's place), so a stopped run resumes with the same numbers.
+    The summary counts in how many queries the probe group ranks above the 95th percentile of
+    the random groups.
     """
-    from core.metrics import ndcg_matrix
 
-    config.validate(ranker)
-    layer = config.layer or ranker.n_layers
-    groups = probe_groups(probe, layer, config.threshold)
-    key = frame_key("shapley", ranker, collection, config,
-                     {f: g.tolist() for f, g in groups.items()})
-    if store is not None and (cached := store.frame(key)) is not None:
-        return cached, store.frame(key + "-summary")
-    if not groups:
-        best = probe[probe.layer == layer].r2_mean.max() if len(probe) else float("nan")
-        raise InputError(f"no probe feature passes R² > {config.threshold} at layer {layer} "
-                         f"(best there: {best:.3f}); lower the threshold or pick the layer "
-                         "where a feature is encoded")
-    pairs = candidate_pairs(collection, config.depth, qids=collection.qids(config.split),
-                            limit_queries=config.queries * 3)
-    judged = collection.qrels.groupby("qid").relevance.apply(np.asarray).to_dict()
-    keep = [q for q in pairs.qid.unique()
-            if (judged.get(q, np.zeros(0)) >= collection.min_relevant).any()][:config.queries]
-    if not keep:
-        raise InputError(f"no query of {collection.name!r} has a relevant document among its "
-                         f"BM25 top-{config.depth}")
-    rng = np.random.default_rng(config.seed)
-    path = ranker.block_path(layer - 1)
-    d = ranker.d_model
-    rows = []
-    total, step = len(groups) * len(keep), 0
-    for qid in keep:
-        here = pairs[pairs.qid == qid]
-        enc = ranker.encode(here["query"].tolist(), here["document"].tolist()).to(ranker.device)
-        with ranker.capture([path]) as states:
-            ranker.forward(enc)
-        hidden = states[path]  # [n, pos, d]
-        real = enc.attention_mask.bool()
-        fill = (hidden[real].mean(0) if config.mode == "mean"
-                else torch.zeros(d, dtype=hidden.dtype, device=hidden.device))
-        rows_index = torch.arange(len(here), device=hidden.device)
-        block_args = ranker.block_call(enc) if layer < ranker.n_layers else None
-        # after the last block only the output position reaches the head
-        base = hidden if block_args is not None else hidden[rows_index, enc.last]
+    name = "shapley"
+    title = "Shapley check"
+    summary = "Shapley values of probe neuron groups vs random groups (nDCG@10)"
+    unit = "query"
+    version = 2  # 2: on the analysis contract (one unit per query, seeded per query)
+    Config = ShapleyConfig
+
+    def validate(self, config: ShapleyConfig) -> None:
+        super().validate(config)
+        if not 0 <= config.threshold < 1:
+            raise InputError(f"R² threshold must be in [0, 1), got {config.threshold}")
+        for name, least in (("random_groups", 1), ("permutations", 1), ("queries", 1),
+                            ("depth", 2), ("layer", 0)):
+            if getattr(config, name) < least:
+                label = {"random_groups": "Random groups", "permutations": "Orders sampled",
+                         "queries": "Queries", "depth": "Candidates per query",
+                         "layer": "Layer"}[name]
+                raise InputError(f"{label} must be at least {least}, got {getattr(config, name)}")
+
+    def units(self, job: Job) -> list[dict]:
+        ranker, collection, config = job.ranker, job.collection, job.config
+        if config.layer > ranker.n_layers:
+            raise InputError(f"Layer must be between 1 and {ranker.n_layers} (0 = the last), "
+                             f"got {config.layer}")
+        layer = config.layer or ranker.n_layers
+        probe = job.inputs["probe"]
+        groups = probe_groups(probe, layer, config.threshold)
+        if not groups:
+            best = probe[probe.layer == layer].r2_mean.max() if len(probe) else float("nan")
+            raise InputError(f"no probe feature passes R² > {config.threshold} at layer {layer} "
+                             f"(best there: {best:.3f}); lower the threshold or pick the layer "
+                             "where a feature is encoded")
+        pairs = _pairs(job)
+        judged = _judged(collection)
+        keep = [str(q) for q in pairs.qid.unique()
+                if (judged.get(q, np.zeros(0)) >= collection.min_relevant).any()][:config.queries]
+        if not keep:
+            raise InputError(f"no query of {collection.name!r} has a relevant document among "
+                             f"its BM25 top-{config.depth}")
+        return [{"qid": qid, "place": i} for i, qid in enumerate(keep)]
+
+    @torch.inference_mode()
+    def compute(self, job: Job, unit: dict) -> pd.DataFrame:
+        from core.metrics import ndcg_matrix
+
+        ranker, config = job.ranker, job.config
+        layer = config.layer or ranker.n_layers
+        groups = job.cached("groups", lambda: probe_groups(job.inputs["probe"], layer,
+                                                           config.threshold))
+        pairs = job.cached("pairs", lambda: _pairs(job))
+        judged = job.cached("judged", lambda: _judged(job.collection))
+        here = pairs[pairs.qid.astype(str) == unit["qid"]]
+        rng = np.random.default_rng([config.seed, unit["place"]])
+        ablated_scores = ranker.residual_ablation(here["query"].tolist(),
+                                                  here["document"].tolist(), layer - 1,
+                                                  config.mode)
         grades = here.relevance.to_numpy()
         docnos = here.docno.astype(str).tolist()
-
+        d = ranker.d_model
+        rows = []
         for feature, dims in groups.items():
             others = np.setdiff1d(np.arange(d), dims)
             size = len(dims)
@@ -163,31 +167,35 @@ def shapley_validation(ranker: Ranker, collection: Collection, probe: pd.DataFra
             members = [dims, *drawn]
 
             def value(present: np.ndarray) -> np.ndarray:
-                scores = []
-                for row in present:
-                    ablate = [m for m, on in zip(members, row) if not on]
-                    h = base.clone()
-                    if ablate:
-                        index = torch.as_tensor(np.concatenate(ablate), device=h.device)
-                        h[..., index] = fill[index]
-                    if block_args is not None:
-                        h = ranker.run_blocks(h, layer, *block_args)[rows_index, enc.last]
-                    scores.append(ranker.read_out(h).float().cpu().numpy())
-                return ndcg_matrix(np.stack(scores), grades, docnos, judged[qid])
+                ablate = [np.concatenate([m for m, on in zip(members, row) if not on] or
+                                         [np.zeros(0, dtype=np.int64)]) for row in present]
+                return ndcg_matrix(ablated_scores(ablate), grades, docnos,
+                                   judged[here.qid.iloc[0]])
 
             values = shapley_values(value, len(members), config.permutations, rng)
             threshold = float(np.percentile(values[1:], 95))
-            rows.append({"feature": feature, "qid": str(qid), "group_size": size,
-                         "random_groups": n_random, "shapley_probe": float(values[0]),
+            rows.append({"feature": feature, "qid": unit["qid"], "layer": layer,
+                         "group_size": size, "random_groups": n_random,
+                         "shapley_probe": float(values[0]),
                          "shapley_random_mean": float(values[1:].mean()),
                          "random_p95": threshold, "above_p95": bool(values[0] > threshold),
                          "percentile": float(100 * (values[1:] < values[0]).mean())})
-            step += 1
-            if progress:
-                progress(step, total, f"{feature}, query {qid}")
-    per_query = pd.DataFrame(rows)
+        return pd.DataFrame(rows)
+
+    def summarise(self, frame: pd.DataFrame, collection, config) -> pd.DataFrame:
+        return shapley_summary(frame)
+
+    def charts(self, result) -> dict:
+        from core.charts import shapley_chart
+
+        return {"shapley": shapley_chart(result.rows)} if len(result.rows) else {}
+
+
+def shapley_summary(per_query: pd.DataFrame) -> pd.DataFrame:
+    """One row per probe group: in how many queries it beat the random groups' 95th
+    percentile, and its mean Shapley value beside theirs."""
     summary = (per_query.groupby("feature", sort=False)
-               .agg(layer=("qid", lambda _: layer), group_size=("group_size", "first"),
+               .agg(layer=("layer", "first"), group_size=("group_size", "first"),
                     queries=("qid", "count"), above_p95=("above_p95", "sum"),
                     shapley_probe=("shapley_probe", "mean"),
                     shapley_random=("shapley_random_mean", "mean"),
@@ -195,9 +203,15 @@ def shapley_validation(ranker: Ranker, collection: Collection, probe: pd.DataFra
                .reset_index())
     summary["above_p95"] = summary.above_p95.astype(int)
     summary["above_p95_pct"] = 100.0 * summary.above_p95 / summary.queries
-    if store is not None:
-        store.write_frame(key + "-summary", "shapley", ranker.spec.name, collection.name,
-                          asdict(config), summary)
-        store.write_frame(key, "shapley", ranker.spec.name, collection.name, asdict(config),
-                          per_query)
-    return per_query, summary
+    return summary
+
+
+def _pairs(job: Job) -> pd.DataFrame:
+    config = job.config
+    return candidate_pairs(job.collection, config.depth,
+                           qids=job.collection.qids(config.split or None),
+                           limit_queries=config.queries * 3)
+
+
+def _judged(collection: Collection) -> dict:
+    return collection.qrels.groupby("qid").relevance.apply(np.asarray).to_dict()

@@ -19,7 +19,6 @@ of its own beside it, which the app imports with :meth:`Store.import_file`.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import threading
@@ -109,14 +108,20 @@ CREATE TABLE IF NOT EXISTS analysis_runs (
 CREATE TABLE IF NOT EXISTS analysis_units (
     key VARCHAR, unit_index INTEGER, unit VARCHAR, frame BLOB, created DOUBLE,
     PRIMARY KEY (key, unit_index));
-CREATE TABLE IF NOT EXISTS result_frames (
-    frame_key VARCHAR PRIMARY KEY, analysis VARCHAR, ranker VARCHAR, collection VARCHAR,
-    config VARCHAR, frame VARCHAR, created DOUBLE);
 """
+# Migrations run when a store written by an earlier RankScope is opened for writing.
+# result_frames held whole knock-out / neuron-ablation / Shapley tables under keys that did not
+# cover their inputs (a knock-out handed another ranker's sweep found the first one's answer);
+# those analyses now live in analysis_runs under keys that do, so the old tables are dropped
+# (they are recomputed on demand; every other table is kept as it is).
+MIGRATIONS = ("DROP TABLE IF EXISTS result_frames",)
 PATCH_PAIR_COLUMNS = ["pair", "qid", "positive_docno", "negative_docno", "doc_tokens",
                       "n_tokens", "ld_clean", "ld_corr", "status", "tokens"]
 PATCH_RESULT_COLUMNS = ["pair", "target", "layer", "group", "head", "value", "ie"]
 TABLES = ("runs", "pairs", "batches", "activations")
+# the studies that keep tables of their own: analysis name → (runs table, key column)
+LEGACY_RUNS = {"probe": ("probe_runs", "probe_key"), "patch": ("patch_runs", "patch_key"),
+               "attribution": ("attribution_runs", "attr_key")}
 ATTRIBUTION_PAIR_COLUMNS = ["pair", "qid", "docno", "label", "score", "baseline_score", "delta",
                             "cut_total", "completeness_gap", "seconds"]
 PROBE_COLUMNS = ["layer", "pooling", "feature", "estimator", "r2_mean", "r2_sd", "r2_val", "mse",
@@ -161,6 +166,8 @@ class _Connection:
                              f"{len(names)} other table(s)); choose another store path")
         if not read_only:
             self._con.execute(SCHEMA)
+            for statement in MIGRATIONS:
+                self._con.execute(statement)
             self._con.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
                               [str(SCHEMA_VERSION)])
         self._check_version()
@@ -497,21 +504,34 @@ class _StudyTables:
             ).df()
 
     def latest(self, analysis: str, ranker: str, collection: str | None = None) -> str | None:
-        """Key of the newest finished ``probe`` / ``patch`` / ``attribution`` run of
-        ``ranker`` (on ``collection`` when given), or None."""
-        table, key = {"probe": ("probe_runs", "probe_key"), "patch": ("patch_runs", "patch_key"),
-                      "attribution": ("attribution_runs", "attr_key")}[analysis]
+        """Key of the newest finished run of ``analysis`` (``probe`` / ``patch`` /
+        ``attribution``, or any analysis of the contract) of ``ranker`` (on ``collection`` when
+        given), or None."""
+        table, key = LEGACY_RUNS.get(analysis, ("analysis_runs", "key"))
         query = (f"SELECT {key} FROM {table} WHERE status = 'done' AND ranker = ?"
+                 + (" AND analysis = ?" if table == "analysis_runs" else "")
                  + (" AND collection = ?" if collection is not None else "")
                  + " ORDER BY created DESC LIMIT 1")
+        values = [ranker] + ([analysis] if table == "analysis_runs" else []) \
+            + ([collection] if collection is not None else [])
         with self.cursor() as cur:
-            row = cur.execute(query, [ranker] + ([collection] if collection is not None
-                                                 else [])).fetchone()
+            row = cur.execute(query, values).fetchone()
         return None if row is None else row[0]
+
+    def run_row(self, analysis: str, key: str) -> dict | None:
+        """``ranker``, ``collection`` and ``status`` of one stored run of ``analysis``, or None."""
+        table, column = LEGACY_RUNS.get(analysis, ("analysis_runs", "key"))
+        query = f"SELECT ranker, collection, status FROM {table} WHERE {column} = ?"
+        if table == "analysis_runs":
+            query += " AND analysis = ?"
+        with self.cursor() as cur:
+            row = cur.execute(query, [key] + ([analysis] if table == "analysis_runs" else [])
+                              ).fetchone()
+        return None if row is None else dict(zip(("ranker", "collection", "status"), row))
 
 
 class _AnalysisTables:
-    """Generic tables: any :mod:`core.analysis` run and its units; small finished frames."""
+    """Generic tables: any :mod:`core.analysis` run and its units."""
 
     # -- any analysis of the contract (core.analysis): one row per run, one per unit ----
     def begin_analysis(self, key: str, *, analysis: str, ranker: str, collection: str,
@@ -571,21 +591,6 @@ class _AnalysisTables:
                 "GROUP BY key) u USING (key)" + (" WHERE r.analysis = ?" if analysis else "")
                 + " ORDER BY r.created", [analysis] if analysis else []).df()
 
-    # -- small finished tables (knock-out …) -------------------------------------------
-    def frame(self, frame_key: str) -> pd.DataFrame | None:
-        with self.cursor() as cur:
-            row = cur.execute("SELECT frame FROM result_frames WHERE frame_key = ?",
-                              [frame_key]).fetchone()
-        return None if row is None else pd.read_json(io.StringIO(row[0]), orient="table")
-
-    def write_frame(self, frame_key: str, analysis: str, ranker: str, collection: str,
-                    config: dict, frame: pd.DataFrame) -> None:
-        with self.transaction() as cur:
-            cur.execute("INSERT INTO result_frames VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO "
-                        "NOTHING", [frame_key, analysis, ranker, collection,
-                                    json.dumps(config, sort_keys=True),
-                                    frame.to_json(orient="table", index=False), time.time()])
-
 
 class Store(_ExtractionTables, _StudyTables, _AnalysisTables, _Connection):
     """A DuckDB result store. Thread-safe: each call works on its own cursor."""
@@ -642,8 +647,6 @@ class Store(_ExtractionTables, _StudyTables, _AnalysisTables, _Connection):
                     "status = 'done'")
                 counts["analyses"] = self._import_keyed(
                     cur, alias, "analysis_runs", ("analysis_units",), "key", "status = 'done'")
-                counts["tables"] = self._import_keyed(
-                    cur, alias, "result_frames", (), "frame_key", "TRUE")
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")

@@ -24,7 +24,7 @@ def _flag(name: str) -> str:
 
 def _add_field(p, item: dataclasses.Field, kind) -> None:
     default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
-    help_text = item.metadata.get("help", "")
+    help_text = item.metadata.get("help", "").replace("%", "%%")  # argparse formats help
     choices = item.metadata.get("choices")
     if kind is bool:
         if default:
@@ -81,14 +81,19 @@ def command_for(analysis) -> SimpleNamespace:
         print(f"{analysis.title or analysis.name}: {ranker.spec.name} on {collection.name} "
               f"({result.done} of {result.total} {analysis.plural}; key {result.key}; "
               f"{result.seconds:.1f} s)")
-        print(result.frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(analysis.display(result.frame).to_string(index=False,
+                                                       float_format=lambda v: f"{v:.4f}"))
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             result.frame.to_csv(out, index=False)
             print(f"→ {out}")
+            if result.rows is not None and len(result.rows) and not result.rows.equals(result.frame):
+                rows = out.with_name(f"{out.stem}-units.csv")
+                result.rows.to_csv(rows, index=False)  # every unit's rows (per query …)
+                print(f"→ {rows}")
         return 0
 
     return SimpleNamespace(
-        NAME=analysis.name, HELP=analysis.summary or analysis.title, run=run,
+        NAME=analysis.name, HELP=(analysis.summary or analysis.title).replace("%", "%%"), run=run,
         arguments=arguments, config_of=config_of,
         STOPPED=f"finished {analysis.plural} are saved; run the same command again to resume")

@@ -236,6 +236,40 @@ class Ranker:
                 hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 
+    @torch.inference_mode()
+    def residual_ablation(self, queries: list[str], documents: list[str], layer: int,
+                          mode: str = "mean") -> Callable[[list], np.ndarray]:
+        """Scores of one batch of pairs with residual-stream dimensions knocked out after
+        block ``layer`` (0-based) at every token: one forward pass now, then
+        ``scores(dimension_sets) -> [len(dimension_sets), n]``, each set's dimensions set to
+        their mean over the batch's tokens (``mean``) or to 0 (``zero``) and the blocks above
+        re-run (after the last block only the output position reaches the head)."""
+        enc = self.encode(queries, documents).to(self.device)
+        path = self.block_path(layer)
+        with self.capture([path]) as states:
+            self.forward(enc)
+        hidden = states[path]  # [n, pos, d]
+        fill = (hidden[enc.attention_mask.bool()].mean(0) if mode == "mean"
+                else torch.zeros(self.d_model, dtype=hidden.dtype, device=hidden.device))
+        rows = torch.arange(len(queries), device=hidden.device)
+        call = self.block_call(enc) if layer < self.n_layers - 1 else None
+        base = hidden if call is not None else hidden[rows, enc.last]
+
+        @torch.inference_mode()
+        def scores(dimension_sets: list) -> np.ndarray:
+            out = []
+            for dims in dimension_sets:
+                h = base.clone()
+                if len(dims):
+                    index = torch.as_tensor(np.asarray(dims), device=h.device)
+                    h[..., index] = fill[index]
+                if call is not None:
+                    h = self.run_blocks(h, layer + 1, *call)[rows, enc.last]
+                out.append(self.read_out(h).float().cpu().numpy())
+            return np.stack(out)
+
+        return scores
+
     def run_block(self, layer: int, hidden: torch.Tensor, args: tuple, kwargs: dict
                   ) -> torch.Tensor:
         """Block ``layer`` alone on residual-stream input ``hidden [batch, pos, d]``."""

@@ -4,15 +4,12 @@ analysis (extraction across processes is covered by test_interruption)."""
 from __future__ import annotations
 
 import pandas as pd
-import pytest
-import torch
-
-from core.models import ModelSpec, load_ranker
 
 
 def test_probes_patching_attribution_and_ablation_repeat_bit_for_bit(tiny_ce, demo, tmp_path):
-    from core.attribution import AttributionConfig, attribute_collection, top_set
-    from core.knockout import NeuronAblationConfig, ablate_neuron_sets
+    from core.analysis import registered, run
+    from core.attribution import AttributionConfig, attribute_collection
+    from core.knockout import NeuronAblationConfig
     from core.patching import PatchConfig, run_patching
     from core.probing import ProbeConfig, probe_ranker
     from core.store import Store
@@ -25,10 +22,9 @@ def test_probes_patching_attribution_and_ablation_repeat_bit_for_bit(tiny_ce, de
         store = Store(tmp_path / f"store-{attempt}.duckdb")  # nothing served from a cache
         probed = probe_ranker(tiny_ce, demo, store, probe, limit_queries=30)
         patched = run_patching(tiny_ce, demo, patch)
-        attributed = attribute_collection(tiny_ce, demo, nig, pairs_per_label=1)
-        chosen = attributed.frame.iloc[top_set(attributed.frame.fused.to_numpy(), 1.0)]
-        ablated = ablate_neuron_sets(tiny_ce, demo, {"top 1%": chosen},
-                                     NeuronAblationConfig(draws=3, queries=3))
+        attributed = attribute_collection(tiny_ce, demo, nig, pairs_per_label=1, store=store)
+        ablated = run(registered()["ablate"], tiny_ce, demo,
+                      NeuronAblationConfig(percents=(1.0,), draws=3, queries=3), store).frame
         runs.append((probed.frame, patched.results, attributed.frame, ablated))
         store.close()
     for first, second in zip(*runs):

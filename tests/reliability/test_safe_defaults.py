@@ -199,8 +199,10 @@ def test_hostile_names_in_every_user_field_reach_the_store_as_plain_text(tmp_pat
     side = tmp_path / "it's; DROP TABLE batches; --.duckdb"
     other = Store(side)
     run = extract(ranker, collection, ExtractionConfig(limit_queries=1, batch_size=8), other)
-    other.write_frame(HOSTILE, "knockout", HOSTILE, collection.name, {"k": HOSTILE},
-                      pd.DataFrame({"name": [HOSTILE]}))
+    other.begin_analysis(HOSTILE, analysis="knockout", ranker=HOSTILE, collection=collection.name,
+                         config={"k": HOSTILE}, n_units=1)
+    other.write_analysis_unit(HOSTILE, 0, HOSTILE, pd.DataFrame({"name": [HOSTILE]}))
+    other.finish_analysis(HOSTILE)
     other.close()
     store = Store(tmp_path / "main.duckdb")
     counts = store.import_file(side)
@@ -208,10 +210,11 @@ def test_hostile_names_in_every_user_field_reach_the_store_as_plain_text(tmp_pat
     runs = store.runs()
     assert runs.ranker.tolist() == [HOSTILE] and runs.collection.tolist() == [collection.name]
     assert len(store.pairs(run.run_key)) == run.n_pairs
-    assert store.frame(HOSTILE).name.tolist() == [HOSTILE]
+    assert store.analysis_frame(HOSTILE).name.tolist() == [HOSTILE]
+    assert store.latest("knockout", HOSTILE, collection.name) == HOSTILE
     assert store.latest("probe", HOSTILE, collection.name) is None
     assert store.run_info(HOSTILE) is None
     with store.cursor() as cur:
         tables = {r[0] for r in cur.execute("SHOW TABLES").fetchall()}
-    assert {"runs", "pairs", "batches", "result_frames"} <= tables
+    assert {"runs", "pairs", "batches", "analysis_runs", "analysis_units"} <= tables
     store.close()

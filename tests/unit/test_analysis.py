@@ -5,6 +5,7 @@ registered analysis, and shown working for a new one registered the way README s
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 import pandas as pd
@@ -34,15 +35,15 @@ class DocumentLength(Analysis):
     unit = "query"
     Config = LengthConfig
 
-    def units(self, ranker, collection, config):
-        return [str(q) for q in collection.queries.qid[:config.queries]]
+    def units(self, job):
+        return [str(q) for q in job.collection.queries.qid[:job.config.queries]]
 
-    def compute(self, ranker, collection, config, unit):
+    def compute(self, job, unit):
         from core.retrieval import candidate_pairs
 
-        pairs = candidate_pairs(collection, config.depth, qids=[unit])
+        pairs = candidate_pairs(job.collection, job.config.depth, qids=[unit])
         return pd.DataFrame({"qid": unit, "docno": pairs.docno.astype(str),
-                             "tokens": [ranker.count_tokens(t) for t in pairs[config.side]]})
+                             "tokens": [job.ranker.count_tokens(t) for t in pairs[job.config.side]]})
 
     def summarise(self, frame, collection, config):
         return frame.groupby("qid", sort=False, as_index=False).tokens.mean()
@@ -64,12 +65,45 @@ def _analyses(example):
     return list(contract.registered().values())  # the built-in ones and the example
 
 
+# Settings that keep each analysis cheap on the tiny models (the rest are the defaults).
+SMALL = {"queries": 2, "depth": 2, "k": 2, "repeats": 1, "draws": 2, "percents": (1.0,),
+         "threshold": 0.0, "permutations": 4, "random_groups": 3}
+
+
 def _small(analysis):
-    """A cheap config of any registered analysis: integer fields that size the work set low."""
+    """A cheap config of any registered analysis."""
     config = analysis.Config()
-    small = {f.name: 2 for f in dataclasses.fields(config)
-             if f.name in ("queries", "depth") and isinstance(getattr(config, f.name), int)}
+    names = {f.name for f in dataclasses.fields(config)}
+    small = {k: v for k, v in SMALL.items() if k in names}
+    if analysis.name == "shapley":
+        small["depth"] = 4
     return dataclasses.replace(config, **small)
+
+
+@pytest.fixture(scope="module")
+def upstream(tiny, demo, tmp_path_factory):
+    """A store holding what the building-on analyses read: a probe run, a patching sweep and
+    an attribution run of the tiny cross-encoder on the demo collection (closed: copy it)."""
+    from core.attribution import AttributionConfig, attribute_collection
+    from core.patching import PatchConfig, run_patching
+    from core.probing import ProbeConfig, probe_ranker
+
+    path = tmp_path_factory.mktemp("upstream") / "store.duckdb"
+    store = Store(path)
+    probe_ranker(tiny, demo, store, ProbeConfig(features=("stream_length", "sum_tf"), folds=3),
+                 limit_queries=30)
+    run_patching(tiny, demo, PatchConfig(pairs=2, min_gap=0.0, correct_only=False,
+                                         doc_tokens=10, attention_scores=False), store)
+    attribute_collection(tiny, demo, AttributionConfig(steps=4), pairs_per_label=1, store=store)
+    store.close()
+    return path
+
+
+def _store_from(upstream, path):
+    import shutil
+
+    shutil.copy(upstream, path)
+    return Store(path)
 
 
 def test_the_driver_skips_done_units_stops_between_units_and_reports_progress():
@@ -83,42 +117,75 @@ def test_the_driver_skips_done_units_stops_between_units_and_reports_progress():
     assert progress == [(1, 5), (2, 5)]  # unit b counted as done from the start
 
 
-def test_every_registered_analysis_keeps_the_contract(example, tiny, demo, tmp_path):
-    """Same inputs → identical results; stop then resume equals an uninterrupted run and
-    the stored result equals the one computed without a store; the config is not mutated;
-    no hook is left behind."""
+def test_every_registered_analysis_keeps_the_contract(example, tiny, demo, upstream, tmp_path):
+    """Same inputs → identical results; stop then resume equals an uninterrupted run; a
+    finished run is read back, never recomputed; the config is not mutated; no hook is left
+    behind — for every registered analysis (built-in and the README example)."""
+    names = [a.name for a in _analyses(example)]
+    assert len(names) >= 5 and {"lens", "knockout", "ablate", "shapley", "agreement"} <= set(names)
     for analysis in _analyses(example):
         config = _small(analysis)
         before = dataclasses.asdict(config)
-        fresh = contract.run(analysis, tiny, demo, config)
-        again = contract.run(analysis, tiny, demo, config)
+        stores = [_store_from(upstream, tmp_path / f"{analysis.name}-{i}.duckdb") for i in range(3)]
+        fresh = contract.run(analysis, tiny, demo, config, stores[0])
+        again = contract.run(analysis, tiny, demo, config, stores[1])
         pd.testing.assert_frame_equal(fresh.frame, again.frame)
-        assert not fresh.stopped and fresh.done == fresh.total > 0
+        assert not fresh.stopped and fresh.done == fresh.total > 0, analysis.name
 
-        store = Store(tmp_path / f"{analysis.name}.duckdb")
         calls = []
-        stopped = contract.run(analysis, tiny, demo, config, store,
+        stopped = contract.run(analysis, tiny, demo, config, stores[2],
                                should_stop=lambda: len(calls) > 0 or calls.append(1))
-        assert stopped.stopped and stopped.done == 1 < stopped.total
-        resumed = contract.run(analysis, tiny, demo, config, store)
+        if stopped.total > 1:
+            assert stopped.stopped and stopped.done == 1, analysis.name
+        resumed = contract.run(analysis, tiny, demo, config, stores[2])
         assert not resumed.stopped and resumed.done == resumed.total
         pd.testing.assert_frame_equal(resumed.frame, fresh.frame, check_dtype=False)
-        assert store.analysis_run(resumed.key)["status"] == "done"
-        read_back = contract.run(analysis, tiny, demo, config, store,
+        assert stores[2].analysis_run(resumed.key)["status"] == "done"
+        read_back = contract.run(analysis, tiny, demo, config, stores[2],
                                  should_stop=lambda: pytest.fail("a finished run recomputed"))
         pd.testing.assert_frame_equal(read_back.frame, fresh.frame, check_dtype=False)
-        store.close()
+        for store in stores:
+            store.close()
         assert dataclasses.asdict(config) == before
         assert tiny.hook_count() == 0, analysis.name
+
+
+def test_an_analysis_that_builds_on_a_run_names_it_in_its_key(tiny, demo, upstream, tmp_path):
+    """'' resolves to the newest run and the key holds that run's key; a run that does not
+    exist, or was made on another collection, is refused with one sentence."""
+    from core.patching import PatchConfig, run_patching
+
+    knockout = contract.registered()["knockout"]
+    store = _store_from(upstream, tmp_path / "store.duckdb")
+    config = _small(knockout)
+    first = contract.run(knockout, tiny, demo, config, store)
+    named = json.loads(store.analysis_run(first.key)["config"])["patch"]
+    assert named == store.latest("patch", tiny.spec.name, demo.name)
+    other = run_patching(tiny, demo, PatchConfig(pairs=2, min_gap=0.0, correct_only=False,
+                                                 doc_tokens=12, attention_scores=False), store)
+    second = contract.run(knockout, tiny, demo, config, store)  # now the newest sweep
+    assert json.loads(store.analysis_run(second.key)["config"])["patch"] == other.key
+    assert second.key != first.key
+    explicit = contract.run(knockout, tiny, demo, dataclasses.replace(config, patch=named), store)
+    assert explicit.key == first.key  # naming the run explicitly finds the same answer
+    with pytest.raises(InputError, match="holds no patch run 'patch-nope'"):
+        contract.run(knockout, tiny, demo, dataclasses.replace(config, patch="patch-nope"), store)
+    elsewhere = dataclasses.replace(demo, name="demo-copy")
+    with pytest.raises(InputError, match="made on demo, not demo-copy"):
+        contract.run(knockout, tiny, elsewhere, dataclasses.replace(config, patch=named), store)
+    with pytest.raises(InputError, match="holds none: run `python -m core attribute"):
+        contract.run(contract.registered()["ablate"], tiny, elsewhere, _small(
+            contract.registered()["ablate"]), store)
+    store.close()
 
 
 def test_unit_order_in_the_collection_does_not_change_a_units_rows(example, tiny, demo):
     analysis = contract.REGISTRY["doclength"]
     config = LengthConfig()
-    unit = analysis.units(tiny, demo, config)[1]
+    unit = analysis.units(contract.Job(tiny, demo, config))[1]
     shuffled = dataclasses.replace(demo, queries=demo.queries.iloc[::-1].reset_index(drop=True))
-    pd.testing.assert_frame_equal(analysis.compute(tiny, demo, config, unit),
-                                  analysis.compute(tiny, shuffled, config, unit))
+    pd.testing.assert_frame_equal(analysis.compute(contract.Job(tiny, demo, config), unit),
+                                  analysis.compute(contract.Job(tiny, shuffled, config), unit))
 
 
 def test_a_registered_analysis_gets_a_cli_command_from_its_config(example, tiny_bert_dir,

@@ -195,25 +195,20 @@ def test_sql_is_parameterised_against_hostile_names(store_path):
 def test_every_analysis_key_changes_with_the_store_schema(tiny, demo, monkeypatch):
     """One key function for every analysis, and the schema version is always in it: a result
     written under another schema is never found (so never misread) under this one."""
-    from dataclasses import dataclass
 
     import core.store as store_module
     from core.attribution import AttributionConfig, attribution_key
     from core.extract import ExtractionConfig, extraction_key
     from core.features import FeatureConfig, features_key
-    from core.knockout import KnockoutConfig, frame_key, knockout_key
+    from core.analysis import registered
     from core.patching import PatchConfig, patch_key
     from core.probing import ProbeConfig, probe_key
-
-    @dataclass
-    class Done:
-        key: str = "patch-x"
 
     keys = {
         "activations": lambda: extraction_key(tiny, demo, ExtractionConfig()),
         "patching": lambda: patch_key(tiny, demo, PatchConfig()),
-        "knockout": lambda: knockout_key(Done(), KnockoutConfig()),
-        "neuron sets": lambda: frame_key("neuron-ablation", tiny, demo, KnockoutConfig(), {}),
+        **{name: (lambda a=analysis: a.key(tiny, demo, a.Config()))
+           for name, analysis in registered().items()},
         "attribution": lambda: attribution_key(tiny, demo, AttributionConfig(), 4, "test"),
         "features": lambda: features_key("pairs", FeatureConfig(second_embedding_model=None)),
         "probing": lambda: probe_key("run", "features", ProbeConfig()),
