@@ -191,7 +191,8 @@ def _command(analysis: str, ranker, collection) -> str:
     return f"python -m core {command} --ranker {ranker.spec.name} --collection {collection.name}"
 
 
-def prepare(analysis: "Analysis", ranker, collection, config, store) -> Job:
+def prepare(analysis: "Analysis", ranker, collection, config, store,
+            given: dict | None = None) -> Job:
     """The run's :class:`Job`: every ``builds_on`` field resolved to the key of a finished
     stored run (checked: same ranker, same collection where required) and that run read.
 
@@ -199,8 +200,10 @@ def prepare(analysis: "Analysis", ranker, collection, config, store) -> Job:
         InputError: a run that does not exist, is unfinished, or was made with another ranker
             or on another collection — saying which run and how to make one.
     """
-    inputs, resolved = {}, {}
+    inputs, resolved = dict(given or {}), {}
     for item in upstream_fields(type(config)):
+        if item.name in inputs:
+            continue
         source, value = item.metadata["builds_on"], str(getattr(config, item.name) or "")
         optional = item.metadata["optional"]
         label = item.metadata.get("label") or item.name.replace("_", " ")
@@ -316,11 +319,19 @@ def register(analysis: type[Analysis] | Analysis) -> type[Analysis] | Analysis:
 
 
 def run(analysis: Analysis, ranker, collection, config, store=None, *,
-        progress: Progress | None = None, should_stop: StopCheck | None = None) -> Result:
-    """Run (or resume, or read back) ``analysis`` on ``ranker`` × ``collection``."""
+        progress: Progress | None = None, should_stop: StopCheck | None = None,
+        inputs: dict | None = None) -> Result:
+    """Run (or resume, or read back) ``analysis`` on ``ranker`` × ``collection``.
+
+    ``inputs`` hands in what ``builds_on`` fields would read from the store (a probe table, an
+    attribution result …) for a run kept in memory — a worked example or a test; the key
+    cannot cover such inputs, so a run with them is never stored."""
+    if inputs and store is not None:
+        raise ValueError("a run given its inputs in memory cannot be stored: its key would not "
+                         "cover them")
     analysis.validate(config)
     started = time.perf_counter()
-    job = prepare(analysis, ranker, collection, config, store)
+    job = prepare(analysis, ranker, collection, config, store, inputs)
     config = job.config
     key = analysis.key(ranker, collection, config)
     if store is not None:

@@ -391,9 +391,24 @@ def finished_runs(store) -> pd.DataFrame:
     return runs
 
 
+def scheme_sources(results: list[AttributionResult]) -> dict[str, tuple[str, str]]:
+    """Every complete scheme of several runs, labelled ``collection · scheme`` (a collection
+    seen twice gets its key's tail) → (the run's store key, the scheme)."""
+    sources, names = {}, set()
+    for result in results:
+        name = result.counts["collection"]
+        if name in names:
+            name = f"{name} ({result.key[-4:]})"
+        names.add(name)
+        for label in (*LABELS, "fused"):
+            if result.frame[label].notna().all():
+                sources[f"{name} · {label}"] = (result.key, label)
+    return sources
+
+
 def scheme_columns(results: list[AttributionResult]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """The neuron index and every complete scheme of several runs of one ranker, labelled
-    ``collection · scheme`` (a collection seen twice gets its key's tail).
+    """The neuron index and every complete scheme of several runs of one ranker, labelled as
+    :func:`scheme_sources` labels them.
 
     Raises:
         InputError: runs of different rankers (their neurons cannot be compared).
@@ -401,14 +416,9 @@ def scheme_columns(results: list[AttributionResult]) -> tuple[pd.DataFrame, dict
     if len({r.counts["ranker"] for r in results}) > 1:
         raise InputError("Pick runs of one ranker: neurons of different models cannot be "
                          "compared.")
-    columns = {}
-    for result in results:
-        name = result.counts["collection"]
-        if name in {c.split(" · ")[0] for c in columns}:
-            name = f"{name} ({result.key[-4:]})"
-        for label in (*LABELS, "fused"):
-            if result.frame[label].notna().all():
-                columns[f"{name} · {label}"] = result.frame[label].to_numpy()
+    by_key = {r.key: r for r in results}
+    columns = {label: by_key[key].frame[scheme].to_numpy()
+               for label, (key, scheme) in scheme_sources(results).items()}
     return results[0].frame[["path", "layer", "component", "unit"]].copy(), columns
 
 

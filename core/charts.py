@@ -235,7 +235,7 @@ def knockout_chart(table: pd.DataFrame, measure: str = "ndcg") -> alt.Chart:
         xOffset="kind:N", y=alt.Y(f"{measure}:Q", title=title),
         color=alt.Color("kind:N", title=None),
         tooltip=["group", "selection", alt.Tooltip(f"{measure}:Q", format=".3f"),
-                 alt.Tooltip(f"{measure}_drop_pct:Q", format=".1f", title="change %")])
+                 alt.Tooltip(f"{measure}_change_pct:Q", format=".1f", title="change %")])
     rule = alt.Chart(full).mark_rule(strokeDash=[5, 4]).encode(y=f"{measure}:Q")
     return (bars + rule).properties(height=240, title=f"Knock-out: {title} (dashed: full model)")
 

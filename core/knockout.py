@@ -226,6 +226,20 @@ class HeadKnockout(Analysis):
                 rows.append(_row(group, name, n, chosen.f1, chosen.ndcg, full_f1, full_ndcg))
         return pd.DataFrame(rows, columns=KNOCKOUT_COLUMNS)
 
+    def charts(self, result) -> dict:
+        from core.charts import knockout_chart
+
+        if result.frame.empty:
+            return {}
+        return {"knockout-f1": knockout_chart(result.frame, "f1"),
+                "knockout-ndcg": knockout_chart(result.frame, "ndcg")}
+
+    def display(self, table: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({
+            "group": table.group, "selection": table.selection, "heads": table.heads,
+            "F1": [f"{v:.3f} ({d:+.1f}%)" for v, d in zip(table.f1, table.f1_change_pct)],
+            "nDCG@10": [f"{v:.3f} ({d:+.1f}%)" for v, d in zip(table.ndcg, table.ndcg_change_pct)]})
+
     def notes(self, frame: pd.DataFrame, config: KnockoutConfig) -> list[str]:
         return [f"F1 over held-out judgments, nDCG@10 re-ranking their queries' top-"
                 f"{config.depth}; change_pct: % change from the full model"]
@@ -456,6 +470,21 @@ def ablation_sets(first, scheme: str, percents, other=None, other_scheme: str = 
     label = f" {symbol} ".join(c.strip() for c in columns)
     return {f"top {p}% {label}": first.frame.iloc[combine(columns, symbol, p)]
             for p in sorted(percents)}
+
+
+def ablation_preset(sources: dict[str, tuple[str, str]], picked: list[str], operation: str,
+                    percent: float) -> dict | None:
+    """The neuron knock-out settings that rebuild a set made with the set algebra (one or two
+    ``collection · scheme`` labels of :func:`core.attribution.scheme_sources`, ``∩`` or
+    ``⊕``), or None for a set the knock-out cannot name (three schemes or more)."""
+    if not 1 <= len(picked) <= 2:
+        return None
+    (key, scheme), *rest = [sources[label] for label in picked]
+    preset = {"attribution": key, "scheme": scheme, "percents": (percent,)}
+    if rest:
+        words = {symbol: word for word, symbol in SET_OPERATIONS.items()}
+        preset.update(other=rest[0][0], other_scheme=rest[0][1], operation=words[operation])
+    return preset
 
 
 def neuron_table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -213,10 +213,11 @@ class AttributionLesson(Lesson):
 
     def measure(self, store, ranker, collection, split, data,
                 progress: Progress | None) -> Outcome:
-        from core.attribution import (AttributionConfig, attribute_collection, neuron_sets,
-                                      set_counts)
+        from core.analysis import registered
+        from core.analysis import run as run_analysis
+        from core.attribution import AttributionConfig, attribute_collection, set_counts
         from core.charts import ablation_chart, layer_component_chart
-        from core.knockout import NeuronAblationConfig, ablate_neuron_sets
+        from core.knockout import NeuronAblationConfig
 
         result = attribute_collection(
             ranker, collection, AttributionConfig(steps=50), pairs_per_label=4, split=split,
@@ -231,11 +232,14 @@ class AttributionLesson(Lesson):
         attention = float(share.get("attention", 0.0))
         placed = ("attention (Q, K, V, output)" if attention > 0.5
                   else "feed-forward (intermediate, output)")
-        sets = neuron_sets(result.frame, "fused", [1.0])
-        knock = ablate_neuron_sets(
-            ranker, collection, sets, NeuronAblationConfig(draws=5, queries=10, split=split),
-            progress=None if progress is None else lambda d, t, _: progress(d, t, "knock-out"),
-            store=store)
+        knock = run_analysis(
+            registered()["ablate"], ranker, collection,
+            NeuronAblationConfig(attribution=result.key, percents=(1.0,), draws=5, queries=10,
+                                 split=split or ""), store,
+            progress=None if progress is None else lambda d, t, _: progress(d, t, "knock-out"))
+        if knock.stopped:
+            raise InputError("the knock-out did not finish; run the lesson again to resume")
+        knock = knock.frame
         row = knock.iloc[0]
         if row.change_pct < row.random_change_pct - 1.0:
             costly = "the top-1 % neurons"

@@ -7,11 +7,10 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.charts import head_heatmap, head_scatter, ie_heatmap, knockout_chart
+from core.charts import head_heatmap, head_scatter, ie_heatmap
 from core.cli import reproduce
 from core.constants import POSITION_GROUPS
 from core.errors import RankScopeError
-from core.knockout import KnockoutConfig, run_knockout
 from core.patching import (PatchConfig, correlations, head_table, head_top_tokens, mean_effects,
                            rbo_table, run_patching, top_heads)
 from core.store import DEFAULT_PATH
@@ -55,17 +54,13 @@ with st.form("patch"):
                                    "(IE divides by this gap).")
     head_groups = c7.multiselect("Patch heads at", list(POSITION_GROUPS),
                                  default=["last", "query"])
-    c8, c9, c10, c11 = st.columns(4)
+    c8 = st.columns(4)[0]
     attention_scores = c8.checkbox("Patch attention scores", value=True,
                                    help="Each head's attention weights between query and "
                                         "document tokens.")
     correct_only = c8.checkbox("Only pairs judged right", value=True,
                                help="Keep pairs where the model prefers the relevant document "
                                     "(as the study); off: any pair with a large enough gap.")
-    knockout = c9.checkbox("Head knock-out", value=False,
-                           help="Mean-ablate the top-k heads by IE vs random heads.")
-    k = c10.number_input("k heads", min_value=1, value=5)
-    repeats = c11.number_input("Random repeats", min_value=1, value=3)
     submitted = st.form_submit_button("Run patching", type="primary")
 
 run = ui.RunStatus("patching", submitted, "Run patching", "pair")
@@ -85,9 +80,6 @@ if submitted:
             raise RankScopeError("pick at least one prompt type")
         for config in configs:
             config.validate(ranker)
-        knockout_config = KnockoutConfig(k=int(k), repeats=int(repeats))
-        if knockout:
-            knockout_config.validate(ranker)
     except RankScopeError as error:
         run.fail(error)
     bar = run.start()
@@ -99,15 +91,6 @@ if submitted:
 
             results[config.prompt] = (config, run_patching(ranker, collection, config, store,
                                                            progress=show))
-        knockout_table = None
-        if knockout:
-            config, result = next(iter(results.values()))
-
-            def show_knockout(done, total, what):
-                bar.progress(done / total, text=f"knock-out: {what}")
-
-            knockout_table = run_knockout(ranker, collection, result, config, knockout_config,
-                                          store, progress=show_knockout)
     except RankScopeError as error:
         run.fail(error)
     run.done()
@@ -123,7 +106,7 @@ if submitted:
         store=None if ui.store_path() == DEFAULT_PATH else str(ui.store_path()),
         out=f"patch-{config.prompt}.csv") for config in configs]
     st.session_state["patch_view"] = {"model": model, "collection": collection.name,
-                                      "results": results, "knockout": knockout_table,
+                                      "results": results, "source": collection_source,
                                       "commands": commands}
 
 view = st.session_state.get("patch_view")
@@ -233,20 +216,13 @@ with tabs[3]:
                    "at every layer (e.g. query tokens a decoder reads before the document).")
 
 with tabs[4]:
-    table = view.get("knockout")
-    if table is None:
-        st.caption("Tick *Head knock-out* and run again for the knock-out table.")
-    else:
-        shown = table.assign(
-            F1=[f"{v:.3f} ({d:+.1f}%)" for v, d in zip(table.f1, table.f1_drop_pct)],
-            nDCG10=[f"{v:.3f} ({d:+.1f}%)" for v, d in zip(table.ndcg, table.ndcg_drop_pct)])
-        st.dataframe(shown[["group", "selection", "heads", "F1", "nDCG10"]]
-                     .rename(columns={"nDCG10": "nDCG@10"}), hide_index=True, width="stretch")
-        left, right = st.columns(2)
-        with left:
-            ui.chart_with_exports(knockout_chart(table, "f1"), table, "knockout-f1")
-        with right:
-            ui.chart_with_exports(knockout_chart(table, "ndcg"), table, "knockout-ndcg")
+    st.caption("Mean-ablate the top-k heads by this ranker's mean IE (a stored sweep) against "
+               "random heads at the same positions: F1 of yes/no judgments on held-out pairs "
+               "and nDCG@10 re-ranking their queries (the study's Table 1).")
+    knockout_collection = ui.collection_or_error(view["source"])
+    if knockout_collection is not None:
+        ui.analysis_section("knockout", view["model"], view["source"], store,
+                            knockout_collection)
 
 with tabs[5]:
     prompt = st.radio("Prompt", list(results), horizontal=True, key="pairs_prompt")

@@ -7,7 +7,8 @@ import ui
 from core.attribution import (BASELINES, OPERATIONS, TOP_PERCENTS, AttributionConfig,
                               attribute_collection, baseline_table, combine, finished_runs,
                               intersection_curves, load_attribution, scheme_columns, scheme_pairs,
-                              set_counts)
+                              scheme_sources, set_counts)
+from core.knockout import ablation_preset
 from core.charts import intersection_chart, layer_component_chart
 from core.cli import reproduce
 from core.errors import RankScopeError
@@ -164,10 +165,15 @@ with tabs[2]:
             ui.chart_with_exports(layer_component_chart(per_layer, name), per_layer, "nig-set")
             st.download_button("Download the set (CSV)", neurons.to_csv(index=False),
                                "neuron-set.csv", "text/csv", on_click="ignore")
-            if st.button("Use this set on the Ablation page"):
-                st.session_state["neuron_set"] = {"name": name, "frame": neurons,
-                                                  "ranker": results[0].counts["ranker"]}
-                st.success("Saved: open **Ablation** to knock it out against random sets.")
+            preset = ablation_preset(scheme_sources(results), picked, operation, float(percent))
+            if preset is None:
+                st.caption("The Ablation page knocks out one scheme's top X %, or two schemes "
+                           "combined: pick one or two to hand the set over.")
+            elif st.button("Use this set on the Ablation page"):
+                st.session_state["ablate-preset"] = preset
+                for key in [k for k in st.session_state if str(k).startswith("ablate-field-")]:
+                    del st.session_state[key]  # the form takes the preset, not old entries
+                st.success("Set: open **Ablation** → Neuron sets; its form holds this set.")
 
 with tabs[3]:
     st.caption("How much relevance signal each baseline removes (the study's Table 1): the "

@@ -14,9 +14,9 @@ export HF_HUB_OFFLINE=1
 for collection in demo cranfield; do
   "$PY" -m core attribute --ranker minilm-cross-encoder --collection "$collection" --pairs 10 \
     --steps 100 --baselines --out "$OUT/nig-minilm-$collection.csv"
+  # ablate and agreement build on the newest attribution run on "$collection": the one above
   "$PY" -m core ablate --ranker minilm-cross-encoder --collection "$collection" \
-    --attribution "$OUT/nig-minilm-$collection.csv" --draws 10 --queries 10 \
-    --out "$OUT/ablate-minilm-$collection.csv"
+    --draws 10 --queries 10 --out "$OUT/ablate-minilm-$collection.csv"
   "$PY" -m core agreement --ranker minilm-cross-encoder --collection "$collection" \
     --percent 1 --threshold 0.5 --out "$OUT/agree-minilm-$collection.csv"
 done
@@ -24,8 +24,7 @@ done
 # F(x) − F(baseline) unexplained at N = 100 on this decoder, the trapezoid 1%)
 "$PY" -m core attribute --ranker smollm2-ranker-demo --collection demo --pairs 2 --steps 50 \
   --rule trapezoid --baselines --out "$OUT/nig-smollm2-demo.csv"
-"$PY" -m core ablate --ranker smollm2-ranker-demo --collection demo \
-  --attribution "$OUT/nig-smollm2-demo.csv" --draws 5 --queries 5 \
+"$PY" -m core ablate --ranker smollm2-ranker-demo --collection demo --draws 5 --queries 5 \
   --out "$OUT/ablate-smollm2-demo.csv"
 "$PY" -m core agreement --ranker smollm2-ranker-demo --collection demo --percent 1 \
   --threshold 0.5 --out "$OUT/agree-smollm2-demo.csv"

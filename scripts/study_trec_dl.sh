@@ -55,9 +55,9 @@ attribute)
   for collection in trec-dl-2019 cranfield; do
     "$PY" -m core attribute --ranker $R --collection $collection --split '' --pairs 10 \
       --steps 100 --baselines --out "$OUT/nig-$collection.csv"
+    # the knock-out builds on the newest attribution run of $R on $collection: the one above
     "$PY" -m core ablate --ranker $R --collection $collection --split '' \
-      --attribution "$OUT/nig-$collection.csv" --draws 10 --queries 43 \
-      --out "$OUT/ablate-$collection.csv"
+      --draws 10 --queries 43 --out "$OUT/ablate-$collection.csv"
   done
   "$PY" - "$OUT" <<'EOF'
 import sys
@@ -104,8 +104,10 @@ patch)
          --pairs-per-query 10 --tries 150)
   "$PY" -m core patch "${PATCH[@]}" --prompt both --per-pair --out "$OUT/patch-judge-dl19.csv" \
     | tee "$OUT/patch-judge-dl19.txt"
-  "$PY" -m core knockout "${PATCH[@]}" --queries 28 --out "$OUT/knockout-judge-dl19.csv" \
-    | tee "$OUT/knockout-judge-dl19.txt"
+  # the knock-out names the pointwise sweep by its store key (printed by `patch`)
+  KEY=$(sed -n 's/^patch \(patch-[0-9a-f]*\) (pointwise).*/\1/p' "$OUT/patch-judge-dl19.txt")
+  "$PY" -m core knockout --ranker smollm2-judge --collection trec-dl-2019 --patch "$KEY" \
+    --queries 28 --out "$OUT/knockout-judge-dl19.csv" | tee "$OUT/knockout-judge-dl19.txt"
   ;;
 *) echo "unknown step $step (evaluate, probe, attribute, evaluate-llm, patch)" >&2; exit 2 ;;
 esac

@@ -227,7 +227,10 @@ def test_cli_patch_on_the_judge_writes_mean_ie_and_serves_again(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (("patch", "--model", "minilm-cross-encoder", "--prompt", "pairwise"), "pairwise prompts need"),
     (("patch", "--model", "minilm-cross-encoder", "--pairs", "0"), "pairs must be"),
-    (("knockout", "--model", "minilm-cross-encoder", "--k", "500"), "k must be between"),
+    (("knockout", "--ranker", "minilm-cross-encoder", "--k", "0"),
+     "Heads knocked out (k) must be at least 1"),
+    (("knockout", "--ranker", "minilm-cross-encoder"), "the store holds none: run `python -m core "
+                                                       "patch --ranker minilm-cross-encoder"),
     (("patch", "--model", "minilm-cross-encoder", "--split", "nope"), "no queries with a relevant"),
 ])
 def test_cli_patch_and_knockout_refuse_bad_settings(tmp_path, args, message):
@@ -259,14 +262,14 @@ def test_cli_attribute_writes_one_row_per_neuron_and_checks_completeness(tmp_pat
     agree = pd.read_csv(tmp_path / "agree.csv")
     assert agree.layer.tolist() == [1, 2, 3, 4, 5, 6]
     assert (agree.nig_attn + agree.nig_mlp).sum() == 207  # the top 1 % of 20,736 neurons
-    assert "no finished probe run" in agreed.stderr  # this store has none: columns left out
+    assert "no probe run was used" in agreed.stderr  # this store has none: columns left out
     no_probe = run_cli("shapley", "--ranker", "minilm-cross-encoder",
                        "--out", str(tmp_path / "shap.csv"), store=store)
-    assert no_probe.returncode == 2 and "no finished probe run" in no_probe.stderr
+    assert no_probe.returncode == 2 and "builds on a probe run" in no_probe.stderr
     assert "Traceback" not in no_probe.stderr
-    ablated = run_cli("ablate", "--ranker", "minilm-cross-encoder", "--attribution", str(out),
+    ablated = run_cli("ablate", "--ranker", "minilm-cross-encoder",  # the run above, by default
                       "--percents", "1", "--draws", "2", "--queries", "2",
-                      "--out", str(tmp_path / "ablate.csv"))
+                      "--out", str(tmp_path / "ablate.csv"), store=store)
     assert ablated.returncode == 0, ablated.stderr
     table = pd.read_csv(tmp_path / "ablate.csv")
     assert table.set.tolist() == ["top 1.0% fused"] and table.neurons.iloc[0] == 207
@@ -286,7 +289,9 @@ def test_ablating_a_planted_relevance_neuron_collapses_ndcg(demo):
     import pandas as pd
     import torch
 
-    from core.knockout import NeuronAblationConfig, ablate_neuron_sets
+    from core.analysis import registered, run
+    from core.attribution import AttributionResult
+    from core.knockout import NeuronAblationConfig
     from core.models import load_ranker
 
     ranker = load_ranker("minilm-cross-encoder")  # its own copy: the head is rewired below
@@ -296,8 +301,11 @@ def test_ablating_a_planted_relevance_neuron_collapses_ndcg(demo):
         kept = torch.zeros_like(weight)
         kept[planted] = weight[planted]
         weight.copy_(kept)
-    sets = {"planted": pd.DataFrame({"path": ["bert.pooler.dense"], "unit": [planted]})}
-    table = ablate_neuron_sets(ranker, demo, sets, NeuronAblationConfig(draws=3, queries=8))
+    planted_set = pd.DataFrame({"path": ["bert.pooler.dense"], "unit": [planted], "fused": [1.0]})
+    attribution = AttributionResult("planted", planted_set, pd.DataFrame(), {})
+    table = run(registered()["ablate"], ranker, demo,
+                NeuronAblationConfig(percents=(100.0,), draws=3, queries=8),
+                inputs={"attribution": attribution}).frame
     row = table.iloc[0]
     assert row.ndcg_full > 0.6  # the single unit still ranks well
     assert row.change_pct < -50 and row.significant
@@ -317,7 +325,8 @@ def test_shapley_singles_out_a_planted_probe_group(demo):
 
     from core.hooks import capture, intervene
     from core.metrics import evaluate
-    from core.shapley import ShapleyConfig, shapley_validation
+    from core.analysis import registered, run
+    from core.shapley import ShapleyConfig
 
     ranker = load_ranker("minilm-cross-encoder")  # its own copy: the head is rewired below
     weight = ranker.model.classifier.weight.data[0]
@@ -333,7 +342,8 @@ def test_shapley_singles_out_a_planted_probe_group(demo):
                           "feature": ["planted"], "r2_mean": [0.9],
                           "neurons": [json.dumps([[int(d), 0.1] for d in dims])]})
     config = ShapleyConfig(queries=4, permutations=8, random_groups=9)
-    per_query, summary = shapley_validation(ranker, demo, probe, config)
+    result = run(registered()["shapley"], ranker, demo, config, inputs={"probe": probe})
+    per_query, summary = result.rows, result.frame
     assert len(per_query) == 4 and (per_query.shapley_random_mean == 0).all()
     last = ranker.block_path(ranker.n_layers - 1)
     pairs = candidate_pairs(demo, 20, qids=demo.queries[demo.queries.split == "test"].qid.tolist())

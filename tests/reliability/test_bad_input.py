@@ -163,7 +163,9 @@ def _ranker_free_settings():
 
     from core.attribution import AttributionConfig, combine
     from core.extract import ExtractionConfig
-    from core.knockout import NeuronAblationConfig
+    from core.agreement import AgreementConfig
+    from core.analysis import registered
+    from core.knockout import KnockoutConfig, NeuronAblationConfig
     from core.probing import ProbeConfig
     from core.shapley import ShapleyConfig
 
@@ -184,12 +186,20 @@ def _ranker_free_settings():
         ("set algebra: no scheme", lambda: combine({}, "∩", 1), "at least one scheme"),
         ("set algebra: unknown operation", lambda: combine({"a": np.ones(3)}, "∪", 1),
          "operation must be"),
-        ("ablation: 0 draws", lambda: NeuronAblationConfig(draws=0).validate(), "at least 1"),
-        ("ablation: unknown mode", lambda: NeuronAblationConfig(mode="noise").validate(),
-         "mode must be"),
-        ("shapley: threshold 1.5", lambda: ShapleyConfig(threshold=1.5).validate(), "threshold"),
-        ("shapley: 0 permutations", lambda: ShapleyConfig(permutations=0).validate(),
-         "at least"),
+        ("ablation: 0 draws", lambda: registered()["ablate"].validate(
+            NeuronAblationConfig(draws=0)), "Random sets must be at least 1"),
+        ("ablation: unknown mode", lambda: registered()["ablate"].validate(
+            NeuronAblationConfig(mode="noise")), "mode 'noise' is not one of zero, mean"),
+        ("ablation: top 200 %", lambda: registered()["ablate"].validate(
+            NeuronAblationConfig(percents=(200.0,))), "Top X % must lie in"),
+        ("shapley: threshold 1.5", lambda: registered()["shapley"].validate(
+            ShapleyConfig(threshold=1.5)), "R² threshold"),
+        ("shapley: 0 permutations", lambda: registered()["shapley"].validate(
+            ShapleyConfig(permutations=0)), "Orders sampled must be at least 1"),
+        ("knock-out: k = 0", lambda: registered()["knockout"].validate(KnockoutConfig(k=0)),
+         "Heads knocked out (k) must be at least 1"),
+        ("agreement: top 0 %", lambda: registered()["agreement"].validate(
+            AgreementConfig(percent=0.0)), "Top X % must lie in"),
     ]
 
 

@@ -76,5 +76,7 @@ def test_probe_groups_take_passing_features_at_the_layer():
     (ShapleyConfig(threshold=1.2), "threshold"), (ShapleyConfig(permutations=0), "at least"),
     (ShapleyConfig(mode="noise"), "mode")])
 def test_shapley_settings_are_checked(config, message):
+    from core.analysis import registered
+
     with pytest.raises(InputError, match=message):
-        config.validate()
+        registered()["shapley"].validate(config)

@@ -11,7 +11,7 @@ import torch
 from core import models
 from core.errors import InputError
 from core.hooks import capture_inputs, count_hooks
-from core.knockout import KnockoutConfig, head_means, heads_ablated, run_knockout
+from core.knockout import KnockoutConfig, head_means, heads_ablated
 from core.metrics import rank_biased_overlap
 from core.models import DOCUMENT, INSTRUCTION, LAST, QUERY, ModelSpec, load_ranker
 from core.patching import (Patch, PatchConfig, PreparedPair, encode_pair, interaction_scores,
@@ -242,20 +242,40 @@ def test_mean_ablation_writes_the_mean_at_the_group_only(tiny_ce):
 
 
 def test_knockout_table(tiny_ce, demo, store_path):
+    from core.analysis import registered, run
+
     config = PatchConfig(pairs=2, min_gap=0.0, correct_only=False, doc_tokens=10,
                          attention_scores=False)
     store = Store(store_path)
     patch = run_patching(tiny_ce, demo, config, store)
-    knockout = KnockoutConfig(k=2, repeats=2, queries=2)
-    table = run_knockout(tiny_ce, demo, patch, config, knockout, store)
+    knockout = KnockoutConfig(patch=patch.key, k=2, repeats=2, queries=2)
+    result = run(registered()["knockout"], tiny_ce, demo, knockout, store)
+    table = result.frame
     assert list(table.selection[:2]) == ["full model", "top-2"]
     assert set(table.group) == {"all", "last", "query", "mixed"}
     assert table.f1.between(0, 1).all() and table.ndcg.between(0, 1).all()
     assert (table.heads[1:] == 2).all()
-    again = run_knockout(tiny_ce, demo, patch, config, knockout, store)  # served from the store
-    pd.testing.assert_frame_equal(table.reset_index(drop=True), again.reset_index(drop=True),
+    assert result.total == 1 + 3 * (1 + 2)  # full model; per condition top-k + 2 random sets
+    again = run(registered()["knockout"], tiny_ce, demo, knockout, store)  # from the store
+    pd.testing.assert_frame_equal(table.reset_index(drop=True), again.frame.reset_index(drop=True),
                                   check_dtype=False)
     assert count_hooks(tiny_ce.model) == 0
+    store.close()
+
+
+def test_a_knockout_refuses_another_rankers_sweep(tiny_ce, tiny_judge, demo, store_path):
+    """Handed the judge's sweep, the cross-encoder's knock-out says whose sweep it is rather
+    than answering with heads ranked on another model."""
+    from core.analysis import registered, run
+
+    store = Store(store_path)
+    judge_sweep = run_patching(tiny_judge, demo, PatchConfig(pairs=1, min_gap=0.0,
+                                                             correct_only=False, doc_tokens=10,
+                                                             attention_scores=False), store)
+    with pytest.raises(InputError, match="was made with tiny-judge, not tiny-ce"):
+        run(registered()["knockout"], tiny_ce, demo, KnockoutConfig(patch=judge_sweep.key),
+            store)
+    assert store.analysis_runs().empty  # nothing half-written
     store.close()
 
 

@@ -176,8 +176,7 @@ def test_locked_store_falls_back_to_a_side_file_that_imports(tiny, demo, tmp_pat
     result = extract(tiny, demo, CONFIG, side)
     side.close()
     assert app_store.import_file(side_path) == {"runs": 1, "feature sets": 0, "probes": 0,
-                                                "patching sweeps": 0, "attributions": 0, "analyses": 0,
-                                                "tables": 0}
+                                                "patching sweeps": 0, "attributions": 0, "analyses": 0}
     assert app_store.import_file(side_path)["runs"] == 0  # nothing duplicated
     assert np.array_equal(app_store.scores(result.run_key),
                           Store(side_path, read_only=True).scores(result.run_key))
@@ -218,3 +217,30 @@ def test_every_analysis_key_changes_with_the_store_schema(tiny, demo, monkeypatc
     monkeypatch.setattr(store_module, "SCHEMA_VERSION", store_module.SCHEMA_VERSION + 1)
     after = {name: make() for name, make in keys.items()}
     assert [name for name in keys if before[name] == after[name]] == []
+
+
+def test_a_store_with_the_old_result_frames_table_migrates_on_open(tmp_path):
+    """Stores written before the knock-out moved to the contract held result_frames (keys that
+    did not cover their inputs): opening one for writing drops that table and keeps the rest."""
+    import duckdb
+
+    from core.store import SCHEMA
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(SCHEMA)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    con.execute("CREATE TABLE result_frames (frame_key VARCHAR PRIMARY KEY, analysis VARCHAR, "
+                "ranker VARCHAR, collection VARCHAR, config VARCHAR, frame VARCHAR, "
+                "created DOUBLE)")
+    con.execute("INSERT INTO result_frames VALUES ('knockout-x', 'knockout', 'r', 'c', '{}', "
+                "'{}', 0)")
+    con.execute("INSERT INTO analysis_runs VALUES ('lens-x', 'lens', 'r', 'c', '{}', 1, 'done', "
+                "0, 1)")
+    con.close()
+    store = Store(path)
+    with store.cursor() as cur:
+        tables = {r[0] for r in cur.execute("SHOW TABLES").fetchall()}
+    assert "result_frames" not in tables
+    assert store.analysis_run("lens-x")["status"] == "done"  # everything else is kept
+    store.close()
