@@ -262,7 +262,6 @@ def test_patching_page_heatmaps_heads_knockout_and_token_view(app_store, monkeyp
     assert not at.exception and not at.error
     next(n for n in at.number_input if n.label == "Pairs").set_value(2)
     next(n for n in at.number_input if n.label == "Pairs per query").set_value(2)
-    next(c for c in at.checkbox if c.label == "Head knock-out").check()
     at.button[0].click().run()  # minilm-cross-encoder, pointwise
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.get("progress")
@@ -271,10 +270,7 @@ def test_patching_page_heatmaps_heads_knockout_and_token_view(app_store, monkeyp
     assert any("Attention output · pointwise" in s for s in specs)
     assert any("MLP output · pointwise" in s for s in specs)
     assert any("Head outputs patched at last positions" in s for s in specs)
-    assert any("Knock-out: nDCG@10" in s for s in specs)
     assert any("attention-score IE" in s for s in specs)
-    knockout = next(d.value for d in at.dataframe if "nDCG@10" in d.value.columns)
-    assert knockout.selection.iloc[0] == "full model" and len(knockout) == 7
     # the run's own command line, which reruns it on the same store keys
     line = next(c.value for c in at.code if c.value.startswith(
         "python -m core patch --ranker minilm-cross-encoder --collection demo --prompt pointwise "
@@ -283,6 +279,19 @@ def test_patching_page_heatmaps_heads_knockout_and_token_view(app_store, monkeyp
     assert any(b.label == "Download this run (zip)" for b in at.get("download_button"))
     tokens = [m.value for m in at.markdown if "<span" in m.value]
     assert tokens and 'title="query"' in tokens[0] and 'title="document"' in tokens[0]
+    # the knock-out tab: a registered analysis on the newest sweep (the one above)
+    at.number_input(key="knockout-field-repeats").set_value(1)
+    at.number_input(key="knockout-field-queries").set_value(2)
+    next(b for b in at.button if b.label == "Run head knock-out").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    specs = [json.dumps(json.loads(c.proto.spec), ensure_ascii=False)
+             for c in at.get("vega_lite_chart")]
+    assert any("Knock-out: nDCG@10" in s for s in specs)
+    knockout = next(d.value for d in at.dataframe if "nDCG@10" in d.value.columns)
+    assert knockout.selection.iloc[0] == "full model" and len(knockout) == 7
+    assert any(c.value.startswith("python -m core knockout --ranker minilm-cross-encoder "
+                                  "--collection demo") and "--patch patch-" in c.value
+               for c in at.code)
     # asking again is served from the store: no pair is patched again
     import core.knockout as ablation
     import core.patching as patching
@@ -293,6 +302,8 @@ def test_patching_page_heatmaps_heads_knockout_and_token_view(app_store, monkeyp
     monkeypatch.setattr(patching, "_sweep_pair", recomputed)  # one patched pair
     monkeypatch.setattr(ablation, "head_means", recomputed)  # the knock-out's first step
     at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    next(b for b in at.button if b.label == "Run head knock-out").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.dataframe and any("nDCG@10" in d.value.columns for d in at.dataframe)
 
@@ -313,6 +324,10 @@ def _specs(at):
 
 
 def test_attribution_and_ablation_pages_from_a_run_to_a_knockout_table(app_store):
+    import shlex
+
+    from core.cli import main
+
     at = page("pages/5_Attribution.py").run()
     assert not at.exception and not at.error
     next(n for n in at.number_input if n.label == "Pairs per label").set_value(1)
@@ -329,44 +344,73 @@ def test_attribution_and_ablation_pages_from_a_run_to_a_knockout_table(app_store
     algebra = next(m for m in at.metric if m.label == "Neurons in the set")
     assert 0 < int(algebra.value.replace(",", "")) <= 207  # ∩ of two top-1 % sets
     next(b for b in at.button if b.label == "Use this set on the Ablation page").click().run()
-    assert at.session_state["neuron_set"]["ranker"] == "minilm-cross-encoder"
+    preset = at.session_state["ablate-preset"]
+    key = at.session_state["attribution_keys"][0]
+    assert preset == {"attribution": key, "scheme": "relevant", "percents": (1.0,),
+                      "other": key, "other_scheme": "non_relevant", "operation": "intersection"}
     next(b for b in at.button if b.label == "Compare the three baselines").click().run()
     assert not at.exception and not at.error
     table = next(d.value for d in at.dataframe if "baseline" in d.value.columns)
     assert table.baseline.tolist() == ["pad", "pad-query", "zero"]
 
     ablation = page("pages/6_Ablation.py")
-    ablation.session_state["neuron_set"] = at.session_state["neuron_set"]
+    ablation.session_state["ablate-preset"] = preset
     ablation.run()
     assert not ablation.exception and not ablation.error
-    next(n for n in ablation.number_input if n.label == "Random sets").set_value(2)
-    next(n for n in ablation.number_input if n.label == "Queries").set_value(2)
-    next(b for b in ablation.button if b.label == "Run knock-out").click().run()
+    ablation.number_input(key="ablate-field-draws").set_value(2)
+    ablation.number_input(key="ablate-field-queries").set_value(2)
+    next(b for b in ablation.button if b.label == "Run neuron knock-out").click().run()
     assert not ablation.exception and not ablation.error, [e.value for e in ablation.error]
     table = next(d.value for d in ablation.dataframe if "knocked out" in d.value.columns)
-    assert len(table) == 1 and table["queries"].iloc[0] == 2
+    assert table.set.tolist() == ["top 1.0% demo · relevant ∩ demo · non_relevant"]
+    assert table["queries"].iloc[0] == 2 and int(table.neurons.iloc[0]) == int(
+        algebra.value.replace(",", ""))  # the set the algebra showed
     specs = _specs(ablation)
     assert any("Knock-out of neuron sets vs random sets" in s for s in specs)
     assert any("Random sets of the same size" in s for s in specs)
-    assert any("probe vs NIG" in s for s in specs)  # agreement tab, from the stored run
-    assert "has no command line" in ablation.code[0].value  # a set-algebra set: said so
-    # a stored run's top-X % sets: attribute (served from the store) then ablate
-    origin = next(s for s in ablation.selectbox if s.label == "Neuron sets from")
-    origin.set_value(at.session_state["attribution_keys"][0])  # the stored run (not the saved set)
-    next(m for m in ablation.multiselect if m.label == "Top X %").set_value([1.0])
-    next(b for b in ablation.button if b.label == "Run knock-out").click().run()
-    assert not ablation.exception and not ablation.error
-    lines = ablation.code[0].value.splitlines()
-    assert lines[0].startswith("python -m core attribute --ranker minilm-cross-encoder")
-    assert lines[1].startswith("python -m core ablate --ranker minilm-cross-encoder") \
-        and "--attribution nig.csv" in lines[1] and "--percents 1.0" in lines[1]
+    # the set-algebra set has a command line now, and it lands on the same store key
+    command = next(c.value for c in ablation.code if c.value.startswith("python -m core ablate"))
+    assert f"--other {key}" in command and "--operation intersection" in command
+    shown = next(s for s in ablation.selectbox if s.label == "Run shown").value
+    ui_store = __import__("ui").get_store(str(app_store))[0]
+    ui_store.close()  # the CLI opens the file itself, as a user's terminal would
+    __import__("ui").get_store.clear()
+    assert main(shlex.split(command)[3:]) == 0  # read back: the run is finished
+    from core.store import Store
+
+    store = Store(app_store)
+    assert len(store.analysis_runs("ablate")) == 1 and store.analysis_runs("ablate").key[0] == shown
+    store.close()
+
+
+def test_a_cli_run_is_drawn_by_its_page_after_a_restart(app_store, capsys):
+    """Results live in the store: a knock-out made from the command line is on the Ablation
+    page's first visit, chart and table, without pressing Run."""
+    from core.cli import main
+
+    store = ["--store", str(app_store)]
+    assert main(["attribute", "--ranker", "minilm-cross-encoder", "--pairs", "1", "--steps",
+                 "6", "--out", str(app_store.parent / "nig.csv"), *store]) == 0
+    assert main(["ablate", "--ranker", "minilm-cross-encoder", "--percents", "1", "--draws",
+                 "2", "--queries", "2", *store]) == 0
+    assert main(["agreement", "--ranker", "minilm-cross-encoder", *store]) == 0
+    at = page("pages/6_Ablation.py").run()  # a fresh session: nothing in session_state
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    table = next(d.value for d in at.dataframe if "knocked out" in d.value.columns)
+    assert table.set.tolist() == ["top 1.0% fused"]
+    specs = _specs(at)
+    assert any("Knock-out of neuron sets vs random sets" in s for s in specs)
+    assert any("probe vs NIG" in s for s in specs)  # the agreement tab, from the CLI's run
 
 
 def test_ablation_page_without_results_says_what_to_run_first(app_store):
     at = page("pages/6_Ablation.py").run()
     assert not at.exception and not at.error
-    infos = " ".join(i.value for i in at.info)
-    assert "Run an attribution first" in infos and "Run a probe first" in infos
+    next(b for b in at.button if b.label == "Run neuron knock-out").click().run()
+    assert not at.exception
+    assert "holds none: run `python -m core attribute --ranker minilm-cross-encoder " \
+           "--collection demo`" in at.error[0].value
+    assert not any(b.label == "Stop" for b in at.button)  # the failed run shows no live Stop
 
 
 def test_playground_rank_view_load_edit_and_axiom_edits(demo):
@@ -447,7 +491,7 @@ def test_an_analysis_page_is_generated_from_its_config_and_reads_back_its_run(ap
     assert not at.exception and not at.error
     labels = [w.label for w in at.number_input] + [w.label for w in at.text_input]
     assert {"Candidates per query", "Queries", "Batch size", "Query split"} <= set(labels)
-    at.number_input(key="field-queries").set_value(2)
+    at.number_input(key="lens-field-queries").set_value(2)
     at.button[0].click().run()
     assert not at.exception and not at.error
     table = at.dataframe[0].value
