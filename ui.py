@@ -302,7 +302,7 @@ class RunStatus:
 
     def progress(self, done: int, total: int, what: str = "") -> None:
         """The engine's ``progress(done, total, what)``."""
-        text = f"{done} of {total} {self.units}" + (f" — {what}" if what else "")
+        text = f"{what}: {done} of {total}" if what else f"{done} of {total} {self.units}"
         self.bar.progress(min(1.0, done / max(total, 1)), text=text)
 
     def should_stop(self) -> bool:

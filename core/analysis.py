@@ -120,8 +120,11 @@ def option(default, help: str = "", choices: Sequence | None = None, label: str 
 
 
 def plural(unit: str) -> str:
-    """``query`` → ``queries``, ``pair`` → ``pairs`` (progress and Stop messages)."""
-    return unit[:-1] + "ies" if unit.endswith("y") else unit + "s"
+    """``query`` → ``queries``, ``batch`` → ``batches``, ``pair`` → ``pairs`` (progress and
+    Stop messages)."""
+    if unit.endswith("y") and unit[-2:-1] not in "aeiou":
+        return unit[:-1] + "ies"
+    return unit + ("es" if unit.endswith(("s", "x", "ch", "sh")) else "s")
 
 
 def config_from(config_class: type, values: dict):

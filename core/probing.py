@@ -689,8 +689,9 @@ def probe_grid(jobs: list[tuple[str, str]], store, config: ProbeConfig, *,
                 ranker, collection, store, config, limit_queries=limit_queries,
                 should_stop=should_stop,
                 progress=None if progress is None else
-                lambda done, total, stage, label=label: progress(done, total,
-                                                                 f"{label}: {stage}"))
+                lambda done, total, stage, label=label: progress(
+                    done, total, f"{label}: " + ("extracting batches" if stage == "extract"
+                                                 else "probing layers")))
         except RankScopeError as error:
             failures.append(f"{label}: {error}")
             continue

@@ -61,34 +61,23 @@ with st.form("extract"):
 config = ExtractionConfig(depth=int(depth), limit_queries=int(limit) or None,
                           batch_size=int(batch_size), components=tuple(components),
                           poolings=tuple(poolings))
+status = ui.RunStatus("extracting", submitted, "Run / resume extraction", "batch")
 if submitted:
-    st.session_state["extracting"] = True
-if st.session_state.get("extracting"):
-    if st.button("Stop", help="Stops after the current batch; finished batches are kept."):
-        st.session_state["extracting"] = False
-        info = store.run_info(extraction_key(ranker, collection, config))
-        done = f" after {info['batches_done']} of {info['n_batches']} batches" if info else ""
-        st.warning(f"Stopped{done}. Finished batches are saved — press *Run / resume* to "
-                   "continue where it stopped.")
-    else:
-        bar = st.progress(0.0, text="Starting …")
-        try:
-            result = extract(ranker, collection, config, store,
-                             progress=lambda done, total, _: bar.progress(
-                                 done / total, text=f"Batch {done} of {total}"))
-        except RankScopeError as error:
-            st.error(str(error))
-        else:
-            bar.progress(1.0, text="Done")
-            st.success(f"{result.n_pairs} pairs in {result.n_batches} batches: "
-                       f"{result.computed_now} computed now, "
-                       f"{result.n_batches - result.computed_now} served from the store "
-                       f"({result.seconds:.1f} s). Run key `{result.run_key}`.")
-            st.code(reproduce("extract", ranker=ranker_name, collection=source,
-                              limit=int(limit) or None, depth=int(depth),
-                              batch_size=int(batch_size), components=list(components),
-                              poolings=list(poolings), store=store_option), language="bash")
-        st.session_state["extracting"] = False
+    status.start()
+    try:
+        result = extract(ranker, collection, config, store, progress=status.progress,
+                         should_stop=status.should_stop)
+    except RankScopeError as error:
+        status.fail(error)
+    status.done()
+    st.success(f"{result.n_pairs} pairs in {result.n_batches} batches: "
+               f"{result.computed_now} computed now, "
+               f"{result.n_batches - result.computed_now} served from the store "
+               f"({result.seconds:.1f} s). Run key `{result.run_key}`.")
+    st.code(reproduce("extract", ranker=ranker_name, collection=source,
+                      limit=int(limit) or None, depth=int(depth),
+                      batch_size=int(batch_size), components=list(components),
+                      poolings=list(poolings), store=store_option), language="bash")
 
 st.subheader("What a precision costs")
 st.caption("Scores the same candidates in each precision and compares them with fp32: rank "

@@ -54,34 +54,19 @@ combos = tuple(line.strip() for line in expressions.splitlines() if line.strip()
 config = ProbeConfig(features=features, groups=combos, poolings=(pooling,),
                      estimators=tuple(estimators), lasso_alpha=float(alpha))
 
-if st.session_state.get("probing") and not submitted:
-    # the last run did not reach its end: Stop (or another click) interrupted it
-    st.session_state["probing"] = False
-    st.warning("Stopped. Finished extraction batches and probed layers are saved in the store — "
-               "press **Run probes** to resume where it stopped.")
-
+status = ui.RunStatus("probing", submitted, "Run probes", "step")
 if submitted:
     try:
         config.validate()
         if not rankers or not collections:
             raise RankScopeError("pick at least one ranker and one collection")
     except RankScopeError as error:
-        st.error(str(error))
-        st.stop()
-    st.session_state["probing"] = True
-    stop_slot = st.empty()
-    stop_slot.button("Stop", help="Stops the sweep; finished batches and layers are kept.")
-    bar = st.progress(0.0, text="Starting …")
-
-    def show(done, total, what):
-        label, stage = what.rsplit(": ", 1)
-        doing = "extracting batch" if stage == "extract" else "probing layer"
-        bar.progress(done / total, text=f"{label}: {doing} {done} of {total}")
-
+        status.fail(error)
+    status.start()
     frame, notes, failures, finished = probe_grid(
         [(r, c) for r in rankers for c in collections], store, config,
         load_ranker=ui.get_ranker, load_collection=ui.get_collection,
-        limit_queries=int(limit), progress=show)
+        limit_queries=int(limit), progress=status.progress, should_stop=status.should_stop)
     for failure in failures:
         st.error(failure)
     frames = [frame] if len(frame) else []
@@ -90,9 +75,7 @@ if submitted:
         groups=list(combos), pooling=[pooling], estimator=list(estimators), alpha=float(alpha),
         store=None if ui.store_path() == DEFAULT_PATH else str(ui.store_path()),
         out=f"probe-{name}-{collection.name}.csv") for name, source, collection in finished]
-    bar.progress(1.0, text="Done")
-    stop_slot.empty()
-    st.session_state["probing"] = False
+    status.done()
     if frames:
         st.session_state["probe_frame"] = pd.concat(frames, ignore_index=True)
         st.session_state["probe_notes"] = notes

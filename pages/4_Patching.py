@@ -30,6 +30,7 @@ st.caption("Each prompt runs twice: **clean** with a relevant document, **corrup
 store = ui.store_or_error()
 if store is None:
     st.stop()
+DEFAULTS = PatchConfig()  # the CLI's defaults too: one source
 
 with st.form("patch"):
     c1, c2, c3 = st.columns(3)
@@ -41,15 +42,17 @@ with st.form("patch"):
     prompts = c3.multiselect("Prompt", ["pointwise", "pairwise"], default=["pointwise"],
                              help="Pairwise needs a yes/no judge; both give the RBO table.")
     c4, c5, c6, c7 = st.columns(4)
-    pairs = c4.number_input("Pairs", min_value=1, max_value=200, value=3,
+    pairs = c4.number_input("Pairs", min_value=1, max_value=200, value=DEFAULTS.pairs,
                             help="Pairs to patch. On a CPU a SmolLM2 pair takes ≈20–70 s, a "
                                  "MiniLM pair ≈2 s.")
     per_query = c4.number_input("Pairs per query", min_value=1, max_value=100, value=1,
                                 help="1 = the study's one pair per held-out query; more pairs "
                                      "each query's i-th relevant document against its i-th "
                                      "hard negative (more usable pairs from few queries).")
-    doc_tokens = c5.number_input("Document tokens (max)", min_value=4, max_value=512, value=48)
-    min_gap = c6.number_input("Min LD_clean − LD_corr", min_value=0.0, value=0.5, step=0.1,
+    doc_tokens = c5.number_input("Document tokens (max)", min_value=4, max_value=512,
+                                 value=DEFAULTS.doc_tokens)
+    min_gap = c6.number_input("Min LD_clean − LD_corr", min_value=0.0, value=DEFAULTS.min_gap,
+                              step=0.1,
                               help="Pairs below are excluded and replaced by the next candidate "
                                    "(IE divides by this gap).")
     head_groups = c7.multiselect("Patch heads at", list(POSITION_GROUPS),
@@ -82,15 +85,15 @@ if submitted:
             config.validate(ranker)
     except RankScopeError as error:
         run.fail(error)
-    bar = run.start()
+    run.start()
     results = {}
     try:
         for config in configs:
             def show(done, total, what, prompt=config.prompt):
-                bar.progress(done / max(total, 1), text=f"{model} · {prompt}: {what}")
+                run.progress(done, total, f"{model} · {prompt}: {what}")
 
-            results[config.prompt] = (config, run_patching(ranker, collection, config, store,
-                                                           progress=show))
+            results[config.prompt] = (config, run_patching(
+                ranker, collection, config, store, progress=show, should_stop=run.should_stop))
     except RankScopeError as error:
         run.fail(error)
     run.done()

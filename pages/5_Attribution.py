@@ -71,15 +71,16 @@ if submitted:
         loaded = [ui.get_collection(c) for c in collections]
     except RankScopeError as error:
         run.fail(error)
-    bar = run.start()
+    run.start()
     keys = []
     try:
         for collection in loaded:
             def show(done, total, _what, name=collection.name):
-                bar.progress(done / max(total, 1), text=f"{model} · {name}: pair {done}/{total}")
+                run.progress(done, total, f"{model} · {name}: pairs")
 
             result = attribute_collection(ranker, collection, config, int(pairs),
-                                          split.strip() or None, store, progress=show)
+                                          split.strip() or None, store, progress=show,
+                                          should_stop=run.should_stop)
             keys.append(result.key)
     except RankScopeError as error:
         run.fail(error)

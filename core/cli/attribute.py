@@ -15,7 +15,7 @@ GAP_WARNING = 0.05  # completeness gaps above this make attributions untrustwort
 
 def arguments(p) -> None:
     add_ranker(p)
-    add_collection(p, **TEST_SPLIT)
+    add_collection(p, flags=("split",), **TEST_SPLIT)
     p.add_argument("--pairs", type=int, default=10,
                    help="pairs per label (relevant / non-relevant), judged right")
     p.add_argument("--steps", type=int, default=100, help="Riemann steps N (study: 100)")

@@ -31,17 +31,29 @@ def add_ranker(p, *, required: bool = True, default: str | None = None,
                              "for authors you trust: it runs with your permissions)")
 
 
-def add_collection(p, *, split: str | None = None,
-                   split_help: str = "only queries of this split (demo: test)") -> None:
-    """``--collection``, the candidate flags, ``--split`` and ``--store``."""
+CANDIDATE_FLAGS = ("limit", "depth", "batch_size", "split")
+
+
+def add_collection(p, *, flags: tuple[str, ...] = CANDIDATE_FLAGS, split: str | None = None,
+                   split_help: str = "only queries of this split (demo: test)", depth: int = 20,
+                   depth_help: str = "candidates per query: the run's top-k, else BM25's") -> None:
+    """``--collection``, ``--store`` and those of the candidate flags (``--limit``,
+    ``--depth``, ``--batch-size``, ``--split``) the command uses — a command never accepts a
+    flag it would ignore."""
     from core.store import DEFAULT_PATH
 
+    unknown = set(flags) - set(CANDIDATE_FLAGS)
+    if unknown:
+        raise ValueError(f"unknown candidate flags {sorted(unknown)}")
     p.add_argument("--collection", default="demo", help=COLLECTION_HELP)
-    p.add_argument("--limit", type=int, default=None, help="first N queries only")
-    p.add_argument("--depth", type=int, default=20,
-                   help="candidates per query: the run's top-k, else BM25's")
-    p.add_argument("--batch-size", type=int, default=20)
-    p.add_argument("--split", default=split, help=split_help)
+    if "limit" in flags:
+        p.add_argument("--limit", type=int, default=None, help="first N queries only")
+    if "depth" in flags:
+        p.add_argument("--depth", type=int, default=depth, help=f"{depth_help} (default {depth})")
+    if "batch_size" in flags:
+        p.add_argument("--batch-size", type=int, default=20, help="pairs per forward pass")
+    if "split" in flags:
+        p.add_argument("--split", default=split, help=split_help)
     p.add_argument("--store", default=str(DEFAULT_PATH), help="DuckDB store file")
 
 

@@ -13,12 +13,15 @@ HELP = "activation patching: IE per layer × position, heads"
 STOPPED = "finished pairs are saved; run the same command again to resume"
 
 
-def patch_arguments(p, both: bool) -> None:
-    """The flags the patching sweep and the head knock-out share."""
+def arguments(p) -> None:
+    """The sweep's flags (the head knock-out, which builds on a stored sweep, is
+    ``python -m core knockout``)."""
     add_ranker(p, aliases=("--model",))
-    add_collection(p, **TEST_SPLIT)
+    add_collection(p, flags=("depth", "split"), depth=100,
+                   depth_help="negatives come from the BM25 top-k non-relevant documents "
+                              "(study: 100)", **TEST_SPLIT)
     p.add_argument("--prompt", default="pointwise",
-                   choices=(*PROMPTS, *(["both"] if both else [])),
+                   choices=(*PROMPTS, "both"),
                    help="judges only: pairwise; both = pointwise and pairwise, with RBO")
     p.add_argument("--pairs", type=int, default=6, help="prompt pairs to patch")
     p.add_argument("--pairs-per-query", type=int, default=1,
@@ -42,10 +45,6 @@ def patch_arguments(p, both: bool) -> None:
     p.add_argument("--method", default="staged", choices=["staged", "loop"],
                    help="staged (fast) or loop (one full forward per patch; same numbers)")
     p.add_argument("--out", required=True, help="CSV file for the result table")
-
-
-def arguments(p) -> None:
-    patch_arguments(p, both=True)
     p.add_argument("--per-pair", action="store_true",
                    help="also write every pair's rows to <out>-per-pair.csv")
 
@@ -54,6 +53,7 @@ def _patch_config(args, prompt=None):
     from core.patching import PatchConfig
 
     config = PatchConfig(prompt=prompt or args.prompt, pairs=args.pairs, split=args.split or None,
+                         depth=args.depth,
                          pairs_per_query=args.pairs_per_query, tries=args.tries,
                          doc_tokens=args.doc_tokens, min_gap=args.min_gap,
                          correct_only=not args.any_direction,

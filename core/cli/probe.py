@@ -14,7 +14,7 @@ STOPPED = "finished layers are saved; run the same command again to resume"
 
 def arguments(p) -> None:
     add_ranker(p)
-    add_collection(p)
+    add_collection(p, flags=("limit", "depth"))
     p.add_argument("--features", nargs="+", default=None,
                    help="feature names (default: all 26; see core/features.py)")
     p.add_argument("--groups", nargs="+", default=[],

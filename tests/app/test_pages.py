@@ -160,17 +160,49 @@ def test_workspace_reports_a_bad_collection_folder(tmp_path):
     assert not at.exception
 
 
-def test_workspace_stop_keeps_finished_batches(app_store):
+def _stop_pressed_at(poll: int, monkeypatch) -> list:
+    """Simulate a press of Stop: Streamlit delivers it by raising StopException in the next
+    call that touches the page, which RunStatus.should_stop makes between units."""
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    import ui
+
+    polls, original = [], ui.RunStatus.should_stop
+
+    def should_stop(self):
+        if "released" not in polls:
+            polls.append(1)
+            if len(polls) == poll:
+                raise StopException()
+        return original(self)
+
+    monkeypatch.setattr(ui.RunStatus, "should_stop", should_stop)
+    return polls
+
+
+def test_workspace_stop_keeps_finished_batches(app_store, monkeypatch):
+    from core.store import Store
+
+    polls = _stop_pressed_at(2, monkeypatch)  # after the first window of 8 batches
     at = page("pages/1_Workspace.py").run()
-    at.number_input[0].set_value(1)
+    at.number_input[0].set_value(1)  # one query: 20 candidates
+    next(n for n in at.number_input if n.label == "Batch size").set_value(2)  # 10 batches
     at.button[0].click().run()
-    stop = next(b for b in at.button if b.label == "Stop")
-    # a click on Stop interrupts the running script in a browser; the rerun still has the
-    # extracting flag set, as here
-    at.session_state["extracting"] = True
-    stop.click().run()
-    assert at.warning and "Stopped after 1 of 1 batches" in at.warning[0].value
-    assert not at.get("progress")
+    assert not at.exception and len(polls) == 2
+    at.run()  # the rerun that follows a Stop
+    assert at.warning and "Stopped. Finished batches are saved" in at.warning[0].value
+    assert not at.get("progress") and not any(b.label == "Stop" for b in at.button)
+    assert len(polls) == 2  # the rerun did not extract
+    polls.append("released")  # Stop is not pressed again
+    at.button[0].click().run()  # resume
+    assert not at.exception and not at.error
+    assert any("10 batches: 2 computed now, 8 served from the store" in s.value
+               for s in at.success), [s.value for s in at.success]
+    __import__("ui").get_store(str(app_store))[0].close()
+    __import__("ui").get_store.clear()
+    store = Store(app_store)
+    assert store.runs().status.tolist() == ["done"]
+    store.close()
 
 
 def test_workspace_imports_results_of_a_cli_job(app_store, embedded_rankers, demo):
@@ -224,29 +256,21 @@ def test_probing_page_refuses_a_bad_feature_group(app_store):
 def test_probing_page_stop_keeps_finished_work(app_store, monkeypatch):
     """Stop in the middle of the layer sweep: the layers probed before it are kept, and the
     next run probes only the rest."""
-    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
-
     import core.probing as probing
 
     probe_layer, calls = probing.probe_layer, []
-
-    def stopped_at_third_layer(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:  # a Stop click ends the script at its next Streamlit call
-            raise StopException()
-        return probe_layer(*args, **kwargs)
-
-    monkeypatch.setattr(probing, "probe_layer", stopped_at_third_layer)
+    monkeypatch.setattr(probing, "probe_layer",
+                        lambda *a, **k: calls.append(1) or probe_layer(*a, **k))
+    polls = _stop_pressed_at(2 + 2, monkeypatch)  # the extraction's 2 windows, then 2 layers
     at = page("pages/3_Probing.py").run()
     next(n for n in at.number_input if n.label == "Queries").set_value(8)
     at.multiselect[2].set_value(["coverage"])
     at.button[0].click().run()
-    assert not at.exception and len(calls) == 3
-    at.run()  # the rerun after a stop still has the flag set that a finished sweep clears
+    assert not at.exception and len(calls) == 2, (len(polls), len(calls))
+    at.run()  # the rerun after a stop says how to resume
     assert at.warning and "Run probes" in at.warning[0].value
     calls.clear()
-    monkeypatch.setattr(probing, "probe_layer",
-                        lambda *a, **k: calls.append(1) or probe_layer(*a, **k))
+    polls.append("released")  # Stop is not pressed again
     at.button[0].click().run()
     assert not at.exception and not at.error
     assert len(calls) == 6 - 2  # MiniLM's 6 layers, 2 kept from the stopped run

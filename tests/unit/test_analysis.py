@@ -223,3 +223,24 @@ def test_a_cli_side_file_carries_analysis_runs_into_the_main_store(example, tiny
     pd.testing.assert_frame_equal(
         contract.load(contract.REGISTRY["doclength"], main_store, result.key, demo,
                       LengthConfig()).frame, result.frame, check_dtype=False)
+
+
+# what every generated command adds to its config's fields: the ranker's flags, the
+# collection, the store and the CSV output
+SHARED_FLAGS = {"help", "ranker", "quantization", "kind", "adapter", "gguf_file", "max_length",
+                "trust_remote_code", "collection", "store", "out"}
+
+
+def test_every_registered_analysis_takes_exactly_its_configs_flags(example):
+    """A parameter is declared once: each command's flags are its config's fields plus the
+    shared ones — no flag it would ignore, none missing."""
+    import argparse
+
+    from core.cli import commands
+
+    for analysis in _analyses(example):
+        parser = argparse.ArgumentParser()
+        commands()[analysis.name].arguments(parser)
+        flags = {action.dest for action in parser._actions}
+        fields = {f.name for f in dataclasses.fields(analysis.Config)}
+        assert flags == fields | SHARED_FLAGS, analysis.name
