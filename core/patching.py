@@ -551,6 +551,30 @@ def load_patching(store, key: str) -> PatchResult | None:
                        config=PatchConfig(**stored))
 
 
+def stored_sweeps(store, ranker: str, collection: str) -> list[dict[str, PatchResult]]:
+    """The finished sweeps of ``ranker`` on ``collection`` in the store, newest first, each
+    as ``{prompt: result}`` with its pointwise / pairwise twin (the same settings but the
+    prompt) beside it when that is stored too — what the Patching page draws after a
+    restart."""
+    import json
+
+    runs = store.patch_runs()
+    runs = runs[(runs.status == "done") & (runs.ranker == ranker)
+                & (runs.collection == collection)].iloc[::-1]
+    settings = {r.patch_key: json.loads(r.config) for r in runs.itertuples()}
+    views, seen = [], set()
+    for key, config in settings.items():
+        if key in seen:
+            continue
+        twins = [k for k, c in settings.items() if k not in seen and
+                 {**c, "prompt": ""} == {**config, "prompt": ""}]
+        seen.update(twins)
+        loaded = [load_patching(store, k) for k in twins]
+        views.append({r.config.prompt: r for r in sorted(loaded, key=lambda r: r.config.prompt,
+                                                         reverse=True)})
+    return views
+
+
 def run_patching(ranker: Ranker, collection: Collection, config: PatchConfig, store=None, *,
                  progress: Callable[[int, int, str], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> PatchResult:

@@ -12,7 +12,7 @@ from core.cli import reproduce
 from core.constants import POSITION_GROUPS
 from core.errors import RankScopeError
 from core.patching import (PatchConfig, correlations, head_table, head_top_tokens, mean_effects,
-                           rbo_table, run_patching, top_heads)
+                           rbo_table, run_patching, stored_sweeps, top_heads)
 from core.store import DEFAULT_PATH
 
 ui.page_setup("Patching", "🩹")
@@ -97,26 +97,35 @@ if submitted:
     except RankScopeError as error:
         run.fail(error)
     run.done()
-    commands = [reproduce(
-        "patch", ranker=model, collection=collection_source, prompt=config.prompt,
-        pairs=config.pairs, split=config.split, doc_tokens=config.doc_tokens,
-        pairs_per_query=config.pairs_per_query if config.pairs_per_query > 1 else None,
-        tries=config.tries,
-        min_gap=config.min_gap, any_direction=not config.correct_only,
-        components=list(config.components), groups=list(config.groups),
-        head_groups=list(config.head_groups),
-        no_attention_scores=not config.attention_scores,
-        store=None if ui.store_path() == DEFAULT_PATH else str(ui.store_path()),
-        out=f"patch-{config.prompt}.csv") for config in configs]
     st.session_state["patch_view"] = {"model": model, "collection": collection.name,
-                                      "results": results, "source": collection_source,
-                                      "commands": commands}
+                                      "results": results, "source": collection_source}
 
 view = st.session_state.get("patch_view")
-if not view:
-    st.info("Pick a judge or ranker, a collection and a prompt, then **Run patching**. Results "
-            "are kept in the store: asking again is instant.")
-    st.stop()
+if not view:  # a new session (after a restart too): the store's sweeps of the sidebar's choice
+    collection = ui.collection_or_error(source)
+    sweeps = stored_sweeps(store, ranker_name, collection.name) if collection else []
+    if not sweeps:
+        st.info("Pick a judge or ranker, a collection and a prompt, then **Run patching**. "
+                "Results are kept in the store: asking again is instant.")
+        st.stop()
+    labels = [" + ".join(f"{p} ({r.key})" for p, r in sweep.items()) for sweep in sweeps]
+    shown = st.selectbox(f"Stored sweeps of {ranker_name} on {collection.name}",
+                         range(len(sweeps)), format_func=labels.__getitem__,
+                         help="The newest is shown; run the form above for a new one.")
+    view = {"model": ranker_name, "collection": collection.name, "source": source,
+            "results": {p: (r.config, r) for p, r in sweeps[shown].items()}}
+view["commands"] = [reproduce(
+    "patch", ranker=view["model"], collection=view["source"], prompt=config.prompt,
+    pairs=config.pairs, split=config.split or "", depth=config.depth,
+    doc_tokens=config.doc_tokens,
+    pairs_per_query=config.pairs_per_query if config.pairs_per_query > 1 else None,
+    tries=config.tries,
+    min_gap=config.min_gap, any_direction=not config.correct_only,
+    components=list(config.components), groups=list(config.groups),
+    head_groups=list(config.head_groups),
+    no_attention_scores=not config.attention_scores,
+    store=None if ui.store_path() == DEFAULT_PATH else str(ui.store_path()),
+    out=f"patch-{config.prompt}.csv") for config, _ in view["results"].values()]
 
 results = view["results"]
 label = f"{view['model']} · {view['collection']}"

@@ -332,6 +332,29 @@ def test_patching_page_heatmaps_heads_knockout_and_token_view(app_store, monkeyp
     assert at.dataframe and any("nDCG@10" in d.value.columns for d in at.dataframe)
 
 
+def test_a_patching_run_from_the_cli_is_drawn_after_a_restart(app_store, monkeypatch, capsys):
+    """The issue's "done means": a sweep made with `python -m core patch` is on the Patching
+    page of a new session — heatmaps and its command line — without pressing Run."""
+    import json
+
+    from core.cli import main
+
+    assert main(["patch", "--model", "minilm-cross-encoder", "--pairs", "2", "--head-groups",
+                 "--no-attention-scores", "--store", str(app_store),
+                 "--out", str(app_store.parent / "patch.csv")]) == 0
+    made = capsys.readouterr().out.split("patch ")[1].split(" ")[0]
+    at = page("pages/4_Patching.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    specs = [json.dumps(json.loads(c.proto.spec), ensure_ascii=False)
+             for c in at.get("vega_lite_chart")]
+    assert any("Attention output · pointwise" in s for s in specs)
+    line = next(c.value for c in at.code if c.value.startswith("python -m core patch"))
+    assert "--pairs 2" in line and "--head-groups" in line and "--no-attention-scores" in line
+    monkeypatch.chdir(app_store.parent)  # the line writes its CSV where it is run
+    assert main(__import__("shlex").split(line)[3:]) == 0
+    assert f"patch {made} (pointwise): 2 of 4 pairs used" in capsys.readouterr().out  # read back
+
+
 def test_patching_page_refuses_pairwise_for_a_cross_encoder(app_store):
     at = page("pages/4_Patching.py").run()
     next(m for m in at.multiselect if m.label == "Prompt").set_value(["pointwise", "pairwise"])
