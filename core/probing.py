@@ -624,6 +624,28 @@ def run_probe(store, ranker_name: str, collection_name: str, run_key: str,
                        time.perf_counter() - started)
 
 
+def stored_probes(store, ranker: str, collection: str) -> list[dict]:
+    """The finished probe runs of ``ranker`` on ``collection``, newest first, as the Probing
+    page draws them after a restart: ``key``, ``frame`` (``RESULT_COLUMNS``), ``notes``,
+    ``config`` (:class:`ProbeConfig`) and the ``limit`` / ``depth`` of the extraction read."""
+    runs = store.probe_runs()
+    runs = runs[(runs.status == "done") & (runs.ranker == ranker)
+                & (runs.collection == collection)].iloc[::-1]
+    found = []
+    for run in runs.itertuples():
+        frame = store.probe_results(run.probe_key)
+        frame.insert(0, "collection", collection)
+        frame.insert(0, "ranker", ranker)
+        extraction = json.loads((store.run_info(run.run_key) or {}).get("config") or "{}")
+        settings = {k: tuple(v) if isinstance(v, list) else v
+                    for k, v in json.loads(run.config).items()}
+        found.append({"key": run.probe_key, "frame": frame[RESULT_COLUMNS],
+                      "notes": json.loads(run.notes or "[]"), "config": ProbeConfig(**settings),
+                      "limit": extraction.get("limit_queries"),
+                      "depth": extraction.get("depth", 20), "created": run.created})
+    return found
+
+
 def probe_ranker(ranker, collection, store, config: ProbeConfig, *,
                  limit_queries: int | None = None, depth: int = 20,
                  progress: Callable[[int, int, str], None] | None = None,

@@ -402,7 +402,8 @@ class _StudyTables:
         with self.cursor() as cur:
             return cur.execute(
                 "SELECT p.probe_key, p.ranker, p.collection, p.n_units, coalesce(u.done, 0) AS "
-                "units_done, p.status, to_timestamp(p.created) AS created FROM probe_runs p "
+                "units_done, p.status, to_timestamp(p.created) AS created, p.run_key, p.config, "
+                "p.notes FROM probe_runs p "
                 "LEFT JOIN (SELECT probe_key, count(DISTINCT (layer, pooling)) AS done FROM "
                 "probe_results GROUP BY probe_key) u USING (probe_key) ORDER BY p.created").df()
 

@@ -11,7 +11,7 @@ from core.constants import ABSENT_R2, ENCODED_R2
 from core.errors import RankScopeError
 from core.features import FEATURE_GROUPS
 from core.probing import (ProbeConfig, collection_gaps, neuron_histogram, positives_negatives,
-                          probe_grid)
+                          probe_grid, stored_probes)
 from core.store import DEFAULT_PATH
 
 ui.page_setup("Probing", "📈")
@@ -83,24 +83,45 @@ if submitted:
         st.session_state["probe_commands"] = commands
 
 frame = st.session_state.get("probe_frame")
-if frame is None or frame.empty:
-    st.info("Choose rankers, collections and features, then **Run probes**. The first run "
-            "extracts activations (cached in the store); asking again is served from the store.")
-    st.stop()
+probe_notes = st.session_state.get("probe_notes", [])
+group_names = list(st.session_state.get("probe_groups", ()))
+commands = st.session_state.get("probe_commands", [])
+if frame is None or frame.empty:  # a new session (after a restart too): the store's runs
+    collection = ui.collection_or_error(source)
+    stored = stored_probes(store, ranker_name, collection.name) if collection else []
+    if not stored:
+        st.info("Choose rankers, collections and features, then **Run probes**. The first run "
+                "extracts activations (cached in the store); asking again is served from the "
+                "store.")
+        st.stop()
+    shown_run = stored[st.selectbox(
+        f"Stored probe runs of {ranker_name} on {collection.name}", range(len(stored)),
+        format_func=lambda i: f"{stored[i]['created']:%Y-%m-%d %H:%M} · "
+                              f"{len(stored[i]['config'].features)} features · "
+                              f"{', '.join(stored[i]['config'].estimators)} · {stored[i]['key']}",
+        help="The newest is shown; run the form above for a new one.")]
+    frame, probe_notes = shown_run["frame"], shown_run["notes"]
+    ran = shown_run["config"]
+    group_names = list(ran.groups)
+    commands = [reproduce(
+        "probe", ranker=ranker_name, collection=source, limit=shown_run["limit"],
+        depth=shown_run["depth"], features=list(ran.features), groups=list(ran.groups),
+        pooling=list(ran.poolings), estimator=list(ran.estimators), alpha=ran.lasso_alpha,
+        store=None if ui.store_path() == DEFAULT_PATH else str(ui.store_path()),
+        out=f"probe-{ranker_name}-{collection.name}.csv")]
 with st.expander("Reproduce from the command line (same store keys: served from the store)"):
-    for command in st.session_state.get("probe_commands", []):
+    for command in commands:
         st.code(command, language="bash")
     for (ranker_, collection_), part in frame.groupby(["ranker", "collection"]):
         ui.download_run(
             f"probing-{ranker_}-{collection_}",
             {"analysis": "probing", "ranker": ranker_, "collection": collection_,
-             "groups": list(st.session_state.get("probe_groups", ()))},
+             "groups": group_names},
             {"probes": part.drop(columns="neurons"), "neurons": part[["feature", "layer",
                                                                       "neurons"]]},
             {"r2-heatmap": r2_heatmap(part)},
-            next((c for c in st.session_state.get("probe_commands", [])
-                  if f"--ranker {ranker_} " in c), ""))
-notes = list(dict.fromkeys(st.session_state.get("probe_notes", [])))
+            next((c for c in commands if f"--ranker {ranker_} " in c), ""))
+notes = list(dict.fromkeys(probe_notes))
 if notes:
     with st.expander(f"Notes ({len(notes)}): features left out and why"):
         for note in notes:
@@ -112,7 +133,6 @@ shown = frame[frame.estimator == estimator]
 summary = summary[summary.estimator == estimator]
 tabs = st.tabs(["R² per layer", "Model comparison", "ID vs OOD", "Feature groups",
                 "Neurons", "Table"])
-group_names = list(st.session_state.get("probe_groups", ()))
 
 with tabs[0]:
     pairs = shown[["ranker", "collection"]].drop_duplicates().itertuples(index=False)

@@ -245,6 +245,27 @@ def test_probing_page_runs_probes_and_draws_r2_curves(app_store):
     assert any(b.label == "Download this run (zip)" for b in at.get("download_button"))
 
 
+def test_a_probe_run_from_the_cli_is_drawn_after_a_restart(app_store, monkeypatch, capsys):
+    import json
+    import shlex
+
+    from core.cli import main
+
+    monkeypatch.chdir(app_store.parent)
+    assert main(["probe", "--ranker", "minilm-cross-encoder", "--limit", "8", "--features",
+                 "bm25", "stream_length", "--store", str(app_store), "--out", "probe.csv"]) == 0
+    at = page("pages/3_Probing.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    specs = [json.dumps(json.loads(c.proto.spec), ensure_ascii=False)
+             for c in at.get("vega_lite_chart")]
+    assert any("probe R² per layer" in s for s in specs)
+    assert set(at.dataframe[0].value.feature) == {"bm25", "stream_length"}
+    made = capsys.readouterr().out.split("probe ")[1].split(":")[0]
+    line = next(c.value for c in at.code if c.value.startswith("python -m core probe"))
+    assert main(shlex.split(line)[3:]) == 0  # the page's line: everything from the store
+    assert f"probe {made}: " in capsys.readouterr().out
+
+
 def test_probing_page_refuses_a_bad_feature_group(app_store):
     at = page("pages/3_Probing.py").run()
     at.text_area[0].set_value("bm25 ^ 0.5")
