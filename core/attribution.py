@@ -37,7 +37,6 @@ import torch
 
 from core.analysis import drive
 from core.errors import InputError
-from core.hooks import hooked
 from core.models import QUERY, Encoded, Ranker
 from core.store import content_key
 
@@ -109,12 +108,12 @@ def _keeping(kept: dict[str, torch.Tensor], path: str):
 
 
 def integrated_conductance(forward: Callable[[torch.Tensor], torch.Tensor],
-                           model: torch.nn.Module | Ranker,
+                           hooked: Callable[[dict], object],
                            paths: list[str], x: torch.Tensor, base: torch.Tensor, steps: int,
                            chunk: int, rule: str = "left"
                            ) -> tuple[dict[str, torch.Tensor], float, float]:
-    """Conductance of every output unit of the modules ``paths`` of ``model`` (a module, or a
-    ranker through its hook door) for
+    """Conductance of every output unit of the modules ``paths`` (whose forward hooks
+    ``hooked(path → hook)`` registers for a ``with`` block: :meth:`Ranker.hooked`) for
     ``forward(inputs [m, ...]) -> scores [m]`` along ``base → x`` (both ``[1, ...]``), N =
     ``steps`` Riemann steps, ``chunk`` points per pass; summed over every dimension of a
     module's output but the batch and the last (tokens). ``rule``: ``left`` takes each step's
@@ -129,7 +128,7 @@ def integrated_conductance(forward: Callable[[torch.Tensor], torch.Tensor],
     ends = {}
     kept: dict[str, torch.Tensor] = {}
     hooks = {path: _keeping(kept, path) for path in paths}
-    with (model.hooked(hooks) if isinstance(model, Ranker) else hooked(model, hooks)):
+    with hooked(hooks):
         start = 0
         while start < steps:
             stop = min(start + chunk - 1, steps)  # this chunk holds alphas[start..stop]
@@ -177,9 +176,9 @@ def conductance(ranker: Ranker, enc: Encoded, config: AttributionConfig,
         base = baseline_embeddings(ranker, enc, config.baseline)
 
     def forward(embeddings):
-        return sign * ranker.forward_from_embeddings(_repeat(enc, embeddings.shape[0]), embeddings)
+        return sign * ranker.forward_from_embeddings(enc.repeat(embeddings.shape[0]), embeddings)
 
-    totals, at_base, at_input = integrated_conductance(forward, ranker, watched, x, base,
+    totals, at_base, at_input = integrated_conductance(forward, ranker.hooked, watched, x, base,
                                                        config.steps, config.chunk, config.rule)
     broken = [p for p in watched if not torch.isfinite(totals[p]).all()]
     if broken:
@@ -193,12 +192,6 @@ def conductance(ranker: Ranker, enc: Encoded, config: AttributionConfig,
               "cut_total": cut_total,
               "completeness_gap": abs(cut_total - delta) / max(abs(delta), 1e-12)}
     return {p: totals[p].cpu().numpy() for p in paths}, report
-
-
-def _repeat(enc: Encoded, n: int) -> Encoded:
-    return Encoded(enc.input_ids.expand(n, -1), enc.attention_mask.expand(n, -1),
-                   enc.groups.expand(n, -1), enc.last.expand(n),
-                   None if enc.token_type_ids is None else enc.token_type_ids.expand(n, -1), [])
 
 
 # --------------------------------------------------------------------------- neuron tables
@@ -437,7 +430,7 @@ def baseline_table(ranker: Ranker, pairs: pd.DataFrame, threshold: float,
             enc = ranker.encode([row.query], [row.document]).to(ranker.device)
             x = ranker.input_embeddings(enc)
             base = baseline_embeddings(ranker, enc, baseline)
-            scores = ranker.forward_from_embeddings(_repeat(enc, 2), torch.cat([x, base]))
+            scores = ranker.forward_from_embeddings(enc.repeat(2), torch.cat([x, base]))
             at_input.append(float(scores[0]))
             at_base.append(float(scores[1]))
         at_input, at_base = np.array(at_input), np.array(at_base)

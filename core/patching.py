@@ -240,8 +240,7 @@ class PreparedPair:
     corrupted_heads: dict
     weights: dict
     keys: dict
-    args: tuple
-    kwargs: dict
+    call: object  # the corrupted row's core.models.BlockCall (masks, rotary tables …)
     n_positions: int
     direction: tuple[str, str] = ("query", "document")
 
@@ -270,7 +269,7 @@ def prepare_pair(ranker: Ranker, enc) -> PreparedPair:
         with ranker.capture(list(component_paths.values())) as outputs, \
                 ranker.capture_inputs(block_paths + head_paths) as inputs:
             scores = ranker.forward(enc)
-        args, kwargs = ranker.block_call(enc)
+        call = ranker.block_call(enc)
     corrupted = torch.tensor([1], device=ranker.device)
     groups = enc.groups[0].clone()
     query_first = int(torch.nonzero(groups == QUERY).min()) < int(torch.nonzero(groups == DOCUMENT).min())
@@ -284,37 +283,8 @@ def prepare_pair(ranker: Ranker, enc) -> PreparedPair:
         corrupted_heads={l: inputs[p][1] for l, p in enumerate(head_paths)},
         weights={l: w.detach() for l, w in state.weights.items()},
         keys={l: (k[1:2].detach(), v[1:2].detach()) for l, (k, v) in state.keys.items()},
-        args=_select_rows(args, corrupted, 2), kwargs=_select_rows(kwargs, corrupted, 2),
+        call=call.rows(corrupted),
         n_positions=int(enc.input_ids.shape[1]), direction=direction)
-
-
-def _select_rows(value, index: torch.Tensor, batch: int):
-    """Rows ``index`` of every tensor whose first dimension is the batch (recursively)."""
-    if isinstance(value, torch.Tensor):
-        return value.index_select(0, index) if value.dim() and value.shape[0] == batch else value
-    if isinstance(value, tuple):
-        return tuple(_select_rows(v, index, batch) for v in value)
-    if isinstance(value, list):
-        return [_select_rows(v, index, batch) for v in value]
-    if isinstance(value, dict):
-        return {k: _select_rows(v, index, batch) for k, v in value.items()}
-    return value
-
-
-def _suffix_call(args: tuple, kwargs: dict, start: int) -> tuple[tuple, dict]:
-    """Block arguments for positions ``start…`` of a causal decoder (mask rows, rotary
-    embeddings and position ids of the suffix; keys of the prefix come from the cache)."""
-    if start == 0:
-        return args, kwargs
-    kwargs = dict(kwargs)
-    if isinstance(kwargs.get("attention_mask"), torch.Tensor):
-        kwargs["attention_mask"] = kwargs["attention_mask"][..., start:, :]
-    if kwargs.get("position_embeddings") is not None:
-        kwargs["position_embeddings"] = tuple(t[:, start:] for t in kwargs["position_embeddings"])
-    for name in ("position_ids", "cache_position"):
-        if isinstance(kwargs.get(name), torch.Tensor):
-            kwargs[name] = kwargs[name][..., start:]
-    return args, kwargs
 
 
 # --------------------------------------------------------------------------- patched runs
@@ -420,7 +390,7 @@ def _patched_scores(ranker: Ranker, prepared: PreparedPair, patches: list[Patch]
         state.prefix = {l: (k[:, :, :start], v[:, :, :start])
                         for l, (k, v) in prepared.keys.items() if l >= first}
     # masks and rotary tables keep batch 1 and broadcast over the patched rows
-    args, kwargs = _suffix_call(prepared.args, prepared.kwargs, start)
+    call = prepared.call.suffix(start)
     hidden, joined = None, []
     with ranker.attention_access(state):
         for layer in range(first, ranker.n_layers):
@@ -434,7 +404,7 @@ def _patched_scores(ranker: Ranker, prepared: PreparedPair, patches: list[Patch]
                 if entering else ({}, {}, None)
             state.edit = {layer: edit} if edit is not None else {}
             with ranker.intervene(outputs), ranker.intervene_inputs(inputs):
-                hidden = ranker.run_block(layer, hidden, args, kwargs)
+                hidden = ranker.run_block(layer, hidden, call)
     scores = ranker.read_out(hidden[:, int(prepared.enc.last[1]) - start])
     order = {id(p): i for i, p in enumerate(joined)}
     return scores[torch.tensor([order[id(p)] for p in patches], device=scores.device)]
@@ -446,8 +416,7 @@ def _loop_score(ranker: Ranker, prepared: PreparedPair, patch: Patch) -> float:
     outputs, inputs, edit = _layer_hooks(ranker, prepared, [patch], patch.layer, span)
     state = AttentionState(edit={patch.layer: edit} if edit is not None else {})
     enc = prepared.enc
-    one = type(enc)(enc.input_ids[1:2], enc.attention_mask[1:2], enc.groups[1:2], enc.last[1:2],
-                    None if enc.token_type_ids is None else enc.token_type_ids[1:2], [])
+    one = enc.rows(slice(1, 2))
     with ranker.attention_access(state), ranker.intervene(outputs), \
             ranker.intervene_inputs(inputs):
         return float(ranker.forward(one)[0])

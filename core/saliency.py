@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.attribution import AttributionConfig, _repeat, baseline_embeddings
+from core.attribution import AttributionConfig, baseline_embeddings
 from core.data import check_user_text
 from core.models import GROUP_NAMES, PAD, Ranker
 
@@ -106,7 +106,7 @@ def saliency(ranker: Ranker, query: str, document: str, steps: int = 50,
         base = baseline_embeddings(ranker, enc, "pad")
 
     def forward(embeddings: torch.Tensor) -> torch.Tensor:
-        return ranker.forward_from_embeddings(_repeat(enc, embeddings.shape[0]), embeddings)
+        return ranker.forward_from_embeddings(enc.repeat(embeddings.shape[0]), embeddings)
 
     values, at_base, at_input = integrated_gradients(forward, x, base, steps, rule)
     per_token = values.sum(-1).cpu().numpy()

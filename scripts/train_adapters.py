@@ -347,8 +347,8 @@ def train(name: str, steps: int | None = None, threads: int = 2,
                                  max_length=spec.max_length, device="cpu")
     base_dir = models.resolve_source(base_spec)
     if base_spec.gguf_file:
-        base_dir = models._dequantized_gguf(base_spec, base_dir)
-    model = models._merged_fp32(base_spec, base_dir, None)
+        base_dir = models.dequantized_gguf(base_spec, base_dir)
+    model = models.merged_fp32(base_spec, base_dir, None)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -475,7 +475,7 @@ def train(name: str, steps: int | None = None, threads: int = 2,
         evaluation["after"] = check()
     print(f"{name}: {evaluation} in {seconds:.0f}s", flush=True)
     report = {
-        "base": models._base_fingerprint(model.config),
+        "base": models.base_fingerprint(model.config),
         "base_source": spec.source, "gguf_file": spec.gguf_file, "kind": spec.kind,
         "data": data_note,
         "recipe": {**recipe, "seed": SEED, "lora_r": rank, "lora_alpha": 2 * rank,

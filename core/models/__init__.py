@@ -27,18 +27,16 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from core.constants import KINDS, PROMPTS, QUANTIZATIONS  # noqa: E402,F401 - re-exported
-from core.models.attention import (_ATTENTION_NAME, _ATTENTION_STATES,  # noqa: E402,F401
-                                   AttentionState)
+from core.models.attention import AttentionState  # noqa: E402,F401
 from core.models.embeddings import embedding_available, sentence_embeddings  # noqa: E402,F401
 from core.models.heads import HEADS, NO_TOKENS, YES_TOKENS, Head  # noqa: E402,F401
 from core.models.inputs import (DOCUMENT, GROUP_NAMES, INSTRUCTION,  # noqa: E402,F401
                                 JUDGE_PAIRWISE, JUDGE_POINTWISE, LAST, PAD, QUERY,
                                 RANKLLAMA_TEMPLATE, Encoded)
 from core.models.layouts import LAYOUTS, Layout  # noqa: E402,F401
-from core.models.loading import (_base_fingerprint, _dequantized_gguf,  # noqa: E402,F401
-                                 _merged_fp32, _resolve_hub, load_ranker, resolve_adapter,
-                                 resolve_source)
-from core.models.ranker import Ranker  # noqa: E402,F401
+from core.models.loading import (base_fingerprint, dequantized_gguf,  # noqa: E402,F401
+                                 load_ranker, merged_fp32, resolve_adapter, resolve_source)
+from core.models.ranker import BlockCall, Ranker  # noqa: E402,F401
 from core.models.specs import (ADAPTER_DIR, EMBEDDED, PRESETS,  # noqa: E402,F401
                                REMOTE_CODE_WARNING, REPO_ROOT, ModelSpec, cache_dir,
                                custom_spec, get_spec)

@@ -45,6 +45,23 @@ class Encoded:
             out["token_type_ids"] = self.token_type_ids
         return out
 
+    def rows(self, index) -> "Encoded":
+        """Rows ``index`` of the batch (a slice, or a sequence / tensor of row numbers)."""
+        if not isinstance(index, slice):
+            index = torch.as_tensor(index, dtype=torch.long, device=self.input_ids.device)
+        texts = self.texts[index] if isinstance(index, slice) else \
+            [self.texts[i] for i in index.tolist()] if self.texts else []
+        return Encoded(self.input_ids[index], self.attention_mask[index], self.groups[index],
+                       self.last[index],
+                       None if self.token_type_ids is None else self.token_type_ids[index], texts)
+
+    def repeat(self, n: int) -> "Encoded":
+        """A batch of ``n`` copies of this one-row batch (views, no copy)."""
+        return Encoded(self.input_ids.expand(n, -1), self.attention_mask.expand(n, -1),
+                       self.groups.expand(n, -1), self.last.expand(n),
+                       None if self.token_type_ids is None else self.token_type_ids.expand(n, -1),
+                       [])
+
     def to(self, device) -> "Encoded":
         return Encoded(self.input_ids.to(device), self.attention_mask.to(device),
                        self.groups.to(device), self.last.to(device),

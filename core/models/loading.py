@@ -182,7 +182,7 @@ def _model_class(kind: str):
     return getattr(transformers, head_class(kind).auto_class)
 
 
-def _dequantized_gguf(spec: ModelSpec, base_dir: Path, only_cached: bool = False) -> Path | None:
+def dequantized_gguf(spec: ModelSpec, base_dir: Path, only_cached: bool = False) -> Path | None:
     """Dequantize a GGUF checkpoint once to fp32 safetensors under cache/ (NOTES.md); with
     ``only_cached``, the cached folder or None (nothing is computed)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -213,7 +213,7 @@ def _dequantized_gguf(spec: ModelSpec, base_dir: Path, only_cached: bool = False
     return target
 
 
-def _base_fingerprint(config) -> dict:
+def base_fingerprint(config) -> dict:
     return {"model_type": config.model_type, "hidden_size": config.hidden_size,
             "num_hidden_layers": config.num_hidden_layers}
 
@@ -223,7 +223,7 @@ def _check_adapter_base(adapter_dir: Path, config, spec: ModelSpec) -> None:
     if not meta.is_file():
         return
     expected = json.loads(meta.read_text()).get("base", {})
-    actual = _base_fingerprint(config)
+    actual = base_fingerprint(config)
     wrong = {k: (v, actual.get(k)) for k, v in expected.items() if actual.get(k) != v}
     if wrong:
         detail = ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in wrong.items())
@@ -231,7 +231,7 @@ def _check_adapter_base(adapter_dir: Path, config, spec: ModelSpec) -> None:
                              f"({detail}); load it over the base it was trained on")
 
 
-def _merged_fp32(spec: ModelSpec, base_dir: Path, adapter_dir: Path | None):
+def merged_fp32(spec: ModelSpec, base_dir: Path, adapter_dir: Path | None):
     """Base (+ merged adapter) in fp32 on the CPU: the starting point of every load."""
     from transformers import AutoConfig
 
@@ -276,16 +276,16 @@ def load_ranker(spec: str | ModelSpec, *, log=None) -> Ranker:
     _check_weights_format(base_dir, spec)
     _check_remote_code(base_dir, spec)
     if spec.gguf_file:
-        if log and not _dequantized_gguf(spec, base_dir, only_cached=True):
+        if log and not dequantized_gguf(spec, base_dir, only_cached=True):
             log("dequantizing GGUF (first load only, ≈20 s)")
-        base_dir = _dequantized_gguf(spec, base_dir)
+        base_dir = dequantized_gguf(spec, base_dir)
     from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_dir,
                                                   trust_remote_code=spec.trust_remote_code)
         if spec.quantization in ("fp32", "bf16"):
-            model = _merged_fp32(spec, base_dir, adapter_dir)
+            model = merged_fp32(spec, base_dir, adapter_dir)
             if spec.quantization == "bf16":
                 model = model.to(torch.bfloat16)
             model = model.to(device)
@@ -318,7 +318,7 @@ def _load_quantized(spec: ModelSpec, base_dir: Path, adapter_dir: Path | None, d
         # Merge in fp32, save, then quantize the merged model (NOTES.md: never merge into 4-bit).
         target = cache_dir() / "models" / f"merged-{spec.with_quantization('fp32').key()}"
         if not (target / "config.json").is_file():
-            merged = _merged_fp32(spec, base_dir, adapter_dir)
+            merged = merged_fp32(spec, base_dir, adapter_dir)
             partial = target.with_name(target.name + f".partial-{os.getpid()}")
             merged.save_pretrained(partial)
             with contextlib.suppress(OSError):
@@ -338,7 +338,7 @@ def _load_quantized(spec: ModelSpec, base_dir: Path, adapter_dir: Path | None, d
         kwargs["num_labels"] = head_class(spec.kind).num_labels
     try:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # the same fresh head as the fp32 path (see _merged_fp32)
+            torch.manual_seed(0)  # the same fresh head as the fp32 path (see merged_fp32)
             return _model_class(spec.kind).from_pretrained(source_dir, **kwargs)
     except ImportError as error:
         raise ModelLoadError(f"{spec.quantization} needs bitsandbytes: {error}; "

@@ -215,26 +215,30 @@ class Ranker:
         return self.read_out(stacked).reshape(self.n_layers, -1).T.float().cpu().numpy()
 
     # -- running parts of the model (patching) ------------------------------------------
-    def block_call(self, enc: Encoded) -> tuple[tuple, dict]:
-        """The positional and keyword arguments every block receives for ``enc`` (masks,
-        rotary embeddings…), captured from block 0 of a forward pass without running the rest."""
+    def block_call(self, enc: Encoded) -> "BlockCall":
+        """What every block receives for ``enc`` besides the residual stream (masks, rotary
+        embeddings …), captured from block 0 of a forward pass without running the rest."""
         args, kwargs = hooks_module.call_arguments(self.model, self.block_path(0),
                                                    lambda: self.forward(enc))
         kwargs = dict(kwargs)
         if "past_key_values" in kwargs:  # never let a key/value cache grow across calls
             kwargs["past_key_values"] = None
-        return args, kwargs
+        return BlockCall(args, kwargs, int(enc.input_ids.shape[0]))
 
-    def run_blocks(self, hidden: torch.Tensor, start: int, args: tuple, kwargs: dict,
+    def run_blocks(self, hidden: torch.Tensor, start: int, call: "BlockCall",
                    stop: int | None = None) -> torch.Tensor:
         """Blocks ``start … stop-1`` (default: to the last) on residual-stream input
         ``hidden [batch, pos, d]``."""
         blocks = self.model.get_submodule(self.blocks_path)
         with model_lock(self.model):
             for layer in range(start, self.n_layers if stop is None else stop):
-                out = blocks[layer](hidden, *args, **kwargs)
+                out = blocks[layer](hidden, *call.args, **call.kwargs)
                 hidden = out[0] if isinstance(out, tuple) else out
         return hidden
+
+    def run_block(self, layer: int, hidden: torch.Tensor, call: "BlockCall") -> torch.Tensor:
+        """Block ``layer`` alone on residual-stream input ``hidden [batch, pos, d]``."""
+        return self.run_blocks(hidden, layer, call, stop=layer + 1)
 
     @torch.inference_mode()
     def residual_ablation(self, queries: list[str], documents: list[str], layer: int,
@@ -264,16 +268,11 @@ class Ranker:
                     index = torch.as_tensor(np.asarray(dims), device=h.device)
                     h[..., index] = fill[index]
                 if call is not None:
-                    h = self.run_blocks(h, layer + 1, *call)[rows, enc.last]
+                    h = self.run_blocks(h, layer + 1, call)[rows, enc.last]
                 out.append(self.read_out(h).float().cpu().numpy())
             return np.stack(out)
 
         return scores
-
-    def run_block(self, layer: int, hidden: torch.Tensor, args: tuple, kwargs: dict
-                  ) -> torch.Tensor:
-        """Block ``layer`` alone on residual-stream input ``hidden [batch, pos, d]``."""
-        return self.run_blocks(hidden, layer, args, kwargs, stop=layer + 1)
 
     @torch.inference_mode()
     def unembed(self, vectors: torch.Tensor, k: int = 10) -> list[list[tuple[str, float]]]:
@@ -321,3 +320,42 @@ def _card(ranker: Ranker) -> dict[str, object]:
         "hookable modules": len(ranker.hookable_modules()),
         "load time (s)": round(ranker.load_seconds, 1), "key": spec.key(),
     }
+
+
+class BlockCall:
+    """The arguments a block receives besides the residual stream, kept opaque: analyses
+    select rows of it or cut it to a suffix of positions, never read what is inside (the
+    transformers keyword arguments differ by architecture and version)."""
+
+    def __init__(self, args: tuple, kwargs: dict, batch: int):
+        self.args, self.kwargs, self.batch = args, kwargs, batch
+
+    def rows(self, index: torch.Tensor) -> "BlockCall":
+        """The call for rows ``index`` of the batch (every tensor whose first dimension is
+        the batch is indexed; masks and tables shared by the batch are kept)."""
+        def select(value):
+            if isinstance(value, torch.Tensor):
+                return (value.index_select(0, index) if value.dim() and value.shape[0] == self.batch
+                        else value)
+            if isinstance(value, (tuple, list)):
+                return type(value)(select(v) for v in value)
+            if isinstance(value, dict):
+                return {k: select(v) for k, v in value.items()}
+            return value
+
+        return BlockCall(select(self.args), select(self.kwargs), len(index))
+
+    def suffix(self, start: int) -> "BlockCall":
+        """The call for positions ``start…`` of a causal decoder (mask rows, rotary embeddings
+        and position ids of the suffix; the keys of the prefix come from a cache)."""
+        if start == 0:
+            return self
+        kwargs = dict(self.kwargs)
+        if isinstance(kwargs.get("attention_mask"), torch.Tensor):
+            kwargs["attention_mask"] = kwargs["attention_mask"][..., start:, :]
+        if kwargs.get("position_embeddings") is not None:
+            kwargs["position_embeddings"] = tuple(t[:, start:] for t in kwargs["position_embeddings"])
+        for name in ("position_ids", "cache_position"):
+            if isinstance(kwargs.get(name), torch.Tensor):
+                kwargs[name] = kwargs[name][..., start:]
+        return BlockCall(self.args, kwargs, self.batch)

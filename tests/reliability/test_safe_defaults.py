@@ -115,7 +115,7 @@ def test_code_shipped_with_a_model_never_runs_unless_trusted(tmp_path):
 def test_hub_downloads_fetch_python_files_only_when_trusted(monkeypatch):
     import huggingface_hub
 
-    from core.models import _resolve_hub
+    from core.models.loading import _resolve_hub
 
     asked = []
 

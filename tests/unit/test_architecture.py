@@ -119,3 +119,65 @@ def test_every_engine_call_reports_progress_with_one_signature():
                                                              if arg.annotation else None)
     assert len(found) >= 8
     assert {k: v for k, v in found.items() if v not in allowed} == {}
+
+
+def _sealed(monkeypatch) -> list[str]:
+    """Record every read of a Ranker's model, tokenizer or private attribute made by code of
+    core/ (outside core/models) or ui.py, recognised by what the value is — a Ranker — not by
+    the name of the variable holding it."""
+    import sys
+
+    from core.models import Ranker
+
+    breaches, original = [], Ranker.__getattribute__
+
+    def checked(self, name):
+        if name in SEALED or (name.startswith("_") and not name.startswith("__")):
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if (caller.startswith("core.") and not caller.startswith("core.models")) \
+                    or caller == "ui":
+                breaches.append(f"{caller}: .{name}")
+        return original(self, name)
+
+    monkeypatch.setattr(Ranker, "__getattribute__", checked)
+    return breaches
+
+
+def test_the_run_time_seal_check_catches_a_renamed_variable(tiny_ce, monkeypatch):
+    breaches = _sealed(monkeypatch)
+    code = "def peek(thing):\n    return thing.tokenizer, thing._head\n"
+    where = {"__name__": "core.an_analysis"}
+    exec(compile(code, "core/an_analysis.py", "exec"), where)
+    where["peek"](tiny_ce)
+    assert breaches == ["core.an_analysis: .tokenizer", "core.an_analysis: ._head"]
+
+
+def test_no_analysis_reaches_into_a_ranker_at_run_time(tiny_ce, tiny_bert_dir, demo, tmp_path,
+                                                       monkeypatch):
+    """Every registered analysis, and the studies with tables of their own (probing,
+    patching, attribution), saliency and the score lens, run on a tiny ranker while the seal
+    is watched: nothing outside core/models touches its model, tokenizer or private state."""
+    from core import analysis as contract
+    from core.attribution import AttributionConfig, attribute_collection
+    from core.patching import PatchConfig, run_patching
+    from core.probing import ProbeConfig, probe_ranker
+    from core.saliency import saliency
+    from core.store import Store
+
+    breaches = _sealed(monkeypatch)
+    store = Store(tmp_path / "store.duckdb")
+    probe_ranker(tiny_ce, demo, store, ProbeConfig(features=("stream_length", "sum_tf"),
+                                                    folds=3), limit_queries=30)
+    run_patching(tiny_ce, demo, PatchConfig(pairs=2, min_gap=0.0, correct_only=False,
+                                            doc_tokens=10), store)
+    attribute_collection(tiny_ce, demo, AttributionConfig(steps=4), pairs_per_label=1,
+                         store=store)
+    saliency(tiny_ce, "honey", "store honey in a jar", steps=4)
+    small = {"queries": 2, "depth": 4, "k": 2, "repeats": 1, "draws": 1, "percents": (1.0,),
+             "threshold": 0.0, "permutations": 2, "random_groups": 2}
+    for analysis in contract.registered().values():
+        names = {f.name for f in __import__("dataclasses").fields(analysis.Config)}
+        config = analysis.Config(**{k: v for k, v in small.items() if k in names})
+        contract.run(analysis, tiny_ce, demo, config, store)
+    store.close()
+    assert sorted(set(breaches)) == []

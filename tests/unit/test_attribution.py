@@ -12,14 +12,15 @@ from toys import Toy
 from core.attribution import (AttributionConfig, baseline_embeddings, conductance,
                                integrated_conductance, neuron_index, overlap, top_set)
 from core.errors import InputError
-from core.hooks import count_hooks
+from core.hooks import count_hooks, hooked
 from core.models import QUERY, Encoded, ModelSpec, load_ranker
 
 
 def _toy(x, base, steps=100, chunk=7):
     toy = Toy().double()
     values, at_base, at_input = integrated_conductance(
-        lambda inputs: toy(inputs)[:, 0], toy, ["first", "second"], torch.tensor([x], dtype=torch.float64),
+        lambda inputs: toy(inputs)[:, 0], lambda hooks: hooked(toy, hooks), ["first", "second"],
+        torch.tensor([x], dtype=torch.float64),
         torch.tensor([base], dtype=torch.float64), steps, chunk)
     assert count_hooks(toy) == 0
     return {k: v.numpy() for k, v in values.items()}, at_base, at_input
@@ -111,7 +112,7 @@ def test_no_hooks_left_when_the_forward_fails(tiny_ce):
 
     x = torch.zeros(1, 3, tiny_ce.d_model)
     with pytest.raises(RuntimeError):
-        integrated_conductance(broken, tiny_ce.model, tiny_ce.linear_paths(), x, x, 4, 3)
+        integrated_conductance(broken, tiny_ce.hooked, tiny_ce.linear_paths(), x, x, 4, 3)
     assert count_hooks(tiny_ce.model) == 0
 
 

@@ -148,7 +148,7 @@ def test_adapter_for_another_base_is_reported(tiny_llama_dir, tiny_bert_dir, tmp
         load_ranker(spec)
     # with the fingerprint RankScope writes beside its adapters, the check names the mismatch
     (tmp_path / "bert-adapter" / "rankscope.json").write_text(json.dumps(
-        {"base": models._base_fingerprint(bert.config)}))
+        {"base": models.base_fingerprint(bert.config)}))
     with pytest.raises(ModelLoadError, match="model_type 'bert' vs 'llama'"):
         load_ranker(spec)
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from core import models
+from core.models import attention as attention_module  # its private registry, checked for leaks
 from core.errors import InputError
 from core.hooks import capture_inputs, count_hooks
 from core.knockout import KnockoutConfig, head_means, heads_ablated
@@ -81,8 +82,8 @@ def test_fast_path_matches_one_forward_per_patch(name, prompt, request):
     loop = patch_pair(ranker, prepared, patches, "loop")
     assert np.abs(staged - loop).max() <= 1e-4
     assert count_hooks(ranker.model) == 0
-    assert ranker.model.config._attn_implementation != models._ATTENTION_NAME
-    assert models._ATTENTION_STATES == {}
+    assert ranker.model.config._attn_implementation != attention_module._ATTENTION_NAME
+    assert attention_module._ATTENTION_STATES == {}
 
 
 def test_causal_query_before_document_cannot_carry_the_difference(tiny_judge):
@@ -105,7 +106,7 @@ def test_interaction_score_by_hand():
     weights[1, 0, 2, 3:5] = torch.tensor([0.3, 0.0])
     prepared = PreparedPair(enc=None, groups=groups, ld_clean=1.0, ld_corr=0.0, block_inputs=[],
                             clean={}, clean_heads={}, corrupted={}, corrupted_heads={},
-                            weights={0: weights}, keys={}, args=(), kwargs={}, n_positions=6)
+                            weights={0: weights}, keys={}, call=None, n_positions=6)
     frame = interaction_scores(prepared)
     row = frame.iloc[0]
     assert row.s_clean == pytest.approx(0.6 + 0.5)
@@ -199,7 +200,7 @@ def test_hooks_and_attention_are_restored_when_a_sweep_fails(tiny_judge, demo, m
 
         def boom(value):
             inside.append((count_hooks(ranker.model), ranker.model.config._attn_implementation,
-                           len(models._ATTENTION_STATES)))
+                           len(attention_module._ATTENTION_STATES)))
             raise RuntimeError("stop here")
 
         return {path: boom for path in outputs} or {ranker.block_path(layer): boom}, inputs, edit
@@ -209,10 +210,10 @@ def test_hooks_and_attention_are_restored_when_a_sweep_fails(tiny_judge, demo, m
         run_patching(tiny_judge, demo, PatchConfig(pairs=1, min_gap=0.0, correct_only=False,
                                                    doc_tokens=10))
     hooks, attention, states = inside[0]
-    assert hooks > 0 and attention == models._ATTENTION_NAME and states > 0  # it failed inside
+    assert hooks > 0 and attention == attention_module._ATTENTION_NAME and states > 0  # it failed inside
     assert count_hooks(tiny_judge.model) == 0
-    assert tiny_judge.model.config._attn_implementation != models._ATTENTION_NAME
-    assert models._ATTENTION_STATES == {}
+    assert tiny_judge.model.config._attn_implementation != attention_module._ATTENTION_NAME
+    assert attention_module._ATTENTION_STATES == {}
 
 
 def test_bad_settings_are_named(tiny_ce, demo):
