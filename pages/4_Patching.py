@@ -8,11 +8,11 @@ import streamlit as st
 
 import ui
 from core.charts import head_heatmap, head_scatter, ie_heatmap
-from core.cli import reproduce
 from core.constants import POSITION_GROUPS
 from core.errors import RankScopeError
 from core.patching import (PatchConfig, correlations, head_table, head_top_tokens, mean_effects,
                            rbo_table, run_patching, stored_sweeps, top_heads)
+from core.cli.patch import command_line as patch_command
 from core.store import DEFAULT_PATH
 
 ui.page_setup("Patching", "🩹")
@@ -114,18 +114,10 @@ if not view:  # a new session (after a restart too): the store's sweeps of the s
                          help="The newest is shown; run the form above for a new one.")
     view = {"model": ranker_name, "collection": collection.name, "source": source,
             "results": {p: (r.config, r) for p, r in sweeps[shown].items()}}
-view["commands"] = [reproduce(
-    "patch", ranker=view["model"], collection=view["source"], prompt=config.prompt,
-    pairs=config.pairs, split=config.split or "", depth=config.depth,
-    doc_tokens=config.doc_tokens,
-    pairs_per_query=config.pairs_per_query if config.pairs_per_query > 1 else None,
-    tries=config.tries,
-    min_gap=config.min_gap, any_direction=not config.correct_only,
-    components=list(config.components), groups=list(config.groups),
-    head_groups=list(config.head_groups),
-    no_attention_scores=not config.attention_scores,
-    store=None if ui.store_path() == DEFAULT_PATH else str(ui.store_path()),
-    out=f"patch-{config.prompt}.csv") for config, _ in view["results"].values()]
+view["commands"] = [patch_command(view["model"], view["source"], config,
+                                   None if ui.store_path() == DEFAULT_PATH
+                                   else str(ui.store_path()))
+                     for config, _ in view["results"].values()]
 
 results = view["results"]
 label = f"{view['model']} · {view['collection']}"

@@ -49,6 +49,24 @@ def arguments(p) -> None:
                    help="also write every pair's rows to <out>-per-pair.csv")
 
 
+def command_line(ranker: str, collection: str, config, store: str | None = None,
+                 out: str | None = None) -> str:
+    """The ``python -m core patch`` line that reruns a sweep of ``config`` (a
+    :class:`core.patching.PatchConfig`) on the same store key — what the Patching page shows."""
+    from core.cli import reproduce
+
+    return reproduce(
+        "patch", ranker=ranker, collection=collection, prompt=config.prompt,
+        pairs=config.pairs, split=config.split or "", depth=config.depth,
+        doc_tokens=config.doc_tokens,
+        pairs_per_query=config.pairs_per_query if config.pairs_per_query > 1 else None,
+        tries=config.tries, min_gap=config.min_gap, any_direction=not config.correct_only,
+        components=list(config.components), groups=list(config.groups),
+        head_groups=list(config.head_groups), no_attention_scores=not config.attention_scores,
+        method=config.method if config.method != "staged" else None, store=store,
+        out=out or f"patch-{config.prompt}.csv")
+
+
 def _patch_config(args, prompt=None):
     from core.patching import PatchConfig
 

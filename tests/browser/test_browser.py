@@ -54,8 +54,24 @@ def screenshot(page, folder: Path, name: str) -> None:
         shutil.copy(shot, Path(out) / name)
 
 
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses with a socket listening on ``port`` (Linux /proc/net/tcp{,6})."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hexport = local.split(":")
+            if int(hexport, 16) == port and state == "0A":  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
 def test_server_binds_localhost_only(server):
-    assert server.startswith("http://127.0.0.1:")
+    """What the server process really listens on (.streamlit/config.toml), not the URL this
+    fixture built: 127.0.0.1 only, no wildcard address."""
+    port = int(server.rsplit(":", 1)[1])
+    addresses = _listening_addresses(port)
+    assert addresses == {"0100007F"}, addresses  # 127.0.0.1, little-endian hex
 
 
 def test_playground_in_a_real_browser(server, tmp_path):

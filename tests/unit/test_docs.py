@@ -79,22 +79,22 @@ def test_the_readme_links_every_docs_page_and_they_exist():
 
 
 def test_a_pages_command_line_rebuilds_the_same_patching_config():
-    """What the Patching page shows as its command parses back into the config it ran."""
+    """The line the Patching page shows (core.cli.patch.command_line) parses back into the
+    config it ran, for settings away from every default."""
     from core.cli import build_parser, reproduce
-    from core.cli.patch import _patch_config
+    from core.cli.patch import _patch_config, command_line
     from core.patching import PatchConfig
 
-    ran = PatchConfig(prompt="pointwise", pairs=3, doc_tokens=40, min_gap=0.2,
-                      correct_only=False, head_groups=(), attention_scores=False)
-    line = reproduce("patch", ranker="minilm-cross-encoder", collection="demo",
-                     prompt=ran.prompt, pairs=ran.pairs, split=ran.split,
-                     doc_tokens=ran.doc_tokens, min_gap=ran.min_gap,
-                     any_direction=not ran.correct_only, components=list(ran.components),
-                     groups=list(ran.groups), head_groups=list(ran.head_groups),
-                     no_attention_scores=not ran.attention_scores, out="patch.csv")
+    ran = PatchConfig(prompt="pointwise", pairs=3, split=None, pairs_per_query=2, tries=9,
+                      doc_tokens=40, min_gap=0.2, correct_only=False, depth=50,
+                      components=("attn",), groups=("document", "last"), head_groups=(),
+                      attention_scores=False, method="loop")
+    line = command_line("minilm-cross-encoder", "demo", ran)
     assert line.startswith("python -m core patch --ranker minilm-cross-encoder")
     args = build_parser().parse_args(shlex.split(line)[3:])
     assert _patch_config(args) == ran  # incl. no head groups, said with a bare --head-groups
+    assert _patch_config(build_parser().parse_args(shlex.split(command_line(
+        "m", "demo", PatchConfig()))[3:])) == PatchConfig()  # and at the defaults
     assert check(line, _subparsers()) == []
     with pytest.raises(ValueError, match="has no option 'layers'"):
         reproduce("patch", layers=3)
