@@ -93,8 +93,8 @@ class ShapleyCheck(Analysis):
     layer), per query: players = that group + ``random_groups`` random groups of the same size
     from the remaining dimensions; v(S) = nDCG@10 of the query's BM25 top-``depth`` re-ranked
     with every absent group's dimensions ablated (mean or zero) in the block output at every
-    token; Shapley values by permutation sampling. One unit per query (its random numbers
-    seeded by the seed and the query's place), so a stopped run resumes with the same numbers.
+    token; Shapley values by permutation sampling. One unit per query; the random stream is
+    replayed up to the query's place, so a stopped run resumes with the same numbers.
     The summary counts in how many queries the probe group ranks above the 95th percentile of
     the random groups.
     """
@@ -103,7 +103,7 @@ class ShapleyCheck(Analysis):
     title = "Shapley check"
     summary = "Shapley values of probe neuron groups vs random groups (nDCG@10)"
     unit = "query"
-    version = 2  # 2: on the analysis contract (one unit per query, seeded per query)
+    version = 2  # 2: on the analysis contract (one unit per query)
     Config = ShapleyConfig
 
     def validate(self, config: ShapleyConfig) -> None:
@@ -151,7 +151,7 @@ class ShapleyCheck(Analysis):
         pairs = job.cached("pairs", lambda: _pairs(job))
         judged = job.cached("judged", lambda: _judged(job.collection))
         here = pairs[pairs.qid.astype(str) == unit["qid"]]
-        rng = np.random.default_rng([config.seed, unit["place"]])
+        rng = _stream_at(config, groups, ranker.d_model, unit["place"])
         ablated_scores = ranker.residual_ablation(here["query"].tolist(),
                                                   here["document"].tolist(), layer - 1,
                                                   config.mode)
@@ -204,6 +204,24 @@ def shapley_summary(per_query: pd.DataFrame) -> pd.DataFrame:
     summary["above_p95"] = summary.above_p95.astype(int)
     summary["above_p95_pct"] = 100.0 * summary.above_p95 / summary.queries
     return summary
+
+
+def _stream_at(config: ShapleyConfig, groups: dict[str, np.ndarray], d: int,
+               place: int) -> np.random.Generator:
+    """The run's one random stream as it stands when the query at ``place`` starts: every
+    query draws the same number of values (per group: one permutation of the other
+    dimensions, then ``permutations`` player orders), so the earlier queries' draws are
+    replayed without computing anything — a resumed run draws exactly what an uninterrupted
+    one does, and both match a single pass over the queries."""
+    rng = np.random.default_rng(config.seed)
+    for _ in range(place):
+        for dims in groups.values():
+            others = np.setdiff1d(np.arange(d), dims)
+            n_random = min(config.random_groups, len(others) // len(dims))
+            rng.permutation(others)
+            for _ in range(config.permutations):
+                rng.permutation(n_random + 1)
+    return rng
 
 
 def _pairs(job: Job) -> pd.DataFrame:
