@@ -48,7 +48,7 @@ def agreement(neurons: pd.DataFrame, column: str, percent: float, probe: pd.Data
     for layer in layers:
         here = chosen[chosen.layer == layer]
         writers = here[here.component.isin(list(RESIDUAL_WRITERS))]
-        dims = set(writers.unit.tolist())
+        dims = set(writers.neuron.tolist())
         row = {"layer": int(layer), "nig_attn": int((here.component.map(part_of) == "attn").sum()),
                "nig_mlp": int((here.component.map(part_of) == "mlp").sum()),
                "nig_residual_dims": len(dims)}

@@ -211,7 +211,7 @@ def neuron_index(source: Ranker | dict, paths: list[str] | None = None) -> pd.Da
     for path in paths or widths:
         layer, component = path[len(layout["blocks"]) + 1:].split(".", 1)
         rows.append(pd.DataFrame({"path": path, "layer": int(layer) + 1, "component": component,
-                                  "unit": np.arange(widths[path])}))
+                                  "neuron": np.arange(widths[path])}))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -232,7 +232,7 @@ def overlap(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------- schemes
-SCHEME_COLUMNS = ["path", "layer", "component", "unit", "relevant", "non_relevant", "fused"]
+SCHEME_COLUMNS = ["path", "layer", "component", "neuron", "relevant", "non_relevant", "fused"]
 LABELS = ("relevant", "non_relevant")
 TOP_PERCENTS = (0.01, 0.1, 1.0)  # study: top 0.01 %, 0.1 %, 1 % of neurons
 
@@ -412,7 +412,7 @@ def scheme_columns(results: list[AttributionResult]) -> tuple[pd.DataFrame, dict
     by_key = {r.key: r for r in results}
     columns = {label: by_key[key].frame[scheme].to_numpy()
                for label, (key, scheme) in scheme_sources(results).items()}
-    return results[0].frame[["path", "layer", "component", "unit"]].copy(), columns
+    return results[0].frame[["path", "layer", "component", "neuron"]].copy(), columns
 
 
 # --------------------------------------------------------------------------- baselines

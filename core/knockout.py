@@ -333,9 +333,10 @@ class NeuronAblationConfig:
 
 
 @contextmanager
-def neurons_ablated(ranker: Ranker, units: dict[str, np.ndarray],
+def neurons_ablated(ranker: Ranker, neurons: dict[str, np.ndarray],
                     means: dict[str, torch.Tensor] | None = None):
-    """Set output units of linear layers (path → unit indices) to 0, or to ``means[path]``."""
+    """Set neurons (output units) of linear layers (path → their indices) to 0, or to
+    ``means[path]``."""
     def make(path, index):
         index = torch.as_tensor(index, dtype=torch.long, device=ranker.device)
 
@@ -346,7 +347,7 @@ def neurons_ablated(ranker: Ranker, units: dict[str, np.ndarray],
 
         return setter
 
-    with ranker.intervene({path: make(path, index) for path, index in units.items()
+    with ranker.intervene({path: make(path, index) for path, index in neurons.items()
                            if len(index)}):
         yield
 
@@ -381,12 +382,12 @@ class NeuronAblation(Analysis):
         widths = {p: job.ranker.linear_width(p) for p in
                   sorted({p for frame in sets.values() for p in frame.path})}
         rng = np.random.default_rng(config.seed)
-        units = [{"set": "", "draw": -1, "neurons": 0, "units": {}}]
+        units = [{"set": "", "draw": -1, "neurons": 0, "knocked_out": {}}]
         for name, frame in sets.items():
-            chosen = {p: np.sort(g.unit.to_numpy()).tolist() for p, g in frame.groupby("path")}
-            units.append({"set": name, "draw": -1, "neurons": len(frame), "units": chosen})
+            chosen = {p: np.sort(g.neuron.to_numpy()).tolist() for p, g in frame.groupby("path")}
+            units.append({"set": name, "draw": -1, "neurons": len(frame), "knocked_out": chosen})
             for draw in range(config.draws):
-                units.append({"set": name, "draw": draw, "neurons": len(frame), "units": {
+                units.append({"set": name, "draw": draw, "neurons": len(frame), "knocked_out": {
                     p: rng.choice(widths[p], size=len(u), replace=False).tolist()
                     for p, u in chosen.items()}})
         return units
@@ -401,7 +402,7 @@ class NeuronAblation(Analysis):
                 ranker.encode(queries[i:i + SCORE_BATCH], documents[i:i + SCORE_BATCH])
                 for i in range(0, len(queries), SCORE_BATCH)), _all_paths(job)))
         with neurons_ablated(ranker, {p: np.asarray(u, dtype=np.int64)
-                                      for p, u in unit["units"].items()}, means):
+                                      for p, u in unit["knocked_out"].items()}, means):
             scores = ranker.score(queries, documents)
         values = evaluate(job.collection, pairs, scores, per_query=True)
         values = values[values.measure == "nDCG@10"].set_index("qid").value
@@ -439,7 +440,7 @@ class NeuronAblation(Analysis):
 
 def _all_paths(job: Job) -> list[str]:
     units = NeuronAblation().units(job)
-    return sorted({p for unit in units for p in unit["units"]})
+    return sorted({p for unit in units for p in unit["knocked_out"]})
 
 
 def _rerank_pairs(collection: Collection, config: NeuronAblationConfig) -> pd.DataFrame:

@@ -73,8 +73,9 @@ class ProbeConfig:
         estimators: ``lasso`` (the study's probe) and/or ``ridge``.
         lasso_alpha: 0.1, the study's default.
         ridge_alpha: 1.0, scikit-learn's default (the study has no ridge probe).
-        split: train / validation / test shares of all pairs, 60/20/20 as the study; one split
-            shared by every feature (see ``split_pairs``).
+        shares: train / validation / test shares of all pairs, 60/20/20 as the study; one
+            split of the pairs shared by every feature (see ``split_pairs``). ("split" means a
+            query split everywhere else.)
         folds: 5-fold CV on the training part, as the study.
         bins: quantile bins used to balance each probing set.
         min_bin, min_bin_share: bins with fewer than max(min_bin, min_bin_share × pairs) pairs
@@ -97,7 +98,7 @@ class ProbeConfig:
     estimators: tuple[str, ...] = ("lasso",)
     lasso_alpha: float = 0.1
     ridge_alpha: float = 1.0
-    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    shares: tuple[float, float, float] = (0.6, 0.2, 0.2)
     folds: int = 5
     bins: int = 10
     min_bin: int = 20
@@ -125,9 +126,9 @@ class ProbeConfig:
                              f"{self.ridge_alpha})")
         if self.folds < 2:
             raise InputError(f"cross-validation needs at least 2 folds, got {self.folds}")
-        if len(self.split) != 3 or min(self.split) <= 0 or abs(sum(self.split) - 1) > 1e-6:
-            raise InputError(f"split must be three positive shares summing to 1, got "
-                             f"{list(self.split)}")
+        if len(self.shares) != 3 or min(self.shares) <= 0 or abs(sum(self.shares) - 1) > 1e-6:
+            raise InputError(f"shares must be three positive train / validation / test shares "
+                             f"summing to 1, got {list(self.shares)}")
         if self.bins < 1 or self.min_bin < 1 or not 0 <= self.min_bin_share < 0.5:
             raise InputError(f"bins and min_bin must be at least 1 ({self.bins}, {self.min_bin})")
         if self.max_set_size is not None and self.max_set_size < 10 * self.folds:
@@ -209,8 +210,8 @@ def split_pairs(n_pairs: int, config: ProbeConfig) -> np.ndarray:
     rng = np.random.default_rng([config.seed, _stable_hash("split")])
     position = np.empty(n_pairs, np.int64)
     position[rng.permutation(n_pairs)] = np.arange(n_pairs)
-    n_train = int(round(config.split[0] * n_pairs))
-    n_val = int(round(config.split[1] * n_pairs))
+    n_train = int(round(config.shares[0] * n_pairs))
+    n_val = int(round(config.shares[1] * n_pairs))
     return np.where(position < n_train, position % config.folds,
                     np.where(position < n_train + n_val, config.folds, config.folds + 1))
 
@@ -547,8 +548,23 @@ RESULT_COLUMNS = ["ranker", "collection", "feature", "layer", "pooling", "estima
 def probe_key(run_key: str, features_key: str, config: ProbeConfig) -> str:
     from core.store import content_key
 
-    return content_key("probing", run=run_key, features=features_key, config=asdict(config),
-                       version=PROBE_VERSION)
+    return content_key("probing", run=run_key, features=features_key,
+                       config=stored_settings(config), version=PROBE_VERSION)
+
+
+def stored_settings(config: ProbeConfig) -> dict:
+    """The config as keys and probe_runs hold it: ``shares`` under its earlier name
+    ``split``, so the keys of runs stored before the rename still find them."""
+    settings = asdict(config)
+    settings["split"] = settings.pop("shares")
+    return settings
+
+
+def config_from_stored(settings: dict) -> ProbeConfig:
+    """A config back from ``stored_settings`` (JSON lists become tuples)."""
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+    settings["shares"] = settings.pop("split")
+    return ProbeConfig(**settings)
 
 
 @dataclass
@@ -599,7 +615,8 @@ def run_probe(store, ranker_name: str, collection_name: str, run_key: str,
     if not plan.names:
         raise InputError("no feature has enough spread to probe; " + "; ".join(notes))
     store.begin_probe(key, ranker=ranker_name, collection=collection_name, run_key=run_key,
-                      features_key=features_key, config=asdict(config), n_units=len(units))
+                      features_key=features_key, config=stored_settings(config),
+                      n_units=len(units))
     def compute(index, unit):
         layer, pooling = unit
         frame = probe_layer(store.activations(run_key, "resid", layer, pooling), plan, config,
@@ -637,10 +654,9 @@ def stored_probes(store, ranker: str, collection: str) -> list[dict]:
         frame.insert(0, "collection", collection)
         frame.insert(0, "ranker", ranker)
         extraction = json.loads((store.run_info(run.run_key) or {}).get("config") or "{}")
-        settings = {k: tuple(v) if isinstance(v, list) else v
-                    for k, v in json.loads(run.config).items()}
         found.append({"key": run.probe_key, "frame": frame[RESULT_COLUMNS],
-                      "notes": json.loads(run.notes or "[]"), "config": ProbeConfig(**settings),
+                      "notes": json.loads(run.notes or "[]"),
+                      "config": config_from_stored(json.loads(run.config)),
                       "limit": extraction.get("limit_queries"),
                       "depth": extraction.get("depth", 20), "created": run.created})
     return found

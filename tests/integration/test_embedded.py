@@ -301,7 +301,7 @@ def test_ablating_a_planted_relevance_neuron_collapses_ndcg(demo):
         kept = torch.zeros_like(weight)
         kept[planted] = weight[planted]
         weight.copy_(kept)
-    planted_set = pd.DataFrame({"path": ["bert.pooler.dense"], "unit": [planted], "fused": [1.0]})
+    planted_set = pd.DataFrame({"path": ["bert.pooler.dense"], "neuron": [planted], "fused": [1.0]})
     attribution = AttributionResult("planted", planted_set, pd.DataFrame(), {})
     table = run(registered()["ablate"], ranker, demo,
                 NeuronAblationConfig(percents=(100.0,), draws=3, queries=8),

@@ -184,8 +184,8 @@ def test_agreement_counts_shared_residual_dimensions_per_layer():
                           ["enc.0.output.dense", 4], ["enc.1.output.dense", 4]]}
     frame = neuron_index(layout)
     frame["fused"] = 0.0
-    frame.loc[(frame.path == "enc.0.output.dense") & frame.unit.isin([1, 2]), "fused"] = 5.0
-    frame.loc[(frame.path == "enc.0.attention.self.query") & (frame.unit == 0), "fused"] = 4.0
+    frame.loc[(frame.path == "enc.0.output.dense") & frame.neuron.isin([1, 2]), "fused"] = 5.0
+    frame.loc[(frame.path == "enc.0.attention.self.query") & (frame.neuron == 0), "fused"] = 4.0
     probe = pd.DataFrame({"layer": [1, 1, 2], "feature": ["bm25", "tf", "bm25"],
                           "r2_mean": [0.9, 0.5, 0.95],
                           "neurons": ["[[2, 0.3], [3, -0.1]]", "[[0, 1.0]]", "[[1, 0.2]]"]})

@@ -98,7 +98,7 @@ def test_balanced_sets_have_equal_bins_and_merge_rare_values():
 
 @pytest.mark.parametrize("changes,message", [
     ({"folds": 0}, "at least 2 folds"), ({"lasso_alpha": -0.1}, "positive"),
-    ({"split": (0.5, 0.5, 0.5)}, "summing to 1"), ({"features": ("bm42",)}, "unknown feature"),
+    ({"shares": (0.5, 0.5, 0.5)}, "summing to 1"), ({"features": ("bm42",)}, "unknown feature"),
     ({"poolings": ("last",)}, "mean and/or max"), ({"features": (), "groups": ()}, "at least one"),
     ({"solver": "magic"}, "solver must be"),
 ])
@@ -442,3 +442,21 @@ def test_ridge_on_wide_layers_with_two_threads_matches_scikit_learn():
         train = design.train[f, 0].numpy()
         reference = Ridge(alpha=1.0).fit(design.X[f].numpy()[train], design.y[f].numpy()[train])
         np.testing.assert_allclose(coef[f, 0].numpy(), reference.coef_, atol=1e-6)
+
+
+def test_renaming_split_to_shares_keeps_every_stored_probe_key():
+    """``ProbeConfig.shares`` was called ``split``; a probe run stored before the rename is
+    found under the same key (and its stored settings read back into the same config)."""
+    from dataclasses import asdict
+
+    from core.probing import PROBE_VERSION, ProbeConfig, config_from_stored, probe_key, \
+        stored_settings
+    from core.store import content_key
+
+    config = ProbeConfig(features=("bm25",), shares=(0.7, 0.15, 0.15))
+    before = {("split" if k == "shares" else k): v for k, v in asdict(config).items()}
+    assert probe_key("run", "features", config) == content_key(
+        "probing", run="run", features="features", config=before, version=PROBE_VERSION)
+    import json
+
+    assert config_from_stored(json.loads(json.dumps(stored_settings(config)))) == config
