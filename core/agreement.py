@@ -80,7 +80,7 @@ class AgreementConfig:
 
     attribution: str = option("", "store key of the attribution run ('' = the newest of this "
                                   "ranker on this collection)", label="Attribution run",
-                              builds_on="attribution")
+                              builds_on="attribute")
     probe: str = option("", "store key of the probe run ('' = the newest of this ranker on "
                             "this collection, left out when there is none; 'none' = leave out)",
                         label="Probe run", builds_on="probe", same_collection=False,

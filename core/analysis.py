@@ -166,7 +166,7 @@ def upstream_fields(config_class: type) -> list[dataclasses.Field]:
 def stored_input(store, analysis: str, key: str):
     """The stored run ``key`` of ``analysis`` as the analyses that build on it read it:
     ``patch`` → :class:`core.patching.PatchResult`, ``probe`` → its result rows,
-    ``attribution`` → :class:`core.attribution.AttributionResult`, any analysis of the
+    ``attribute`` → :class:`core.attribution.AttributionResult`, any analysis of the
     contract → its :class:`Result`."""
     if analysis == "patch":
         from core.patching import load_patching
@@ -174,7 +174,7 @@ def stored_input(store, analysis: str, key: str):
         return load_patching(store, key)
     if analysis == "probe":
         return store.probe_results(key)
-    if analysis == "attribution":
+    if analysis == "attribute":
         from core.attribution import load_attribution
 
         return load_attribution(store, key)
@@ -190,8 +190,7 @@ def _json(text: str) -> dict:
 
 
 def _command(analysis: str, ranker, collection) -> str:
-    command = {"attribution": "attribute"}.get(analysis, analysis)  # the CLI's verb
-    return f"python -m core {command} --ranker {ranker.spec.name} --collection {collection.name}"
+    return f"python -m core {analysis} --ranker {ranker.spec.name} --collection {collection.name}"
 
 
 def prepare(analysis: "Analysis", ranker, collection, config, store,
@@ -301,7 +300,7 @@ class Analysis(ABC):
 
 REGISTRY: dict[str, Analysis] = {}
 # modules whose import registers the analyses shipped with RankScope
-BUILT_IN = ("core.lens", "core.knockout", "core.shapley", "core.agreement")
+BUILT_IN = ("core.lens", "core.attribution", "core.knockout", "core.shapley", "core.agreement")
 
 
 def registered() -> dict[str, Analysis]:

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.analysis import drive
+from core.analysis import Analysis, Job, option, register
 from core.errors import InputError
 from core.models import QUERY, Encoded, Ranker
 from core.store import content_key
@@ -279,6 +279,34 @@ class AttributionResult:
     seconds: float = 0.0
 
 
+GAP_WARNING = 0.05  # a median completeness gap above this makes attributions untrustworthy
+REPORT_COLUMNS = ["pair", "qid", "docno", "label", "score", "baseline_score", "delta",
+                  "cut_total", "completeness_gap", "seconds"]
+
+
+@dataclass(frozen=True)
+class AttributeConfig:
+    """One attribution run: the pairs and the conductance settings."""
+
+    pairs: int = option(10, "pairs per label (relevant / non-relevant), each judged right by "
+                            "the ranker", label="Pairs per label")
+    split: str = option("test", "only queries of this split (demo: test; '' for all)",
+                        label="Query split")
+    steps: int = option(100, "Riemann steps N (study: 100)", label="Riemann steps N")
+    baseline: str = option("pad", "pad: every token → [PAD] (study); pad-query: the query's "
+                                  "tokens only; zero: zero vectors", choices=BASELINES,
+                           label="Baseline")
+    rule: str = option("left", "left: the study's / captum's Riemann sum; trapezoid: same "
+                               "points, far smaller completeness gaps on decoders",
+                       choices=RULES, label="Rule")
+    chunk: int = option(26, "interpolation points per forward/backward pass (memory)",
+                        label="Points per pass")
+
+    def conductance(self) -> AttributionConfig:
+        return AttributionConfig(steps=self.steps, baseline=self.baseline, chunk=self.chunk,
+                                 rule=self.rule)
+
+
 def attribution_key(ranker: Ranker, collection, config: AttributionConfig,
                     pairs_per_label: int, split: str | None) -> str:
     return content_key("attribution", prefix="nig-", length=16, ranker=ranker.spec.key(),
@@ -286,7 +314,7 @@ def attribution_key(ranker: Ranker, collection, config: AttributionConfig,
                        pairs=pairs_per_label, split=split, version=ATTRIBUTION_VERSION)
 
 
-def summarise(index: pd.DataFrame, reports: pd.DataFrame, values: np.ndarray) -> pd.DataFrame:
+def scheme_table(index: pd.DataFrame, reports: pd.DataFrame, values: np.ndarray) -> pd.DataFrame:
     """Per-neuron schemes from per-pair conductances ``[pairs, neurons]``: the mean over the
     relevant pairs (of F) and over the non-relevant pairs (of −F); fused ⊕ = their mean."""
     frame = index.copy()
@@ -297,91 +325,149 @@ def summarise(index: pd.DataFrame, reports: pd.DataFrame, values: np.ndarray) ->
     return frame[SCHEME_COLUMNS]
 
 
+@register
+class NeuronAttribution(Analysis):
+    """Both label schemes on one collection: relevant pairs attribute F, non-relevant pairs
+    attribute −F, each over pairs the ranker predicts right (:func:`scheme_pairs`); fused ⊕ =
+    their mean. One unit per pair: its conductances for every neuron (float32) and its
+    completeness report, stored in one transaction."""
+
+    name = "attribute"
+    title = "Neuron attribution"
+    summary = "neuron conductance (NIG) of every linear layer"
+    unit = "pair"
+    version = ATTRIBUTION_VERSION
+    Config = AttributeConfig
+
+    def validate(self, config: AttributeConfig) -> None:
+        super().validate(config)
+        if config.pairs < 1:
+            raise InputError(f"Pairs per label must be at least 1, got {config.pairs}")
+        config.conductance().validate()
+
+    def key(self, ranker, collection, config: AttributeConfig) -> str:
+        # the key runs had before attribution moved to the contract: they are found again
+        return attribution_key(ranker, collection, config.conductance(), config.pairs,
+                               config.split or None)
+
+    def units(self, job: Job) -> list[dict]:
+        config, ranker = job.config, job.ranker
+        config.conductance().validate(ranker)  # quantized rankers are refused before work
+        chosen, counts = scheme_pairs(ranker, job.collection, config.pairs, config.split or None)
+        job.memo.update(counts=counts, layout=linear_layout(ranker))
+        return [{"pair": i, "qid": str(r.qid), "docno": str(r.docno), "label": r.label,
+                 "query": r.query, "document": r.document}
+                for i, r in enumerate(chosen.itertuples(index=False))]
+
+    def compute(self, job: Job, unit: dict) -> pd.DataFrame:
+        ranker = job.ranker
+        tick = time.perf_counter()
+        enc = ranker.encode([unit["query"]], [unit["document"]])
+        sign = 1.0 if unit["label"] == "relevant" else -1.0
+        conductances, report = conductance(ranker, enc, job.config.conductance(), sign)
+        index = job.cached("index", lambda: neuron_index(job.memo["layout"]))
+        values = flatten(conductances, index).astype(np.float32)
+        return pd.DataFrame([{
+            "pair": unit["pair"], "qid": unit["qid"], "docno": unit["docno"],
+            "label": unit["label"], **report, "seconds": time.perf_counter() - tick,
+            "conductances": values.tobytes(), "layout": json.dumps(job.memo["layout"]),
+            "counts": json.dumps(job.memo["counts"])}])
+
+    def summarise(self, frame: pd.DataFrame, collection, config) -> pd.DataFrame:
+        index = neuron_index(json.loads(frame.layout.iloc[0]))
+        values = np.stack([np.frombuffer(b, dtype=np.float32) for b in frame.conductances])
+        return scheme_table(index, frame[REPORT_COLUMNS], values)
+
+    def display(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Per top-X % set: its size, how much the two labels' sets share, and where the
+        fused set sits (the whole per-neuron table goes to the CSV)."""
+        rows = []
+        for percent in TOP_PERCENTS:
+            a = top_set(table.relevant.to_numpy(), percent)
+            b = top_set(table.non_relevant.to_numpy(), percent)
+            chosen = table.iloc[top_set(table.fused.to_numpy(), percent)]
+            where = chosen.groupby("component").size().sort_values(ascending=False)
+            rows.append({"top %": percent, "neurons": len(a),
+                         "relevant ∩ non-relevant %": round(overlap(a, b), 1),
+                         "fused set by component": ", ".join(f"{c} {n}" for c, n in
+                                                             where.items())})
+        return pd.DataFrame(rows)
+
+    def notes(self, frame: pd.DataFrame, config: AttributeConfig) -> list[str]:
+        if frame.empty:
+            return []
+        counts, gaps = json.loads(frame.counts.iloc[0]), frame.completeness_gap
+        notes = [f"{(frame.label == 'relevant').sum()} relevant and "
+                 f"{(frame.label == 'non_relevant').sum()} non-relevant pairs judged right "
+                 f"({counts['correct']} of {counts['candidates']} candidates), N = "
+                 f"{config.steps}, baseline {config.baseline}, rule {config.rule}",
+                 f"completeness (last block total vs F(x) − F(baseline)): median gap "
+                 f"{gaps.median():.4f}, max {gaps.max():.4f}"]
+        if gaps.median() > GAP_WARNING:
+            notes.append(f"conductances miss {100 * gaps.median():.0f}% of F(x) − F(baseline) "
+                         "(median): use the trapezoid rule or more steps before trusting them")
+        return notes
+
+
+def _result(key: str, rows: pd.DataFrame, table: pd.DataFrame, info: dict,
+            config: AttributeConfig) -> AttributionResult:
+    """The page's and the CLI's view of a run: schemes, completeness rows and counts."""
+    layout = json.loads(rows.layout.iloc[0]) if len(rows) else None
+    counts = json.loads(rows.counts.iloc[0]) if len(rows) else {}
+    reports = rows[REPORT_COLUMNS] if len(rows) else pd.DataFrame(columns=REPORT_COLUMNS)
+    settings = {**asdict(config.conductance()), "pairs_per_label": config.pairs,
+                "split": config.split or None, "layout": layout}
+    counts = {**counts, "relevant": int((reports.label == "relevant").sum()),
+              "non_relevant": int((reports.label == "non_relevant").sum()), **info,
+              "config": settings}
+    return AttributionResult(key, table, reports, counts)
+
+
 def attribute_collection(ranker: Ranker, collection, config: AttributionConfig,
                          pairs_per_label: int = 10, split: str | None = "test", store=None, *,
                          progress: Callable[[int, int, str], None] | None = None,
                          should_stop: Callable[[], bool] | None = None) -> AttributionResult:
-    """Both label schemes on one collection: relevant pairs attribute F, non-relevant pairs
-    attribute −F, each averaged over correctly predicted pairs; fused ⊕ = their mean.
+    """:class:`NeuronAttribution` run on ``ranker`` × ``collection`` (resumable through
+    ``store``; a finished run is read back without scoring anything)."""
+    from core.analysis import registered, run
 
-    With a ``store`` every pair is written as it finishes (one transaction), a finished run is
-    read back without scoring anything, and a stopped one resumes at its first missing pair.
-    """
-    config.validate(ranker)
-    started = time.perf_counter()
-    key = attribution_key(ranker, collection, config, pairs_per_label, split)
-    if store is not None:
-        loaded = load_attribution(store, key)
-        if loaded is not None and loaded.counts.get("status") == "done":
-            return loaded
-    chosen, counts = scheme_pairs(ranker, collection, pairs_per_label, split)
-    layout = linear_layout(ranker)
-    index = neuron_index(layout)
-    done = set()
-    if store is not None:
-        store.begin_attribution(key, ranker=ranker.spec.name, collection=collection.name,
-                                config={**asdict(config), "pairs_per_label": pairs_per_label,
-                                        "split": split, "layout": layout},
-                                n_pairs=len(chosen), n_neurons=len(index), counts=counts)
-        done = store.attribution_pairs_done(key)
-    def compute(i, row):
-        tick = time.perf_counter()
-        enc = ranker.encode([row.query], [row.document])
-        sign = 1.0 if row.label == "relevant" else -1.0
-        conductances, report = conductance(ranker, enc, config, sign)
-        pair = {"pair": i, "qid": str(row.qid), "docno": str(row.docno), "label": row.label,
-                **report, "seconds": time.perf_counter() - tick}
-        return pair, flatten(conductances, index).astype(np.float32)
-
-    def write(i, row, output):
-        store.write_attribution_pair(key, *output)
-
-    outputs, stopped = drive(list(chosen.itertuples(index=False)), compute, done=done,
-                             write=write if store is not None else None, progress=progress,
-                             should_stop=should_stop)
-    rows = [pair for pair, _ in outputs]
-    values = [flat for _, flat in outputs]
-    if store is not None:
-        if not stopped:
-            store.finish_attribution(key)
-        result = load_attribution(store, key)
-        result.stopped = stopped
-    else:
-        reports = pd.DataFrame(rows)
-        data = np.stack(values) if values else np.zeros((0, len(index)), dtype=np.float32)
-        result = AttributionResult(key, summarise(index, reports, data), reports,
-                                   {**counts, "status": "done"}, stopped)
-    result.seconds = time.perf_counter() - started
-    return result
+    settings = AttributeConfig(pairs=pairs_per_label, split=split or "", steps=config.steps,
+                               baseline=config.baseline, rule=config.rule, chunk=config.chunk)
+    result = run(registered()["attribute"], ranker, collection, settings, store,
+                 progress=progress, should_stop=should_stop)
+    status = "done" if not result.stopped else "running"
+    out = _result(result.key, result.rows, result.frame, {
+        "status": status, "ranker": ranker.spec.name, "collection": collection.name}, settings)
+    out.stopped, out.seconds = result.stopped, result.seconds
+    return out
 
 
 def load_attribution(store, key: str) -> AttributionResult | None:
     """A stored attribution run (finished or not), without loading the model."""
-    runs = store.attribution_runs()
-    run = runs[runs.attr_key == key]
-    if run.empty:
+    from core.analysis import config_from, load, registered
+
+    info = store.analysis_run(key)
+    if info is None or info["analysis"] != "attribute":
         return None
-    info = run.iloc[0]
-    config = json.loads(info.config)
-    reports, data = store.attribution(key)
-    index = neuron_index(config["layout"])
-    frame = (summarise(index, reports, data) if len(reports)
-             else index.assign(relevant=np.nan, non_relevant=np.nan, fused=np.nan))
-    counts = {**json.loads(info.counts), "status": info.status, "ranker": info.ranker,
-              "collection": info.collection, "config": config}
-    return AttributionResult(key, frame, reports, counts)
+    config = config_from(AttributeConfig, json.loads(info["config"]))
+    result = load(registered()["attribute"], store, key, None, config)
+    return _result(key, result.rows, result.frame, {
+        "status": info["status"], "ranker": info["ranker"],
+        "collection": info["collection"]}, config)
 
 
 def finished_runs(store) -> pd.DataFrame:
-    """The store's finished attribution runs with a ``label`` each: ranker · collection ·
-    pairs · N and rule · baseline (read from the stored config)."""
-    runs = store.attribution_runs()
-    runs = runs[runs.status == "done"].copy()
+    """The store's finished attribution runs (``attr_key``, ``ranker``, ``collection``,
+    ``pairs_done``) with a ``label`` each: ranker · collection · pairs · N and rule ·
+    baseline (read from the stored config)."""
+    runs = store.analysis_runs("attribute")
+    runs = runs[runs.status == "done"].rename(columns={"key": "attr_key",
+                                                        "units_done": "pairs_done"})
     configs = [json.loads(c) for c in runs.config]
     runs["label"] = [f"{r.ranker} · {r.collection} · {r.pairs_done} pairs · N={c['steps']} "
                      f"{c.get('rule', 'left')} · {c['baseline']}"
                      for r, c in zip(runs.itertuples(), configs)]
-    return runs
+    return runs.reset_index(drop=True)
 
 
 def scheme_sources(results: list[AttributionResult]) -> dict[str, tuple[str, str]]:
@@ -445,6 +531,42 @@ def baseline_table(ranker: Ranker, pairs: pd.DataFrame, threshold: float,
                      "delta_non_relevant": (float(delta[~relevant].mean()) if (~relevant).any()
                                             else np.nan)})
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class BaselinesConfig:
+    """The pairs on which the three baselines are compared (an attribution run's)."""
+
+    pairs: int = option(10, "pairs per label, judged right (as the attribution run)",
+                        label="Pairs per label")
+    split: str = option("test", "only queries of this split (demo: test; '' for all)",
+                        label="Query split")
+
+
+@register
+class BaselineComparison(Analysis):
+    """The study's Table 1: how much relevance signal each baseline (pad, pad-query, zero)
+    removes, on the pairs an attribution run with these settings uses. One unit per
+    baseline."""
+
+    name = "baselines"
+    title = "Baseline comparison"
+    summary = "how much relevance signal each attribution baseline removes (study 2, Table 1)"
+    unit = "baseline"
+    Config = BaselinesConfig
+
+    def validate(self, config: BaselinesConfig) -> None:
+        super().validate(config)
+        if config.pairs < 1:
+            raise InputError(f"Pairs per label must be at least 1, got {config.pairs}")
+
+    def units(self, job: Job) -> list[str]:
+        return list(BASELINES)
+
+    def compute(self, job: Job, unit: str) -> pd.DataFrame:
+        chosen, counts = job.cached("pairs", lambda: scheme_pairs(
+            job.ranker, job.collection, job.config.pairs, job.config.split or None))
+        return baseline_table(job.ranker, chosen, counts["threshold"], (unit,))
 
 
 # --------------------------------------------------------------------------- set algebra

@@ -306,14 +306,14 @@ class NeuronAblationConfig:
     attribution: str = option("", "store key of the attribution run whose top-X % neurons are "
                                   "knocked out ('' = the newest of this ranker on this "
                                   "collection)", label="Attribution run",
-                              builds_on="attribution", same_collection=False)
+                              builds_on="attribute", same_collection=False)
     scheme: str = option("fused", "whose conductances rank the neurons", choices=SCHEMES,
                          label="Scheme")
     percents: tuple[float, ...] = option((0.01, 0.1, 1.0), "top X % neuron sets (study: 0.01, "
                                          "0.1, 1)", label="Top X %")
     other: str = option("none", "a second attribution run: its top X % is combined with the "
                                 "first by the set operation ('none' = the first run alone)",
-                        label="Combine with run", builds_on="attribution",
+                        label="Combine with run", builds_on="attribute",
                         same_collection=False, optional=True)
     other_scheme: str = option("fused", "the second run's scheme", choices=SCHEMES,
                                label="Its scheme")

@@ -94,14 +94,6 @@ CREATE TABLE IF NOT EXISTS patch_pairs (
 CREATE TABLE IF NOT EXISTS patch_results (
     patch_key VARCHAR, pair INTEGER, target VARCHAR, layer INTEGER, "group" VARCHAR,
     head INTEGER, value DOUBLE, ie DOUBLE);
-CREATE TABLE IF NOT EXISTS attribution_runs (
-    attr_key VARCHAR PRIMARY KEY, ranker VARCHAR, collection VARCHAR, config VARCHAR,
-    n_pairs INTEGER, n_neurons INTEGER, counts VARCHAR, status VARCHAR, created DOUBLE,
-    finished DOUBLE);
-CREATE TABLE IF NOT EXISTS attribution_pairs (
-    attr_key VARCHAR, pair INTEGER, qid VARCHAR, docno VARCHAR, label VARCHAR, score DOUBLE,
-    baseline_score DOUBLE, delta DOUBLE, cut_total DOUBLE, completeness_gap DOUBLE,
-    seconds DOUBLE, data BLOB, PRIMARY KEY (attr_key, pair));
 CREATE TABLE IF NOT EXISTS analysis_runs (
     key VARCHAR PRIMARY KEY, analysis VARCHAR, ranker VARCHAR, collection VARCHAR,
     config VARCHAR, n_units INTEGER, status VARCHAR, created DOUBLE, finished DOUBLE);
@@ -120,8 +112,7 @@ PATCH_PAIR_COLUMNS = ["pair", "qid", "positive_docno", "negative_docno", "doc_to
 PATCH_RESULT_COLUMNS = ["pair", "target", "layer", "group", "head", "value", "ie"]
 TABLES = ("runs", "pairs", "batches", "activations")
 # the studies that keep tables of their own: analysis name → (runs table, key column)
-LEGACY_RUNS = {"probe": ("probe_runs", "probe_key"), "patch": ("patch_runs", "patch_key"),
-               "attribution": ("attribution_runs", "attr_key")}
+LEGACY_RUNS = {"probe": ("probe_runs", "probe_key"), "patch": ("patch_runs", "patch_key")}
 ATTRIBUTION_PAIR_COLUMNS = ["pair", "qid", "docno", "label", "score", "baseline_score", "delta",
                             "cut_total", "completeness_gap", "seconds"]
 PROBE_COLUMNS = ["layer", "pooling", "feature", "estimator", "r2_mean", "r2_sd", "r2_val", "mse",
@@ -166,6 +157,8 @@ class _Connection:
                              f"{len(names)} other table(s)); choose another store path")
         if not read_only:
             self._con.execute(SCHEMA)
+            if "attribution_runs" in names:
+                _migrate_attributions(self._con)
             for statement in MIGRATIONS:
                 self._con.execute(statement)
             self._con.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
@@ -456,54 +449,6 @@ class _StudyTables:
                 "patch_runs r LEFT JOIN (SELECT patch_key, count(*) AS done FROM patch_pairs "
                 "GROUP BY patch_key) p USING (patch_key) ORDER BY r.created").df()
 
-    # -- neuron attribution ----------------------------------------------------------------
-    def begin_attribution(self, attr_key: str, *, ranker: str, collection: str, config: dict,
-                          n_pairs: int, n_neurons: int, counts: dict) -> None:
-        with self.transaction() as cur:
-            cur.execute("INSERT INTO attribution_runs VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, "
-                        "NULL) ON CONFLICT DO NOTHING",
-                        [attr_key, ranker, collection, json.dumps(config, sort_keys=True),
-                         n_pairs, n_neurons, json.dumps(counts, sort_keys=True), time.time()])
-
-    def attribution_pairs_done(self, attr_key: str) -> set[int]:
-        with self.cursor() as cur:
-            rows = cur.execute("SELECT pair FROM attribution_pairs WHERE attr_key = ?",
-                               [attr_key]).fetchall()
-        return {r[0] for r in rows}
-
-    def write_attribution_pair(self, attr_key: str, pair: dict, values: np.ndarray) -> None:
-        """One pair's conductances (every neuron, float32) and completeness report, at once."""
-        with self.transaction() as cur:
-            cur.execute("INSERT INTO attribution_pairs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT DO NOTHING",
-                        [attr_key, *[pair[c] for c in ATTRIBUTION_PAIR_COLUMNS],
-                         np.ascontiguousarray(values, dtype=np.float32).tobytes()])
-
-    def finish_attribution(self, attr_key: str) -> None:
-        with self.transaction() as cur:
-            cur.execute("UPDATE attribution_runs SET status = 'done', finished = ? WHERE "
-                        "attr_key = ?", [time.time(), attr_key])
-
-    def attribution(self, attr_key: str) -> tuple[pd.DataFrame, np.ndarray]:
-        """(one row per stored pair ``ATTRIBUTION_PAIR_COLUMNS``, their conductances
-        ``[pairs, neurons]`` float32), in pair order."""
-        with self.cursor() as cur:
-            rows = cur.execute(f"SELECT {', '.join(ATTRIBUTION_PAIR_COLUMNS)}, data FROM "
-                               "attribution_pairs WHERE attr_key = ? ORDER BY pair",
-                               [attr_key]).df()
-        data = (np.stack([np.frombuffer(b, dtype=np.float32) for b in rows.pop("data")])
-                if len(rows) else np.zeros((0, 0), dtype=np.float32))
-        return rows, data
-
-    def attribution_runs(self) -> pd.DataFrame:
-        with self.cursor() as cur:
-            return cur.execute(
-                "SELECT r.attr_key, r.ranker, r.collection, r.n_pairs, coalesce(p.done, 0) AS "
-                "pairs_done, r.n_neurons, r.status, r.config, r.counts, to_timestamp(r.created) "
-                "AS created FROM attribution_runs r LEFT JOIN (SELECT attr_key, count(*) AS done "
-                "FROM attribution_pairs GROUP BY attr_key) p USING (attr_key) ORDER BY r.created"
-            ).df()
-
     def latest(self, analysis: str, ranker: str, collection: str | None = None) -> str | None:
         """Key of the newest finished run of ``analysis`` (``probe`` / ``patch`` /
         ``attribution``, or any analysis of the contract) of ``ranker`` (on ``collection`` when
@@ -551,13 +496,9 @@ class _AnalysisTables:
 
     def write_analysis_unit(self, key: str, index: int, unit, frame: pd.DataFrame) -> None:
         """One unit's rows in one transaction (Arrow IPC: dtypes come back exactly)."""
-        sink = pa.BufferOutputStream()
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
         with self.transaction() as cur:
             cur.execute("INSERT INTO analysis_units VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                        [key, index, json.dumps(unit, default=str), sink.getvalue().to_pybytes(),
+                        [key, index, json.dumps(unit, default=str), _frame_blob(frame),
                          time.time()])
 
     def finish_analysis(self, key: str) -> None:
@@ -643,9 +584,6 @@ class Store(_ExtractionTables, _StudyTables, _AnalysisTables, _Connection):
                 counts["patching sweeps"] = self._import_keyed(
                     cur, alias, "patch_runs", ("patch_pairs", "patch_results"), "patch_key",
                     "status = 'done'")
-                counts["attributions"] = self._import_keyed(
-                    cur, alias, "attribution_runs", ("attribution_pairs",), "attr_key",
-                    "status = 'done'")
                 counts["analyses"] = self._import_keyed(
                     cur, alias, "analysis_runs", ("analysis_units",), "key", "status = 'done'")
                 cur.execute("COMMIT")
@@ -689,6 +627,52 @@ def _activation_rows(run_key: str, batch_index: int, first_pair: int,
         "dim": pa.array(row_dims),
         "data": data,
     })
+
+
+def _frame_blob(frame: pd.DataFrame) -> bytes:
+    """A unit's rows as an Arrow IPC stream (dtypes come back exactly)."""
+    sink = pa.BufferOutputStream()
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _migrate_attributions(con) -> None:
+    """Attribution runs of a store written before attribution moved to the analysis contract
+    (tables attribution_runs / attribution_pairs) become analysis runs of ``attribute``
+    under the same keys — one unit per pair, its conductances and completeness report — in
+    one transaction; then the old tables go."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        runs = con.execute("SELECT * FROM attribution_runs").df()
+        for run in runs.itertuples(index=False):
+            stored = json.loads(run.config)
+            layout = stored.pop("layout")
+            settings = {"pairs": stored.pop("pairs_per_label"),
+                        "split": stored.pop("split") or "", **stored}
+            counts = run.counts
+            pairs = con.execute("SELECT * FROM attribution_pairs WHERE attr_key = ? ORDER BY "
+                                "pair", [run.attr_key]).df()
+            for pair in pairs.itertuples(index=False):
+                row = {c: getattr(pair, c) for c in ATTRIBUTION_PAIR_COLUMNS}
+                frame = pd.DataFrame([{**row, "conductances": bytes(pair.data),
+                                       "layout": json.dumps(layout), "counts": counts}])
+                unit = {c: row[c] for c in ("pair", "qid", "docno", "label")}
+                con.execute("INSERT INTO analysis_units VALUES (?, ?, ?, ?, ?) ON CONFLICT DO "
+                            "NOTHING", [run.attr_key, int(pair.pair), json.dumps(unit, default=str),
+                                        _frame_blob(frame), time.time()])
+            con.execute("INSERT INTO analysis_runs VALUES (?, 'attribute', ?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT DO NOTHING",
+                        [run.attr_key, run.ranker, run.collection,
+                         json.dumps(settings, sort_keys=True), int(run.n_pairs), run.status,
+                         run.created, run.finished])
+        con.execute("DROP TABLE attribution_pairs")
+        con.execute("DROP TABLE attribution_runs")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def _quote(text: str) -> str:

@@ -162,8 +162,7 @@ patches = store.patch_runs()
 if not patches.empty:
     st.markdown("**Patching sweeps**")
     st.dataframe(patches.drop(columns=["config"]), hide_index=True, width="stretch")
-attributions = store.attribution_runs()
-if not attributions.empty:
-    st.markdown("**Neuron attributions**")
-    st.dataframe(attributions.drop(columns=["config", "counts"]), hide_index=True,
-                 width="stretch")
+analyses = store.analysis_runs()
+if not analyses.empty:
+    st.markdown("**Analyses** (neuron attribution, knock-outs, Shapley checks, score lens …)")
+    st.dataframe(analyses.drop(columns=["config"]), hide_index=True, width="stretch")

@@ -4,9 +4,9 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.attribution import (BASELINES, OPERATIONS, TOP_PERCENTS, AttributionConfig,
-                              attribute_collection, baseline_table, combine, finished_runs,
-                              intersection_curves, load_attribution, scheme_columns, scheme_pairs,
+from core.attribution import (BASELINES, GAP_WARNING, OPERATIONS, TOP_PERCENTS,
+                              AttributionConfig, attribute_collection, combine, finished_runs,
+                              intersection_curves, load_attribution, scheme_columns,
                               scheme_sources, set_counts)
 from core.knockout import ablation_preset
 from core.charts import intersection_chart, layer_component_chart
@@ -181,28 +181,11 @@ with tabs[3]:
                "score on the input and on the baseline, how often the baseline itself is still "
                "judged relevant (above the median candidate score), and F(x) − F(baseline) — "
                "what a layer's conductances add up to. A good baseline carries no relevance.")
-    target = st.selectbox("Collection", [r.counts["collection"] for r in results],
-                          key="baseline_collection")
-    result = next(r for r in results if r.counts["collection"] == target)
-    if st.button("Compare the three baselines"):
-        ranker = ui.ranker_or_error(result.counts["ranker"])
-        collection = ui.collection_or_error(target)
-        if ranker is not None and collection is not None:
-            cfg = result.counts["config"]
-            with st.spinner("Scoring inputs and baselines …"):
-                try:
-                    chosen_pairs, info = scheme_pairs(ranker, collection, cfg["pairs_per_label"],
-                                                      cfg["split"])
-                    table = baseline_table(ranker, chosen_pairs, info["threshold"])
-                except RankScopeError as error:
-                    st.error(str(error))
-                else:
-                    st.session_state["baseline_table"] = (target, table)
-    shown = st.session_state.get("baseline_table")
-    if shown and shown[0] == target:
-        st.dataframe(shown[1], hide_index=True, width="stretch")
-        st.download_button("Download (CSV)", shown[1].to_csv(index=False), "baselines.csv",
-                           "text/csv", on_click="ignore")
+    settings = results[0].counts["config"]
+    ui.analysis_section("baselines", results[0].counts["ranker"], source, store,
+                        ui.collection_or_error(source) or st.stop(),
+                        preset={"pairs": settings["pairs_per_label"],
+                                "split": settings["split"] or ""})
 
 with tabs[4]:
     reports = pd.concat([r.reports.assign(collection=r.counts["collection"]) for r in results],
@@ -211,7 +194,7 @@ with tabs[4]:
     st.markdown(f"Completeness: the last block's conductances sum to F(x) − F(baseline) within "
                 f"a median relative gap of **{gaps.median():.4f}** (max {gaps.max():.4f}) over "
                 f"{len(reports)} pairs.")
-    if gaps.median() > 0.05:
+    if gaps.median() > GAP_WARNING:
         st.warning(f"The conductances miss {100 * gaps.median():.0f}% of F(x) − F(baseline) "
                    "(median): use the trapezoid rule or more steps before trusting them.")
     st.dataframe(reports, hide_index=True, width="stretch")

@@ -13,7 +13,9 @@ PY=${PYTHON:-.venv/bin/python}
 export HF_HUB_OFFLINE=1
 for collection in demo cranfield; do
   "$PY" -m core attribute --ranker minilm-cross-encoder --collection "$collection" --pairs 10 \
-    --steps 100 --baselines --out "$OUT/nig-minilm-$collection.csv"
+    --steps 100 --out "$OUT/nig-minilm-$collection.csv"
+  "$PY" -m core baselines --ranker minilm-cross-encoder --collection "$collection" --pairs 10 \
+    --out "$OUT/nig-minilm-$collection-baselines.csv"
   # ablate and agreement build on the newest attribution run on "$collection": the one above
   "$PY" -m core ablate --ranker minilm-cross-encoder --collection "$collection" \
     --draws 10 --queries 10 --out "$OUT/ablate-minilm-$collection.csv"
@@ -23,7 +25,9 @@ done
 # SmolLM2: the trapezoid rule (bench/completeness.py: the left sum leaves a median 40% of
 # F(x) − F(baseline) unexplained at N = 100 on this decoder, the trapezoid 1%)
 "$PY" -m core attribute --ranker smollm2-ranker-demo --collection demo --pairs 2 --steps 50 \
-  --rule trapezoid --baselines --out "$OUT/nig-smollm2-demo.csv"
+  --rule trapezoid --out "$OUT/nig-smollm2-demo.csv"
+"$PY" -m core baselines --ranker smollm2-ranker-demo --collection demo --pairs 2 \
+  --out "$OUT/nig-smollm2-demo-baselines.csv"
 "$PY" -m core ablate --ranker smollm2-ranker-demo --collection demo --draws 5 --queries 5 \
   --out "$OUT/ablate-smollm2-demo.csv"
 "$PY" -m core agreement --ranker smollm2-ranker-demo --collection demo --percent 1 \

@@ -54,7 +54,9 @@ attribute)
   # (all of DL19's; Cranfield's first 43), 10 random sets per top set
   for collection in trec-dl-2019 cranfield; do
     "$PY" -m core attribute --ranker $R --collection $collection --split '' --pairs 10 \
-      --steps 100 --baselines --out "$OUT/nig-$collection.csv"
+      --steps 100 --out "$OUT/nig-$collection.csv"
+    "$PY" -m core baselines --ranker $R --collection $collection --split '' --pairs 10 \
+      --out "$OUT/nig-$collection-baselines.csv"
     # the knock-out builds on the newest attribution run of $R on $collection: the one above
     "$PY" -m core ablate --ranker $R --collection $collection --split '' \
       --draws 10 --queries 43 --out "$OUT/ablate-$collection.csv"

@@ -13,13 +13,13 @@ import argparse
 import os
 import sys
 
-from core.cli import (attribute, evaluate, extract, generated, lesson, models, patch, precisions,
+from core.cli import (evaluate, extract, generated, lesson, models, patch, precisions,
                       probe, saliency, score)
 from core.errors import RankScopeError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-MODULES = (models, extract, evaluate, probe, patch, attribute, precisions, saliency, score, lesson)
+MODULES = (models, extract, evaluate, probe, patch, precisions, saliency, score, lesson)
 
 
 def commands() -> dict[str, object]:

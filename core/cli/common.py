@@ -135,14 +135,6 @@ def store_for(args):
     return store
 
 
-def write_table(frame, ranker, collection, out: Path) -> None:
-    """Prefix the ranker and collection columns and write ``frame`` as CSV (folders made)."""
-    frame.insert(0, "collection", collection.name)
-    frame.insert(0, "ranker", ranker.spec.name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
-
-
 def stored_key(store, analysis: str, ranker: str, collection: str | None, command: str) -> str:
     """The newest finished run of ``analysis``, or an error naming the command that makes one."""
     key = store.latest(analysis, ranker, collection)

@@ -89,7 +89,9 @@ def command_for(analysis) -> SimpleNamespace:
             print(f"→ {out}")
             if result.rows is not None and len(result.rows) and not result.rows.equals(result.frame):
                 rows = out.with_name(f"{out.stem}-units.csv")
-                result.rows.to_csv(rows, index=False)  # every unit's rows (per query …)
+                binary = [c for c in result.rows if len(result.rows) and
+                          isinstance(result.rows[c].iloc[0], bytes)]  # e.g. conductances
+                result.rows.drop(columns=binary).to_csv(rows, index=False)  # per pair …
                 print(f"→ {rows}")
         return 0
 

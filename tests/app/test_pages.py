@@ -416,7 +416,7 @@ def test_attribution_and_ablation_pages_from_a_run_to_a_knockout_table(app_store
     key = at.session_state["attribution_keys"][0]
     assert preset == {"attribution": key, "scheme": "relevant", "percents": (1.0,),
                       "other": key, "other_scheme": "non_relevant", "operation": "intersection"}
-    next(b for b in at.button if b.label == "Compare the three baselines").click().run()
+    next(b for b in at.button if b.label == "Run baseline comparison").click().run()
     assert not at.exception and not at.error
     table = next(d.value for d in at.dataframe if "baseline" in d.value.columns)
     assert table.baseline.tolist() == ["pad", "pad-query", "zero"]

@@ -252,10 +252,10 @@ def test_cli_attribute_writes_one_row_per_neuron_and_checks_completeness(tmp_pat
     assert len(table) == 6 * (3 * 384 + 384 + 1536 + 384)  # Q, K, V, attn out, FFN in, FFN out
     assert table[["relevant", "non_relevant"]].notna().all().all()
     np.testing.assert_allclose(table.fused, (table.relevant + table.non_relevant) / 2)
-    pairs = pd.read_csv(tmp_path / "nig-pairs.csv")
-    assert set(pairs.label) == {"relevant", "non_relevant"}
+    pairs = pd.read_csv(tmp_path / "nig-units.csv")  # one row per pair: its completeness
+    assert set(pairs.label) == {"relevant", "non_relevant"} and "conductances" not in pairs
     assert (pairs.completeness_gap < 0.2).all()  # N = 20 here; the study's N = 100 is tighter
-    assert "top 1.0%" in result.stdout
+    assert "fused set by component" in result.stdout and "median gap" in result.stderr
     agreed = run_cli("agreement", "--ranker", "minilm-cross-encoder", "--percent", "1",
                      "--out", str(tmp_path / "agree.csv"), store=store)
     assert agreed.returncode == 0, agreed.stderr

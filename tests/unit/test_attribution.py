@@ -139,7 +139,7 @@ def test_a_stopped_run_resumes_to_the_same_table_and_a_finished_one_is_served(ti
                                  should_stop=lambda: len(calls) >= 1,
                                  progress=lambda done, total, _: calls.append(done))
     assert first.stopped and len(first.reports) == 1
-    assert store.attribution_runs().status.tolist() == ["running"]
+    assert store.analysis_runs("attribute").status.tolist() == ["running"]
     resumed = attribute_collection(tiny_ce, demo, config, 2, store=store)
     assert not resumed.stopped and len(resumed.reports) == len(whole.reports) == 4
     np.testing.assert_allclose(resumed.frame[["relevant", "non_relevant", "fused"]],
@@ -156,7 +156,7 @@ def test_a_stopped_run_resumes_to_the_same_table_and_a_finished_one_is_served(ti
     finally:
         tiny_ce.score = original
     pd.testing.assert_frame_equal(again.frame, resumed.frame)
-    assert store.attribution_runs().pairs_done.tolist() == [4]
+    assert store.analysis_runs("attribute").units_done.tolist() == [4]
 
 
 def test_set_algebra_and_intersection_curves():

@@ -176,7 +176,7 @@ def test_locked_store_falls_back_to_a_side_file_that_imports(tiny, demo, tmp_pat
     result = extract(tiny, demo, CONFIG, side)
     side.close()
     assert app_store.import_file(side_path) == {"runs": 1, "feature sets": 0, "probes": 0,
-                                                "patching sweeps": 0, "attributions": 0, "analyses": 0}
+                                                "patching sweeps": 0, "analyses": 0}
     assert app_store.import_file(side_path)["runs"] == 0  # nothing duplicated
     assert np.array_equal(app_store.scores(result.run_key),
                           Store(side_path, read_only=True).scores(result.run_key))
@@ -196,7 +196,6 @@ def test_every_analysis_key_changes_with_the_store_schema(tiny, demo, monkeypatc
     written under another schema is never found (so never misread) under this one."""
 
     import core.store as store_module
-    from core.attribution import AttributionConfig, attribution_key
     from core.extract import ExtractionConfig, extraction_key
     from core.features import FeatureConfig, features_key
     from core.analysis import registered
@@ -208,7 +207,6 @@ def test_every_analysis_key_changes_with_the_store_schema(tiny, demo, monkeypatc
         "patching": lambda: patch_key(tiny, demo, PatchConfig()),
         **{name: (lambda a=analysis: a.key(tiny, demo, a.Config()))
            for name, analysis in registered().items()},
-        "attribution": lambda: attribution_key(tiny, demo, AttributionConfig(), 4, "test"),
         "features": lambda: features_key("pairs", FeatureConfig(second_embedding_model=None)),
         "probing": lambda: probe_key("run", "features", ProbeConfig()),
     }
@@ -243,4 +241,76 @@ def test_a_store_with_the_old_result_frames_table_migrates_on_open(tmp_path):
         tables = {r[0] for r in cur.execute("SHOW TABLES").fetchall()}
     assert "result_frames" not in tables
     assert store.analysis_run("lens-x")["status"] == "done"  # everything else is kept
+    store.close()
+
+
+OLD_ATTRIBUTION_TABLES = """
+CREATE TABLE attribution_runs (
+    attr_key VARCHAR PRIMARY KEY, ranker VARCHAR, collection VARCHAR, config VARCHAR,
+    n_pairs INTEGER, n_neurons INTEGER, counts VARCHAR, status VARCHAR, created DOUBLE,
+    finished DOUBLE);
+CREATE TABLE attribution_pairs (
+    attr_key VARCHAR, pair INTEGER, qid VARCHAR, docno VARCHAR, label VARCHAR, score DOUBLE,
+    baseline_score DOUBLE, delta DOUBLE, cut_total DOUBLE, completeness_gap DOUBLE,
+    seconds DOUBLE, data BLOB, PRIMARY KEY (attr_key, pair));
+"""
+
+
+def test_attribution_runs_of_an_older_store_migrate_under_their_keys(tiny_ce, demo, tmp_path):
+    """Attribution kept tables of its own before it moved to the analysis contract: a store
+    holding such a run opens with the run found under the same key, the same schemes and
+    completeness rows, and served without scoring (the old tables are gone)."""
+    import json
+    from dataclasses import asdict
+
+    import duckdb
+
+    from core.attribution import (AttributionConfig, attribute_collection, linear_layout,
+                                  load_attribution)
+    from core.store import SCHEMA
+
+    config = AttributionConfig(steps=6)
+    fresh = attribute_collection(tiny_ce, demo, config, pairs_per_label=1)
+    values = fresh.counts  # the fresh run's counts, as the old tables held them
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(SCHEMA)
+    con.execute(OLD_ATTRIBUTION_TABLES)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    stored = {**asdict(config), "pairs_per_label": 1, "split": "test",
+              "layout": linear_layout(tiny_ce)}
+    counts = {k: values[k] for k in ("candidates", "threshold", "correct", "relevant",
+                                     "non_relevant")}
+    con.execute("INSERT INTO attribution_runs VALUES (?, 'tiny-ce', 'demo', ?, ?, 0, ?, 'done', "
+                "0, 1)", [fresh.key, json.dumps(stored), len(fresh.reports), json.dumps(counts)])
+    import numpy as np
+    import pandas as pd
+
+    from core.analysis import registered, run
+    from core.attribution import AttributeConfig
+
+    raw = run(registered()["attribute"], tiny_ce, demo,
+              AttributeConfig(pairs=1, steps=6)).rows  # per-pair conductances
+    for row in raw.itertuples(index=False):
+        con.execute("INSERT INTO attribution_pairs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [fresh.key, row.pair, row.qid, row.docno, row.label, row.score,
+                     row.baseline_score, row.delta, row.cut_total, row.completeness_gap,
+                     row.seconds, row.conductances])
+    con.close()
+
+    store = Store(path)
+    with store.cursor() as cur:
+        tables = {r[0] for r in cur.execute("SHOW TABLES").fetchall()}
+    assert not tables & {"attribution_runs", "attribution_pairs"}
+    migrated = load_attribution(store, fresh.key)
+    pd.testing.assert_frame_equal(migrated.frame, fresh.frame)
+    pd.testing.assert_frame_equal(migrated.reports.drop(columns="seconds"),
+                                  fresh.reports.drop(columns="seconds"), check_dtype=False)
+    original, tiny_ce.score = tiny_ce.score, None  # reading back must not score anything
+    try:
+        again = attribute_collection(tiny_ce, demo, config, 1, store=store)
+    finally:
+        tiny_ce.score = original
+    assert again.key == fresh.key and not again.stopped
+    assert np.isfinite(migrated.frame.fused).all()
     store.close()
