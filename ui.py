@@ -449,12 +449,14 @@ def _field_widget(container, item, kind, default, key: str, runs=None):
     if choices:
         return container.selectbox(label, list(choices), index=list(choices).index(default),
                                    help=help_text, key=key)
+    minimum = item.metadata.get("minimum")
     if kind is int:
         return int(container.number_input(label, value=int(default), step=1, help=help_text,
-                                          key=key))
+                                          key=key, min_value=None if minimum is None
+                                          else int(minimum)))
     if kind is float:
         return float(container.number_input(label, value=float(default), help=help_text,
-                                            key=key, format="%.4g"))
+                                            key=key, format="%.4g", min_value=minimum))
     return container.text_input(label, value=str(default), help=help_text, key=key)
 
 

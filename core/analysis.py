@@ -102,8 +102,12 @@ def drive(units: Sequence, compute: Callable[[int, Any], Any], *, done: Iterable
 
 
 def option(default, help: str = "", choices: Sequence | None = None, label: str = "", *,
-           builds_on: str = "", same_collection: bool = True, optional: bool = False):
+           minimum: float | None = None, builds_on: str = "", same_collection: bool = True,
+           optional: bool = False):
     """A config field with what the CLI flag and the page widget show.
+
+    ``minimum``: the smallest value allowed (checked by :meth:`Analysis.validate`, the page's
+    number input starts there).
 
     ``builds_on`` makes the field name a stored run of that analysis (its key; ``""`` = the
     newest finished one of this ranker on this collection). ``same_collection``: the run must
@@ -112,6 +116,8 @@ def option(default, help: str = "", choices: Sequence | None = None, label: str 
     metadata = {"help": help, "label": label}
     if choices is not None:
         metadata["choices"] = tuple(choices)
+    if minimum is not None:
+        metadata["minimum"] = minimum
     if builds_on:
         metadata.update(builds_on=builds_on, same_collection=same_collection, optional=optional)
     if isinstance(default, (list, tuple)):
@@ -282,15 +288,20 @@ class Analysis(ABC):
         return table
 
     def validate(self, config) -> None:
-        """Raise :class:`InputError` with one actionable sentence for impossible settings."""
+        """Raise :class:`InputError` with one actionable sentence for impossible settings,
+        naming the field by the label the page shows."""
         for item in dataclasses.fields(config):
             choices = item.metadata.get("choices")
             value = getattr(config, item.name)
+            label = item.metadata.get("label") or item.name.replace("_", " ")
             values = value if isinstance(value, tuple) else (value,)
             wrong = [v for v in values if choices and v not in choices]
             if wrong:
-                raise InputError(f"{item.name.replace('_', ' ')} {wrong[0]!r} is not one of "
+                raise InputError(f"{label}: {wrong[0]!r} is not one of "
                                  f"{', '.join(map(str, choices))}")
+            minimum = item.metadata.get("minimum")
+            if minimum is not None and any(v < minimum for v in values):
+                raise InputError(f"{label} must be at least {minimum}, got {value}")
 
     def key(self, ranker, collection, config) -> str:
         return content_key(self.name, prefix=f"{self.name}-", length=16,

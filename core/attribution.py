@@ -289,7 +289,7 @@ class AttributeConfig:
     """One attribution run: the pairs and the conductance settings."""
 
     pairs: int = option(10, "pairs per label (relevant / non-relevant), each judged right by "
-                            "the ranker", label="Pairs per label")
+                            "the ranker", label="Pairs per label", minimum=1)
     split: str = option("test", "only queries of this split (demo: test; '' for all)",
                         label="Query split")
     steps: int = option(100, "Riemann steps N (study: 100)", label="Riemann steps N")
@@ -341,8 +341,6 @@ class NeuronAttribution(Analysis):
 
     def validate(self, config: AttributeConfig) -> None:
         super().validate(config)
-        if config.pairs < 1:
-            raise InputError(f"Pairs per label must be at least 1, got {config.pairs}")
         config.conductance().validate()
 
     def key(self, ranker, collection, config: AttributeConfig) -> str:
@@ -538,7 +536,7 @@ class BaselinesConfig:
     """The pairs on which the three baselines are compared (an attribution run's)."""
 
     pairs: int = option(10, "pairs per label, judged right (as the attribution run)",
-                        label="Pairs per label")
+                        label="Pairs per label", minimum=1)
     split: str = option("test", "only queries of this split (demo: test; '' for all)",
                         label="Query split")
 
@@ -554,11 +552,6 @@ class BaselineComparison(Analysis):
     summary = "how much relevance signal each attribution baseline removes (study 2, Table 1)"
     unit = "baseline"
     Config = BaselinesConfig
-
-    def validate(self, config: BaselinesConfig) -> None:
-        super().validate(config)
-        if config.pairs < 1:
-            raise InputError(f"Pairs per label must be at least 1, got {config.pairs}")
 
     def units(self, job: Job) -> list[str]:
         return list(BASELINES)

@@ -19,7 +19,6 @@ input-independent value rather than an out-of-distribution zero.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -44,14 +43,6 @@ KNOCKOUT_COLUMNS = ["group", "selection", "heads", "f1", "f1_sd", "f1_change_pct
 SCORE_BATCH = 16  # pairs per forward pass while heads or neurons are knocked out
 
 
-def _at_least_one(config, names: tuple[str, ...]) -> None:
-    for name in names:
-        if getattr(config, name) < 1:
-            label = next(f.metadata.get("label") or name for f in dataclasses.fields(config)
-                         if f.name == name)
-            raise InputError(f"{label} must be at least 1, got {getattr(config, name)}")
-
-
 @dataclass(frozen=True)
 class KnockoutConfig:
     """Head knock-out after a patching sweep (the patching study's Table 1)."""
@@ -60,13 +51,13 @@ class KnockoutConfig:
                             "('' = the newest of this ranker on this collection)",
                         label="Patching run", builds_on="patch")
     k: int = option(5, "heads knocked out per condition (study: top-k heads)",
-                    label="Heads knocked out (k)")
+                    label="Heads knocked out (k)", minimum=1)
     repeats: int = option(3, "random head sets per condition (their scores are averaged)",
-                          label="Random repeats")
+                          label="Random repeats", minimum=1)
     queries: int = option(5, "held-out queries (none among the sweep's pairs) for F1 and "
-                             "nDCG@10", label="Held-out queries")
+                             "nDCG@10", label="Held-out queries", minimum=1)
     depth: int = option(20, "candidates per query re-ranked (study: BM25 top-20)",
-                        label="Candidates per query")
+                        label="Candidates per query", minimum=1)
     seed: int = option(0, "seed of the random head draws", label="Seed")
 
 
@@ -154,10 +145,6 @@ class HeadKnockout(Analysis):
     unit = "head set"
     version = 2  # 2: on the analysis contract (units per condition; its key names the sweep)
     Config = KnockoutConfig
-
-    def validate(self, config: KnockoutConfig) -> None:
-        super().validate(config)
-        _at_least_one(config, ("k", "repeats", "queries", "depth"))
 
     def units(self, job: Job) -> list[dict]:
         ranker, config, patch = job.ranker, job.config, job.inputs["patch"]
@@ -323,10 +310,12 @@ class NeuronAblationConfig:
     mode: str = option("zero", "zero (study 2) or each unit's mean output over the re-ranked "
                                "pairs", choices=NEURON_MODES, label="Knock-out")
     draws: int = option(50, "random sets per neuron set, same count in the same linear layers "
-                            "(study: 50; each costs one re-ranking)", label="Random sets")
-    queries: int = option(20, "queries re-ranked (the first of the split)", label="Queries")
+                            "(study: 50; each costs one re-ranking)", label="Random sets",
+                        minimum=1)
+    queries: int = option(20, "queries re-ranked (the first of the split)", label="Queries",
+                          minimum=1)
     depth: int = option(20, "candidates per query re-ranked (study: BM25 top-20)",
-                        label="Candidates per query")
+                        label="Candidates per query", minimum=1)
     split: str = option("test", "only queries of this split (demo: test; '' for all)",
                         label="Query split")
     seed: int = option(0, "seed of the random draws", label="Seed")
@@ -369,7 +358,6 @@ class NeuronAblation(Analysis):
 
     def validate(self, config: NeuronAblationConfig) -> None:
         super().validate(config)
-        _at_least_one(config, ("draws", "queries", "depth"))
         if not config.percents:
             raise InputError("Top X %: pick at least one percentage")
         if any(not 0 < p <= 100 for p in config.percents):

@@ -22,17 +22,16 @@ import numpy as np
 import pandas as pd
 
 from core.analysis import Analysis, Job, option, register
-from core.errors import InputError
 
 
 @dataclass(frozen=True)
 class LensConfig:
     depth: int = option(20, "candidates per query: the run's top-k, else BM25's",
-                        label="Candidates per query")
-    queries: int = option(10, "queries (the first of the split)", label="Queries")
+                        label="Candidates per query", minimum=1)
+    queries: int = option(10, "queries (the first of the split)", label="Queries", minimum=1)
     split: str = option("test", "only queries of this split (demo: test; '' for all)",
                         label="Query split")
-    batch_size: int = option(16, "pairs per forward pass", label="Batch size")
+    batch_size: int = option(16, "pairs per forward pass", label="Batch size", minimum=1)
     qrels: str = option("", "judge with this TREC qrels file instead of the collection's "
                             "(e.g. TREC DL's official-qrels.txt, for published figures)",
                         label="Qrels file (optional)")
@@ -46,13 +45,6 @@ class ScoreLens(Analysis):
     unit = "query"
     version = 3  # 2: unit rows carry the first stage's rank; 3: one lens pass (Ranker.layer_scores)
     Config = LensConfig
-
-    def validate(self, config: LensConfig) -> None:
-        super().validate(config)
-        for name in ("depth", "queries", "batch_size"):
-            if getattr(config, name) < 1:
-                raise InputError(f"{name.replace('_', ' ')} must be at least 1, "
-                                 f"got {getattr(config, name)}")
 
     @staticmethod
     def pairs(job: Job) -> pd.DataFrame:

@@ -35,15 +35,16 @@ class ShapleyConfig:
                                           "R² exceeds this (study: 0.85)", label="R² threshold")
     layer: int = option(0, "block whose output the probe read (0 = the last, as study 1; "
                            "earlier blocks re-run the blocks above for every coalition)",
-                        label="Layer (0 = last)")
+                        label="Layer (0 = last)", minimum=0)
     random_groups: int = option(19, "random groups of the same size beside each probe group "
                                     "(19: 'above the 95th percentile' = above all but one)",
-                                label="Random groups")
-    permutations: int = option(40, "sampled player orders per query", label="Orders sampled")
+                                label="Random groups", minimum=1)
+    permutations: int = option(40, "sampled player orders per query", label="Orders sampled",
+                               minimum=1)
     queries: int = option(10, "queries re-ranked (with a relevant document in their top-k)",
-                          label="Queries")
+                          label="Queries", minimum=1)
     depth: int = option(20, "candidates per query re-ranked (BM25 top-k)",
-                        label="Candidates per query")
+                        label="Candidates per query", minimum=2)
     split: str = option("test", "only queries of this split (demo: test; '' for all)",
                         label="Query split")
     mode: str = option("mean", "an absent group's dimensions take their mean over the query's "
@@ -110,13 +111,6 @@ class ShapleyCheck(Analysis):
         super().validate(config)
         if not 0 <= config.threshold < 1:
             raise InputError(f"R² threshold must be in [0, 1), got {config.threshold}")
-        for name, least in (("random_groups", 1), ("permutations", 1), ("queries", 1),
-                            ("depth", 2), ("layer", 0)):
-            if getattr(config, name) < least:
-                label = {"random_groups": "Random groups", "permutations": "Orders sampled",
-                         "queries": "Queries", "depth": "Candidates per query",
-                         "layer": "Layer"}[name]
-                raise InputError(f"{label} must be at least {least}, got {getattr(config, name)}")
 
     def units(self, job: Job) -> list[dict]:
         ranker, collection, config = job.ranker, job.collection, job.config

@@ -189,7 +189,7 @@ def _ranker_free_settings():
         ("ablation: 0 draws", lambda: registered()["ablate"].validate(
             NeuronAblationConfig(draws=0)), "Random sets must be at least 1"),
         ("ablation: unknown mode", lambda: registered()["ablate"].validate(
-            NeuronAblationConfig(mode="noise")), "mode 'noise' is not one of zero, mean"),
+            NeuronAblationConfig(mode="noise")), "Knock-out: 'noise' is not one of zero, mean"),
         ("ablation: top 200 %", lambda: registered()["ablate"].validate(
             NeuronAblationConfig(percents=(200.0,))), "Top X % must lie in"),
         ("shapley: threshold 1.5", lambda: registered()["shapley"].validate(

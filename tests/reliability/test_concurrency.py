@@ -9,7 +9,6 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
 import torch
 
 from core.models import ModelSpec, load_ranker

@@ -15,7 +15,6 @@ from core import analysis as contract
 from core.analysis import Analysis, drive, option, register
 from core.cli import build_parser, main, reproduce
 from core.errors import InputError
-from core.models import ModelSpec, load_ranker
 from core.store import Store
 
 
@@ -209,7 +208,7 @@ def test_a_registered_analysis_gets_a_cli_command_from_its_config(example, tiny_
 
 
 def test_config_choices_are_checked_before_anything_runs(example, tiny, demo):
-    with pytest.raises(InputError, match="side 'title' is not one of document, query"):
+    with pytest.raises(InputError, match="side: 'title' is not one of document, query"):
         contract.run(contract.REGISTRY["doclength"], tiny, demo, LengthConfig(side="title"))
 
 

@@ -13,7 +13,7 @@ from core.attribution import (AttributionConfig, baseline_embeddings, conductanc
                                integrated_conductance, neuron_index, overlap, top_set)
 from core.errors import InputError
 from core.hooks import count_hooks, hooked
-from core.models import QUERY, Encoded, ModelSpec, load_ranker
+from core.models import QUERY, Encoded
 
 
 def _toy(x, base, steps=100, chunk=7):

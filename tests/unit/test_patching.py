@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 import torch
 
-from core import models
 from core.models import attention as attention_module  # its private registry, checked for leaks
 from core.errors import InputError
 from core.hooks import capture_inputs, count_hooks
