@@ -34,9 +34,8 @@ from core.data import Collection
 from core.errors import InputError
 from core.metrics import evaluate, f1
 from core.models import Ranker
-from core.patching import (GROUP_CODES, PatchConfig, encode_pair, mean_effects, prompt_pairs,
-                           top_heads)
-from core.retrieval import candidate_pairs
+from core.patching import GROUP_CODES, encode_pair, mean_effects, top_heads
+from core.retrieval import candidate_pairs, relevance_pairs
 
 KNOCKOUT_COLUMNS = ["group", "selection", "heads", "f1", "f1_sd", "f1_change_pct", "ndcg",
                     "ndcg_sd", "ndcg_change_pct"]
@@ -236,7 +235,9 @@ def _reference_means(job: Job) -> dict[int, torch.Tensor]:
     """Each head's mean output over the sweep's own used prompt pairs (clean and corrupted)."""
     patch = job.inputs["patch"]
     config = patch.config
-    candidates = prompt_pairs(job.collection, config, limit=len(patch.pairs) or 1)
+    candidates = relevance_pairs(job.collection, len(patch.pairs) or 1,
+                                 pairs_per_query=config.pairs_per_query, split=config.split,
+                                 depth=config.depth)
     ids = ["qid", "positive_docno", "negative_docno"]
     used = patch.pairs.loc[patch.pairs.status == "used", ids].astype(str)
     pairs = candidates.astype({c: str for c in ids}).merge(used, on=ids)  # in candidate order
@@ -249,9 +250,8 @@ def _reference_means(job: Job) -> dict[int, torch.Tensor]:
 def _held_out(job: Job) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(held-out prompt pairs for F1, their queries' candidates for nDCG@10)."""
     patch, config = job.inputs["patch"], job.config
-    held_out = PatchConfig(prompt=patch.config.prompt, pairs=config.queries,
-                           split=patch.config.split, depth=patch.config.depth)
-    judged = prompt_pairs(job.collection, held_out, skip_qids=set(patch.pairs.qid))
+    judged = relevance_pairs(job.collection, config.queries, split=patch.config.split,
+                             depth=patch.config.depth, skip_qids=set(patch.pairs.qid))
     if judged.empty:
         raise InputError("no held-out queries are left for the knock-out; use fewer patching "
                          "pairs or a larger collection")

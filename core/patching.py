@@ -44,7 +44,7 @@ from core.analysis import drive
 from core.data import Collection
 from core.errors import InputError
 from core.models import DOCUMENT, INSTRUCTION, LAST, QUERY, AttentionState, Ranker
-from core.retrieval import doc_texts, first_stage_run
+from core.retrieval import relevance_pairs
 from core.constants import PATCH_COMPONENTS, POSITION_GROUPS
 from core.store import content_key
 
@@ -158,46 +158,12 @@ class Patch:
 # --------------------------------------------------------------------------- prompt pairs
 def prompt_pairs(collection: Collection, config: PatchConfig, *, skip_qids=(),
                  limit: int | None = None) -> pd.DataFrame:
-    """Per query up to ``config.pairs_per_query`` pairs of a positive and a negative document
-    ``[qid, query, positive, negative, positive_docno, negative_docno, bm25_rank_negative]``.
-
-    Positives: the query's relevant judged documents, highest grade first (ties: the better
-    BM25 rank, then docno). Negatives: the documents of the first stage's top-``depth`` (the
-    collection's run, e.g. TREC DL's BM25 top-100, else BM25) judged (or assumed)
-    non-relevant, best-ranked first — hard negatives, as in the study. The i-th positive is
-    paired with the i-th negative, so no document is used twice. Queries are taken in
-    collection order; at most ``limit`` rows (default ``config.pairs``).
-    """
-    queries = collection.queries
-    split = collection.qids(config.split)
-    if split is not None:
-        queries = queries[queries.qid.isin(split)]
-    relevant = collection.qrels[collection.qrels.relevance >= collection.min_relevant]
-    queries = queries[queries.qid.isin(set(relevant.qid)) & ~queries.qid.isin(set(skip_qids))]
-    if queries.empty:
-        raise InputError(f"collection {collection.name!r} has no queries with a relevant "
-                         f"document{' in split ' + config.split if config.split else ''}")
-    run = first_stage_run(collection, config.depth, queries.qid.tolist())
-    texts = dict(zip(collection.docs.docno, doc_texts(collection.docs)))
-    grades = {(q, d): r for q, d, r in collection.qrels[["qid", "docno", "relevance"]]
-              .itertuples(index=False)}
-    rows = []
-    for qid, query in zip(queries.qid, queries.text):
-        ranked = run[run.qid == qid]
-        bm25_rank = dict(zip(ranked.docno, ranked["rank"]))
-        judged = relevant[relevant.qid == qid]
-        order = sorted(zip(judged.docno, judged.relevance),
-                       key=lambda item: (-item[1], bm25_rank.get(item[0], 10**9), item[0]))
-        negatives = [(d, r) for d, r in zip(ranked.docno, ranked["rank"])
-                     if grades.get((qid, d), 0) < collection.min_relevant]
-        room = min(config.pairs_per_query, (limit or config.pairs) - len(rows))
-        for (positive, _), (negative, rank) in list(zip(order, negatives))[:room]:
-            rows.append((qid, query, texts[positive], texts[negative], positive, negative,
-                         int(rank)))
-        if len(rows) >= (limit or config.pairs):
-            break
-    return pd.DataFrame(rows, columns=["qid", "query", "positive", "negative", "positive_docno",
-                                       "negative_docno", "bm25_rank_negative"])
+    """The sweep's positive / negative pairs (:func:`core.retrieval.relevance_pairs` with the
+    sweep's split, depth and pairs per query; at most ``limit`` rows, default
+    ``config.pairs``)."""
+    return relevance_pairs(collection, limit or config.pairs,
+                           pairs_per_query=config.pairs_per_query, split=config.split,
+                           depth=config.depth, skip_qids=skip_qids)
 
 
 def encode_pair(ranker: Ranker, query: str, positive: str, negative: str, config: PatchConfig):

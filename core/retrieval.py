@@ -114,3 +114,51 @@ def rank_candidates(ranker, pairs: pd.DataFrame, batch_size: int = 16) -> pd.Dat
 def rank_among(score: float, others: np.ndarray) -> int:
     """The rank (1 = best) a document with ``score`` takes among ``others`` (the rest)."""
     return int(1 + np.sum(np.asarray(others) > score))
+
+
+def relevance_pairs(collection: Collection, limit: int, *, pairs_per_query: int = 1,
+                    split: str | None = None, depth: int = 100,
+                    skip_qids=()) -> pd.DataFrame:
+    """Per query up to ``pairs_per_query`` pairs of a positive and a negative document
+    ``[qid, query, positive, negative, positive_docno, negative_docno, bm25_rank_negative]``.
+
+    Positives: the query's relevant judged documents, highest grade first (ties: the better
+    BM25 rank, then docno). Negatives: the documents of the first stage's top-``depth`` (the
+    collection's run, e.g. TREC DL's BM25 top-100, else BM25) judged (or assumed)
+    non-relevant, best-ranked first — hard negatives, as in the patching study. The i-th
+    positive is paired with the i-th negative, so no document is used twice. Queries (of
+    ``split``, none of ``skip_qids``) are taken in collection order; at most ``limit`` rows.
+    Patching's prompt pairs and the knock-out's reference and held-out pairs.
+    """
+    from core.errors import InputError
+
+    queries = collection.queries
+    chosen = collection.qids(split)
+    if chosen is not None:
+        queries = queries[queries.qid.isin(chosen)]
+    relevant = collection.qrels[collection.qrels.relevance >= collection.min_relevant]
+    queries = queries[queries.qid.isin(set(relevant.qid)) & ~queries.qid.isin(set(skip_qids))]
+    if queries.empty:
+        raise InputError(f"collection {collection.name!r} has no queries with a relevant "
+                         f"document{' in split ' + split if split else ''}")
+    run = first_stage_run(collection, depth, queries.qid.tolist())
+    texts = dict(zip(collection.docs.docno, doc_texts(collection.docs)))
+    grades = {(q, d): r for q, d, r in collection.qrels[["qid", "docno", "relevance"]]
+              .itertuples(index=False)}
+    rows = []
+    for qid, query in zip(queries.qid, queries.text):
+        ranked = run[run.qid == qid]
+        bm25_rank = dict(zip(ranked.docno, ranked["rank"]))
+        judged = relevant[relevant.qid == qid]
+        order = sorted(zip(judged.docno, judged.relevance),
+                       key=lambda item: (-item[1], bm25_rank.get(item[0], 10**9), item[0]))
+        negatives = [(d, r) for d, r in zip(ranked.docno, ranked["rank"])
+                     if grades.get((qid, d), 0) < collection.min_relevant]
+        room = min(pairs_per_query, limit - len(rows))
+        for (positive, _), (negative, rank) in list(zip(order, negatives))[:room]:
+            rows.append((qid, query, texts[positive], texts[negative], positive, negative,
+                         int(rank)))
+        if len(rows) >= limit:
+            break
+    return pd.DataFrame(rows, columns=["qid", "query", "positive", "negative", "positive_docno",
+                                       "negative_docno", "bm25_rank_negative"])
