@@ -489,7 +489,8 @@ def analysis_section(name: str, ranker_name: str, source: str, store: Store,
     from core.cli import reproduce
 
     analysis = registered()[name]
-    st.caption(analysis.summary + f" — headless: `python -m core {analysis.name} --help`.")
+    summary = analysis.summary[:1].upper() + analysis.summary[1:]
+    st.caption(f"{summary} — headless: `python -m core {analysis.name} --help`.")
     hints = typing.get_type_hints(analysis.Config)
     fields = dataclasses.fields(analysis.Config)
     defaults = dataclasses.replace(analysis.Config(), **(preset or {}))
