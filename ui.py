@@ -396,16 +396,7 @@ def chart_with_exports(chart, frame, name: str, stretch: bool = True) -> None:
 def _stored_run_widget(container, item, label, help_text, key, store, ranker: str,
                        collection: str, default):
     """A select box of the finished stored runs a ``builds_on`` field may name."""
-    from core.store import LEGACY_RUNS
-
-    source = item.metadata["builds_on"]
-    table, column = LEGACY_RUNS.get(source, ("analysis_runs", "key"))
-    with store.cursor() as cur:
-        runs = cur.execute(f"SELECT {column}, collection, created FROM {table} WHERE status = "
-                           "'done' AND ranker = ?" + (" AND analysis = ?" if table ==
-                                                      "analysis_runs" else "")
-                           + " ORDER BY created DESC",
-                           [ranker] + ([source] if table == "analysis_runs" else [])).fetchall()
+    runs = store.finished(item.metadata["builds_on"], ranker)
     if item.metadata["same_collection"]:
         runs = [r for r in runs if r[1] == collection]
     labels = {"": f"the newest on {collection}" + (" (or none)" if item.metadata["optional"]
@@ -481,16 +472,26 @@ def analysis_section(name: str, ranker_name: str, source: str, store: Store,
     defaults), a run with progress / Stop / resume, the command line that reruns it, and its
     stored runs of this ranker on this collection — the newest drawn by default, read back
     from the store without recomputing (after a restart too)."""
-    import dataclasses
-    import typing
-
-    from core.analysis import config_from, load, registered
-    from core.analysis import run as run_analysis
-    from core.cli import reproduce
+    from core.analysis import registered
 
     analysis = registered()[name]
     summary = analysis.summary[:1].upper() + analysis.summary[1:]
     st.caption(f"{summary} — headless: `python -m core {analysis.name} --help`.")
+    _run_from_form(analysis, ranker_name, store, collection, preset)
+    _stored_run(analysis, ranker_name, source, store, collection)
+
+
+def _run_from_form(analysis, ranker_name: str, store: Store, collection: Collection,
+                   preset: dict | None) -> None:
+    """The analysis' form (one widget per config field) and, when submitted, its run with
+    progress and Stop; the new run's key is remembered to be shown."""
+    import dataclasses
+    import typing
+
+    from core.analysis import config_from
+    from core.analysis import run as run_analysis
+
+    name = analysis.name
     hints = typing.get_type_hints(analysis.Config)
     fields = dataclasses.fields(analysis.Config)
     defaults = dataclasses.replace(analysis.Config(), **(preset or {}))
@@ -508,32 +509,43 @@ def analysis_section(name: str, ranker_name: str, source: str, store: Store,
             values, error = {}, bad
         submitted = st.form_submit_button(button, type="primary")
     status = RunStatus(f"running-{name}", submitted, button, analysis.unit)
-    if submitted:
-        try:
-            if error is not None:
-                raise error
-            config = config_from(analysis.Config, values)
-            analysis.validate(config)
-        except RankScopeError as bad:
-            status.fail(bad)
-        with status.area:
-            ranker = ranker_or_error(ranker_name)
-        if ranker is None:
-            st.stop()
-        status.start()
-        try:
-            result = run_analysis(analysis, ranker, collection, config, store,
-                                  progress=status.progress, should_stop=status.should_stop)
-        except RankScopeError as bad:
-            status.fail(bad)
-        status.done()
-        st.session_state[f"{name}-key"] = result.key
+    if not submitted:
+        return
+    try:
+        if error is not None:
+            raise error
+        config = config_from(analysis.Config, values)
+        analysis.validate(config)
+    except RankScopeError as bad:
+        status.fail(bad)
+    with status.area:
+        ranker = ranker_or_error(ranker_name)
+    if ranker is None:
+        st.stop()
+    status.start()
+    try:
+        result = run_analysis(analysis, ranker, collection, config, store,
+                              progress=status.progress, should_stop=status.should_stop)
+    except RankScopeError as bad:
+        status.fail(bad)
+    status.done()
+    st.session_state[f"{name}-key"] = result.key
+
+
+def _stored_run(analysis, ranker_name: str, source: str, store: Store,
+                collection: Collection) -> None:
+    """The stored runs of the ranker on the collection: the chosen one (the newest, or the
+    one just run) drawn from the store, with its command line and downloads."""
+    from core.analysis import config_from, load
+    from core.cli import reproduce
+
+    name = analysis.name
     runs = store.analysis_runs(name)
     runs = runs[(runs.status == "done") & (runs.collection == collection.name)
                 & (runs.ranker == ranker_name)]
     if runs.empty:
-        st.info(f"Pick the settings, then **{button}**. Runs are kept in the store: asking "
-                "again is instant.")
+        st.info(f"Pick the settings, then **Run {analysis.title.lower()}**. Runs are kept in "
+                "the store: asking again is instant.")
         return
     labels = {r.key: f"{r.ranker} · {r.collection} · {r.n_units} {analysis.plural} · "
                      f"{r.created:%Y-%m-%d %H:%M} · {r.key}" for r in runs.itertuples()}

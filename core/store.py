@@ -464,6 +464,17 @@ class _StudyTables:
             row = cur.execute(query, values).fetchone()
         return None if row is None else row[0]
 
+    def finished(self, analysis: str, ranker: str) -> list[tuple[str, str, float]]:
+        """(key, collection, created) of every finished run of ``analysis`` of ``ranker``,
+        newest first (the runs an analysis may build on)."""
+        table, column = LEGACY_RUNS.get(analysis, ("analysis_runs", "key"))
+        generic = table == "analysis_runs"
+        with self.cursor() as cur:
+            return cur.execute(
+                f"SELECT {column}, collection, created FROM {table} WHERE status = 'done' AND "
+                "ranker = ?" + (" AND analysis = ?" if generic else "")
+                + " ORDER BY created DESC", [ranker] + ([analysis] if generic else [])).fetchall()
+
     def run_row(self, analysis: str, key: str) -> dict | None:
         """``ranker``, ``collection`` and ``status`` of one stored run of ``analysis``, or None."""
         table, column = LEGACY_RUNS.get(analysis, ("analysis_runs", "key"))

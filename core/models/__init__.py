@@ -36,7 +36,8 @@ from core.models.inputs import (DOCUMENT, GROUP_NAMES, INSTRUCTION,  # noqa: E40
 from core.models.layouts import LAYOUTS, Layout  # noqa: E402,F401
 from core.models.loading import (base_fingerprint, dequantized_gguf,  # noqa: E402,F401
                                  load_ranker, merged_fp32, resolve_adapter, resolve_source)
-from core.models.ranker import BlockCall, Ranker  # noqa: E402,F401
+from core.models.blocks import BlockCall  # noqa: E402,F401
+from core.models.ranker import Ranker  # noqa: E402,F401
 from core.models.specs import (ADAPTER_DIR, EMBEDDED, PRESETS,  # noqa: E402,F401
                                REMOTE_CODE_WARNING, REPO_ROOT, ModelSpec, cache_dir,
                                custom_spec, get_spec)
