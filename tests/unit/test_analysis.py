@@ -66,7 +66,7 @@ def _analyses(example):
 
 # Settings that keep each analysis cheap on the tiny models (the rest are the defaults).
 SMALL = {"queries": 2, "depth": 2, "k": 2, "repeats": 1, "draws": 2, "percents": (1.0,),
-         "threshold": 0.0, "permutations": 4, "random_groups": 3}
+         "threshold": 0.0, "permutations": 4, "random_groups": 3, "pairs": 1, "steps": 6}
 
 
 def _small(analysis):
@@ -243,3 +243,22 @@ def test_every_registered_analysis_takes_exactly_its_configs_flags(example):
         flags = {action.dest for action in parser._actions}
         fields = {f.name for f in dataclasses.fields(analysis.Config)}
         assert flags == fields | SHARED_FLAGS, analysis.name
+
+
+def test_document_order_changes_no_units_rows(example, tiny, demo, upstream, tmp_path):
+    """For every registered analysis: the same collection with its documents in another
+    order gives the same units and the same rows for a unit (scikit-learn's order check)."""
+    shuffled = dataclasses.replace(
+        demo, docs=demo.docs.sample(frac=1.0, random_state=3).reset_index(drop=True))
+    store = _store_from(upstream, tmp_path / "store.duckdb")
+    for analysis in _analyses(example):
+        config = _small(analysis)
+        job = contract.prepare(analysis, tiny, demo, config, store)
+        other = contract.prepare(analysis, tiny, shuffled, config, store)
+        units = analysis.units(job)
+        assert analysis.units(other) == units, analysis.name
+        rows, again = analysis.compute(job, units[-1]), analysis.compute(other, units[-1])
+        pd.testing.assert_frame_equal(rows.drop(columns="seconds", errors="ignore"),
+                                      again.drop(columns="seconds", errors="ignore"),
+                                      obj=analysis.name)
+    store.close()
