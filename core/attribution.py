@@ -203,8 +203,8 @@ def linear_layout(ranker: Ranker) -> dict:
 
 
 def neuron_index(source: Ranker | dict, paths: list[str] | None = None) -> pd.DataFrame:
-    """One row per attributed neuron ``[path, layer, component, unit]`` in model order, from a
-    ranker or a :func:`linear_layout`."""
+    """One row per attributed neuron ``[path, layer, component, neuron]`` in model order
+    (``layer`` 1-based, as every table), from a ranker or a :func:`linear_layout`."""
     layout = linear_layout(source) if isinstance(source, Ranker) else source
     widths = dict(layout["linears"])
     rows = []
