@@ -9,7 +9,7 @@ reports what it reached; a section that fails prints ``FAILED <section>: <reason
 next one runs. Sections, quickest first:
 
 1. ``lasso``: the batched torch Lasso solver (the CUDA default) against the CPU working-set
-   solver (``core.lasso``) on the same activations — synthetic activations with planted sparse
+   solver (``core.solvers``) on the same activations — synthetic activations with planted sparse
    features (``--lasso-pairs`` × ``--lasso-width``, a few "layers"): speed ratio and the largest
    |ΔR²| over every (feature, fold) probe.
 2. ``minilm``: the MiniLM cross-encoder (its body in fp16 from the bundle, plus the committed

@@ -12,7 +12,7 @@ folds, Lasso α = 0.1 on each feature's balanced probing set (the study's protoc
 RankScope builds (building them is not timed for the baseline), once on float64 copies and once
 on the float32 arrays themselves (scikit-learn then fits in float32, faster). RankScope's side
 is timed from the layer's activations to the test R² of every fold model, everything
-included (``working_set``: ``core.lasso``, the CPU default; ``batched``: the torch solver, the
+included (``working_set``: ``core.solvers``, the CPU default; ``batched``: the torch solver, the
 CUDA default, with its design arrays). Test R² of every fold model is compared with both loops.
 Ridge (α = 1) is timed the same way against ``sklearn.linear_model.Ridge``.
 
@@ -38,9 +38,8 @@ from core.data import load_collection  # noqa: E402
 from core.extract import ExtractionConfig, extract  # noqa: E402
 from core.features import FEATURES, stored_features  # noqa: E402
 from core.models import load_ranker  # noqa: E402
-from core.lasso import compile_kernels, solve_layer  # noqa: E402
-from core.probing import (ProbeConfig, _r2, build_design, fit_lasso,  # noqa: E402
-                          fit_ridge, make_plan)
+from core.probing import ProbeConfig, _r2, build_design, make_plan  # noqa: E402
+from core.solvers import compile_kernels, fit_lasso, fit_ridge, solve_layer  # noqa: E402
 from core.store import DEFAULT_PATH, Store  # noqa: E402
 
 

@@ -27,7 +27,7 @@ def arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-set-size", type=int, default=4000)
     p.add_argument("--solver", default="auto", choices=["auto", "working_set", "batched", "sklearn"],
-                   help="Lasso solver: working_set (core.lasso, the CPU default), batched torch "
+                   help="Lasso solver: working_set (core.solvers, the CPU default), batched torch "
                         "(the CUDA default) or scikit-learn's Lasso per feature and fold (the "
                         "reference)")
     p.add_argument("--out", required=True, help="CSV file for the tidy result table")

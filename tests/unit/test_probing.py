@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from core.errors import InputError
-from core.lasso import LassoProblems, _Threads, solve_layer
 from core.probing import (ProbeConfig, balanced_indices, build_design, collection_gaps,
-                          fit_lasso, fit_ridge, make_plan, neuron_histogram,
-                          positives_negatives, probe_layer, run_probe, split_pairs)
+                          make_plan, neuron_histogram, positives_negatives, probe_layer,
+                          run_probe, split_pairs)
+from core.solvers import LassoProblems, _Threads, fit_lasso, fit_ridge, solve_layer
 from core.store import Store
 
 N_PAIRS, D = 1200, 48
@@ -282,7 +282,7 @@ def test_working_set_solver_matches_scikit_learn_on_every_fold(wide_problem):
 def test_exact_solves_keep_their_cholesky_factor_through_support_changes():
     """The coordinate descent's exact solves remove and append support neurons in a kept
     factor; after any sequence of changes it must still factor the Gram on the support."""
-    from core.lasso import _factor_append, _factor_remove, _factor_solve
+    from core.solvers import _factor_append, _factor_remove, _factor_solve
 
     rng = np.random.default_rng(3)
     A = rng.standard_normal((60, 12))

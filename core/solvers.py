@@ -1,4 +1,8 @@
-"""Many Lasso problems on one activation matrix: the CPU solver of the probe sweep.
+"""Every probe solver in one place: the CPU Lasso of a probe sweep (below: shared Gram
+matrices, working sets, numba coordinate descent), the batched torch Lasso (FISTA, for a GPU),
+the closed-form batched ridge, and scikit-learn's Lasso as the tested reference.
+
+The CPU solver (many Lasso problems on one activation matrix):
 
 Context:
     A probe sweep fits, on every layer, one Lasso per (feature, fold): 22–26 features × 5
@@ -48,6 +52,7 @@ scikit-learn's; ``bench/probe_sweep.py`` compares both on the same data (test R�
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -56,6 +61,7 @@ from functools import lru_cache
 
 import numba
 import numpy as np
+import torch
 from threadpoolctl import ThreadpoolController
 
 
@@ -761,3 +767,181 @@ def compile_kernels() -> None:
                   np.zeros(2, np.int64))
     _squared_errors(np.zeros((2, 2), np.float32), np.zeros(2), np.zeros((2, 1)),
                     np.ones((2, 1), bool), 1, np.zeros((2, 2)))
+
+
+# --------------------------------------------------------------------------- torch solvers
+def _training_view(X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor):
+    """Drop rows past the last training row and centre per problem.
+
+    Returns X, y, mask (trimmed), weights ``[F, K, n]`` (mask as floats), train count
+    ``[F, K]``, feature means ``[F, K, d]`` and target means ``[F, K]`` over each problem's
+    training rows.
+    """
+    rows = int(mask.any(1).any(0).nonzero().max()) + 1
+    X, y, mask = X[:, :rows], y[:, :rows], mask[..., :rows]
+    weights = mask.to(X.dtype)
+    count = weights.sum(-1).clamp(min=1)
+    mean_x = torch.bmm(weights, X) / count[..., None]
+    mean_y = (weights * y[:, None, :]).sum(-1) / count
+    return X, y, mask, weights, count, mean_x, mean_y
+
+
+def fit_lasso(X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, alpha: float,
+              tol: float = 1e-3, working_set: int = 32, max_outer: int = 50,
+              max_inner: int = 60) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve every problem ``min_w 1/(2n) ‖y_c − X_c w‖² + α ‖w‖₁`` at once (intercept fitted).
+
+    Args:
+        X: ``[F, n, d]`` designs; y: ``[F, n]`` targets; mask: ``[F, K, n]`` training rows of
+            problem (f, k). X_c, y_c: centred on the problem's training rows (scikit-learn's
+            ``Lasso(alpha, fit_intercept=True)`` objective).
+        tol: stop when no coefficient violates the optimality (KKT) conditions by more than
+            ``tol · α``.
+
+    Returns:
+        coefficients ``[F, K, d]`` and intercepts ``[F, K]``.
+    """
+    X, y, mask, weights, count, mean_x, mean_y = _training_view(X, y, mask)
+    n_f, n_k, rows = mask.shape
+    d = X.shape[-1]
+    y_centred = (y[:, None, :] - mean_y[..., None]) * weights  # [F, K, n]
+    linear_all = torch.bmm(y_centred, X) / count[..., None]  # X_cᵀ y_c / n  [F, K, d]
+    by_neuron = X.transpose(1, 2).reshape(n_f * d, rows)  # row f·d + j: neuron j of target f
+    owner = (torch.arange(n_f, device=X.device) * d)[:, None, None]
+    W = torch.zeros(n_f, n_k, d, dtype=X.dtype, device=X.device)
+
+    def gradient(W):
+        # X_cᵀ (y_c − X_c w) / n; the residual sums to 0 on training rows, so X_cᵀ r = Xᵀ r
+        fitted = torch.bmm(W, X.transpose(1, 2)) - (mean_x * W).sum(-1, keepdim=True)
+        residual = y_centred - fitted * weights
+        return torch.bmm(residual, X) / count[..., None]
+
+    for outer in range(max_outer):
+        g = linear_all if outer == 0 else gradient(W)  # at W = 0 the gradient is X_cᵀ y_c / n
+        active = W != 0
+        violation = torch.where(active, (g - alpha * torch.sign(W)).abs(),
+                                (g.abs() - alpha).clamp(min=0))
+        if float(violation.max()) <= tol * alpha:
+            break
+        size = min(d, max(working_set, int(active.sum(-1).max()) + working_set // 2))
+        priority = torch.where(active, torch.full_like(g, math.inf), g.abs())
+        index = priority.topk(size, dim=-1).indices  # [F, K, s]: active ∪ worst violators
+        columns = by_neuron.index_select(0, (owner + index).reshape(-1)).view(n_f, n_k, size, rows)
+        mean_ws = torch.gather(mean_x, 2, index)
+        gram = (torch.matmul(columns * weights[:, :, None, :], columns.transpose(-1, -2))
+                / count[..., None, None]) - mean_ws[..., :, None] * mean_ws[..., None, :]
+        linear = torch.gather(linear_all, 2, index)
+        start = torch.gather(W, 2, index)
+        solved = _active_set_lasso(gram, linear, start, alpha, tol, max_inner)
+        W = torch.zeros_like(W).scatter_(2, index, solved)
+    intercept = mean_y - (mean_x * W).sum(-1)
+    return W, intercept
+
+
+def fit_lasso_sklearn(X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, alpha: float
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same problems as :func:`fit_lasso`, one scikit-learn ``Lasso`` per feature and fold
+    (coordinate descent; the faster choice on a CPU, see ``ProbeConfig.solver``)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import Lasso
+
+    X_np, y_np, mask_np = X.cpu().numpy(), y.cpu().numpy(), mask.cpu().numpy()
+    coef = np.zeros((mask.shape[0], mask.shape[1], X.shape[-1]), dtype=np.float32)
+    intercept = np.zeros(mask.shape[:2], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for f in range(mask.shape[0]):
+            for k in range(mask.shape[1]):
+                rows = mask_np[f, k]
+                model = Lasso(alpha=alpha).fit(X_np[f][rows], y_np[f][rows])
+                coef[f, k], intercept[f, k] = model.coef_, model.intercept_
+    return (torch.as_tensor(coef, device=X.device, dtype=X.dtype),
+            torch.as_tensor(intercept, device=X.device, dtype=X.dtype))
+
+
+def _active_set_lasso(gram: torch.Tensor, linear: torch.Tensor, start: torch.Tensor,
+                      alpha: float, tol: float, max_iter: int, add_per_step: int = 8
+                      ) -> torch.Tensor:
+    """``argmin ½ vᵀ G v − bᵀ v + α ‖v‖₁`` for a batch ``[..., s, s]`` of small problems.
+
+    Feature-sign search (Lee, Battle, Raina & Ng 2007), batched: fix a sign for every non-zero
+    coefficient and for the worst optimality violators among the zeros, solve the sign-fixed
+    system G_AA v_A = b_A − α θ_A exactly, and move towards its solution up to the first
+    coefficient that would change sign (it becomes 0). A step that would not lower the true
+    objective is replaced by a proximal-gradient step, so the objective never rises. Each step
+    is one batched linear solve; a few dozen replace thousands of coordinate updates.
+    """
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    jitter = 1e-6 * eye
+    # Gershgorin bound on the largest eigenvalue: a valid (safe) step for the fallback
+    lipschitz = gram.abs().sum(-1).amax(-1).clamp(min=1e-12)
+
+    def objective(x):
+        quad = 0.5 * (x * torch.matmul(gram, x.unsqueeze(-1)).squeeze(-1)).sum(-1)
+        return quad - (linear * x).sum(-1) + alpha * x.abs().sum(-1)
+
+    v = start.clone()
+    value = objective(v)
+    k = min(add_per_step, gram.shape[-1])
+    for _ in range(max_iter):
+        grad = torch.matmul(gram, v.unsqueeze(-1)).squeeze(-1) - linear
+        zero = v == 0
+        violation = torch.where(zero, (grad.abs() - alpha).clamp(min=0),
+                                (grad + alpha * torch.sign(v)).abs())
+        if float(violation.max()) <= tol * alpha:
+            break
+        entering = torch.zeros_like(zero)
+        worst = torch.where(zero, violation, torch.zeros_like(violation)).topk(k, dim=-1)
+        entering.scatter_(-1, worst.indices, worst.values > 0)
+        theta = torch.where(zero, -torch.sign(grad) * entering, torch.sign(v))
+        active = theta != 0
+        pair = active[..., :, None] & active[..., None, :]
+        system = torch.where(pair, gram + jitter, torch.zeros_like(gram)) + eye * (~active)[..., None, :]
+        rhs = torch.where(active, linear - alpha * theta, torch.zeros_like(v))
+        target = torch.linalg.solve_ex(system, rhs.unsqueeze(-1))[0].squeeze(-1)
+        flips = active & (theta * target < 0) & ~zero
+        crossing = torch.where(flips, v / (v - target), torch.full_like(v, math.inf))
+        t = crossing.amin(-1, keepdim=True).clamp(max=1.0)
+        step = v + t * (target - v)
+        step = torch.where((crossing <= t) | (active & (theta * step < 0)), torch.zeros_like(step), step)
+        step_value = objective(step)
+        proximal = v - grad / lipschitz[..., None]
+        proximal = torch.sign(proximal) * (proximal.abs() - alpha / lipschitz[..., None]).clamp(min=0)
+        better = (step_value <= value)[..., None]
+        v = torch.where(better, step, proximal)
+        value = objective(v)
+    return v
+
+
+def fit_ridge(X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, alpha: float
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve every problem ``min_w ‖y_c − X_c w‖² + α ‖w‖²`` (scikit-learn's ``Ridge``).
+
+    Each feature's Gram over all its training rows is computed once; a fold's Gram is that
+    minus the Gram of the rows it leaves out (exact, a fraction of the cost).
+    """
+    X, y, mask, weights, count, mean_x, mean_y = _training_view(X, y, mask)
+    n_f, n_k, rows = mask.shape
+    d = X.shape[-1]
+    any_train = mask.any(1).to(X.dtype)  # [F, n]
+    full = torch.bmm((X * any_train[..., None]).transpose(1, 2), X)  # [F, d, d]
+    eye = torch.eye(d, dtype=X.dtype, device=X.device)
+    coef = torch.zeros(n_f, n_k, d, dtype=X.dtype, device=X.device)
+    for k in range(n_k):
+        left_out = (any_train - weights[:, k]).clamp(min=0)
+        # the left-out rows first, gathered: K× less work than a product over all rows
+        size = int(left_out.sum(1).max())
+        index = torch.argsort(left_out, dim=1, descending=True, stable=True)[:, :size]
+        part = torch.gather(X, 1, index[..., None].expand(-1, -1, d))
+        part_w = torch.gather(left_out, 1, index)
+        gram = full - torch.bmm((part * part_w[..., None]).transpose(1, 2), part)
+        gram = gram - count[:, k, None, None] * mean_x[:, k, :, None] * mean_x[:, k, None, :]
+        rhs = torch.bmm(((y - mean_y[:, k, None]) * weights[:, k])[:, None, :], X)[:, 0]
+        # Cholesky, not LU: the system is positive definite, and torch 2.13's batched LU
+        # (MKL getrf) fails with "Pivots given to lu_solve…" on 2 threads at d = 384
+        factor = torch.linalg.cholesky(gram + alpha * eye)
+        coef[:, k] = torch.cholesky_solve(rhs.unsqueeze(-1), factor).squeeze(-1)
+    intercept = mean_y - (mean_x * coef).sum(-1)
+    return coef, intercept
