@@ -32,10 +32,15 @@ def commands() -> dict[str, object]:
     return found
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of the hand-written command ``only`` alone: the
+    generated commands import their analyses' modules (torch, transformers: about 2 s), which
+    a command such as ``models`` or ``extract --help`` should not wait for."""
     parser = argparse.ArgumentParser(prog="python -m core", description="RankScope engine")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, command in commands().items():
+    hand_written = {module.NAME: module for module in MODULES}
+    chosen = {only: hand_written[only]} if only in hand_written else commands()
+    for name, command in chosen.items():
         command.arguments(sub.add_parser(name, help=command.HELP))
     return parser
 
@@ -89,8 +94,11 @@ def interrupted(error: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
-    command = commands()[args.command]
+    argv = sys.argv[1:] if argv is None else list(argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(only=first).parse_args(argv)
+    hand_written = {module.NAME: module for module in MODULES}
+    command = hand_written.get(args.command) or commands()[args.command]
     try:
         return command.run(args)
     except RankScopeError as error:
