@@ -74,7 +74,7 @@ def test_probe_groups_take_passing_features_at_the_layer():
 
 @pytest.mark.parametrize("config, message", [
     (ShapleyConfig(threshold=1.2), "threshold"), (ShapleyConfig(permutations=0), "at least"),
-    (ShapleyConfig(mode="noise"), "mode")])
+    (ShapleyConfig(mode="noise"), "Knock-out: .noise. is not one of")])
 def test_shapley_settings_are_checked(config, message):
     from core.analysis import registered
 
