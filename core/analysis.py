@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -186,13 +187,7 @@ def stored_input(store, analysis: str, key: str):
         return load_attribution(store, key)
     info = store.analysis_run(key)
     stored = registered()[analysis]
-    return load(stored, store, key, None, config_from(stored.Config, _json(info["config"])))
-
-
-def _json(text: str) -> dict:
-    import json
-
-    return json.loads(text)
+    return load(stored, store, key, None, config_from(stored.Config, json.loads(info["config"])))
 
 
 def _command(analysis: str, ranker, collection) -> str:

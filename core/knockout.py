@@ -369,6 +369,7 @@ class NeuronAblation(Analysis):
                              job.inputs.get("other"), config.other_scheme, config.operation)
         widths = {p: job.ranker.linear_width(p) for p in
                   sorted({p for frame in sets.values() for p in frame.path})}
+        job.memo["paths"] = list(widths)  # the layers a mean knock-out needs means of
         rng = np.random.default_rng(config.seed)
         units = [{"set": "", "draw": -1, "neurons": 0, "knocked_out": {}}]
         for name, frame in sets.items():
@@ -388,7 +389,7 @@ class NeuronAblation(Analysis):
         if config.mode == "mean":
             means = job.cached("means", lambda: token_means(ranker, (
                 ranker.encode(queries[i:i + SCORE_BATCH], documents[i:i + SCORE_BATCH])
-                for i in range(0, len(queries), SCORE_BATCH)), _all_paths(job)))
+                for i in range(0, len(queries), SCORE_BATCH)), job.memo["paths"]))
         with neurons_ablated(ranker, {p: np.asarray(u, dtype=np.int64)
                                       for p, u in unit["knocked_out"].items()}, means):
             scores = ranker.score(queries, documents)
@@ -424,11 +425,6 @@ class NeuronAblation(Analysis):
         return ["random: the mean over the random sets (random_sd: the sd of their means); "
                 "p_value: paired two-tailed t-test over queries of the set vs the random sets' "
                 "mean"]
-
-
-def _all_paths(job: Job) -> list[str]:
-    units = NeuronAblation().units(job)
-    return sorted({p for unit in units for p in unit["knocked_out"]})
 
 
 def _rerank_pairs(collection: Collection, config: NeuronAblationConfig) -> pd.DataFrame:
