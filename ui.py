@@ -477,11 +477,11 @@ def analysis_section(name: str, ranker_name: str, source: str, store: Store,
     analysis = registered()[name]
     summary = analysis.summary[:1].upper() + analysis.summary[1:]
     st.caption(f"{summary} — headless: `python -m core {analysis.name} --help`.")
-    _run_from_form(analysis, ranker_name, store, collection, preset)
+    analysis_form(analysis, ranker_name, store, collection, preset)
     _stored_run(analysis, ranker_name, source, store, collection)
 
 
-def _run_from_form(analysis, ranker_name: str, store: Store, collection: Collection,
+def analysis_form(analysis, ranker_name: str, store: Store, collection: Collection,
                    preset: dict | None) -> None:
     """The analysis' form (one widget per config field) and, when submitted, its run with
     progress and Stop; the new run's key is remembered to be shown."""
@@ -532,34 +532,50 @@ def _run_from_form(analysis, ranker_name: str, store: Store, collection: Collect
     st.session_state[f"{name}-key"] = result.key
 
 
-def _stored_run(analysis, ranker_name: str, source: str, store: Store,
-                collection: Collection) -> None:
-    """The stored runs of the ranker on the collection: the chosen one (the newest, or the
-    one just run) drawn from the store, with its command line and downloads."""
-    from core.analysis import config_from, load
-    from core.cli import reproduce
-
-    name = analysis.name
-    runs = store.analysis_runs(name)
+def stored_run_choice(analysis, ranker_name: str, store: Store, collection: Collection):
+    """The finished stored runs of ``analysis`` for the ranker on the collection in a select
+    box — the one just run, else the newest — as (its ``analysis_runs`` row, its stored
+    config), or None (with a hint) when there is none."""
+    runs = store.analysis_runs(analysis.name)
     runs = runs[(runs.status == "done") & (runs.collection == collection.name)
                 & (runs.ranker == ranker_name)]
     if runs.empty:
         st.info(f"Pick the settings, then **Run {analysis.title.lower()}**. Runs are kept in "
                 "the store: asking again is instant.")
-        return
-    labels = {r.key: f"{r.ranker} · {r.collection} · {r.n_units} {analysis.plural} · "
+        return None
+    labels = {r.key: f"{r.ranker} · {r.collection} · {r.units_done} {analysis.plural} · "
                      f"{r.created:%Y-%m-%d %H:%M} · {r.key}" for r in runs.itertuples()}
-    wanted = st.session_state.get(f"{name}-key")
+    wanted = st.session_state.get(f"{analysis.name}-key")
     keys = list(labels)[::-1]
     key = st.selectbox("Run shown", keys, index=keys.index(wanted) if wanted in labels else 0,
-                       format_func=labels.get, key=f"{name}-shown")
+                       format_func=labels.get, key=f"{analysis.name}-shown")
     info = runs[runs.key == key].iloc[0]
-    stored = json.loads(info.config)
-    result = load(analysis, store, key, collection, config_from(analysis.Config, stored))
-    command = reproduce(name, ranker=info.ranker, collection=source,
-                        store=None if store_path() == DEFAULT_PATH else str(store_path()),
-                        **{k: list(v) if isinstance(v, (tuple, list)) else v
-                           for k, v in stored.items()})
+    return info, json.loads(info.config)
+
+
+def command_line(name: str, ranker: str, source: str, stored: dict) -> str:
+    """The CLI line that reruns a stored run (its config as stored) on the same store key."""
+    from core.cli import reproduce
+
+    return reproduce(name, ranker=ranker, collection=source,
+                     store=None if store_path() == DEFAULT_PATH else str(store_path()),
+                     **{k: list(v) if isinstance(v, (tuple, list)) else v
+                        for k, v in stored.items()})
+
+
+def _stored_run(analysis, ranker_name: str, source: str, store: Store,
+                collection: Collection) -> None:
+    """The stored runs of the ranker on the collection: the chosen one (the newest, or the
+    one just run) drawn from the store, with its command line and downloads."""
+    from core.analysis import config_from, load
+
+    name = analysis.name
+    chosen = stored_run_choice(analysis, ranker_name, store, collection)
+    if chosen is None:
+        return
+    info, stored = chosen
+    result = load(analysis, store, info.key, collection, config_from(analysis.Config, stored))
+    command = command_line(name, info.ranker, source, stored)
     with st.expander("Reproduce this run from the command line (same store key)"):
         st.code(command, language="bash")
     for note in result.notes:

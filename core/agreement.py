@@ -34,7 +34,7 @@ def agreement(neurons: pd.DataFrame, column: str, percent: float, probe: pd.Data
       (the stored top neurons) for a feature with test R² > ``threshold``;
     - top-``percent`` % neurons by conductance ``column``, per attention / MLP part, and those
       among the residual writers (attention output / FFN output units = residual dimensions);
-    - patching (``patch``: :func:`core.patching.mean_effects` rows): the largest |mean IE| of
+    - patching (``patch``: :func:`core.sweep.mean_effects` rows): the largest |mean IE| of
       the block's attention and MLP output over position groups.
 
     ``probe ∩ NIG`` counts residual dimensions in both sets, next to the count expected by
@@ -118,7 +118,7 @@ class Agreement(Analysis):
         return ["all layers"]
 
     def compute(self, job: Job, unit: str) -> pd.DataFrame:
-        from core.patching import mean_effects
+        from core.sweep import mean_effects
 
         config, attribution = job.config, job.inputs["attribution"]
         probe, patch = job.inputs.get("probe"), job.inputs.get("patch")

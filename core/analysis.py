@@ -172,11 +172,11 @@ def upstream_fields(config_class: type) -> list[dataclasses.Field]:
 
 def stored_input(store, analysis: str, key: str):
     """The stored run ``key`` of ``analysis`` as the analyses that build on it read it:
-    ``patch`` → :class:`core.patching.PatchResult`, ``probe`` → its result rows,
+    ``patch`` → :class:`core.sweep.PatchResult`, ``probe`` → its result rows,
     ``attribute`` → :class:`core.attribution.AttributionResult`, any analysis of the
     contract → its :class:`Result`."""
     if analysis == "patch":
-        from core.patching import load_patching
+        from core.sweep import load_patching
 
         return load_patching(store, key)
     if analysis == "probe":
@@ -282,6 +282,12 @@ class Analysis(ABC):
         """The table as the page shows it (rounded, combined columns); the CSV keeps all."""
         return table
 
+    def enough(self, job: Job, frames: list[pd.DataFrame]) -> bool:
+        """Whether the units stored so far (``frames``, in unit order) already make a
+        finished run, so the rest are not computed (patching stops once it has its usable
+        pairs). Default: every unit is needed."""
+        return False
+
     def validate(self, config) -> None:
         """Raise :class:`InputError` with one actionable sentence for impossible settings,
         naming the field by the label the page shows."""
@@ -306,7 +312,8 @@ class Analysis(ABC):
 
 REGISTRY: dict[str, Analysis] = {}
 # modules whose import registers the analyses shipped with RankScope
-BUILT_IN = ("core.lens", "core.attribution", "core.knockout", "core.shapley", "core.agreement")
+BUILT_IN = ("core.lens", "core.sweep", "core.attribution", "core.knockout", "core.shapley",
+            "core.agreement")
 
 
 def registered() -> dict[str, Analysis]:
@@ -350,18 +357,25 @@ def run(analysis: Analysis, ranker, collection, config, store=None, *,
     if not units:
         raise InputError(f"{analysis.title or analysis.name}: nothing to do — the collection "
                          "and settings select no " + analysis.plural)
-    done, write = set(), None
+    done, write, seen = set(), None, []
     if store is not None:
         store.begin_analysis(key, analysis=analysis.name, ranker=ranker.spec.name,
                              collection=collection.name, config=dataclasses.asdict(config),
                              n_units=len(units))
         done = store.analysis_units_done(key)
+        if done and type(analysis).enough is not Analysis.enough:
+            seen.append(store.analysis_frame(key))
 
         def write(index, unit, frame):
             store.write_analysis_unit(key, index, unit, frame)
 
-    frames, stopped = drive(units, lambda index, unit: analysis.compute(job, unit), done=done,
-                            write=write, progress=progress, should_stop=should_stop)
+    def compute(index, unit):
+        frame = analysis.compute(job, unit)
+        seen.append(frame)
+        return frame
+
+    frames, stopped = drive(units, compute, done=done, write=write, progress=progress,
+                            should_stop=should_stop, enough=lambda: analysis.enough(job, seen))
     if store is not None:
         if not stopped:
             store.finish_analysis(key)

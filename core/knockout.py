@@ -34,8 +34,9 @@ from core.data import Collection
 from core.errors import InputError
 from core.metrics import evaluate, f1
 from core.models import Ranker
-from core.patching import GROUP_CODES, encode_pair, mean_effects, top_heads
+from core.patching import GROUP_CODES, encode_pair
 from core.retrieval import candidate_pairs, relevance_pairs
+from core.sweep import mean_effects, top_heads
 
 KNOCKOUT_COLUMNS = ["group", "selection", "heads", "f1", "f1_sd", "f1_change_pct", "ndcg",
                     "ndcg_sd", "ndcg_change_pct"]
@@ -236,7 +237,7 @@ def _reference_means(job: Job) -> dict[int, torch.Tensor]:
     patch = job.inputs["patch"]
     config = patch.config
     candidates = relevance_pairs(job.collection, len(patch.pairs) or 1,
-                                 pairs_per_query=config.pairs_per_query, split=config.split,
+                                 pairs_per_query=config.pairs_per_query, split=config.split or None,
                                  depth=config.depth)
     ids = ["qid", "positive_docno", "negative_docno"]
     used = patch.pairs.loc[patch.pairs.status == "used", ids].astype(str)
@@ -250,7 +251,7 @@ def _reference_means(job: Job) -> dict[int, torch.Tensor]:
 def _held_out(job: Job) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(held-out prompt pairs for F1, their queries' candidates for nDCG@10)."""
     patch, config = job.inputs["patch"], job.config
-    judged = relevance_pairs(job.collection, config.queries, split=patch.config.split,
+    judged = relevance_pairs(job.collection, config.queries, split=patch.config.split or None,
                              depth=patch.config.depth, skip_qids=set(patch.pairs.qid))
     if judged.empty:
         raise InputError("no held-out queries are left for the knock-out; use fewer patching "

@@ -301,9 +301,10 @@ class PatchingLesson(Lesson):
     def measure(self, store, ranker, collection, split, data,
                 progress: Progress | None) -> Outcome:
         from core.charts import ie_heatmap
-        from core.patching import PatchConfig, mean_effects, run_patching
+        from core.patching import PatchConfig
+        from core.sweep import mean_effects, run_patching
 
-        config = PatchConfig(pairs=4, split=split, head_groups=(), attention_scores=False)
+        config = PatchConfig(pairs=4, split=split or "", head_groups=(), attention_scores=False)
         result = run_patching(ranker, collection, config, store,
                               progress=None if progress is None else
                               lambda d, t, _: progress(d, t, "patching"))

@@ -31,22 +31,19 @@ setters (STYLE.md); hooks live only inside context managers that remove them in 
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
 import torch
 
-from core.analysis import drive
+from core.analysis import option
 from core.data import Collection
 from core.errors import InputError
 from core.models import DOCUMENT, INSTRUCTION, LAST, QUERY, AttentionState, Ranker
 from core.retrieval import relevance_pairs
-from core.constants import PATCH_COMPONENTS, POSITION_GROUPS
-from core.store import content_key
+from core.constants import PATCH_COMPONENTS, POSITION_GROUPS, PROMPTS
 
 PATCH_VERSION = 3  # 2: correct_only, excluded pairs replaced; 3: a collection's own run gives
 # the negatives (TREC DL's BM25 top-100), not bm25s over its passages
@@ -59,85 +56,81 @@ CANDIDATES_PER_PAIR = 4  # queries tried per pair asked for, when pairs are excl
 
 @dataclass(frozen=True)
 class PatchConfig:
-    """One patching sweep. Defaults follow the study where it fixes them.
+    """One patching sweep; defaults follow the study where it fixes them. Each field's help
+    is its CLI flag's and its page widget's (:mod:`core.analysis`).
 
-    Attributes:
-        prompt: pointwise (clean = positive document, corrupted = negative) or pairwise
-            (judges only; clean = positive first, corrupted = order swapped).
-        pairs: prompt pairs to patch.
-        split: queries of this split only (the demo collection's held-out queries are "test");
-            None = every query.
-        doc_tokens: documents are cut to min(this, both documents' lengths) tokens.
-        min_gap: pairs with LD_clean − LD_corr below this are excluded and reported (IE is a
-            ratio over that gap and explodes when it is near 0).
-        correct_only: keep only pairs the model judges right (LD_clean − LD_corr ≥ min_gap),
-            as the study analyses how a model reaches a correct judgment; False keeps pairs
-            with |LD_clean − LD_corr| ≥ min_gap either way (IE then follows the model's own
-            preference). Excluded pairs are replaced by the next candidates, up to ``tries``.
-        pairs_per_query: candidate pairs per query (the i-th positive against the i-th hard
-            negative); 1 = the study's one pair per query.
-        tries: candidate pairs tried at most (None: ``CANDIDATES_PER_PAIR`` per pair asked
-            for); a weak model's pairwise prompts may need many more.
-        depth: negatives come from BM25 top-``depth`` non-relevant documents (study: 100).
-        components: per-layer targets patched at every position group.
-        groups: position groups for ``components``.
-        head_groups: position groups at which each head's output is patched (study: last
-            token and query positions); () skips heads.
-        attention_scores: patch each head's attention weights between query and document tokens.
-        method: ``staged`` (fast path) or ``loop`` (one full forward per patch; same numbers).
-        batch_rows: patched runs per forward pass (staged).
+    ``correct_only``: the study analyses how a model reaches a correct judgment, so only pairs
+    with LD_clean − LD_corr ≥ ``min_gap`` are kept; off, pairs with |LD_clean − LD_corr| ≥
+    ``min_gap`` either way (IE then follows the model's own preference). Excluded pairs are
+    replaced by the next candidates, up to ``tries``. ``method`` and ``batch_rows`` change
+    speed, never numbers, so they are not part of the store key (:meth:`key_fields`).
     """
 
-    prompt: str = "pointwise"
-    pairs: int = 6
-    split: str | None = "test"
-    pairs_per_query: int = 1
-    tries: int | None = None
-    doc_tokens: int = 48
-    min_gap: float = 0.5
-    correct_only: bool = True
-    depth: int = 100  # study: negatives from BM25 top-100
-    components: tuple[str, ...] = PATCH_COMPONENTS
-    groups: tuple[str, ...] = POSITION_GROUPS
-    head_groups: tuple[str, ...] = ("last", "query")  # study: heads at last token and query
-    attention_scores: bool = True
-    method: str = "staged"
-    batch_rows: int = 48
+    prompt: str = option("pointwise", "pointwise: clean = a relevant document, corrupted = a "
+                                      "hard non-relevant one; pairwise (yes/no judges only): "
+                                      "both documents, order swapped", choices=PROMPTS,
+                         label="Prompt")
+    pairs: int = option(6, "prompt pairs to patch (a SmolLM2 pair takes ≈20–70 s on a CPU, a "
+                           "MiniLM pair ≈2 s)", label="Pairs", minimum=1)
+    split: str = option("test", "only queries of this split (demo: test; '' for all)",
+                        label="Query split")
+    pairs_per_query: int = option(1, "candidate pairs per query: its i-th relevant document "
+                                     "against its i-th hard negative (the study: 1)",
+                                  label="Pairs per query", minimum=1)
+    tries: int = option(0, "candidate pairs tried at most (0: 4 per pair asked for); a weak "
+                           "model's pairwise prompts may need many more",
+                        label="Candidate pairs tried", minimum=0)
+    doc_tokens: int = option(48, "documents are cut to at most this many tokens (both to the "
+                                 "same length, so positions align)",
+                             label="Document tokens (max)", minimum=4)
+    min_gap: float = option(0.5, "pairs with LD_clean − LD_corr below this are excluded and "
+                                 "replaced by the next candidate (IE divides by this gap)",
+                            label="Min LD_clean − LD_corr", minimum=0.0)
+    correct_only: bool = option(True, "keep only pairs the model judges right, as the study "
+                                      "(off: any pair with a large enough gap either way)",
+                                label="Only pairs judged right")
+    depth: int = option(100, "negatives come from the first stage's top-k non-relevant "
+                             "documents (study: 100)", label="Negatives from the top",
+                        minimum=1)
+    components: tuple[str, ...] = option(PATCH_COMPONENTS, "per-layer targets patched at "
+                                                           "every position group",
+                                         choices=PATCH_COMPONENTS, label="Components")
+    groups: tuple[str, ...] = option(POSITION_GROUPS, "position groups for the components",
+                                     choices=POSITION_GROUPS, label="Position groups")
+    head_groups: tuple[str, ...] = option(("last", "query"), "position groups at which each "
+                                                            "head's output is patched (none: "
+                                                            "skip heads)",
+                                          choices=POSITION_GROUPS, label="Patch heads at")
+    attention_scores: bool = option(True, "patch each head's attention weights between "
+                                          "query and document tokens",
+                                    label="Patch attention scores")
+    method: str = option("staged", "staged (fast) or loop (one full forward per patch; the "
+                                   "same numbers)", choices=METHODS, label="Method")
+    batch_rows: int = option(48, "patched runs per forward pass (staged; memory)",
+                             label="Patched runs per pass", minimum=1)
 
     def validate(self, ranker: Ranker | None = None) -> None:
-        if self.prompt not in ("pointwise", "pairwise"):
-            raise InputError(f"prompt must be pointwise or pairwise, got {self.prompt!r}")
+        """What the field metadata cannot say (and, given a ranker, what it needs)."""
         if ranker is not None and self.prompt == "pairwise" and ranker.kind != "llm-judge":
             raise InputError(f"{ranker.spec.name} is a {ranker.kind}: pairwise prompts need a "
                              "yes/no judge (llm-judge); use --prompt pointwise")
-        if not 1 <= self.pairs <= 10_000:
-            raise InputError(f"pairs must be between 1 and 10000, got {self.pairs}")
-        if not 1 <= self.pairs_per_query <= 100:
-            raise InputError("pairs_per_query must be between 1 and 100, got "
-                             f"{self.pairs_per_query}")
-        if self.tries is not None and self.tries < self.pairs:
-            raise InputError(f"tries ({self.tries}) must be at least pairs ({self.pairs})")
-        if self.doc_tokens < 4:
-            raise InputError(f"doc_tokens must be at least 4, got {self.doc_tokens}")
-        if self.min_gap < 0:
-            raise InputError(f"min_gap must be ≥ 0, got {self.min_gap}")
-        for name, values, allowed in (("components", self.components, PATCH_COMPONENTS),
-                                      ("groups", self.groups, POSITION_GROUPS),
-                                      ("head_groups", self.head_groups, POSITION_GROUPS)):
-            unknown = [v for v in values if v not in allowed]
-            if unknown:
-                raise InputError(f"unknown {name}: {', '.join(unknown)}; choose from "
-                                 f"{', '.join(allowed)}")
-        if self.method not in METHODS:
-            raise InputError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.batch_rows < 1:
-            raise InputError("batch_rows must be at least 1")
+        if self.tries and self.tries < self.pairs:
+            raise InputError(f"candidate pairs tried ({self.tries}) must be at least pairs "
+                             f"({self.pairs}), or 0 for 4 per pair")
+
+    @property
+    def candidates(self) -> int:
+        """Candidate pairs tried at most."""
+        return self.tries or self.pairs * CANDIDATES_PER_PAIR
 
     def key_fields(self) -> dict:
-        """What determines the numbers (method and batch size do not)."""
+        """What determines the numbers (method and batch size do not), as keyed since
+        version 1: an empty split and 0 tries are stored as None."""
         fields = asdict(self)
         fields.pop("method")
         fields.pop("batch_rows")
+        fields["split"] = self.split or None
+        fields["tries"] = self.tries or None
         for added, default in (("pairs_per_query", 1), ("tries", None)):
             if fields[added] == default:  # added later: at their defaults, old keys stay valid
                 fields.pop(added)
@@ -162,7 +155,7 @@ def prompt_pairs(collection: Collection, config: PatchConfig, *, skip_qids=(),
     sweep's split, depth and pairs per query; at most ``limit`` rows, default
     ``config.pairs``)."""
     return relevance_pairs(collection, limit or config.pairs,
-                           pairs_per_query=config.pairs_per_query, split=config.split,
+                           pairs_per_query=config.pairs_per_query, split=config.split or None,
                            depth=config.depth, skip_qids=skip_qids)
 
 
@@ -447,169 +440,6 @@ def interaction_scores(prepared: PreparedPair) -> pd.DataFrame:
     return frame
 
 
-# --------------------------------------------------------------------------- sweeps
-def patch_key(ranker: Ranker, collection: Collection, config: PatchConfig) -> str:
-    return content_key("patching", prefix="patch-", length=16, ranker=ranker.spec.key(),
-                       collection=collection.content_hash, config=config.key_fields(),
-                       version=PATCH_VERSION)
-
-
-@dataclass
-class PatchResult:
-    key: str
-    pairs: pd.DataFrame
-    results: pd.DataFrame
-    notes: list[str] = field(default_factory=list)
-    stopped: bool = False
-    seconds: float = 0.0
-    config: PatchConfig | None = None  # the sweep's settings (read back with a stored run)
-
-    @property
-    def used(self) -> pd.DataFrame:
-        """Per-patch rows of the pairs kept (IE present)."""
-        keep = set(self.pairs[self.pairs.status == "used"].pair)
-        return self.results[self.results.pair.isin(keep)]
-
-
-def load_patching(store, key: str) -> PatchResult | None:
-    """A stored sweep with its settings, without loading the model (None: no such run)."""
-    import json
-
-    runs = store.patch_runs()
-    run = runs[runs.patch_key == key]
-    if run.empty:
-        return None
-    stored = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in json.loads(run.iloc[0].config).items()}
-    pairs, results = store.patch_results(key)
-    return PatchResult(key, pairs, results, stopped=run.iloc[0].status != "done",
-                       config=PatchConfig(**stored))
-
-
-def stored_sweeps(store, ranker: str, collection: str) -> list[dict[str, PatchResult]]:
-    """The finished sweeps of ``ranker`` on ``collection`` in the store, newest first, each
-    as ``{prompt: result}`` with its pointwise / pairwise twin (the same settings but the
-    prompt) beside it when that is stored too — what the Patching page draws after a
-    restart."""
-    import json
-
-    runs = store.patch_runs()
-    runs = runs[(runs.status == "done") & (runs.ranker == ranker)
-                & (runs.collection == collection)].iloc[::-1]
-    settings = {r.patch_key: json.loads(r.config) for r in runs.itertuples()}
-    views, seen = [], set()
-    for key, config in settings.items():
-        if key in seen:
-            continue
-        twins = [k for k, c in settings.items() if k not in seen and
-                 {**c, "prompt": ""} == {**config, "prompt": ""}]
-        seen.update(twins)
-        loaded = [load_patching(store, k) for k in twins]
-        views.append({r.config.prompt: r for r in sorted(loaded, key=lambda r: r.config.prompt,
-                                                         reverse=True)})
-    return views
-
-
-def run_patching(ranker: Ranker, collection: Collection, config: PatchConfig, store=None, *,
-                 progress: Callable[[int, int, str], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> PatchResult:
-    """Patch every target for each prompt pair; resumable per pair through ``store``.
-
-    Returns per-pair rows (``pairs``: LD_clean, LD_corr, status, tokens) and per-patch rows
-    (``results``: pair, target, layer (1-based), group, head, value = LD_patched — or S for
-    target ``interaction`` — and ie).
-    """
-    config.validate(ranker)
-    started = time.perf_counter()
-    key = patch_key(ranker, collection, config)
-    tries = config.tries or config.pairs * CANDIDATES_PER_PAIR
-    pairs = prompt_pairs(collection, config, limit=tries)
-    notes = []
-    if store is not None:
-        store.begin_patch(key, ranker=ranker.spec.name, collection=collection.name,
-                          config=config.key_fields(), n_pairs=config.pairs)
-        stored, _ = store.patch_results(key)
-        done = set(stored.pair)
-        used = int((stored.status == "used").sum())
-    else:
-        done, used = set(), 0
-    state = {"used": used}
-
-    def compute(index, row):
-        if progress:
-            progress(state["used"], config.pairs,
-                     f"pair {state['used'] + 1}/{config.pairs}: query {row.qid}")
-        pair_row, frame = _sweep_pair(ranker, config, index, row)
-        state["used"] += pair_row["status"] == "used"
-        return pair_row, frame
-
-    def write(index, row, output):
-        store.write_patch_pair(key, *output)
-
-    outputs, stopped = drive(list(pairs.itertuples(index=False)), compute, done=done,
-                             write=write if store is not None else None,
-                             should_stop=should_stop,
-                             enough=lambda: state["used"] >= config.pairs)
-    used = state["used"]
-    pair_rows = [pair_row for pair_row, _ in outputs]
-    result_frames = [frame for _, frame in outputs]
-    if used < config.pairs and not stopped:
-        notes.append(f"{used} of the {config.pairs} pairs asked for could be used ({len(pairs)} "
-                     "candidate pairs of a relevant document and a BM25 negative were tried; "
-                     "--tries or --pairs-per-query offer more)")
-    if progress and not stopped:
-        progress(config.pairs, config.pairs, "done")
-    if store is not None:
-        if not stopped:
-            store.finish_patch(key)
-        pair_frame, results = store.patch_results(key)
-    else:
-        pair_frame = pd.DataFrame(pair_rows)
-        results = (pd.concat(result_frames, ignore_index=True) if result_frames
-                   else pd.DataFrame(columns=RESULT_COLUMNS))
-    excluded = pair_frame[pair_frame.status != "used"] if len(pair_frame) else pair_frame
-    for item in excluded.itertuples(index=False):
-        notes.append(f"pair {item.pair + 1} (query {item.qid}) excluded: {item.status}")
-    return PatchResult(key, pair_frame, results, notes, stopped, time.perf_counter() - started,
-                       config)
-
-
-def _sweep_pair(ranker: Ranker, config: PatchConfig, index: int, row) -> tuple[dict, pd.DataFrame]:
-    enc, reason, doc_tokens = encode_pair(ranker, row.query, row.positive, row.negative, config)
-    pair_row = {"pair": index, "qid": str(row.qid), "positive_docno": str(row.positive_docno),
-                "negative_docno": str(row.negative_docno), "doc_tokens": doc_tokens,
-                "n_tokens": 0, "ld_clean": float("nan"), "ld_corr": float("nan"),
-                "status": reason or "used", "tokens": "[]"}
-    if enc is None:
-        return pair_row, pd.DataFrame(columns=RESULT_COLUMNS)
-    prepared = prepare_pair(ranker, enc)
-    pair_row.update(n_tokens=prepared.n_positions, ld_clean=prepared.ld_clean,
-                    ld_corr=prepared.ld_corr, tokens=json.dumps(_tokens(ranker, enc),
-                                                                ensure_ascii=False))
-    if config.correct_only and prepared.gap < config.min_gap:
-        pair_row["status"] = (f"LD_clean − LD_corr = {prepared.gap:.3f} is below min_gap "
-                              f"{config.min_gap}" + (" (the model prefers the negative document)"
-                                                     if prepared.gap < 0 else ""))
-        return pair_row, pd.DataFrame(columns=RESULT_COLUMNS)
-    if abs(prepared.gap) < config.min_gap:
-        pair_row["status"] = (f"|LD_clean − LD_corr| = {abs(prepared.gap):.3f} is below "
-                              f"min_gap {config.min_gap}")
-        return pair_row, pd.DataFrame(columns=RESULT_COLUMNS)
-    patches = plan_patches(ranker, prepared, config)
-    patched = patch_pair(ranker, prepared, patches, config.method, config.batch_rows)
-    frame = pd.DataFrame({
-        "pair": index, "target": [p.target for p in patches],
-        "layer": [p.layer + 1 for p in patches], "group": [p.group for p in patches],
-        "head": [p.head for p in patches], "value": patched,
-        "ie": (patched - prepared.ld_corr) / prepared.gap})
-    interaction = interaction_scores(prepared)
-    frame = pd.concat([frame, pd.DataFrame({
-        "pair": index, "target": "interaction", "layer": interaction.layer + 1,
-        "group": f"{prepared.direction[0]}→{prepared.direction[1]}", "head": interaction["head"],
-        "value": interaction.interaction, "ie": np.nan})], ignore_index=True)
-    return pair_row, frame[RESULT_COLUMNS]
-
-
 def _tokens(ranker: Ranker, enc) -> list[list]:
     """[[token, clean group, corrupted token]] for the clickable token view."""
     from core.models import GROUP_NAMES
@@ -619,7 +449,7 @@ def _tokens(ranker: Ranker, enc) -> list[list]:
     return [[a, GROUP_NAMES[int(g)], b] for a, b, g in zip(clean, corrupted, enc.groups[0].tolist())]
 
 
-# --------------------------------------------------------------------------- summaries (tidy)
+# --------------------------------------------------------------------------- an edit's effects
 def edit_effects(ranker: Ranker, query: str, original: str, edited: str,
                  prompt: str = "pointwise") -> tuple[pd.DataFrame, dict]:
     """Where an edit acts: activation patching between a document and its edited version.
@@ -672,82 +502,6 @@ def edit_effects(ranker: Ranker, query: str, original: str, edited: str,
             "ie": (values - prepared.ld_corr) / prepared.gap}))
     info["score_original"], info["score_edited"] = info["edited→original"]
     return pd.concat(frames, ignore_index=True), info
-
-
-def mean_effects(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean / sd / count of IE per (target, layer, group, head) over the pairs kept."""
-    data = results[results.target != "interaction"]
-    grouped = data.groupby(["target", "layer", "group", "head"], as_index=False).ie
-    return grouped.agg(ie_mean="mean", ie_sd="std", pairs="count").fillna({"ie_sd": 0.0})
-
-
-def layer_rankings(effects: pd.DataFrame) -> dict[tuple[str, str], list[int]]:
-    """(component, group) → layers ordered by mean IE, highest first (ties: lower layer);
-    a component whose IE is the same at every layer (e.g. 0 everywhere) has no ranking."""
-    out = {}
-    for (target, group), frame in effects[effects.target.isin(PATCH_COMPONENTS)].groupby(["target", "group"]):
-        if frame.ie_mean.nunique() < 2:
-            continue
-        ordered = frame.sort_values(["ie_mean", "layer"], ascending=[False, True])
-        out[(target, group)] = ordered.layer.astype(int).tolist()
-    return out
-
-
-def rbo_table(pointwise: pd.DataFrame, pairwise: pd.DataFrame, p: float = 0.7) -> pd.DataFrame:
-    """RBO (Webber et al. 2010, p = 0.7 as the study) of pointwise vs pairwise layer rankings
-    per component and position group, from two :func:`mean_effects` frames."""
-    from core.metrics import rank_biased_overlap
-
-    left, right = layer_rankings(pointwise), layer_rankings(pairwise)
-    keys = {tuple(k) for k in pd.concat([pointwise, pairwise])[["target", "group"]]
-            .drop_duplicates().itertuples(index=False) if k[0] in PATCH_COMPONENTS}
-    rows = [(target, group, rank_biased_overlap(left[(target, group)], right[(target, group)], p)
-             if (target, group) in left and (target, group) in right else float("nan"),
-             left.get((target, group), [])[:3], right.get((target, group), [])[:3])
-            for target, group in sorted(keys)]
-    return pd.DataFrame(rows, columns=["component", "group", "rbo", "top layers (pointwise)",
-                                       "top layers (pairwise)"])
-
-
-def head_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Per (layer, head): mean IE of its output at each head group, of its attention scores,
-    and mean interaction S — the scatter's data."""
-    data = results[results.target.isin(["head", "attn_scores", "interaction"])]
-    if data.empty:
-        return pd.DataFrame(columns=["layer", "head"])
-    data = data.assign(column=np.where(data.target == "head", "head IE @ " + data.group,
-                                       np.where(data.target == "attn_scores", "attention-score IE",
-                                                "interaction S")),
-                       measure=np.where(data.target == "interaction", data.value, data.ie))
-    table = data.pivot_table(index=["layer", "head"], columns="column", values="measure",
-                             aggfunc="mean").reset_index()
-    table.columns.name = None
-    return table
-
-
-def correlations(table: pd.DataFrame, x: str, ys: list[str]) -> pd.DataFrame:
-    """Pearson and Spearman correlation of column ``x`` with each of ``ys`` over heads."""
-    rows = []
-    for y in ys:
-        if x not in table or y not in table:
-            continue
-        pair = table[[x, y]].dropna()
-        if len(pair) < 3 or pair[x].std() == 0 or pair[y].std() == 0:
-            continue
-        rows.append((x, y, len(pair), float(pair[x].corr(pair[y])),
-                     float(pair[x].corr(pair[y], method="spearman"))))
-    return pd.DataFrame(rows, columns=["x", "y", "heads", "pearson", "spearman"])
-
-
-def top_heads(effects: pd.DataFrame, group: str | None, k: int) -> list[tuple[int, int, str]]:
-    """The ``k`` heads with the highest mean IE at ``group`` (None: every group mixed) as
-    (layer 0-based, head, group)."""
-    heads = effects[effects.target == "head"]
-    if group is not None:
-        heads = heads[heads.group == group]
-    heads = heads.sort_values(["ie_mean", "layer", "head"], ascending=[False, True, True])
-    heads = heads.drop_duplicates(["layer", "head"]).head(k)
-    return [(int(r.layer) - 1, int(r.head), str(r.group)) for r in heads.itertuples()]
 
 
 @torch.inference_mode()

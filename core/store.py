@@ -19,6 +19,7 @@ of its own beside it, which the app imports with :meth:`Store.import_file`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import threading
@@ -84,16 +85,6 @@ CREATE TABLE IF NOT EXISTS probe_results (
     r2_mean DOUBLE, r2_sd DOUBLE, r2_val DOUBLE, mse DOUBLE, n_nonzero INTEGER,
     set_size INTEGER, neurons VARCHAR,
     PRIMARY KEY (probe_key, layer, pooling, feature, estimator));
-CREATE TABLE IF NOT EXISTS patch_runs (
-    patch_key VARCHAR PRIMARY KEY, ranker VARCHAR, collection VARCHAR, config VARCHAR,
-    n_pairs INTEGER, status VARCHAR, created DOUBLE, finished DOUBLE);
-CREATE TABLE IF NOT EXISTS patch_pairs (
-    patch_key VARCHAR, pair INTEGER, qid VARCHAR, positive_docno VARCHAR,
-    negative_docno VARCHAR, doc_tokens INTEGER, n_tokens INTEGER, ld_clean DOUBLE,
-    ld_corr DOUBLE, status VARCHAR, tokens VARCHAR, PRIMARY KEY (patch_key, pair));
-CREATE TABLE IF NOT EXISTS patch_results (
-    patch_key VARCHAR, pair INTEGER, target VARCHAR, layer INTEGER, "group" VARCHAR,
-    head INTEGER, value DOUBLE, ie DOUBLE);
 CREATE TABLE IF NOT EXISTS analysis_runs (
     key VARCHAR PRIMARY KEY, analysis VARCHAR, ranker VARCHAR, collection VARCHAR,
     config VARCHAR, n_units INTEGER, status VARCHAR, created DOUBLE, finished DOUBLE);
@@ -107,12 +98,9 @@ CREATE TABLE IF NOT EXISTS analysis_units (
 # those analyses now live in analysis_runs under keys that do, so the old tables are dropped
 # (they are recomputed on demand; every other table is kept as it is).
 MIGRATIONS = ("DROP TABLE IF EXISTS result_frames",)
-PATCH_PAIR_COLUMNS = ["pair", "qid", "positive_docno", "negative_docno", "doc_tokens",
-                      "n_tokens", "ld_clean", "ld_corr", "status", "tokens"]
-PATCH_RESULT_COLUMNS = ["pair", "target", "layer", "group", "head", "value", "ie"]
 TABLES = ("runs", "pairs", "batches", "activations")
 # the studies that keep tables of their own: analysis name → (runs table, key column)
-LEGACY_RUNS = {"probe": ("probe_runs", "probe_key"), "patch": ("patch_runs", "patch_key")}
+LEGACY_RUNS = {"probe": ("probe_runs", "probe_key")}
 ATTRIBUTION_PAIR_COLUMNS = ["pair", "qid", "docno", "label", "score", "baseline_score", "delta",
                             "cut_total", "completeness_gap", "seconds"]
 PROBE_COLUMNS = ["layer", "pooling", "feature", "estimator", "r2_mean", "r2_sd", "r2_val", "mse",
@@ -159,6 +147,8 @@ class _Connection:
             self._con.execute(SCHEMA)
             if "attribution_runs" in names:
                 _migrate_attributions(self._con)
+            if "patch_runs" in names:
+                _migrate_patching(self._con)
             for statement in MIGRATIONS:
                 self._con.execute(statement)
             self._con.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
@@ -400,55 +390,6 @@ class _StudyTables:
                 "LEFT JOIN (SELECT probe_key, count(DISTINCT (layer, pooling)) AS done FROM "
                 "probe_results GROUP BY probe_key) u USING (probe_key) ORDER BY p.created").df()
 
-    # -- patching -------------------------------------------------------------------------
-    def begin_patch(self, patch_key: str, *, ranker: str, collection: str, config: dict,
-                    n_pairs: int) -> None:
-        with self.transaction() as cur:
-            cur.execute("INSERT INTO patch_runs VALUES (?, ?, ?, ?, ?, 'running', ?, NULL) "
-                        "ON CONFLICT DO NOTHING", [patch_key, ranker, collection,
-                                                   json.dumps(config, sort_keys=True), n_pairs,
-                                                   time.time()])
-
-    def write_patch_pair(self, patch_key: str, pair: dict, results: pd.DataFrame) -> None:
-        """One pair and all its patched runs in one transaction (all or nothing)."""
-        rows = results[PATCH_RESULT_COLUMNS].copy()
-        rows.insert(0, "patch_key", patch_key)
-        rows = rows.astype({"pair": "int32", "layer": "int32", "head": "int32",
-                            "value": "float64", "ie": "float64"})
-        with self.transaction() as cur:
-            if cur.execute("SELECT count(*) FROM patch_pairs WHERE patch_key = ? AND pair = ?",
-                           [patch_key, pair["pair"]]).fetchall()[0][0]:
-                return
-            cur.execute("INSERT INTO patch_pairs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [patch_key, *[pair[c] for c in PATCH_PAIR_COLUMNS]])
-            if len(rows):
-                cur.register("new_patch_rows", rows)
-                cur.execute("INSERT INTO patch_results SELECT * FROM new_patch_rows")
-                cur.unregister("new_patch_rows")
-
-    def finish_patch(self, patch_key: str) -> None:
-        with self.transaction() as cur:
-            cur.execute("UPDATE patch_runs SET status = 'done', finished = ? WHERE patch_key = ?",
-                        [time.time(), patch_key])
-
-    def patch_results(self, patch_key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(pairs, per-patch rows) of a patching sweep, in pair order."""
-        with self.cursor() as cur:
-            pairs = cur.execute(f"SELECT {', '.join(PATCH_PAIR_COLUMNS)} FROM patch_pairs WHERE "
-                                "patch_key = ? ORDER BY pair", [patch_key]).df()
-            results = cur.execute(
-                'SELECT pair, target, layer, "group", head, value, ie FROM patch_results WHERE '
-                'patch_key = ? ORDER BY pair, target, layer, "group", head', [patch_key]).df()
-        return pairs, results
-
-    def patch_runs(self) -> pd.DataFrame:
-        with self.cursor() as cur:
-            return cur.execute(
-                "SELECT r.patch_key, r.ranker, r.collection, r.n_pairs, coalesce(p.done, 0) AS "
-                "pairs_done, r.status, r.config, to_timestamp(r.created) AS created FROM "
-                "patch_runs r LEFT JOIN (SELECT patch_key, count(*) AS done FROM patch_pairs "
-                "GROUP BY patch_key) p USING (patch_key) ORDER BY r.created").df()
-
     def latest(self, analysis: str, ranker: str, collection: str | None = None) -> str | None:
         """Key of the newest finished run of ``analysis`` (``probe`` / ``patch`` /
         ``attribution``, or any analysis of the contract) of ``ranker`` (on ``collection`` when
@@ -592,9 +533,6 @@ class Store(_ExtractionTables, _StudyTables, _AnalysisTables, _Connection):
                     cur, alias, "feature_sets", ("features",), "features_key", "TRUE")
                 counts["probes"] = self._import_keyed(
                     cur, alias, "probe_runs", ("probe_results",), "probe_key", "status = 'done'")
-                counts["patching sweeps"] = self._import_keyed(
-                    cur, alias, "patch_runs", ("patch_pairs", "patch_results"), "patch_key",
-                    "status = 'done'")
                 counts["analyses"] = self._import_keyed(
                     cur, alias, "analysis_runs", ("analysis_units",), "key", "status = 'done'")
                 cur.execute("COMMIT")
@@ -680,6 +618,46 @@ def _migrate_attributions(con) -> None:
                          run.created, run.finished])
         con.execute("DROP TABLE attribution_pairs")
         con.execute("DROP TABLE attribution_runs")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _migrate_patching(con) -> None:
+    """Patching sweeps of a store written before patching moved to the analysis contract
+    (tables patch_runs / patch_pairs / patch_results) become analysis runs of ``patch`` under
+    the same keys — one unit per candidate pair, its patched runs with the pair's fields
+    beside them (:mod:`core.sweep`) — in one transaction; then the old tables go."""
+    from core.patching import PatchConfig
+    from core.sweep import _unit_frame
+
+    defaults = dataclasses.asdict(PatchConfig())
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for run in con.execute("SELECT * FROM patch_runs").df().itertuples(index=False):
+            stored = {**defaults, **json.loads(run.config)}
+            stored.update(split=stored["split"] or "", tries=stored["tries"] or 0)
+            pairs = con.execute("SELECT * FROM patch_pairs WHERE patch_key = ? ORDER BY pair",
+                                [run.patch_key]).df()
+            results = con.execute("SELECT * FROM patch_results WHERE patch_key = ?",
+                                  [run.patch_key]).df()
+            for pair in pairs.to_dict("records"):
+                rows = results[results.pair == pair["pair"]]
+                frame = _unit_frame(pair, rows.drop(columns="patch_key"))
+                unit = {c: pair[c] for c in ("pair", "qid", "positive_docno", "negative_docno")}
+                con.execute("INSERT INTO analysis_units VALUES (?, ?, ?, ?, ?) ON CONFLICT DO "
+                            "NOTHING", [run.patch_key, int(pair["pair"]),
+                                        json.dumps(unit, default=str), _frame_blob(frame),
+                                        time.time()])
+            con.execute("INSERT INTO analysis_runs VALUES (?, 'patch', ?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT DO NOTHING",
+                        [run.patch_key, run.ranker, run.collection,
+                         json.dumps(stored, sort_keys=True),
+                         int(stored["tries"] or 4 * stored["pairs"]), run.status,
+                         run.created, run.finished])
+        for table in ("patch_results", "patch_pairs", "patch_runs"):
+            con.execute(f"DROP TABLE {table}")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -8,7 +8,8 @@ import ui
 from core.data import check_user_text
 from core.errors import RankScopeError
 from core.charts import ie_heatmap, layer_lens_chart
-from core.patching import edit_effects, mean_effects
+from core.patching import edit_effects
+from core.sweep import mean_effects
 from core.perturbations import axiom_table, query_terms
 from core.saliency import saliency
 

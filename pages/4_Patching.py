@@ -9,11 +9,10 @@ import streamlit as st
 import ui
 from core.charts import head_heatmap, head_scatter, ie_heatmap
 from core.constants import POSITION_GROUPS
-from core.errors import RankScopeError
-from core.patching import (PatchConfig, correlations, head_table, head_top_tokens, mean_effects,
-                           rbo_table, run_patching, stored_sweeps, top_heads)
-from core.cli.patch import command_line as patch_command
-from core.store import DEFAULT_PATH
+from core.analysis import registered
+from core.patching import head_top_tokens
+from core.sweep import (correlations, head_table, load_patching, mean_effects, rbo_table,
+                        top_heads, with_twin)
 
 ui.page_setup("Patching", "🩹")
 ranker_name, source = ui.sidebar()
@@ -28,101 +27,27 @@ st.caption("Each prompt runs twice: **clean** with a relevant document, **corrup
            "(*How do LLMs understand relevance?*, 2025).")
 
 store = ui.store_or_error()
-if store is None:
+collection = ui.collection_or_error(source)
+if store is None or collection is None:
     st.stop()
-DEFAULTS = PatchConfig()  # the CLI's defaults too: one source
+analysis = registered()["patch"]
+st.caption("The form runs one prompt; run the same settings with the other prompt (judges "
+           "only) for the RBO of their layer rankings. Headless: `python -m core patch --help`.")
+ui.analysis_form(analysis, ranker_name, store, collection, None)
+chosen = ui.stored_run_choice(analysis, ranker_name, store, collection)
+if chosen is None:
+    st.stop()
+info, stored = chosen
+shown = load_patching(store, info.key)
+results = {prompt: (result.config, result) for prompt, result in
+           with_twin(store, shown, ranker_name, collection.name).items()}
+view = {"model": ranker_name, "collection": collection.name, "source": source,
+        "commands": [ui.command_line("patch", ranker_name, source, asdict(config))
+                     for config, _ in results.values()]}
 
-with st.form("patch"):
-    c1, c2, c3 = st.columns(3)
-    names = ui.ranker_names()
-    model = c1.selectbox("Judge or ranker", names, index=names.index(ranker_name))
-    options = ui.collection_options()
-    collection_source = c2.selectbox("Collection", options,
-                                     index=options.index(source) if source in options else 0)
-    prompts = c3.multiselect("Prompt", ["pointwise", "pairwise"], default=["pointwise"],
-                             help="Pairwise needs a yes/no judge; both give the RBO table.")
-    c4, c5, c6, c7 = st.columns(4)
-    pairs = c4.number_input("Pairs", min_value=1, max_value=200, value=DEFAULTS.pairs,
-                            help="Pairs to patch. On a CPU a SmolLM2 pair takes ≈20–70 s, a "
-                                 "MiniLM pair ≈2 s.")
-    per_query = c4.number_input("Pairs per query", min_value=1, max_value=100, value=1,
-                                help="1 = the study's one pair per held-out query; more pairs "
-                                     "each query's i-th relevant document against its i-th "
-                                     "hard negative (more usable pairs from few queries).")
-    doc_tokens = c5.number_input("Document tokens (max)", min_value=4, max_value=512,
-                                 value=DEFAULTS.doc_tokens)
-    min_gap = c6.number_input("Min LD_clean − LD_corr", min_value=0.0, value=DEFAULTS.min_gap,
-                              step=0.1,
-                              help="Pairs below are excluded and replaced by the next candidate "
-                                   "(IE divides by this gap).")
-    head_groups = c7.multiselect("Patch heads at", list(POSITION_GROUPS),
-                                 default=["last", "query"])
-    c8 = st.columns(4)[0]
-    attention_scores = c8.checkbox("Patch attention scores", value=True,
-                                   help="Each head's attention weights between query and "
-                                        "document tokens.")
-    correct_only = c8.checkbox("Only pairs judged right", value=True,
-                               help="Keep pairs where the model prefers the relevant document "
-                                    "(as the study); off: any pair with a large enough gap.")
-    submitted = st.form_submit_button("Run patching", type="primary")
-
-run = ui.RunStatus("patching", submitted, "Run patching", "pair")
-
-if submitted:
-    configs = [PatchConfig(prompt=p, pairs=int(pairs), pairs_per_query=int(per_query),
-                           doc_tokens=int(doc_tokens),
-                           min_gap=float(min_gap), correct_only=correct_only,
-                           head_groups=tuple(head_groups),
-                           attention_scores=attention_scores) for p in prompts]
-    ranker = ui.ranker_or_error(model)
-    collection = ui.collection_or_error(collection_source)
-    if ranker is None or collection is None:
-        st.stop()
-    try:
-        if not configs:
-            raise RankScopeError("pick at least one prompt type")
-        for config in configs:
-            config.validate(ranker)
-    except RankScopeError as error:
-        run.fail(error)
-    run.start()
-    results = {}
-    try:
-        for config in configs:
-            def show(done, total, what, prompt=config.prompt):
-                run.progress(done, total, f"{model} · {prompt}: {what}")
-
-            results[config.prompt] = (config, run_patching(
-                ranker, collection, config, store, progress=show, should_stop=run.should_stop))
-    except RankScopeError as error:
-        run.fail(error)
-    run.done()
-    st.session_state["patch_view"] = {"model": model, "collection": collection.name,
-                                      "results": results, "source": collection_source}
-
-view = st.session_state.get("patch_view")
-if not view:  # a new session (after a restart too): the store's sweeps of the sidebar's choice
-    collection = ui.collection_or_error(source)
-    sweeps = stored_sweeps(store, ranker_name, collection.name) if collection else []
-    if not sweeps:
-        st.info("Pick a judge or ranker, a collection and a prompt, then **Run patching**. "
-                "Results are kept in the store: asking again is instant.")
-        st.stop()
-    labels = [" + ".join(f"{p} ({r.key})" for p, r in sweep.items()) for sweep in sweeps]
-    shown = st.selectbox(f"Stored sweeps of {ranker_name} on {collection.name}",
-                         range(len(sweeps)), format_func=labels.__getitem__,
-                         help="The newest is shown; run the form above for a new one.")
-    view = {"model": ranker_name, "collection": collection.name, "source": source,
-            "results": {p: (r.config, r) for p, r in sweeps[shown].items()}}
-view["commands"] = [patch_command(view["model"], view["source"], config,
-                                   None if ui.store_path() == DEFAULT_PATH
-                                   else str(ui.store_path()))
-                     for config, _ in view["results"].values()]
-
-results = view["results"]
 label = f"{view['model']} · {view['collection']}"
 with st.expander("Reproduce from the command line (same store keys: served from the store)"):
-    for command in view.get("commands", []):
+    for command in view["commands"]:
         st.code(command, language="bash")
     for prompt, (config, result) in results.items():
         ui.download_run(
@@ -134,7 +59,7 @@ with st.expander("Reproduce from the command line (same store keys: served from 
             {f"ie-{target}": ie_heatmap(mean_effects(result.used), target)
              for target in ("attn", "mlp", "resid")
              if (mean_effects(result.used).target == target).any()},
-            next((c for c in view.get("commands", []) if f"--prompt {prompt}" in c), ""))
+            next((c for c in view["commands"] if f"--prompt {prompt}" in c), ""))
 notes = [f"{prompt}: {note}" for prompt, (_, result) in results.items() for note in result.notes]
 if notes:
     with st.expander(f"Notes ({len(notes)}): pairs left out and why"):
@@ -175,8 +100,7 @@ with tabs[1]:
         top = top_heads(frame, None, 5)
         if st.button("Top tokens of the top-5 heads (unembedding projection)"):
             ranker = ui.ranker_or_error(view["model"])
-            collection = ui.collection_or_error(source)
-            if ranker is not None and collection is not None:
+            if ranker is not None:
                 config = results[prompt][0]
                 tokens = head_top_tokens(ranker, collection, config,
                                          [(layer, head) for layer, head, _ in top])
@@ -223,10 +147,7 @@ with tabs[4]:
     st.caption("Mean-ablate the top-k heads by this ranker's mean IE (a stored sweep) against "
                "random heads at the same positions: F1 of yes/no judgments on held-out pairs "
                "and nDCG@10 re-ranking their queries (the study's Table 1).")
-    knockout_collection = ui.collection_or_error(view["source"])
-    if knockout_collection is not None:
-        ui.analysis_section("knockout", view["model"], view["source"], store,
-                            knockout_collection)
+    ui.analysis_section("knockout", view["model"], view["source"], store, collection)
 
 with tabs[5]:
     prompt = st.radio("Prompt", list(results), horizontal=True, key="pairs_prompt")

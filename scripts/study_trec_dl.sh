@@ -102,12 +102,14 @@ patch)
   # the BM25 top-20 of held-out queries). Up to 10 pairs a query from at most 150 candidate
   # pairs (15 queries): the judge is weak on pairwise prompts (≈ 1 candidate in 20 is
   # usable), and the other 28 queries stay held out for the knock-out.
-  PATCH=(--model smollm2-judge --collection trec-dl-2019 --split '' --pairs 30
+  PATCH=(--ranker smollm2-judge --collection trec-dl-2019 --split '' --pairs 30
          --pairs-per-query 10 --tries 150)
-  "$PY" -m core patch "${PATCH[@]}" --prompt both --per-pair --out "$OUT/patch-judge-dl19.csv" \
+  "$PY" -m core patch "${PATCH[@]}" --prompt pairwise --out "$OUT/patch-judge-dl19-pairwise.csv" \
+    | tee "$OUT/patch-judge-dl19-pairwise.txt"
+  "$PY" -m core patch "${PATCH[@]}" --prompt pointwise --out "$OUT/patch-judge-dl19.csv" \
     | tee "$OUT/patch-judge-dl19.txt"
   # the knock-out names the pointwise sweep by its store key (printed by `patch`)
-  KEY=$(sed -n 's/^patch \(patch-[0-9a-f]*\) (pointwise).*/\1/p' "$OUT/patch-judge-dl19.txt")
+  KEY=$(sed -n 's/.*key \(patch-[0-9a-f]*\);.*/\1/p' "$OUT/patch-judge-dl19.txt")
   "$PY" -m core knockout --ranker smollm2-judge --collection trec-dl-2019 --patch "$KEY" \
     --queries 28 --out "$OUT/knockout-judge-dl19.csv" | tee "$OUT/knockout-judge-dl19.txt"
   ;;

@@ -13,13 +13,13 @@ import argparse
 import os
 import sys
 
-from core.cli import (evaluate, extract, generated, lesson, models, patch, precisions,
-                      probe, saliency, score)
+from core.cli import (evaluate, extract, generated, lesson, models, precisions, probe,
+                      saliency, score)
 from core.errors import RankScopeError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-MODULES = (models, extract, evaluate, probe, patch, precisions, saliency, score, lesson)
+MODULES = (models, extract, evaluate, probe, precisions, saliency, score, lesson)
 
 
 def commands() -> dict[str, object]:
@@ -68,6 +68,10 @@ def reproduce(command: str, **options) -> str:
         flag = actions[name].option_strings[0]
         if isinstance(value, (list, tuple)) and not value and actions[name].nargs == "*":
             parts.append(flag)  # an explicit empty list (the default is not empty)
+            continue
+        if isinstance(actions[name], argparse._StoreFalseAction):  # --no-x: on by default
+            if value is False:
+                parts.append(flag)
             continue
         if value is None or value is False or (isinstance(value, (list, tuple)) and not value):
             continue

@@ -9,7 +9,7 @@ from pathlib import Path
 from core.constants import KINDS, QUANTIZATIONS
 from core.errors import InputError, RankScopeError  # noqa: F401 - re-exported to commands
 
-COLLECTION_HELP = ("demo, cranfield, trec-dl-2019, trec-dl-2020 (when beside the project), a "
+COLLECTION_HELP = ("demo, cranfield, trec-dl-2019 … trec-dl-2022 (when beside the project), a "
                    "folder, or irds:<id>")
 
 

@@ -35,7 +35,7 @@ def _add_field(p, item: dataclasses.Field, kind) -> None:
         return
     if typing.get_origin(kind) is tuple:
         inner = typing.get_args(kind)[0]
-        p.add_argument(_flag(item.name), nargs="+", type=inner, default=list(default),
+        p.add_argument(_flag(item.name), nargs="*", type=inner, default=list(default),
                        choices=choices, help=help_text)
         return
     p.add_argument(_flag(item.name), type=kind, default=default, choices=choices,

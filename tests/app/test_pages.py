@@ -318,9 +318,8 @@ def test_patching_page_heatmaps_heads_knockout_and_token_view(app_store, monkeyp
     assert any("attention-score IE" in s for s in specs)
     # the run's own command line, which reruns it on the same store keys
     line = next(c.value for c in at.code if c.value.startswith(
-        "python -m core patch --ranker minilm-cross-encoder --collection demo --prompt pointwise "
-        "--pairs 2"))
-    assert "--pairs-per-query 2" in line
+        "python -m core patch --ranker minilm-cross-encoder --collection demo"))
+    assert "--prompt pointwise --pairs 2" in line and "--pairs-per-query 2" in line
     assert any(b.label == "Download this run (zip)" for b in at.get("download_button"))
     tokens = [m.value for m in at.markdown if "<span" in m.value]
     assert tokens and 'title="query"' in tokens[0] and 'title="document"' in tokens[0]
@@ -339,12 +338,12 @@ def test_patching_page_heatmaps_heads_knockout_and_token_view(app_store, monkeyp
                for c in at.code)
     # asking again is served from the store: no pair is patched again
     import core.knockout as ablation
-    import core.patching as patching
+    import core.sweep as sweep
 
     def recomputed(*_, **__):
         raise AssertionError("stored work was computed again")
 
-    monkeypatch.setattr(patching, "_sweep_pair", recomputed)  # one patched pair
+    monkeypatch.setattr(sweep, "sweep_pair", recomputed)  # one patched pair
     monkeypatch.setattr(ablation, "head_means", recomputed)  # the knock-out's first step
     at.button[0].click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -360,10 +359,11 @@ def test_a_patching_run_from_the_cli_is_drawn_after_a_restart(app_store, monkeyp
 
     from core.cli import main
 
-    assert main(["patch", "--model", "minilm-cross-encoder", "--pairs", "2", "--head-groups",
+    assert main(["patch", "--ranker", "minilm-cross-encoder", "--pairs", "2", "--head-groups",
                  "--no-attention-scores", "--store", str(app_store),
                  "--out", str(app_store.parent / "patch.csv")]) == 0
-    made = capsys.readouterr().out.split("patch ")[1].split(" ")[0]
+    made = capsys.readouterr().out.split("key ")[1].split(";")[0]
+    assert made.startswith("patch-")
     at = page("pages/4_Patching.py").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     specs = [json.dumps(json.loads(c.proto.spec), ensure_ascii=False)
@@ -372,13 +372,19 @@ def test_a_patching_run_from_the_cli_is_drawn_after_a_restart(app_store, monkeyp
     line = next(c.value for c in at.code if c.value.startswith("python -m core patch"))
     assert "--pairs 2" in line and "--head-groups" in line and "--no-attention-scores" in line
     monkeypatch.chdir(app_store.parent)  # the line writes its CSV where it is run
+    import core.sweep as sweep
+
+    def recomputed(*_, **__):
+        raise AssertionError("stored work was computed again")
+
+    monkeypatch.setattr(sweep, "sweep_pair", recomputed)
     assert main(__import__("shlex").split(line)[3:]) == 0
-    assert f"patch {made} (pointwise): 2 of 4 pairs used" in capsys.readouterr().out  # read back
+    assert f"key {made};" in capsys.readouterr().out  # the same key, read back
 
 
 def test_patching_page_refuses_pairwise_for_a_cross_encoder(app_store):
     at = page("pages/4_Patching.py").run()
-    next(m for m in at.multiselect if m.label == "Prompt").set_value(["pointwise", "pairwise"])
+    next(m for m in at.selectbox if m.label == "Prompt").set_value("pairwise")
     at.button[0].click().run()
     assert at.error and "pairwise prompts need" in at.error[0].value
     assert not at.exception

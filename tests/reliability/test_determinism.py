@@ -10,7 +10,8 @@ def test_probes_patching_attribution_and_ablation_repeat_bit_for_bit(tiny_ce, de
     from core.analysis import registered, run
     from core.attribution import AttributionConfig, attribute_collection
     from core.knockout import NeuronAblationConfig
-    from core.patching import PatchConfig, run_patching
+    from core.patching import PatchConfig
+    from core.sweep import run_patching
     from core.probing import ProbeConfig, probe_ranker
     from core.store import Store
 

@@ -154,12 +154,11 @@ def test_the_run_time_seal_check_catches_a_renamed_variable(tiny_ce, monkeypatch
 
 def test_no_analysis_reaches_into_a_ranker_at_run_time(tiny_ce, tiny_bert_dir, demo, tmp_path,
                                                        monkeypatch):
-    """Every registered analysis, and the studies with tables of their own (probing,
-    patching, attribution), saliency and the score lens, run on a tiny ranker while the seal
+    """Every registered analysis, and the study with tables of its own (probing),
+    attribution, saliency and the score lens, run on a tiny ranker while the seal
     is watched: nothing outside core/models touches its model, tokenizer or private state."""
     from core import analysis as contract
     from core.attribution import AttributionConfig, attribute_collection
-    from core.patching import PatchConfig, run_patching
     from core.probing import ProbeConfig, probe_ranker
     from core.saliency import saliency
     from core.store import Store
@@ -168,13 +167,12 @@ def test_no_analysis_reaches_into_a_ranker_at_run_time(tiny_ce, tiny_bert_dir, d
     store = Store(tmp_path / "store.duckdb")
     probe_ranker(tiny_ce, demo, store, ProbeConfig(features=("stream_length", "sum_tf"),
                                                     folds=3), limit_queries=30)
-    run_patching(tiny_ce, demo, PatchConfig(pairs=2, min_gap=0.0, correct_only=False,
-                                            doc_tokens=10), store)
     attribute_collection(tiny_ce, demo, AttributionConfig(steps=4), pairs_per_label=1,
                          store=store)
     saliency(tiny_ce, "honey", "store honey in a jar", steps=4)
     small = {"queries": 2, "depth": 4, "k": 2, "repeats": 1, "draws": 1, "percents": (1.0,),
-             "threshold": 0.0, "permutations": 2, "random_groups": 2}
+             "threshold": 0.0, "permutations": 2, "random_groups": 2, "pairs": 2,
+             "min_gap": 0.0, "correct_only": False, "doc_tokens": 10}
     for analysis in contract.registered().values():
         names = {f.name for f in __import__("dataclasses").fields(analysis.Config)}
         config = analysis.Config(**{k: v for k, v in small.items() if k in names})

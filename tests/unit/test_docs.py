@@ -79,21 +79,22 @@ def test_the_readme_links_every_docs_page_and_they_exist():
 
 
 def test_a_pages_command_line_rebuilds_the_same_patching_config():
-    """The line the Patching page shows (core.cli.patch.command_line) parses back into the
-    config it ran, for settings away from every default."""
-    from core.cli import build_parser, reproduce
-    from core.cli.patch import _patch_config, command_line
+    """The line the Patching page shows (generated from the sweep's config) parses back into
+    the config it ran, for settings away from every default."""
+    from core.cli import build_parser, commands, reproduce
     from core.patching import PatchConfig
+    from core.sweep import command_line
 
-    ran = PatchConfig(prompt="pointwise", pairs=3, split=None, pairs_per_query=2, tries=9,
+    config_of = commands()["patch"].config_of
+    ran = PatchConfig(prompt="pointwise", pairs=3, split="", pairs_per_query=2, tries=9,
                       doc_tokens=40, min_gap=0.2, correct_only=False, depth=50,
                       components=("attn",), groups=("document", "last"), head_groups=(),
                       attention_scores=False, method="loop")
     line = command_line("minilm-cross-encoder", "demo", ran)
     assert line.startswith("python -m core patch --ranker minilm-cross-encoder")
     args = build_parser().parse_args(shlex.split(line)[3:])
-    assert _patch_config(args) == ran  # incl. no head groups, said with a bare --head-groups
-    assert _patch_config(build_parser().parse_args(shlex.split(command_line(
+    assert config_of(args) == ran  # incl. no head groups, said with a bare --head-groups
+    assert config_of(build_parser().parse_args(shlex.split(command_line(
         "m", "demo", PatchConfig()))[3:])) == PatchConfig()  # and at the defaults
     assert check(line, _subparsers()) == []
     with pytest.raises(ValueError, match="has no option 'layers'"):

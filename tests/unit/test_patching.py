@@ -15,9 +15,9 @@ from core.knockout import KnockoutConfig, head_means, heads_ablated
 from core.metrics import rank_biased_overlap
 from core.models import DOCUMENT, INSTRUCTION, LAST, QUERY, ModelSpec, load_ranker
 from core.patching import (Patch, PatchConfig, PreparedPair, encode_pair, interaction_scores,
-                           mean_effects, patch_pair, plan_patches, prepare_pair, prompt_pairs,
-                           rbo_table, run_patching)
+                           patch_pair, plan_patches, prepare_pair, prompt_pairs)
 from core.store import Store
+from core.sweep import load_patching, mean_effects, rbo_table, run_patching
 
 
 @pytest.fixture(scope="module")
@@ -223,10 +223,14 @@ def test_hooks_and_attention_are_restored_when_a_sweep_fails(tiny_judge, demo, m
 
 
 def test_bad_settings_are_named(tiny_ce, demo):
+    from core.analysis import registered
+
     with pytest.raises(InputError, match="pairwise prompts need"):
         PatchConfig(prompt="pairwise").validate(tiny_ce)
-    with pytest.raises(InputError, match="unknown groups"):
-        PatchConfig(groups=("body",)).validate()
+    with pytest.raises(InputError, match="Position groups: 'body' is not one of"):
+        registered()["patch"].validate(PatchConfig(groups=("body",)))
+    with pytest.raises(InputError, match="candidate pairs tried"):
+        registered()["patch"].validate(PatchConfig(pairs=6, tries=3))
     with pytest.raises(InputError, match="no queries with a relevant"):
         prompt_pairs(demo, PatchConfig(split="nonexistent"))
 
@@ -282,7 +286,7 @@ def test_a_knockout_refuses_another_rankers_sweep(tiny_ce, tiny_judge, demo, sto
     with pytest.raises(InputError, match="was made with tiny-judge, not tiny-ce"):
         run(registered()["knockout"], tiny_ce, demo, KnockoutConfig(patch=judge_sweep.key),
             store)
-    assert store.analysis_runs().empty  # nothing half-written
+    assert (store.analysis_runs().analysis == "patch").all()  # no knock-out half-written
     store.close()
 
 
@@ -294,10 +298,10 @@ def test_patching_sweeps_travel_from_a_cli_side_file(tiny_ce, demo, tmp_path):
     side.close()
     main = Store(tmp_path / "main.duckdb")
     counts = main.import_file(tmp_path / "side.duckdb")
-    assert counts["patching sweeps"] == 1
-    pairs, results = main.patch_results(result.key)
-    assert len(pairs) == 1 and len(results) == len(result.results)
-    assert main.patch_runs().status.tolist() == ["done"]
+    assert counts["analyses"] == 1
+    stored = load_patching(main, result.key)
+    assert len(stored.pairs) == 1 and stored.results.equals(result.results)
+    assert main.analysis_runs("patch").status.tolist() == ["done"]
     main.close()
 
 
@@ -333,7 +337,8 @@ def test_where_an_edit_acts_both_ways_and_refusals(tiny_judge):
     it), the query positions of a causal model none (they come before the document); an edit
     that changes the length is refused with why."""
     from core.errors import InputError
-    from core.patching import edit_effects, mean_effects
+    from core.patching import edit_effects
+    from core.sweep import mean_effects
 
     query, original = "honey storage", "Keep honey in a sealed jar."
     edited = next(e for word in ("sugar", "water", "bread", "fruit", "salt", "milk", "rice",

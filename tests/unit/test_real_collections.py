@@ -127,7 +127,7 @@ def test_several_pairs_per_query_pair_the_ith_positive_with_the_ith_hard_negativ
     assert "pairs_per_query" not in PatchConfig().key_fields()
     assert "tries" not in PatchConfig().key_fields()
     assert PatchConfig(pairs_per_query=2).key_fields() != PatchConfig().key_fields()
-    with pytest.raises(InputError, match="tries"):
+    with pytest.raises(InputError, match="candidate pairs tried"):
         PatchConfig(pairs=5, tries=2).validate()
 
 

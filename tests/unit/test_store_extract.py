@@ -176,7 +176,7 @@ def test_locked_store_falls_back_to_a_side_file_that_imports(tiny, demo, tmp_pat
     result = extract(tiny, demo, CONFIG, side)
     side.close()
     assert app_store.import_file(side_path) == {"runs": 1, "feature sets": 0, "probes": 0,
-                                                "patching sweeps": 0, "analyses": 0}
+                                                "analyses": 0}
     assert app_store.import_file(side_path)["runs"] == 0  # nothing duplicated
     assert np.array_equal(app_store.scores(result.run_key),
                           Store(side_path, read_only=True).scores(result.run_key))
@@ -199,12 +199,10 @@ def test_every_analysis_key_changes_with_the_store_schema(tiny, demo, monkeypatc
     from core.extract import ExtractionConfig, extraction_key
     from core.features import FeatureConfig, features_key
     from core.analysis import registered
-    from core.patching import PatchConfig, patch_key
     from core.probing import ProbeConfig, probe_key
 
     keys = {
         "activations": lambda: extraction_key(tiny, demo, ExtractionConfig()),
-        "patching": lambda: patch_key(tiny, demo, PatchConfig()),
         **{name: (lambda a=analysis: a.key(tiny, demo, a.Config()))
            for name, analysis in registered().items()},
         "features": lambda: features_key("pairs", FeatureConfig(second_embedding_model=None)),
@@ -313,4 +311,69 @@ def test_attribution_runs_of_an_older_store_migrate_under_their_keys(tiny_ce, de
         tiny_ce.score = original
     assert again.key == fresh.key and not again.stopped
     assert np.isfinite(migrated.frame.fused).all()
+    store.close()
+
+
+OLD_PATCHING_TABLES = """
+CREATE TABLE patch_runs (
+    patch_key VARCHAR PRIMARY KEY, ranker VARCHAR, collection VARCHAR, config VARCHAR,
+    n_pairs INTEGER, status VARCHAR, created DOUBLE, finished DOUBLE);
+CREATE TABLE patch_pairs (
+    patch_key VARCHAR, pair INTEGER, qid VARCHAR, positive_docno VARCHAR,
+    negative_docno VARCHAR, doc_tokens INTEGER, n_tokens INTEGER, ld_clean DOUBLE,
+    ld_corr DOUBLE, status VARCHAR, tokens VARCHAR, PRIMARY KEY (patch_key, pair));
+CREATE TABLE patch_results (
+    patch_key VARCHAR, pair INTEGER, target VARCHAR, layer INTEGER, "group" VARCHAR,
+    head INTEGER, value DOUBLE, ie DOUBLE);
+"""
+
+
+def test_patching_sweeps_of_an_older_store_migrate_under_their_keys(tiny_ce, demo, tmp_path):
+    """Patching kept tables of its own before it moved to the analysis contract: a store
+    holding a sweep opens with it under the same key,
+    the same pairs and patched runs, served without patching anything again."""
+    import json
+
+    import duckdb
+
+    import pandas as pd
+
+    import core.sweep as sweep
+    from core.patching import PatchConfig
+    from core.store import SCHEMA
+
+    config = PatchConfig(pairs=2, min_gap=0.0, doc_tokens=10, attention_scores=False)
+    fresh = sweep.run_patching(tiny_ce, demo, config)
+    assert fresh.key == sweep.patch_key(tiny_ce, demo, config)
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(SCHEMA)
+    con.execute(OLD_PATCHING_TABLES)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    con.execute("INSERT INTO patch_runs VALUES (?, 'tiny-ce', 'demo', ?, 2, 'done', 0, 1)",
+                [fresh.key, json.dumps(config.key_fields())])  # as the old tables held it
+    con.register("pairs", fresh.pairs.assign(patch_key=fresh.key))
+    con.execute("INSERT INTO patch_pairs SELECT patch_key, pair, qid, positive_docno, "
+                "negative_docno, doc_tokens, n_tokens, ld_clean, ld_corr, status, tokens "
+                "FROM pairs")
+    con.register("results", fresh.results.assign(patch_key=fresh.key))
+    con.execute('INSERT INTO patch_results SELECT patch_key, pair, target, layer, "group", '
+                "head, value, ie FROM results")
+    con.close()
+
+    store = Store(path)
+    with store.cursor() as cur:
+        tables = {r[0] for r in cur.execute("SHOW TABLES").fetchall()}
+    assert not tables & {"patch_runs", "patch_pairs", "patch_results"}
+    migrated = sweep.load_patching(store, fresh.key)
+    assert migrated.config == config and not migrated.stopped
+    pd.testing.assert_frame_equal(migrated.pairs, fresh.pairs, check_dtype=False)
+    pd.testing.assert_frame_equal(migrated.results, fresh.results, check_dtype=False)
+    original, sweep.sweep_pair = sweep.sweep_pair, None  # reading back must not patch
+    try:
+        again = sweep.run_patching(tiny_ce, demo, config, store)
+    finally:
+        sweep.sweep_pair = original
+    assert again.key == fresh.key
+    pd.testing.assert_frame_equal(again.used, fresh.used, check_dtype=False)
     store.close()
