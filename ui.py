@@ -431,6 +431,10 @@ def _field_widget(container, item, kind, default, key: str, runs=None):
         if choices:
             return tuple(container.multiselect(label, list(choices), default=list(default),
                                                help=help_text, key=key))
+        if item.metadata.get("multiline"):  # free-text entries that hold spaces
+            text = container.text_area(label, value="\n".join(map(str, default)), key=key,
+                                       help=(help_text or "") + " (one per line)", height=70)
+            return tuple(line.strip() for line in text.splitlines() if line.strip())
         text = container.text_input(label, value=" ".join(map(str, default)), key=key,
                                     help=(help_text or "") + " (separated by spaces)")
         try:
@@ -481,32 +485,37 @@ def analysis_section(name: str, ranker_name: str, source: str, store: Store,
     _stored_run(analysis, ranker_name, source, store, collection)
 
 
+def config_fields(analysis, preset: dict | None = None, runs=None
+                  ) -> tuple[dict, RankScopeError | None]:
+    """One widget per field of the analysis' config (inside a form), ``preset`` overriding
+    defaults; returns (field → value, the error of a field that could not be read)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(analysis.Config)
+    fields = dataclasses.fields(analysis.Config)
+    defaults = dataclasses.replace(analysis.Config(), **(preset or {}))
+    columns = st.columns(min(4, max(1, len(fields))))
+    try:
+        return {item.name: _field_widget(columns[i % len(columns)], item, hints[item.name],
+                                         getattr(defaults, item.name),
+                                         f"{analysis.name}-field-{item.name}", runs)
+                for i, item in enumerate(fields)}, None
+    except RankScopeError as bad:
+        return {}, bad
+
+
 def analysis_form(analysis, ranker_name: str, store: Store, collection: Collection,
                    preset: dict | None) -> None:
     """The analysis' form (one widget per config field) and, when submitted, its run with
     progress and Stop; the new run's key is remembered to be shown."""
-    import dataclasses
-    import typing
-
     from core.analysis import config_from
     from core.analysis import run as run_analysis
 
     name = analysis.name
-    hints = typing.get_type_hints(analysis.Config)
-    fields = dataclasses.fields(analysis.Config)
-    defaults = dataclasses.replace(analysis.Config(), **(preset or {}))
     button = f"Run {analysis.title.lower()}"
     with st.form(f"analysis-{name}"):
-        columns = st.columns(min(4, max(1, len(fields))))
-        try:
-            values = {item.name: _field_widget(columns[i % len(columns)], item,
-                                               hints[item.name], getattr(defaults, item.name),
-                                               f"{name}-field-{item.name}",
-                                               (store, ranker_name, collection.name))
-                      for i, item in enumerate(fields)}
-            error = None
-        except RankScopeError as bad:
-            values, error = {}, bad
+        values, error = config_fields(analysis, preset, (store, ranker_name, collection.name))
         submitted = st.form_submit_button(button, type="primary")
     status = RunStatus(f"running-{name}", submitted, button, analysis.unit)
     if not submitted:

@@ -25,9 +25,8 @@ missing unit; a finished one is read back without loading anything. Results live
 store's generic ``analysis_runs`` / ``analysis_units`` tables (no store method per analysis),
 and :meth:`core.store.Store.import_file` carries them from a CLI side file like any other run.
 
-The older studies (extraction, probing, patching, attribution) drive their loops through
-:func:`drive` too, with their own tables as the sink; :func:`stored_input` reads their runs
-for the analyses that build on them.
+Extraction is not an analysis but data: its batches are the store's activation tables, read by
+probing and the score lens; probing runs it as the preparatory stage of its :meth:`units`.
 """
 
 from __future__ import annotations
@@ -104,7 +103,7 @@ def drive(units: Sequence, compute: Callable[[int, Any], Any], *, done: Iterable
 
 def option(default, help: str = "", choices: Sequence | None = None, label: str = "", *,
            minimum: float | None = None, builds_on: str = "", same_collection: bool = True,
-           optional: bool = False):
+           optional: bool = False, multiline: bool = False):
     """A config field with what the CLI flag and the page widget show.
 
     ``minimum``: the smallest value allowed (checked by :meth:`Analysis.validate`, the page's
@@ -113,8 +112,10 @@ def option(default, help: str = "", choices: Sequence | None = None, label: str 
     ``builds_on`` makes the field name a stored run of that analysis (its key; ``""`` = the
     newest finished one of this ranker on this collection). ``same_collection``: the run must
     have been made on the collection this analysis runs on. ``optional``: with no such run
-    (or the value ``none``) the analysis goes on without it."""
-    metadata = {"help": help, "label": label}
+    (or the value ``none``) the analysis goes on without it. ``multiline``: a tuple of free
+    texts that may hold spaces (one per line on the page, one quoted argument each in the
+    CLI)."""
+    metadata = {"help": help, "label": label, "multiline": multiline}
     if choices is not None:
         metadata["choices"] = tuple(choices)
     if minimum is not None:
@@ -139,6 +140,11 @@ def config_from(config_class: type, values: dict):
     return config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
+class Stopped(Exception):
+    """Raised from :meth:`Analysis.units` when the user's Stop ends a preparatory stage (an
+    extraction the units read): the run returns stopped, with nothing of its own stored."""
+
+
 @dataclass
 class Job:
     """What one run's units are computed from.
@@ -150,6 +156,10 @@ class Job:
             None for an optional run left out.
         memo: scratch space shared by this run's units (candidate pairs, reference means …);
             never part of the result.
+        store: the run's store (None for a run kept in memory), for an analysis that reads
+            data the store holds (probing reads extracted activations).
+        progress / should_stop: the run's, for a preparatory stage in :meth:`Analysis.units`
+            (which raises :class:`Stopped` when stopped).
     """
 
     ranker: Any
@@ -157,6 +167,9 @@ class Job:
     config: Any
     inputs: dict = field(default_factory=dict)
     memo: dict = field(default_factory=dict)
+    store: Any = None
+    progress: Progress | None = None
+    should_stop: StopCheck | None = None
 
     def cached(self, name: str, make: Callable[[], Any]) -> Any:
         """``memo[name]``, made once per run."""
@@ -179,8 +192,11 @@ def stored_input(store, analysis: str, key: str):
         from core.sweep import load_patching
 
         return load_patching(store, key)
-    if analysis == "probe":
-        return store.probe_results(key)
+    if analysis == "probe":  # its table (layer, pooling, feature, estimator, r2_mean …)
+        stored = registered()["probe"]
+        info = store.analysis_run(key)
+        return load(stored, store, key, None,
+                    config_from(stored.Config, json.loads(info["config"]))).frame
     if analysis == "attribute":
         from core.attribution import load_attribution
 
@@ -239,7 +255,7 @@ def prepare(analysis: "Analysis", ranker, collection, config, store,
             raise InputError(f"{label}: {source} run {value} was made on {row['collection']}, "
                              f"not {collection.name}; pick a run on this collection")
         resolved[item.name], inputs[item.name] = value, stored_input(store, source, value)
-    return Job(ranker, collection, dataclasses.replace(config, **resolved), inputs)
+    return Job(ranker, collection, dataclasses.replace(config, **resolved), inputs, store=store)
 
 
 class Analysis(ABC):
@@ -312,7 +328,7 @@ class Analysis(ABC):
 
 REGISTRY: dict[str, Analysis] = {}
 # modules whose import registers the analyses shipped with RankScope
-BUILT_IN = ("core.lens", "core.sweep", "core.attribution", "core.knockout", "core.shapley",
+BUILT_IN = ("core.lens", "core.probing", "core.sweep", "core.attribution", "core.knockout", "core.shapley",
             "core.agreement")
 
 
@@ -347,13 +363,17 @@ def run(analysis: Analysis, ranker, collection, config, store=None, *,
     analysis.validate(config)
     started = time.perf_counter()
     job = prepare(analysis, ranker, collection, config, store, inputs)
+    job.progress, job.should_stop = progress, should_stop
     config = job.config
     key = analysis.key(ranker, collection, config)
     if store is not None:
         info = store.analysis_run(key)
         if info is not None and info["status"] == "done":
             return load(analysis, store, key, collection, config)
-    units = analysis.units(job)
+    try:
+        units = analysis.units(job)
+    except Stopped:
+        return Result(key, pd.DataFrame(), [], True, time.perf_counter() - started)
     if not units:
         raise InputError(f"{analysis.title or analysis.name}: nothing to do — the collection "
                          "and settings select no " + analysis.plural)

@@ -366,6 +366,14 @@ def combine(frame: pd.DataFrame, expression: str) -> np.ndarray:
     return np.asarray(result, dtype=np.float64)
 
 
+def pairs_key(collection, extraction) -> str:
+    """Key of an extraction's pairs (collection, depth, queries): what features depend on."""
+    from core.store import content_key
+
+    return content_key("pairs", collection=collection.content_hash, depth=extraction.depth,
+                       limit=extraction.limit_queries, split=extraction.split)
+
+
 def stored_features(store, collection, extraction, run_key: str,
                     feature_config=None) -> tuple[pd.DataFrame, str, list[str]]:
     """The features of an extraction's pairs, computed once and then read from the store.
@@ -374,12 +382,9 @@ def stored_features(store, collection, extraction, run_key: str,
     ranker probed on the same pairs shares them.
     """
     from core.extract import run_pairs
-    from core.store import content_key
 
     feature_config = feature_config or FeatureConfig()
-    pairs_key = content_key("pairs", collection=collection.content_hash, depth=extraction.depth,
-                            limit=extraction.limit_queries, split=extraction.split)
-    key = features_key(pairs_key, feature_config)
+    key = features_key(pairs_key(collection, extraction), feature_config)
     stored = store.features(key)
     if stored is not None:
         return stored[0], key, stored[1]

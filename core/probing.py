@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -49,8 +48,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.analysis import drive
+from core.analysis import Analysis, Job, Progress, StopCheck, Stopped, option, register
 from core.constants import ABSENT_R2, ENCODED_R2
+from core.features import FEATURES
 from core.errors import InputError, RankScopeError
 from core.solvers import (LassoProblems, fit_lasso, fit_lasso_sklearn, fit_ridge,
                           solve_layer)
@@ -63,81 +63,75 @@ ESTIMATORS = ("lasso", "ridge")
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """A probing sweep. Defaults follow *Understanding Ranking LLMs* unless noted.
+    """A probing sweep of one ranker on one collection. Defaults follow *Understanding
+    Ranking LLMs* unless noted; each field's help is its CLI flag's and page widget's.
 
-    Attributes:
-        features: target feature names (see ``core.features.FEATURES``).
-        groups: feature-group expressions probed like features, e.g.
-            ``(covered_query_term_ratio + sum_tf + variance_tfidf)^2``.
-        poolings: ``mean`` and/or ``max`` over the pair's tokens (the study's two poolings).
-        estimators: ``lasso`` (the study's probe) and/or ``ridge``.
-        lasso_alpha: 0.1, the study's default.
-        ridge_alpha: 1.0, scikit-learn's default (the study has no ridge probe).
-        shares: train / validation / test shares of all pairs, 60/20/20 as the study; one
-            split of the pairs shared by every feature (see ``split_pairs``). ("split" means a
-            query split everywhere else.)
-        folds: 5-fold CV on the training part, as the study.
-        bins: quantile bins used to balance each probing set.
-        min_bin, min_bin_share: bins with fewer than max(min_bin, min_bin_share × pairs) pairs
-            are merged into a neighbour (2 %: a value held by 31 of 7,200 pairs would otherwise
-            cut every bin, and the set, to 31 pairs each).
-        max_set_size: cap on each balanced set (None = no cap).
-        seed: sampling and splitting seed.
-        tol: KKT tolerance of the batched Lasso solver, relative to α.
-        solver: Lasso solver. ``working_set``: ``core.solvers`` (shared products, working sets,
-            numba coordinate descent, scikit-learn's duality-gap stop); ``batched``: every
-            feature × fold at once in torch (for a GPU); ``sklearn``: scikit-learn's ``Lasso``
-            per feature and fold (the reference). ``auto``: batched on CUDA, working_set on the
-            CPU. ``bench/probe_sweep.py`` measures them against the scikit-learn loop (README,
-            *Measured figures*). Ridge is always batched (one Cholesky solve per problem).
+    ``shares``: one split of all pairs shared by every feature (see ``split_pairs``); "split"
+    means a query split everywhere else. ``min_bin`` / ``min_bin_share``: bins with fewer than
+    max(min_bin, min_bin_share × pairs) pairs are merged into a neighbour (2 %: a value held by
+    31 of 7,200 pairs would otherwise cut every bin, and the set, to 31 pairs each).
+    ``solver``: ``working_set`` (``core.solvers``: shared products, working sets, numba
+    coordinate descent, scikit-learn's duality-gap stop); ``batched`` (every feature × fold at
+    once in torch, for a GPU); ``sklearn`` (scikit-learn's ``Lasso`` per feature and fold, the
+    reference); ``auto``: batched on CUDA, working_set on the CPU (``bench/probe_sweep.py``).
+    Ridge is always batched. ``limit`` and ``depth`` choose the extraction the probes read
+    (the Workspace's: top-20 candidates of every query); they reach the key through it.
     """
 
-    features: tuple[str, ...] = ()
-    groups: tuple[str, ...] = ()
-    poolings: tuple[str, ...] = ("mean",)
-    estimators: tuple[str, ...] = ("lasso",)
-    lasso_alpha: float = 0.1
-    ridge_alpha: float = 1.0
-    shares: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    folds: int = 5
-    bins: int = 10
-    min_bin: int = 20
-    min_bin_share: float = 0.02
-    max_set_size: int | None = 4000
-    seed: int = 0
-    tol: float = 1e-3
-    solver: str = "auto"
+    features: tuple[str, ...] = option(FEATURES, "IR features to probe (core/features.py)",
+                                       choices=FEATURES, label="Features")
+    groups: tuple[str, ...] = option((), "feature-group expressions probed like features, "
+                                         "e.g. '(covered_query_term_ratio + sum_tf + "
+                                         "variance_tfidf)^2'", label="Feature combinations",
+                                    multiline=True)
+    poolings: tuple[str, ...] = option(("mean",), "over the pair's tokens (the study's two)",
+                                       choices=("mean", "max"), label="Pooling")
+    estimators: tuple[str, ...] = option(("lasso",), "lasso (the study's probe) and/or ridge",
+                                         choices=ESTIMATORS, label="Estimators")
+    lasso_alpha: float = option(0.1, "Lasso α (the study: 0.1)", label="Lasso α")
+    ridge_alpha: float = option(1.0, "ridge α (scikit-learn's default)", label="Ridge α")
+    shares: tuple[float, ...] = option((0.6, 0.2, 0.2), "train / validation / test shares of "
+                                                        "all pairs (the study: 60/20/20)",
+                                       label="Train / validation / test shares")
+    folds: int = option(5, "cross-validation folds on the train part", label="Folds",
+                        minimum=2)
+    bins: int = option(10, "quantile bins balancing each probing set", label="Bins",
+                       minimum=1)
+    min_bin: int = option(20, "smallest bin (pairs) before merging", label="Smallest bin",
+                          minimum=1)
+    min_bin_share: float = option(0.02, "smallest bin as a share of the pairs",
+                                  label="Smallest bin share", minimum=0.0)
+    max_set_size: int = option(4000, "pairs per balanced set at most (0: no cap)",
+                               label="Set size (max)", minimum=0)
+    seed: int = option(0, "sampling and splitting seed", label="Seed")
+    tol: float = option(1e-3, "KKT tolerance of the Lasso solvers, relative to α",
+                        label="Tolerance")
+    solver: str = option("auto", "Lasso solver: working_set (CPU), batched (CUDA), sklearn "
+                                 "(the reference), auto", choices=SOLVERS, label="Solver")
+    limit: int = option(0, "only the first N queries of the collection (0: all)",
+                        label="Queries (0 = all)", minimum=0)
+    depth: int = option(20, "candidates per query extracted (top-k of the first stage)",
+                        label="Candidates per query", minimum=1)
 
     def validate(self) -> None:
-        from core.features import FEATURES
-
-        unknown = [f for f in self.features if f not in FEATURES]
-        if unknown:
-            raise InputError(f"unknown feature(s) {', '.join(unknown)}; choose from "
-                             f"{', '.join(FEATURES)}")
+        """What the field metadata cannot say."""
         if not self.features and not self.groups:
             raise InputError("choose at least one feature or feature group to probe")
-        if not self.poolings or set(self.poolings) - {"mean", "max"}:
-            raise InputError(f"pooling must be mean and/or max, got {list(self.poolings)}")
-        if not self.estimators or set(self.estimators) - set(ESTIMATORS):
-            raise InputError(f"estimator must be lasso and/or ridge, got {list(self.estimators)}")
+        if not self.poolings or not self.estimators:
+            raise InputError("choose at least one pooling and one estimator")
         if not (self.lasso_alpha > 0 and self.ridge_alpha > 0):
             raise InputError(f"α must be positive (lasso {self.lasso_alpha}, ridge "
                              f"{self.ridge_alpha})")
-        if self.folds < 2:
-            raise InputError(f"cross-validation needs at least 2 folds, got {self.folds}")
         if len(self.shares) != 3 or min(self.shares) <= 0 or abs(sum(self.shares) - 1) > 1e-6:
             raise InputError(f"shares must be three positive train / validation / test shares "
                              f"summing to 1, got {list(self.shares)}")
-        if self.bins < 1 or self.min_bin < 1 or not 0 <= self.min_bin_share < 0.5:
-            raise InputError(f"bins and min_bin must be at least 1 ({self.bins}, {self.min_bin})")
-        if self.max_set_size is not None and self.max_set_size < 10 * self.folds:
-            raise InputError(f"max_set_size {self.max_set_size} is too small for "
-                             f"{self.folds} folds; use at least {10 * self.folds}")
+        if not 0 <= self.min_bin_share < 0.5:
+            raise InputError(f"smallest bin share must be below 0.5, got {self.min_bin_share}")
+        if self.max_set_size and self.max_set_size < 10 * self.folds:
+            raise InputError(f"set size (max) {self.max_set_size} is too small for "
+                             f"{self.folds} folds; use at least {10 * self.folds} (0: no cap)")
         if not self.tol > 0:
             raise InputError(f"tol must be positive, got {self.tol}")
-        if self.solver not in SOLVERS:
-            raise InputError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         from core.features import combine
 
         probe_frame = pd.DataFrame({name: [0.0, 1.0] for name in FEATURES})
@@ -226,7 +220,7 @@ def make_plan(targets: pd.DataFrame, config: ProbeConfig) -> ProbePlan:
         rng = np.random.default_rng([config.seed, _stable_hash(column)])
         values = targets[column].to_numpy(dtype=np.float64)
         min_bin = max(config.min_bin, int(config.min_bin_share * np.isfinite(values).sum()))
-        rows = balanced_indices(values, config.bins, min_bin, config.max_set_size, rng)
+        rows = balanced_indices(values, config.bins, min_bin, config.max_set_size or None, rng)
         if len(rows) < minimum:
             plan.skipped[column] = (f"only {len(rows)} pairs after balancing (constant or too "
                                     f"rare a feature); need at least {minimum}")
@@ -366,9 +360,13 @@ def default_device() -> torch.device:
 # --------------------------------------------------------------------------- whole sweeps
 RESULT_COLUMNS = ["ranker", "collection", "feature", "layer", "pooling", "estimator", "r2_mean",
                   "r2_sd", "r2_val", "mse", "n_nonzero", "set_size", "neurons"]
+PROBE_COLUMNS = ["layer", "pooling", "feature", "estimator", "r2_mean", "r2_sd", "r2_val", "mse",
+                 "n_nonzero", "set_size", "neurons"]
 
 
 def probe_key(run_key: str, features_key: str, config: ProbeConfig) -> str:
+    """A sweep's store key: the extraction run and feature set it reads (which cover the
+    ranker, the collection, ``limit`` and ``depth``) and the probe settings."""
     from core.store import content_key
 
     return content_key("probing", run=run_key, features=features_key,
@@ -376,29 +374,30 @@ def probe_key(run_key: str, features_key: str, config: ProbeConfig) -> str:
 
 
 def stored_settings(config: ProbeConfig) -> dict:
-    """The config as keys and probe_runs hold it: ``shares`` under its earlier name
-    ``split``, so the keys of runs stored before the rename still find them."""
+    """The probe settings as keys have held them since version 1: ``shares`` under its
+    earlier name ``split``, no cap as None, and without the extraction's ``limit`` / ``depth``
+    (the run key covers them) — so the keys of runs stored before find them."""
     settings = asdict(config)
     settings["split"] = settings.pop("shares")
+    settings["max_set_size"] = config.max_set_size or None
+    del settings["limit"], settings["depth"]
     return settings
 
 
-def config_from_stored(settings: dict) -> ProbeConfig:
-    """A config back from ``stored_settings`` (JSON lists become tuples)."""
+def config_from_stored(settings: dict, limit: int | None = None, depth: int = 20
+                       ) -> ProbeConfig:
+    """A config back from :func:`stored_settings` and the extraction it read."""
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
     settings["shares"] = settings.pop("split")
-    return ProbeConfig(**settings)
+    settings["max_set_size"] = settings["max_set_size"] or 0
+    return ProbeConfig(**settings, limit=limit or 0, depth=depth)
 
 
-@dataclass
-class ProbeResult:
-    key: str
-    frame: pd.DataFrame  # RESULT_COLUMNS, layer 1-based (the state after block ℓ)
-    notes: list[str]
-    computed_now: int
-    units: int
-    stopped: bool
-    seconds: float
+def extraction_of(config: ProbeConfig):
+    """The extraction a sweep reads (the Workspace's settings but ``limit`` and ``depth``)."""
+    from core.extract import ExtractionConfig
+
+    return ExtractionConfig(limit_queries=config.limit or None, depth=config.depth)
 
 
 def target_frame(features: pd.DataFrame, config: ProbeConfig) -> pd.DataFrame:
@@ -414,119 +413,158 @@ def target_frame(features: pd.DataFrame, config: ProbeConfig) -> pd.DataFrame:
     return frame
 
 
-def run_probe(store, ranker_name: str, collection_name: str, run_key: str,
-              features: pd.DataFrame, features_key: str, n_layers: int, config: ProbeConfig,
-              progress: Callable[[int, int, str], None] | None = None,
-              should_stop: Callable[[], bool] | None = None,
-              device: torch.device | str | None = None) -> ProbeResult:
-    """Probe every layer × pooling of a finished extraction run; resumable and cached.
+@register
+class Probing(Analysis):
+    """Probe every layer × pooling of a ranker's extracted residual stream (study 1). The
+    extraction runs first (resumable, shared with the Workspace and every analysis that reads
+    it); one unit is one (layer, pooling): every feature's probes, in one transaction."""
 
-    Each (layer, pooling) unit is written in one transaction, so an interrupted sweep keeps its
-    finished units and asking again for the same key is served from the store.
-    """
-    config.validate()
-    started = time.perf_counter()
-    key = probe_key(run_key, features_key, config)
-    device = device or default_device()
-    units = [(layer, pooling) for pooling in config.poolings for layer in range(n_layers)]
-    done = store.probe_units_done(key)
-    targets = target_frame(features, config)
-    plan = make_plan(targets, config)
-    notes = [f"{name} not probed: {why}" for name, why in plan.skipped.items()]
-    notes += [f"{f} not probed: not computed for this collection"
-              for f in config.features if f not in features]
-    if not plan.names:
-        raise InputError("no feature has enough spread to probe; " + "; ".join(notes))
-    store.begin_probe(key, ranker=ranker_name, collection=collection_name, run_key=run_key,
-                      features_key=features_key, config=stored_settings(config),
-                      n_units=len(units))
-    def compute(index, unit):
-        layer, pooling = unit
-        frame = probe_layer(store.activations(run_key, "resid", layer, pooling), plan, config,
-                            device)
-        frame.insert(0, "pooling", pooling)
-        frame.insert(0, "layer", layer + 1)
+    name = "probe"
+    title = "Probing"
+    summary = "layer-wise Lasso / ridge probes for IR features"
+    unit = "layer"
+    version = PROBE_VERSION
+    Config = ProbeConfig
+
+    def validate(self, config: ProbeConfig) -> None:
+        super().validate(config)
+        config.validate()
+
+    def key(self, ranker, collection, config: ProbeConfig) -> str:
+        from core.extract import extraction_key
+        from core.features import FeatureConfig, features_key, pairs_key
+
+        extraction = extraction_of(config)
+        return probe_key(extraction_key(ranker, collection, extraction),
+                         features_key(pairs_key(collection, extraction), FeatureConfig()),
+                         config)
+
+    def units(self, job: Job) -> list[dict]:
+        from core.extract import extract
+        from core.features import stored_features
+
+        if job.store is None:
+            raise InputError("probing reads the extracted activations from the store: give "
+                             "it a store")
+        config, extraction = job.config, extraction_of(job.config)
+        progress = job.progress
+        extracted = extract(job.ranker, job.collection, extraction, job.store,
+                            progress=None if progress is None else
+                            lambda d, t, _="": progress(d, t, "extracting batches"),
+                            should_stop=job.should_stop)
+        if not extracted.complete:
+            raise Stopped
+        features, _, feature_notes = stored_features(job.store, job.collection, extraction,
+                                                     extracted.run_key)
+        plan = make_plan(target_frame(features, config), config)
+        notes = [f"{name} not probed: {why}" for name, why in plan.skipped.items()]
+        notes += [f"{f} not probed: not computed for this collection"
+                  for f in config.features if f not in features]
+        if not plan.names:
+            raise InputError("no feature has enough spread to probe; " + "; ".join(notes))
+        left_out = [n.split(" ", 1)[0] for n in feature_notes]
+        notes = feature_notes + [n for n in notes if n.split(" ", 1)[0] not in left_out]
+        job.memo.update(run_key=extracted.run_key, plan=plan, notes=json.dumps(notes))
+        return [{"layer": layer, "pooling": pooling} for pooling in config.poolings
+                for layer in range(job.ranker.n_layers)]
+
+    def compute(self, job: Job, unit: dict) -> pd.DataFrame:
+        activations = job.store.activations(job.memo["run_key"], "resid", unit["layer"],
+                                            unit["pooling"])
+        frame = probe_layer(activations, job.memo["plan"], job.config, default_device())
+        frame.insert(0, "pooling", unit["pooling"])
+        frame.insert(0, "layer", unit["layer"] + 1)  # the state after block ℓ (1-based)
+        frame["notes"] = pd.Categorical([job.memo["notes"]] * len(frame))
         return frame
 
-    def write(index, unit, frame):
-        store.write_probe_unit(key, unit[0], unit[1], frame)
-        done.add(unit)
+    def summarise(self, frame: pd.DataFrame, collection, config) -> pd.DataFrame:
+        return (frame[PROBE_COLUMNS].sort_values(["pooling", "estimator", "feature", "layer"])
+                .reset_index(drop=True))
 
-    computed, stopped = drive(units, compute, done={i for i, u in enumerate(units) if u in done},
-                              write=write, progress=progress, should_stop=should_stop)
-    computed = len(computed)
-    if len(done) == len(units):
-        store.finish_probe(key, notes)
-    frame = store.probe_results(key)
-    frame.insert(0, "collection", collection_name)
-    frame.insert(0, "ranker", ranker_name)
-    return ProbeResult(key, frame[RESULT_COLUMNS], notes, computed, len(units), stopped,
-                       time.perf_counter() - started)
+    def notes(self, frame: pd.DataFrame, config) -> list[str]:
+        return json.loads(str(frame.notes.iloc[0])) if len(frame) else []
+
+    def display(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Per (pooling, estimator, feature): its best layer, max R² and verdict (every
+        layer's rows go to the CSV)."""
+        summary = positives_negatives(table.assign(ranker="", collection=""))
+        return summary.drop(columns=["ranker", "collection"])
+
+    def charts(self, result) -> dict:
+        """One R² curve chart per (pooling, estimator)."""
+        from core.charts import r2_curve_chart
+
+        return {f"r2-{pooling}-{estimator}": r2_curve_chart(part, f"R² per layer · {pooling} "
+                                                                 f"pooling · {estimator}")
+                for (pooling, estimator), part in result.frame.groupby(["pooling", "estimator"])}
 
 
-def stored_probes(store, ranker: str, collection: str) -> list[dict]:
-    """The finished probe runs of ``ranker`` on ``collection``, newest first, as the Probing
-    page draws them after a restart: ``key``, ``frame`` (``RESULT_COLUMNS``), ``notes``,
-    ``config`` (:class:`ProbeConfig`) and the ``limit`` / ``depth`` of the extraction read."""
-    runs = store.probe_runs()
-    runs = runs[(runs.status == "done") & (runs.ranker == ranker)
-                & (runs.collection == collection)].iloc[::-1]
-    found = []
-    for run in runs.itertuples():
-        frame = store.probe_results(run.probe_key)
-        frame.insert(0, "collection", collection)
-        frame.insert(0, "ranker", ranker)
-        extraction = json.loads((store.run_info(run.run_key) or {}).get("config") or "{}")
-        found.append({"key": run.probe_key, "frame": frame[RESULT_COLUMNS],
-                      "notes": json.loads(run.notes or "[]"),
-                      "config": config_from_stored(json.loads(run.config)),
-                      "limit": extraction.get("limit_queries"),
-                      "depth": extraction.get("depth", 20), "created": run.created})
-    return found
+@dataclass
+class ProbeResult:
+    key: str
+    frame: pd.DataFrame  # RESULT_COLUMNS, layer 1-based (the state after block ℓ)
+    notes: list[str]
+    computed_now: int
+    units: int
+    stopped: bool
+    seconds: float
+
+
+def _with_names(table: pd.DataFrame, ranker: str, collection: str) -> pd.DataFrame:
+    table = table.copy() if len(table) else pd.DataFrame(columns=PROBE_COLUMNS)
+    table.insert(0, "collection", collection)
+    table.insert(0, "ranker", ranker)
+    return table[RESULT_COLUMNS]
 
 
 def probe_ranker(ranker, collection, store, config: ProbeConfig, *,
-                 limit_queries: int | None = None, depth: int = 20,
-                 progress: Callable[[int, int, str], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None,
-                 device: torch.device | str | None = None) -> ProbeResult:
-    """Extract (or reuse) a ranker's activations on a collection, then probe every layer.
+                 limit_queries: int | None = None, depth: int | None = None,
+                 progress: Progress | None = None,
+                 should_stop: StopCheck | None = None) -> ProbeResult:
+    """:class:`Probing` on ``ranker`` × ``collection`` (``limit_queries`` / ``depth``, when
+    given, replace the config's): extract (or reuse) the activations, then probe every
+    layer, resumable per layer; a finished sweep is read back without loading anything."""
+    from dataclasses import replace
 
-    ``progress(done, total, stage)`` is called with stage ``extract`` then ``probe``. The
-    extraction uses the Workspace's default configuration (top-20 candidates, mean/max/last
-    pooling, residual stream), so runs started there are reused here; ``depth`` takes more
-    candidates per query (e.g. the whole TREC DL top-100: more pairs to balance probe sets).
-    """
-    from core.extract import ExtractionConfig, extract
-    from core.features import stored_features
+    from core.analysis import registered, run
 
-    config.validate()
-    extraction = ExtractionConfig(limit_queries=limit_queries, depth=depth)
-    started = time.perf_counter()
-    result = extract(ranker, collection, extraction, store,
-                     progress=None if progress is None else
-                     lambda d, t, _="": progress(d, t, "extract"),
-                     should_stop=should_stop)
-    if not result.complete:
-        return ProbeResult("", pd.DataFrame(columns=RESULT_COLUMNS), [], 0, 0, True,
-                           time.perf_counter() - started)
-    features, key, feature_notes = stored_features(store, collection, extraction, result.run_key)
-    probed = run_probe(store, ranker.spec.name, collection.name, result.run_key, features, key,
-                       ranker.n_layers, config,
-                       progress=None if progress is None else
-                       lambda d, t, _="": progress(d, t, "probe"),
-                       should_stop=should_stop, device=device)
-    left_out = [n.split(" ", 1)[0] for n in feature_notes]
-    probed.notes = feature_notes + [n for n in probed.notes if n.split(" ", 1)[0] not in left_out]
-    probed.seconds = time.perf_counter() - started
-    return probed
+    if limit_queries is not None:
+        config = replace(config, limit=limit_queries)
+    if depth is not None:
+        config = replace(config, depth=depth)
+    before = store.analysis_run(registered()["probe"].key(ranker, collection, config))
+    result = run(registered()["probe"], ranker, collection, config, store, progress=progress,
+                 should_stop=should_stop)
+    stored = before["units_done"] if before is not None else 0
+    return ProbeResult(result.key, _with_names(result.frame, ranker.spec.name, collection.name),
+                       result.notes, result.done - stored if not result.stopped or result.done
+                       else 0, result.total, result.stopped, result.seconds)
+
+
+def load_probe(store, key: str) -> dict | None:
+    """A stored sweep as the pages draw it: ``key``, ``frame`` (``RESULT_COLUMNS``),
+    ``notes``, ``config`` and ``created`` — or None."""
+    from core.analysis import config_from, load, registered
+
+    info = store.analysis_run(key)
+    if info is None or info["analysis"] != "probe":
+        return None
+    config = config_from(ProbeConfig, json.loads(info["config"]))
+    result = load(registered()["probe"], store, key, None, config)
+    return {"key": key, "frame": _with_names(result.frame, info["ranker"], info["collection"]),
+            "notes": result.notes, "config": config}
+
+
+def stored_probes(store, ranker: str, collection: str) -> list[dict]:
+    """The finished probe runs of ``ranker`` on ``collection``, newest first (each as
+    :func:`load_probe` gives it), as the Probing page draws them after a restart."""
+    return [load_probe(store, key) for key, where, _ in store.finished("probe", ranker)
+            if where == collection]
 
 
 def probe_grid(jobs: list[tuple[str, str]], store, config: ProbeConfig, *,
                load_ranker: Callable[[str], object], load_collection: Callable[[str], object],
-               limit_queries: int | None = None,
-               progress: Callable[[int, int, str], None] | None = None,
-               should_stop: Callable[[], bool] | None = None
+               progress: Progress | None = None, should_stop: StopCheck | None = None
                ) -> tuple[pd.DataFrame, list[str], list[str], list]:
     """:func:`probe_ranker` for every (ranker name, collection source) job, one at a time.
 
@@ -535,7 +573,8 @@ def probe_grid(jobs: list[tuple[str, str]], store, config: ProbeConfig, *,
 
     Returns:
         (every finished job's rows, notes prefixed ``ranker × collection:``, one message per
-        failed job, the jobs that finished as ``(ranker name, collection source, collection)``).
+        failed job, the jobs that finished as ``(ranker name, collection source, collection,
+        store key)``).
     """
     config.validate()
     if not jobs:
@@ -547,18 +586,18 @@ def probe_grid(jobs: list[tuple[str, str]], store, config: ProbeConfig, *,
             ranker, collection = load_ranker(name), load_collection(source)
             label = f"{name} × {collection.name} ({number}/{len(jobs)})"
             result = probe_ranker(
-                ranker, collection, store, config, limit_queries=limit_queries,
-                should_stop=should_stop,
+                ranker, collection, store, config, should_stop=should_stop,
                 progress=None if progress is None else
-                lambda done, total, stage, label=label: progress(
-                    done, total, f"{label}: " + ("extracting batches" if stage == "extract"
-                                                 else "probing layers")))
+                lambda done, total, what, label=label: progress(
+                    done, total, f"{label}: " + (what or "probing layers")))
         except RankScopeError as error:
             failures.append(f"{label}: {error}")
             continue
+        if result.stopped:
+            break
         frames.append(result.frame)
         notes += [f"{name} × {collection.name}: {n}" for n in result.notes]
-        finished.append((name, source, collection))
+        finished.append((name, source, collection, result.key))
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
     return frame, notes, failures, finished
 

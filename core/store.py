@@ -76,15 +76,6 @@ CREATE TABLE IF NOT EXISTS feature_sets (
 CREATE TABLE IF NOT EXISTS features (
     features_key VARCHAR, position INTEGER, feature VARCHAR, data BLOB,
     PRIMARY KEY (features_key, feature));
-CREATE TABLE IF NOT EXISTS probe_runs (
-    probe_key VARCHAR PRIMARY KEY, ranker VARCHAR, collection VARCHAR, run_key VARCHAR,
-    features_key VARCHAR, config VARCHAR, n_units INTEGER, status VARCHAR, notes VARCHAR,
-    created DOUBLE, finished DOUBLE);
-CREATE TABLE IF NOT EXISTS probe_results (
-    probe_key VARCHAR, layer INTEGER, pooling VARCHAR, feature VARCHAR, estimator VARCHAR,
-    r2_mean DOUBLE, r2_sd DOUBLE, r2_val DOUBLE, mse DOUBLE, n_nonzero INTEGER,
-    set_size INTEGER, neurons VARCHAR,
-    PRIMARY KEY (probe_key, layer, pooling, feature, estimator));
 CREATE TABLE IF NOT EXISTS analysis_runs (
     key VARCHAR PRIMARY KEY, analysis VARCHAR, ranker VARCHAR, collection VARCHAR,
     config VARCHAR, n_units INTEGER, status VARCHAR, created DOUBLE, finished DOUBLE);
@@ -99,13 +90,9 @@ CREATE TABLE IF NOT EXISTS analysis_units (
 # (they are recomputed on demand; every other table is kept as it is).
 MIGRATIONS = ("DROP TABLE IF EXISTS result_frames",)
 TABLES = ("runs", "pairs", "batches", "activations")
-# the studies that keep tables of their own: analysis name → (runs table, key column)
-LEGACY_RUNS = {"probe": ("probe_runs", "probe_key")}
+# the columns of the tables attribution kept before the contract (read by the migration)
 ATTRIBUTION_PAIR_COLUMNS = ["pair", "qid", "docno", "label", "score", "baseline_score", "delta",
                             "cut_total", "completeness_gap", "seconds"]
-PROBE_COLUMNS = ["layer", "pooling", "feature", "estimator", "r2_mean", "r2_sd", "r2_val", "mse",
-                 "n_nonzero", "set_size", "neurons"]
-
 
 
 class _Connection:
@@ -149,6 +136,8 @@ class _Connection:
                 _migrate_attributions(self._con)
             if "patch_runs" in names:
                 _migrate_patching(self._con)
+            if "probe_runs" in names:
+                _migrate_probes(self._con)
             for statement in MIGRATIONS:
                 self._con.execute(statement)
             self._con.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
@@ -337,97 +326,6 @@ class _ExtractionTables:
                         [features_key, run_key, len(frame), json.dumps(notes), time.time()])
 
 
-class _StudyTables:
-    """The three studies' own tables (probes, patching sweeps, attributions), kept from before
-    the analysis contract: their stored results stay readable under this schema. A new
-    analysis uses the generic tables of :class:`_AnalysisTables` instead."""
-
-    # -- probes -------------------------------------------------------------------------
-    def begin_probe(self, probe_key: str, *, ranker: str, collection: str, run_key: str,
-                    features_key: str, config: dict, n_units: int) -> None:
-        with self.transaction() as cur:
-            cur.execute("INSERT INTO probe_runs VALUES (?, ?, ?, ?, ?, ?, ?, 'running', '[]', ?, "
-                        "NULL) ON CONFLICT DO NOTHING",
-                        [probe_key, ranker, collection, run_key, features_key,
-                         json.dumps(config, sort_keys=True), n_units, time.time()])
-
-    def probe_units_done(self, probe_key: str) -> set[tuple[int, str]]:
-        with self.cursor() as cur:
-            rows = cur.execute("SELECT DISTINCT layer - 1, pooling FROM probe_results WHERE "
-                               "probe_key = ?", [probe_key]).fetchall()
-        return {(int(layer), pooling) for layer, pooling in rows}
-
-    def write_probe_unit(self, probe_key: str, layer: int, pooling: str,
-                         frame: pd.DataFrame) -> None:
-        """All probes of one (layer, pooling) in one transaction; layer is 0-based here."""
-        rows = frame[PROBE_COLUMNS].copy()
-        rows.insert(0, "probe_key", probe_key)
-        with self.transaction() as cur:
-            if cur.execute("SELECT count(*) FROM probe_results WHERE probe_key = ? AND layer = ? "
-                           "AND pooling = ?", [probe_key, layer + 1, pooling]).fetchall()[0][0]:
-                return
-            cur.register("new_probe_rows", rows)
-            cur.execute("INSERT INTO probe_results SELECT * FROM new_probe_rows")
-            cur.unregister("new_probe_rows")
-
-    def finish_probe(self, probe_key: str, notes: list[str]) -> None:
-        with self.transaction() as cur:
-            cur.execute("UPDATE probe_runs SET status = 'done', notes = ?, finished = ? "
-                        "WHERE probe_key = ?", [json.dumps(notes), time.time(), probe_key])
-
-    def probe_results(self, probe_key: str) -> pd.DataFrame:
-        with self.cursor() as cur:
-            return cur.execute(f"SELECT {', '.join(PROBE_COLUMNS)} FROM probe_results WHERE "
-                               "probe_key = ? ORDER BY pooling, estimator, feature, layer",
-                               [probe_key]).df()
-
-    def probe_runs(self) -> pd.DataFrame:
-        with self.cursor() as cur:
-            return cur.execute(
-                "SELECT p.probe_key, p.ranker, p.collection, p.n_units, coalesce(u.done, 0) AS "
-                "units_done, p.status, to_timestamp(p.created) AS created, p.run_key, p.config, "
-                "p.notes FROM probe_runs p "
-                "LEFT JOIN (SELECT probe_key, count(DISTINCT (layer, pooling)) AS done FROM "
-                "probe_results GROUP BY probe_key) u USING (probe_key) ORDER BY p.created").df()
-
-    def latest(self, analysis: str, ranker: str, collection: str | None = None) -> str | None:
-        """Key of the newest finished run of ``analysis`` (``probe`` / ``patch`` /
-        ``attribution``, or any analysis of the contract) of ``ranker`` (on ``collection`` when
-        given), or None."""
-        table, key = LEGACY_RUNS.get(analysis, ("analysis_runs", "key"))
-        query = (f"SELECT {key} FROM {table} WHERE status = 'done' AND ranker = ?"
-                 + (" AND analysis = ?" if table == "analysis_runs" else "")
-                 + (" AND collection = ?" if collection is not None else "")
-                 + " ORDER BY created DESC LIMIT 1")
-        values = [ranker] + ([analysis] if table == "analysis_runs" else []) \
-            + ([collection] if collection is not None else [])
-        with self.cursor() as cur:
-            row = cur.execute(query, values).fetchone()
-        return None if row is None else row[0]
-
-    def finished(self, analysis: str, ranker: str) -> list[tuple[str, str, float]]:
-        """(key, collection, created) of every finished run of ``analysis`` of ``ranker``,
-        newest first (the runs an analysis may build on)."""
-        table, column = LEGACY_RUNS.get(analysis, ("analysis_runs", "key"))
-        generic = table == "analysis_runs"
-        with self.cursor() as cur:
-            return cur.execute(
-                f"SELECT {column}, collection, created FROM {table} WHERE status = 'done' AND "
-                "ranker = ?" + (" AND analysis = ?" if generic else "")
-                + " ORDER BY created DESC", [ranker] + ([analysis] if generic else [])).fetchall()
-
-    def run_row(self, analysis: str, key: str) -> dict | None:
-        """``ranker``, ``collection`` and ``status`` of one stored run of ``analysis``, or None."""
-        table, column = LEGACY_RUNS.get(analysis, ("analysis_runs", "key"))
-        query = f"SELECT ranker, collection, status FROM {table} WHERE {column} = ?"
-        if table == "analysis_runs":
-            query += " AND analysis = ?"
-        with self.cursor() as cur:
-            row = cur.execute(query, [key] + ([analysis] if table == "analysis_runs" else [])
-                              ).fetchone()
-        return None if row is None else dict(zip(("ranker", "collection", "status"), row))
-
-
 class _AnalysisTables:
     """Generic tables: any :mod:`core.analysis` run and its units."""
 
@@ -476,6 +374,34 @@ class _AnalysisTables:
         frames = [pa.ipc.open_stream(pa.py_buffer(blob)).read_all().to_pandas() for blob in blobs]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+    def latest(self, analysis: str, ranker: str, collection: str | None = None) -> str | None:
+        """Key of the newest finished run of ``analysis`` of ``ranker`` (on ``collection``
+        when given), or None."""
+        with self.cursor() as cur:
+            row = cur.execute(
+                "SELECT key FROM analysis_runs WHERE status = 'done' AND analysis = ? AND "
+                "ranker = ?" + (" AND collection = ?" if collection is not None else "")
+                + " ORDER BY created DESC LIMIT 1",
+                [analysis, ranker] + ([collection] if collection is not None else [])
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def finished(self, analysis: str, ranker: str) -> list[tuple[str, str, float]]:
+        """(key, collection, created) of every finished run of ``analysis`` of ``ranker``,
+        newest first (the runs an analysis may build on)."""
+        with self.cursor() as cur:
+            return cur.execute(
+                "SELECT key, collection, created FROM analysis_runs WHERE status = 'done' AND "
+                "analysis = ? AND ranker = ? ORDER BY created DESC", [analysis, ranker]
+            ).fetchall()
+
+    def run_row(self, analysis: str, key: str) -> dict | None:
+        """``ranker``, ``collection`` and ``status`` of one stored run of ``analysis``, or None."""
+        with self.cursor() as cur:
+            row = cur.execute("SELECT ranker, collection, status FROM analysis_runs WHERE "
+                              "key = ? AND analysis = ?", [key, analysis]).fetchone()
+        return None if row is None else dict(zip(("ranker", "collection", "status"), row))
+
     def analysis_runs(self, analysis: str | None = None) -> pd.DataFrame:
         with self.cursor() as cur:
             return cur.execute(
@@ -486,7 +412,7 @@ class _AnalysisTables:
                 + " ORDER BY r.created", [analysis] if analysis else []).df()
 
 
-class Store(_ExtractionTables, _StudyTables, _AnalysisTables, _Connection):
+class Store(_ExtractionTables, _AnalysisTables, _Connection):
     """A DuckDB result store. Thread-safe: each call works on its own cursor."""
 
     # -- several files ----------------------------------------------------------------
@@ -531,8 +457,6 @@ class Store(_ExtractionTables, _StudyTables, _AnalysisTables, _Connection):
                 counts["runs"] = len(new)
                 counts["feature sets"] = self._import_keyed(
                     cur, alias, "feature_sets", ("features",), "features_key", "TRUE")
-                counts["probes"] = self._import_keyed(
-                    cur, alias, "probe_runs", ("probe_results",), "probe_key", "status = 'done'")
                 counts["analyses"] = self._import_keyed(
                     cur, alias, "analysis_runs", ("analysis_units",), "key", "status = 'done'")
                 cur.execute("COMMIT")
@@ -658,6 +582,50 @@ def _migrate_patching(con) -> None:
                          run.created, run.finished])
         for table in ("patch_results", "patch_pairs", "patch_runs"):
             con.execute(f"DROP TABLE {table}")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _migrate_probes(con) -> None:
+    """Probe sweeps of a store written before probing moved to the analysis contract (tables
+    probe_runs / probe_results) become analysis runs of ``probe`` under the same keys — one
+    unit per (layer, pooling), every feature's probes, with the run's notes — in one
+    transaction; then the old tables go. ``limit`` / ``depth`` come from the extraction run
+    the sweep read."""
+    from core.probing import PROBE_COLUMNS, config_from_stored
+
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for run in con.execute("SELECT * FROM probe_runs").df().itertuples(index=False):
+            extraction = con.execute("SELECT config FROM runs WHERE run_key = ?",
+                                     [run.run_key]).fetchone()
+            extraction = json.loads(extraction[0]) if extraction else {}
+            config = config_from_stored(json.loads(run.config), extraction.get("limit_queries"),
+                                        extraction.get("depth", 20))
+            rows = con.execute("SELECT * FROM probe_results WHERE probe_key = ?",
+                               [run.probe_key]).df()
+            notes = run.notes if run.status == "done" and run.notes else "[]"
+            n_layers = int(run.n_units) // len(config.poolings)
+            for p, pooling in enumerate(config.poolings):
+                for layer in range(n_layers):
+                    part = rows[(rows.layer == layer + 1) & (rows.pooling == pooling)]
+                    if part.empty:
+                        continue
+                    frame = part[PROBE_COLUMNS].reset_index(drop=True)
+                    frame["notes"] = pd.Categorical([notes] * len(frame))
+                    con.execute("INSERT INTO analysis_units VALUES (?, ?, ?, ?, ?) ON CONFLICT "
+                                "DO NOTHING", [run.probe_key, p * n_layers + layer,
+                                               json.dumps({"layer": layer, "pooling": pooling}),
+                                               _frame_blob(frame), time.time()])
+            con.execute("INSERT INTO analysis_runs VALUES (?, 'probe', ?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT DO NOTHING",
+                        [run.probe_key, run.ranker, run.collection,
+                         json.dumps(dataclasses.asdict(config), sort_keys=True),
+                         int(run.n_units), run.status, run.created, run.finished])
+        con.execute("DROP TABLE probe_results")
+        con.execute("DROP TABLE probe_runs")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

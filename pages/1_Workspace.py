@@ -158,11 +158,8 @@ else:
     current = extraction_key(ranker, collection, config)
     runs["this config"] = runs.run_key == current
     st.dataframe(runs.drop(columns=["config"]), hide_index=True, width="stretch")
-patches = store.patch_runs()
-if not patches.empty:
-    st.markdown("**Patching sweeps**")
-    st.dataframe(patches.drop(columns=["config"]), hide_index=True, width="stretch")
 analyses = store.analysis_runs()
 if not analyses.empty:
-    st.markdown("**Analyses** (neuron attribution, knock-outs, Shapley checks, score lens …)")
+    st.markdown("**Analyses** (probes, patching sweeps, neuron attribution, knock-outs, "
+                "Shapley checks, score lens …)")
     st.dataframe(analyses.drop(columns=["config"]), hide_index=True, width="stretch")

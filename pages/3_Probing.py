@@ -1,18 +1,18 @@
 """Probing: which IR features each layer encodes — R² curves, model comparison, ID vs OOD."""
 
+from dataclasses import asdict
+
 import pandas as pd
 import streamlit as st
 
 import ui
 from core.charts import (comparison_heatmap, id_ood_chart, neuron_count_chart, r2_curve_chart,
                          r2_heatmap, radar_chart)
-from core.cli import reproduce
+from core.analysis import config_from, registered
 from core.constants import ABSENT_R2, ENCODED_R2
 from core.errors import RankScopeError
-from core.features import FEATURE_GROUPS
-from core.probing import (ProbeConfig, collection_gaps, neuron_histogram, positives_negatives,
-                          probe_grid, stored_probes)
-from core.store import DEFAULT_PATH
+from core.probing import (ProbeConfig, collection_gaps, load_probe, neuron_histogram,
+                          positives_negatives, probe_grid, stored_probes)
 
 ui.page_setup("Probing", "📈")
 ranker_name, source = ui.sidebar()
@@ -22,9 +22,13 @@ st.caption("A linear probe per layer and feature (Lasso α = 0.1 on the mean- or
            "layer encode the feature?* R² above 0.85 counts as encoded, below 0.1 as absent "
            "(Chowdhury, Nijasure & Allan, *Understanding Ranking LLMs*).")
 
+# the page starts smaller than the CLI: the first 60 queries, and two feature combinations
+PAGE_DEFAULTS = {"limit": 60, "groups": ("(covered_query_term_ratio + sum_tf + variance_tfidf)^2",
+                                         "bm25 * stream_length")}
 store = ui.store_or_error()
 if store is None:
     st.stop()
+analysis = registered()["probe"]
 
 with st.form("probe"):
     c1, c2 = st.columns(2)
@@ -33,60 +37,33 @@ with st.form("probe"):
     options = ui.collection_options()
     collections = c2.multiselect("Collections", options, default=[source],
                                  help="Two collections give the in- vs out-of-distribution view.")
-    groups = st.multiselect("Feature groups", list(FEATURE_GROUPS), default=list(FEATURE_GROUPS),
-                            help=" · ".join(f"**{g}**: {', '.join(f)}"
-                                            for g, f in FEATURE_GROUPS.items()))
-    expressions = st.text_area(
-        "Feature combinations (one per line; + − * and ^ over z-scored features)",
-        value="(covered_query_term_ratio + sum_tf + variance_tfidf)^2\nbm25 * stream_length",
-        height=70)
-    c3, c4, c5, c6 = st.columns(4)
-    pooling = c3.radio("Pooling", ["mean", "max"], horizontal=True)
-    estimators = c4.multiselect("Probe", ["lasso", "ridge"], default=["lasso"])
-    alpha = c5.number_input("Lasso α", min_value=0.0001, max_value=10.0, value=0.1, step=0.05,
-                            format="%.4f")
-    limit = c6.number_input("Queries", min_value=1, value=60, step=20,
-                            help="First N queries × BM25 top-20 candidates.")
+    values, error = ui.config_fields(analysis, PAGE_DEFAULTS)
     submitted = st.form_submit_button("Run probes", type="primary")
 
-features = tuple(f for g in groups for f in FEATURE_GROUPS[g])
-combos = tuple(line.strip() for line in expressions.splitlines() if line.strip())
-config = ProbeConfig(features=features, groups=combos, poolings=(pooling,),
-                     estimators=tuple(estimators), lasso_alpha=float(alpha))
-
-status = ui.RunStatus("probing", submitted, "Run probes", "step")
+status = ui.RunStatus("probing", submitted, "Run probes", "layer")
 if submitted:
     try:
-        config.validate()
+        if error is not None:
+            raise error
+        config = config_from(ProbeConfig, values)
+        analysis.validate(config)
         if not rankers or not collections:
             raise RankScopeError("pick at least one ranker and one collection")
-    except RankScopeError as error:
-        status.fail(error)
+    except RankScopeError as bad:
+        status.fail(bad)
     status.start()
     frame, notes, failures, finished = probe_grid(
         [(r, c) for r in rankers for c in collections], store, config,
         load_ranker=ui.get_ranker, load_collection=ui.get_collection,
-        limit_queries=int(limit), progress=status.progress, should_stop=status.should_stop)
+        progress=status.progress, should_stop=status.should_stop)
     for failure in failures:
         st.error(failure)
-    frames = [frame] if len(frame) else []
-    commands = [reproduce(
-        "probe", ranker=name, collection=source, limit=int(limit), features=list(features),
-        groups=list(combos), pooling=[pooling], estimator=list(estimators), alpha=float(alpha),
-        store=None if ui.store_path() == DEFAULT_PATH else str(ui.store_path()),
-        out=f"probe-{name}-{collection.name}.csv") for name, source, collection in finished]
     status.done()
-    if frames:
-        st.session_state["probe_frame"] = pd.concat(frames, ignore_index=True)
-        st.session_state["probe_notes"] = notes
-        st.session_state["probe_groups"] = combos
-        st.session_state["probe_commands"] = commands
+    if finished:  # the runs' keys: what is drawn below is read from the store
+        st.session_state["probe_runs"] = [(name, where, key) for name, where, _, key in finished]
 
-frame = st.session_state.get("probe_frame")
-probe_notes = st.session_state.get("probe_notes", [])
-group_names = list(st.session_state.get("probe_groups", ()))
-commands = st.session_state.get("probe_commands", [])
-if frame is None or frame.empty:  # a new session (after a restart too): the store's runs
+chosen = st.session_state.get("probe_runs")
+if not chosen:  # a new session (after a restart too): the store's runs of the sidebar's choice
     collection = ui.collection_or_error(source)
     stored = stored_probes(store, ranker_name, collection.name) if collection else []
     if not stored:
@@ -94,21 +71,20 @@ if frame is None or frame.empty:  # a new session (after a restart too): the sto
                 "extracts activations (cached in the store); asking again is served from the "
                 "store.")
         st.stop()
-    shown_run = stored[st.selectbox(
+    index = st.selectbox(
         f"Stored probe runs of {ranker_name} on {collection.name}", range(len(stored)),
-        format_func=lambda i: f"{stored[i]['created']:%Y-%m-%d %H:%M} · "
-                              f"{len(stored[i]['config'].features)} features · "
-                              f"{', '.join(stored[i]['config'].estimators)} · {stored[i]['key']}",
-        help="The newest is shown; run the form above for a new one.")]
-    frame, probe_notes = shown_run["frame"], shown_run["notes"]
-    ran = shown_run["config"]
-    group_names = list(ran.groups)
-    commands = [reproduce(
-        "probe", ranker=ranker_name, collection=source, limit=shown_run["limit"],
-        depth=shown_run["depth"], features=list(ran.features), groups=list(ran.groups),
-        pooling=list(ran.poolings), estimator=list(ran.estimators), alpha=ran.lasso_alpha,
-        store=None if ui.store_path() == DEFAULT_PATH else str(ui.store_path()),
-        out=f"probe-{ranker_name}-{collection.name}.csv")]
+        format_func=lambda i: f"{len(stored[i]['config'].features)} features · "
+                              f"{', '.join(stored[i]['config'].estimators)} · "
+                              f"{stored[i]['key']}",
+        help="The newest is shown; run the form above for a new one.")
+    chosen = [(ranker_name, source, stored[index]["key"])]
+runs = [(name, where, load_probe(store, key)) for name, where, key in chosen]
+frame = pd.concat([run["frame"] for _, _, run in runs], ignore_index=True)
+probe_notes = [f"{run['frame'].ranker.iloc[0]} × {run['frame'].collection.iloc[0]}: {note}"
+               for _, _, run in runs if len(run["frame"]) for note in run["notes"]]
+group_names = list(dict.fromkeys(g for _, _, run in runs for g in run["config"].groups))
+commands = [ui.command_line("probe", name, where, asdict(run["config"]))
+            for name, where, run in runs]
 with st.expander("Reproduce from the command line (same store keys: served from the store)"):
     for command in commands:
         st.code(command, language="bash")

@@ -40,7 +40,7 @@ evaluate)
 probe)
   # Study 1's setting: all 26 features, Lasso α = 0.1, mean pooling; DL19 top-100 pairs (ID)
   # against Cranfield's BM25 top-20 (OOD).
-  "$PY" -m core probe --ranker $R --collection trec-dl-2019 --depth 100 --pooling mean max \
+  "$PY" -m core probe --ranker $R --collection trec-dl-2019 --depth 100 --poolings mean max \
     --groups "(covered_query_term_ratio + sum_tf + variance_tfidf)^2" "bm25 * stream_length" \
     --out "$OUT/probe-dl19.csv"
   "$PY" -m core probe --ranker $R --collection cranfield --out "$OUT/probe-cranfield.csv"

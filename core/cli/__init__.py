@@ -13,13 +13,13 @@ import argparse
 import os
 import sys
 
-from core.cli import (evaluate, extract, generated, lesson, models, precisions, probe,
-                      saliency, score)
+from core.cli import (evaluate, extract, generated, lesson, models, precisions, saliency,
+                      score)
 from core.errors import RankScopeError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-MODULES = (models, extract, evaluate, probe, precisions, saliency, score, lesson)
+MODULES = (models, extract, evaluate, precisions, saliency, score, lesson)
 
 
 def commands() -> dict[str, object]:

@@ -227,9 +227,12 @@ def test_probing_page_runs_probes_and_draws_r2_curves(app_store):
 
     at = page("pages/3_Probing.py").run()
     assert not at.exception and not at.error
-    queries = next(n for n in at.number_input if n.label == "Queries")
+    from core.features import FEATURE_GROUPS
+
+    queries = next(n for n in at.number_input if n.label == "Queries (0 = all)")
     queries.set_value(8)
-    at.multiselect[2].set_value(["coverage", "TF·IDF"])  # feature groups
+    next(m for m in at.multiselect if m.label == "Features").set_value(
+        [*FEATURE_GROUPS["coverage"], *FEATURE_GROUPS["TF·IDF"]])
     at.button[0].click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.get("progress")
@@ -241,7 +244,8 @@ def test_probing_page_runs_probes_and_draws_r2_curves(app_store):
     table = at.dataframe[0].value
     assert set(table.layer) == set(range(1, 7)) and "bm25" in set(table.feature)
     assert any(c.value.startswith("python -m core probe --ranker minilm-cross-encoder "
-                                  "--collection demo --limit 8") for c in at.code)
+                                  "--collection demo") and "--limit 8 " in c.value
+               for c in at.code)
     assert any(b.label == "Download this run (zip)" for b in at.get("download_button"))
 
 
@@ -260,10 +264,10 @@ def test_a_probe_run_from_the_cli_is_drawn_after_a_restart(app_store, monkeypatc
              for c in at.get("vega_lite_chart")]
     assert any("probe R² per layer" in s for s in specs)
     assert set(at.dataframe[0].value.feature) == {"bm25", "stream_length"}
-    made = capsys.readouterr().out.split("probe ")[1].split(":")[0]
+    made = capsys.readouterr().out.split("key ")[1].split(";")[0]
     line = next(c.value for c in at.code if c.value.startswith("python -m core probe"))
     assert main(shlex.split(line)[3:]) == 0  # the page's line: everything from the store
-    assert f"probe {made}: " in capsys.readouterr().out
+    assert f"key {made};" in capsys.readouterr().out
 
 
 def test_probing_page_refuses_a_bad_feature_group(app_store):
@@ -284,8 +288,11 @@ def test_probing_page_stop_keeps_finished_work(app_store, monkeypatch):
                         lambda *a, **k: calls.append(1) or probe_layer(*a, **k))
     polls = _stop_pressed_at(2 + 2, monkeypatch)  # the extraction's 2 windows, then 2 layers
     at = page("pages/3_Probing.py").run()
-    next(n for n in at.number_input if n.label == "Queries").set_value(8)
-    at.multiselect[2].set_value(["coverage"])
+    from core.features import FEATURE_GROUPS
+
+    next(n for n in at.number_input if n.label == "Queries (0 = all)").set_value(8)
+    next(m for m in at.multiselect if m.label == "Features").set_value(
+        list(FEATURE_GROUPS["coverage"]))
     at.button[0].click().run()
     assert not at.exception and len(calls) == 2, (len(polls), len(calls))
     at.run()  # the rerun after a stop says how to resume

@@ -76,6 +76,8 @@ def _small(analysis):
     small = {k: v for k, v in SMALL.items() if k in names}
     if analysis.name == "shapley":
         small["depth"] = 4
+    if analysis.name == "probe":  # a few features of the first 30 queries
+        small.update(features=("stream_length", "sum_tf"), folds=3, limit=30)
     if analysis.name == "patch":  # two usable pairs on a random-weight model
         small.update(pairs=2, depth=4, min_gap=0.0, correct_only=False, doc_tokens=10,
                      attention_scores=False)
@@ -109,6 +111,11 @@ def _store_from(upstream, path):
     return Store(path)
 
 
+def _units_stored(store) -> int:
+    with store.cursor() as cur:
+        return cur.execute("SELECT count(*) FROM analysis_units").fetchone()[0]
+
+
 def test_the_driver_skips_done_units_stops_between_units_and_reports_progress():
     seen, written, progress = [], [], []
     outputs, stopped = drive(list("abcde"), lambda i, u: seen.append(u) or u.upper(),
@@ -125,7 +132,7 @@ def test_every_registered_analysis_keeps_the_contract(example, tiny, demo, upstr
     finished run is read back, never recomputed; the config is not mutated; no hook is left
     behind — for every registered analysis (built-in and the README example)."""
     names = [a.name for a in _analyses(example)]
-    assert len(names) >= 8 and {"lens", "patch", "attribute", "baselines", "knockout", "ablate",
+    assert len(names) >= 9 and {"lens", "probe", "patch", "attribute", "baselines", "knockout", "ablate",
                                 "shapley", "agreement"} <= set(names)
     for analysis in _analyses(example):
         config = _small(analysis)
@@ -139,9 +146,9 @@ def test_every_registered_analysis_keeps_the_contract(example, tiny, demo, upstr
         assert fresh.done == fresh.total or analysis.enough(contract.Job(tiny, demo, config),
                                                             [fresh.rows]), analysis.name
 
-        calls = []
+        before_stop = _units_stored(stores[2])  # Stop as soon as one unit of this run is in
         stopped = contract.run(analysis, tiny, demo, config, stores[2],
-                               should_stop=lambda: len(calls) > 0 or calls.append(1))
+                               should_stop=lambda: _units_stored(stores[2]) > before_stop)
         if stopped.total > 1:
             assert stopped.stopped and stopped.done == 1, analysis.name
         resumed = contract.run(analysis, tiny, demo, config, stores[2])
@@ -256,11 +263,15 @@ def test_every_registered_analysis_takes_exactly_its_configs_flags(example):
 
 def test_document_order_changes_no_units_rows(example, tiny, demo, upstream, tmp_path):
     """For every registered analysis: the same collection with its documents in another
-    order gives the same units and the same rows for a unit (scikit-learn's order check)."""
+    order gives the same units and the same rows for a unit (scikit-learn's order check).
+    Probing is the exception, by design of its input: it reads the extraction of the
+    collection's BM25 top-k, and bm25s breaks score ties by document position, so a
+    reordered demo collection (many tied template sentences) has other candidates — its
+    content hash differs too, so it is another extraction, never a wrong stored one."""
     shuffled = dataclasses.replace(
         demo, docs=demo.docs.sample(frac=1.0, random_state=3).reset_index(drop=True))
     store = _store_from(upstream, tmp_path / "store.duckdb")
-    for analysis in _analyses(example):
+    for analysis in [a for a in _analyses(example) if a.name != "probe"]:
         config = _small(analysis)
         job = contract.prepare(analysis, tiny, demo, config, store)
         other = contract.prepare(analysis, tiny, shuffled, config, store)

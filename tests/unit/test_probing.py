@@ -11,9 +11,8 @@ import torch
 from core.errors import InputError
 from core.probing import (ProbeConfig, balanced_indices, build_design, collection_gaps,
                           make_plan, neuron_histogram, positives_negatives, probe_layer,
-                          run_probe, split_pairs)
+                          split_pairs)
 from core.solvers import LassoProblems, _Threads, fit_lasso, fit_ridge, solve_layer
-from core.store import Store
 
 N_PAIRS, D = 1200, 48
 
@@ -97,48 +96,22 @@ def test_balanced_sets_have_equal_bins_and_merge_rare_values():
 
 
 @pytest.mark.parametrize("changes,message", [
-    ({"folds": 0}, "at least 2 folds"), ({"lasso_alpha": -0.1}, "positive"),
-    ({"shares": (0.5, 0.5, 0.5)}, "summing to 1"), ({"features": ("bm42",)}, "unknown feature"),
-    ({"poolings": ("last",)}, "mean and/or max"), ({"features": (), "groups": ()}, "at least one"),
-    ({"solver": "magic"}, "solver must be"),
+    ({"folds": 0}, "Folds must be at least 2"), ({"lasso_alpha": -0.1}, "positive"),
+    ({"shares": (0.5, 0.5, 0.5)}, "summing to 1"),
+    ({"features": ("bm42",)}, "Features: 'bm42' is not one of"),
+    ({"poolings": ("last",)}, "Pooling: 'last' is not one of"),
+    ({"features": (), "groups": ()}, "at least one"),
+    ({"solver": "magic"}, "Solver: 'magic' is not one of"),
+    ({"groups": ("bm25 +",)}, "cannot read feature group"),
+    ({"max_set_size": 20}, "too small for 5 folds"),
 ])
 def test_impossible_configs_are_refused(changes, message):
+    """Each is one sentence naming the field as the page labels it (the CLI says the same)."""
+    from core.analysis import registered
+
     settings = {"features": ("bm25",), **changes}
     with pytest.raises(InputError, match=message):
-        ProbeConfig(**settings).validate()
-
-
-def _store_with_run(path, layers):
-    store = Store(path)
-    pairs = pd.DataFrame({"qid": ["q"] * N_PAIRS, "docno": [f"d{i}" for i in range(N_PAIRS)],
-                          "relevance": 0, "bm25_rank": np.arange(N_PAIRS) + 1})
-    store.begin_run("run", kind="activations", ranker="toy", ranker_key="t", collection="c",
-                    collection_key="c", config={}, pairs=pairs, n_batches=1)
-    blocks = {("resid", i, "mean"): (f"layers.{i}", acts) for i, acts in enumerate(layers)}
-    store.write_batch("run", 0, 0, np.zeros(N_PAIRS, np.float32), blocks, 0.0)
-    store.finish_run("run")
-    return store
-
-
-def test_sweep_is_cached_and_an_interrupted_sweep_resumes_identically(tmp_path, planted):
-    features, layers = planted
-    config = ProbeConfig(features=("bm25", "stream_length"))
-    full = _store_with_run(tmp_path / "a.duckdb", layers)
-    first = run_probe(full, "toy", "c", "run", features, "fk", 2, config)
-    assert first.computed_now == 2 and not first.stopped
-    again = run_probe(full, "toy", "c", "run", features, "fk", 2, config)
-    assert again.computed_now == 0  # served from the store
-    pd.testing.assert_frame_equal(first.frame, again.frame)
-    assert first.frame.layer.tolist().count(2) == 2 and set(first.frame.layer) == {1, 2}
-
-    partial = _store_with_run(tmp_path / "b.duckdb", layers)
-    calls = iter([False, True])
-    stopped = run_probe(partial, "toy", "c", "run", features, "fk", 2, config,
-                        should_stop=lambda: next(calls))
-    assert stopped.stopped and stopped.computed_now == 1 and set(stopped.frame.layer) == {1}
-    resumed = run_probe(partial, "toy", "c", "run", features, "fk", 2, config)
-    assert resumed.computed_now == 1
-    pd.testing.assert_frame_equal(resumed.frame, first.frame)
+        registered()["probe"].validate(ProbeConfig(**settings))
 
 
 def test_summaries(planted):
@@ -156,20 +129,6 @@ def test_summaries(planted):
     assert summary.loc["stream_length", "verdict"].startswith("absent")
     histogram = neuron_histogram(frame)
     assert histogram[(histogram.layer == 2) & (histogram.neurons == "1")].probes.item() == 1
-
-
-def test_probe_results_of_a_cli_side_file_are_imported(tmp_path, planted):
-    features, layers = planted
-    config = ProbeConfig(features=("bm25",))
-    side = _store_with_run(tmp_path / "side.duckdb", layers)
-    written = run_probe(side, "toy", "c", "run", features, "fk", 2, config)
-    side.close()
-    app = Store(tmp_path / "app.duckdb")
-    counts = app.import_file(tmp_path / "side.duckdb")
-    assert counts["runs"] == 1 and counts["probes"] == 1
-    imported = app.probe_results(written.key)
-    pd.testing.assert_frame_equal(imported, written.frame[imported.columns])
-    assert app.import_file(tmp_path / "side.duckdb")["probes"] == 0  # nothing twice
 
 
 def test_batched_and_sklearn_solvers_give_the_same_probes(planted):
@@ -453,10 +412,12 @@ def test_renaming_split_to_shares_keeps_every_stored_probe_key():
         stored_settings
     from core.store import content_key
 
-    config = ProbeConfig(features=("bm25",), shares=(0.7, 0.15, 0.15))
-    before = {("split" if k == "shares" else k): v for k, v in asdict(config).items()}
+    config = ProbeConfig(features=("bm25",), shares=(0.7, 0.15, 0.15), limit=30, depth=20)
+    # as keyed before: split for shares, no extraction settings (the run key covers them)
+    before = {("split" if k == "shares" else k): v for k, v in asdict(config).items()
+              if k not in ("limit", "depth")}
     assert probe_key("run", "features", config) == content_key(
         "probing", run="run", features="features", config=before, version=PROBE_VERSION)
     import json
 
-    assert config_from_stored(json.loads(json.dumps(stored_settings(config)))) == config
+    assert config_from_stored(json.loads(json.dumps(stored_settings(config))), 30, 20) == config

@@ -175,7 +175,7 @@ def test_locked_store_falls_back_to_a_side_file_that_imports(tiny, demo, tmp_pat
     side = Store(side_path)
     result = extract(tiny, demo, CONFIG, side)
     side.close()
-    assert app_store.import_file(side_path) == {"runs": 1, "feature sets": 0, "probes": 0,
+    assert app_store.import_file(side_path) == {"runs": 1, "feature sets": 0,
                                                 "analyses": 0}
     assert app_store.import_file(side_path)["runs"] == 0  # nothing duplicated
     assert np.array_equal(app_store.scores(result.run_key),
@@ -376,4 +376,68 @@ def test_patching_sweeps_of_an_older_store_migrate_under_their_keys(tiny_ce, dem
         sweep.sweep_pair = original
     assert again.key == fresh.key
     pd.testing.assert_frame_equal(again.used, fresh.used, check_dtype=False)
+    store.close()
+
+
+OLD_PROBE_TABLES = """
+CREATE TABLE probe_runs (
+    probe_key VARCHAR PRIMARY KEY, ranker VARCHAR, collection VARCHAR, run_key VARCHAR,
+    features_key VARCHAR, config VARCHAR, n_units INTEGER, status VARCHAR, notes VARCHAR,
+    created DOUBLE, finished DOUBLE);
+CREATE TABLE probe_results (
+    probe_key VARCHAR, layer INTEGER, pooling VARCHAR, feature VARCHAR, estimator VARCHAR,
+    r2_mean DOUBLE, r2_sd DOUBLE, r2_val DOUBLE, mse DOUBLE, n_nonzero INTEGER,
+    set_size INTEGER, neurons VARCHAR,
+    PRIMARY KEY (probe_key, layer, pooling, feature, estimator));
+"""
+
+
+def test_probe_sweeps_of_an_older_store_migrate_under_their_keys(tiny_ce, demo, tmp_path):
+    """Probing kept tables of its own before it moved to the analysis contract: a store
+    holding a sweep opens with it under the same key — the same rows and notes, its limit
+    and depth read from the extraction — served without probing again."""
+    import json
+
+    import pandas as pd
+
+    from dataclasses import replace
+
+    import core.probing as probing
+    from core.probing import PROBE_COLUMNS, ProbeConfig, probe_ranker, stored_settings
+
+    config = ProbeConfig(features=("stream_length", "sum_tf"), poolings=("mean", "max"),
+                         folds=3)
+    path = tmp_path / "old.duckdb"
+    store = Store(path)
+    fresh = probe_ranker(tiny_ce, demo, store, config, limit_queries=30)
+    rows = store.analysis_frame(fresh.key)
+    run = store.analysis_run(fresh.key)
+    store.close()
+    con = duckdb.connect(str(path))  # rewrite the sweep as the old tables held it
+    con.execute(OLD_PROBE_TABLES)
+    run_key = con.execute("SELECT run_key FROM runs").fetchone()[0]
+    con.execute("INSERT INTO probe_runs VALUES (?, 'tiny-ce', 'demo', ?, 'f', ?, ?, 'done', ?, "
+                "0, 1)", [fresh.key, run_key, json.dumps(stored_settings(config)),
+                          run["n_units"], json.dumps(fresh.notes)])
+    con.register("old_rows", rows[PROBE_COLUMNS].assign(probe_key=fresh.key))
+    con.execute("INSERT INTO probe_results SELECT probe_key, " + ", ".join(PROBE_COLUMNS)
+                + " FROM old_rows")
+    con.execute("DELETE FROM analysis_units")
+    con.execute("DELETE FROM analysis_runs")
+    con.close()
+
+    store = Store(path)
+    with store.cursor() as cur:
+        tables = {r[0] for r in cur.execute("SHOW TABLES").fetchall()}
+    assert not tables & {"probe_runs", "probe_results"}
+    migrated = probing.load_probe(store, fresh.key)
+    assert migrated["config"] == replace(config, limit=30) and migrated["notes"] == fresh.notes
+    pd.testing.assert_frame_equal(migrated["frame"], fresh.frame, check_dtype=False)
+    original, probing.probe_layer = probing.probe_layer, None  # reading back must not probe
+    try:
+        again = probe_ranker(tiny_ce, demo, store, config, limit_queries=30)
+    finally:
+        probing.probe_layer = original
+    assert again.key == fresh.key and again.computed_now == 0
+    pd.testing.assert_frame_equal(again.frame, fresh.frame, check_dtype=False)
     store.close()
