@@ -246,6 +246,7 @@ def scheme_pairs(ranker: Ranker, collection, pairs_per_label: int, split: str | 
     ``pairs_per_label`` of each label, in collection order) and counts."""
     from core.retrieval import candidate_pairs
 
+    collection.require_judgments("relevant and non-relevant pairs to attribute")
     candidates = candidate_pairs(collection, depth, qids=collection.qids(split),
                                  limit_queries=max(4, pairs_per_label * 2))
     if candidates.empty:

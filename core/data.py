@@ -37,6 +37,8 @@ NAMED_FOLDERS: dict[str, tuple[Path, int]] = {
     "cranfield": (CRANFIELD_DIR, 1),
     "trec-dl-2019": (SHARED_DATA / "trec-dl-2019", 2),
     "trec-dl-2020": (SHARED_DATA / "trec-dl-2020", 2),
+    "trec-dl-2021": (SHARED_DATA / "trec-dl-2021", 2),
+    "trec-dl-2022": (SHARED_DATA / "trec-dl-2022", 2),  # no judgments: unlabelled text
 }
 COLLECTION_SETTINGS = "collection.json"  # optional in a folder: {"relevance_threshold": 2}
 
@@ -71,6 +73,18 @@ class Collection:
             raise InputError(f"collection {self.name!r} has no query in split {split!r} "
                              f"(its splits: {found})")
         return qids
+
+    @property
+    def judged(self) -> bool:
+        """Whether the collection has relevance judgments (TREC DL 2022 here has none)."""
+        return len(self.qrels) > 0
+
+    def require_judgments(self, what: str) -> None:
+        """Refuse, in one sentence, work that needs judgments on a collection without any."""
+        if not self.judged:
+            raise InputError(f"{self.name} has no relevance judgments (no qrels file), so it "
+                             f"cannot give {what}; use a judged collection (e.g. trec-dl-2021) "
+                             "or give its qrels file")
 
     @property
     def candidates_label(self) -> str:
@@ -151,14 +165,19 @@ def _check_text(text: str) -> str | None:
 
 def _read_records(path: str | Path, fields: list[str], parse, *, separator: str | None,
                   strict: bool, skipped: dict[str, int] | None) -> list:
-    """Shared line loop: split, check the field count, ``parse(parts)`` → row or problem text."""
+    """Shared line loop: split, check the field count, ``parse(parts)`` → row or problem text.
+
+    Tab-separated lines split at their first ``len(fields) − 1`` tabs only: the last field (a
+    passage or query text) runs to the end of the line, tabs and all — tables copied from web
+    pages hold tabs, and such a passage must not go missing."""
     skipped = {} if skipped is None else skipped
     kind = "tab-separated fields" if separator == "\t" else "fields"
+    most = len(fields) - 1 if separator == "\t" else -1
     rows = []
     for number, line in enumerate(read_text_lines(path), start=1):
         if not line.strip():
             continue
-        parts = line.split(separator)
+        parts = line.split(separator, most)
         where = f"{path} line {number}"
         if len(parts) != len(fields):
             _skip_or_raise(strict, skipped, where,
@@ -444,9 +463,11 @@ def load_folder(path: str | Path, *, strict: bool = False) -> Collection:
             raise InputError(f"{path}: no queries found (expected queries.tsv, queries.jsonl "
                              "or topics.txt)")
         qrel_file = next((p for n, p in sorted(files.items()) if n.startswith("qrels")), None)
-        if qrel_file is None:
-            raise InputError(f"{path}: no qrels file found (expected qrels.txt)")
-        qrels = read_trec_qrels(qrel_file, strict=strict, skipped=skipped)
+        if qrel_file is None:  # unjudged (TREC DL 2022 here): fine wherever no grade is read
+            qrels = pd.DataFrame({"qid": pd.Series(dtype=str), "docno": pd.Series(dtype=str),
+                                  "relevance": pd.Series(dtype="int64")})
+        else:
+            qrels = read_trec_qrels(qrel_file, strict=strict, skipped=skipped)
     run, run_is_bm25 = None, False
     if "run.txt" in files:
         run = read_trec_run(files["run.txt"], strict=strict, skipped=skipped)

@@ -148,6 +148,7 @@ class HeadKnockout(Analysis):
 
     def units(self, job: Job) -> list[dict]:
         ranker, config, patch = job.ranker, job.config, job.inputs["patch"]
+        job.collection.require_judgments("the knock-out's F1 and nDCG@10")
         n_heads = ranker.n_layers * ranker.n_heads
         if config.k >= n_heads:
             raise InputError(f"Heads knocked out (k) must be below {n_heads} "
@@ -366,6 +367,7 @@ class NeuronAblation(Analysis):
 
     def units(self, job: Job) -> list[dict]:
         config = job.config
+        job.collection.require_judgments("the neuron knock-out's nDCG@10")
         sets = ablation_sets(job.inputs["attribution"], config.scheme, config.percents,
                              job.inputs.get("other"), config.other_scheme, config.operation)
         widths = {p: job.ranker.linear_width(p) for p in

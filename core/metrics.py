@@ -24,6 +24,7 @@ def evaluate(collection: Collection, pairs: pd.DataFrame, scores: np.ndarray,
     figures comparable with published tables, judge with the complete official qrels
     (:func:`core.data.with_qrels`).
     """
+    collection.require_judgments("nDCG@10 and MRR@10")
     run = pd.DataFrame({"query_id": pairs.qid.astype(str).to_numpy(),
                         "doc_id": pairs.docno.astype(str).to_numpy(),
                         "score": np.asarray(scores, dtype=float)})

@@ -133,6 +133,7 @@ def relevance_pairs(collection: Collection, limit: int, *, pairs_per_query: int 
     from core.errors import InputError
 
     queries = collection.queries
+    collection.require_judgments("pairs of a relevant and a non-relevant document")
     chosen = collection.qids(split)
     if chosen is not None:
         queries = queries[queries.qid.isin(chosen)]

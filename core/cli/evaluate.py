@@ -39,6 +39,7 @@ def run(args) -> int:
 
     collection = load_collection(args.collection)
     judged = with_qrels(collection, args.qrels) if args.qrels else collection
+    judged.require_judgments("nDCG@10 and MRR@10")  # before any model loads
     if args.relevance_threshold is not None:
         judged = with_relevance_threshold(judged, args.relevance_threshold,
                                           "--relevance-threshold")

@@ -31,6 +31,7 @@ def run(args) -> int:
     spec = ranker_spec(args)
     collection = load_collection(args.collection)
     judged = with_qrels(collection, args.qrels) if args.qrels else collection
+    judged = judged if judged.judged else None  # unjudged (TREC DL 2022): scores only
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1 query, got {args.limit}")
     pairs = candidate_pairs(collection, args.depth, qids=collection.qids(args.split, True),
