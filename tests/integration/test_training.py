@@ -75,7 +75,7 @@ def test_training_on_a_slice_is_deterministic(tmp_path):
     for report in reports:
         report.pop("train_seconds")
     assert reports[0] == reports[1]
-    assert reports[0]["data"].startswith("dl: 2 training queries, 1 dev queries")
+    assert reports[0]["data"].startswith("dl: 2 training / 1 dev queries")
     assert reports[0]["training_groups"] == 4
 
 
@@ -139,3 +139,23 @@ def test_the_judges_yes_no_term_is_balanced_and_only_added_when_asked():
     extra = judged_grad - plain_grad
     assert extra[0] == pytest.approx(-0.375) and np.allclose(extra[1:], 0.125)
     assert extra.sum() == pytest.approx(0.0, abs=1e-7)  # yes pushed up as hard as no's down
+
+
+def test_a_training_that_cannot_start_says_why_and_writes_nothing(tmp_path):
+    """A missing data folder or a recipe value out of range: one sentence, exit 2 from the
+    command, nothing in the adapter folder."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "adapters" / "minilm-cross-encoder"
+    with pytest.raises(train_adapters.TrainingError, match="training data folder .* missing"):
+        train_adapters.train("minilm-cross-encoder", collection_root=tmp_path / "nope",
+                             output=out)
+    with pytest.raises(train_adapters.TrainingError, match="lr=-0.1 is out of range"):
+        train_adapters.train("minilm-cross-encoder", overrides={"lr": -0.1}, output=out)
+    assert not (tmp_path / "adapters").exists()
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_adapters.py"),
+                           "minilm-cross-encoder", "--set", "group_size=1", "--output",
+                           str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 2 and "group_size=1 is out of range" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "adapters").exists()
