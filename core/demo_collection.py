@@ -98,6 +98,58 @@ def _lead(rng: random.Random, aspect: Aspect, subject: str) -> str:
     return f"{_capitalise(subject)} — {words}."
 
 
+def _add_distractors(rng: random.Random, docs: list[dict],
+                     subject_docs: dict[str, list[str]]) -> None:
+    """Other-subject passages that repeat the literal aspect word (BM25 bait)."""
+    for category in CATEGORIES:
+        for aspect in category.aspects:
+            for _ in range(3):
+                other = rng.choice(category.subjects)
+                filler = [_capitalise(f.format(s=other)) for f in rng.sample(category.fillers, k=2)]
+                general = rng.choice(GENERAL_TOPICS)
+                closing = rng.choice([g for g in GENERAL_TOPICS if g != general])
+                text = " ".join([general.format(lit=aspect.literal), *filler,
+                                 closing.format(lit=aspect.literal)])
+                docno = f"D{len(docs) + 1:04d}"
+                docs.append({"docno": docno, "title": f"About {aspect.literal}", "text": text,
+                             "_subject": other, "_aspect": "", "_kind": "distractor"})
+                subject_docs[other].append(docno)
+
+
+def _queries_and_judgments(rng: random.Random, docs: list[dict],
+                           subject_docs: dict[str, list[str]]) -> tuple[list[dict], list[dict]]:
+    """One query per (subject, aspect) and its graded judgments: 3 = the full answer, 2 = the
+    brief one, 1 = the subject's other passages, 0 = same-aspect passages of two other
+    subjects."""
+    queries: list[dict] = []
+    qrels: list[dict] = []
+    by_docno = {d["docno"]: d for d in docs}
+    for category in CATEGORIES:
+        for subject in category.subjects:
+            for aspect in category.aspects:
+                template = rng.choice(aspect.queries)
+                qid = f"Q{len(queries) + 1:03d}"
+                split = "test" if len(queries) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1 else "train"
+                queries.append({"qid": qid, "text": template.format(s=subject), "split": split,
+                                "_subject": subject, "_aspect": aspect.name})
+                for docno in subject_docs[subject]:
+                    doc = by_docno[docno]
+                    if doc["_kind"] == "distractor":
+                        continue  # judged below with the other non-relevant candidates
+                    grade = 1
+                    if doc["_aspect"] == aspect.name:
+                        grade = 3 if doc["_kind"] == "full" else 2
+                    qrels.append({"qid": qid, "docno": docno, "relevance": grade})
+                # Same-aspect passages of two other subjects: judged non-relevant.
+                others = [s for s in category.subjects if s != subject]
+                for other in rng.sample(others, k=2):
+                    for docno in subject_docs[other]:
+                        doc = by_docno[docno]
+                        if doc["_aspect"] == aspect.name and doc["_kind"] == "full":
+                            qrels.append({"qid": qid, "docno": docno, "relevance": 0})
+    return queries, qrels
+
+
 def build_demo_collection(seed: int = DEMO_SEED) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Build (docs, queries, qrels) frames of the demo collection.
 
@@ -107,8 +159,6 @@ def build_demo_collection(seed: int = DEMO_SEED) -> tuple[pd.DataFrame, pd.DataF
     """
     rng = random.Random(seed)
     docs: list[dict] = []
-    queries: list[dict] = []
-    qrels: list[dict] = []
     subject_docs: dict[str, list[str]] = {}
     for category in CATEGORIES:
         for subject in category.subjects:
@@ -137,44 +187,8 @@ def build_demo_collection(seed: int = DEMO_SEED) -> tuple[pd.DataFrame, pd.DataF
                          "text": " ".join(sentences[: rng.randint(2, 4)]),
                          "_subject": subject, "_aspect": "", "_kind": "general"})
             subject_docs[subject].append(docno)
-    # Distractors: other-subject passages that repeat the literal aspect word (BM25 bait).
-    for category in CATEGORIES:
-        for aspect in category.aspects:
-            for _ in range(3):
-                other = rng.choice(category.subjects)
-                filler = [_capitalise(f.format(s=other)) for f in rng.sample(category.fillers, k=2)]
-                general = rng.choice(GENERAL_TOPICS)
-                closing = rng.choice([g for g in GENERAL_TOPICS if g != general])
-                text = " ".join([general.format(lit=aspect.literal), *filler,
-                                 closing.format(lit=aspect.literal)])
-                docno = f"D{len(docs) + 1:04d}"
-                docs.append({"docno": docno, "title": f"About {aspect.literal}", "text": text,
-                             "_subject": other, "_aspect": "", "_kind": "distractor"})
-                subject_docs[other].append(docno)
-    by_docno = {d["docno"]: d for d in docs}
-    for category in CATEGORIES:
-        for subject in category.subjects:
-            for aspect in category.aspects:
-                template = rng.choice(aspect.queries)
-                qid = f"Q{len(queries) + 1:03d}"
-                split = "test" if len(queries) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1 else "train"
-                queries.append({"qid": qid, "text": template.format(s=subject), "split": split,
-                                "_subject": subject, "_aspect": aspect.name})
-                for docno in subject_docs[subject]:
-                    doc = by_docno[docno]
-                    if doc["_kind"] == "distractor":
-                        continue  # judged below with the other non-relevant candidates
-                    grade = 1
-                    if doc["_aspect"] == aspect.name:
-                        grade = 3 if doc["_kind"] == "full" else 2
-                    qrels.append({"qid": qid, "docno": docno, "relevance": grade})
-                # Same-aspect passages of two other subjects: judged non-relevant.
-                others = [s for s in category.subjects if s != subject]
-                for other in rng.sample(others, k=2):
-                    for docno in subject_docs[other]:
-                        doc = by_docno[docno]
-                        if doc["_aspect"] == aspect.name and doc["_kind"] == "full":
-                            qrels.append({"qid": qid, "docno": docno, "relevance": 0})
+    _add_distractors(rng, docs, subject_docs)
+    queries, qrels = _queries_and_judgments(rng, docs, subject_docs)
     docs_frame = pd.DataFrame(docs)[["docno", "title", "text"]]
     queries_frame = pd.DataFrame(queries)[["qid", "text", "split"]]
     qrels_frame = pd.DataFrame(qrels).drop_duplicates(["qid", "docno"])

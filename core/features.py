@@ -116,6 +116,18 @@ def _idf(df: np.ndarray, n: np.ndarray) -> np.ndarray:
     return np.log1p((n - df + 0.5) / (df + 0.5))
 
 
+def _padded_terms(query_ids: list) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's distinct term ids and their counts, padded to ``[queries, K]`` (-1 / 0)."""
+    distinct = [np.unique(ids, return_counts=True) for ids in query_ids]
+    width = max(1, max(len(terms) for terms, _ in distinct))
+    term_pad = np.full((len(distinct), width), -1, dtype=np.int64)
+    count_pad = np.zeros((len(distinct), width), dtype=np.float64)
+    for i, (terms, counts) in enumerate(distinct):
+        term_pad[i, :len(terms)] = terms
+        count_pad[i, :len(terms)] = counts
+    return term_pad, count_pad
+
+
 def _term_arrays(pairs: pd.DataFrame) -> SimpleNamespace:
     """Per pair × query term: tf, df and cf in the pair's candidate set, idf; per document
     entry: (pair, term, tf); lengths. Everything the features below are sums of."""
@@ -169,17 +181,7 @@ def _term_arrays(pairs: pd.DataFrame) -> SimpleNamespace:
     avg_length = total_length / candidates
 
     # -- query side: padded [pairs, K] arrays of distinct query terms -------------------
-    q_terms, q_counts = [], []
-    for ids in query_ids:
-        terms, counts = np.unique(ids, return_counts=True)
-        q_terms.append(terms)
-        q_counts.append(counts)
-    width = max(1, max(len(t) for t in q_terms))
-    term_pad = np.full((len(q_terms), width), -1, dtype=np.int64)
-    count_pad = np.zeros((len(q_terms), width), dtype=np.float64)
-    for i, (terms, counts) in enumerate(zip(q_terms, q_counts)):
-        term_pad[i, :len(terms)] = terms
-        count_pad[i, :len(terms)] = counts
+    term_pad, count_pad = _padded_terms(query_ids)
     qt = term_pad[query_index]  # [P, K]
     qtf = count_pad[query_index]
     mask = qt >= 0

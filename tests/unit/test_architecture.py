@@ -179,3 +179,22 @@ def test_no_analysis_reaches_into_a_ranker_at_run_time(tiny_ce, tiny_bert_dir, d
         contract.run(analysis, tiny_ce, demo, config, store)
     store.close()
     assert sorted(set(breaches)) == []
+
+
+def test_no_function_over_80_lines_and_no_class_over_250_outside_numba_kernels():
+    """STYLE.md's room sizes, in core/, pages/ and ui.py; a numba kernel (one loop the
+    compiler sees whole) is the exception."""
+    root = Path(__file__).resolve().parents[2]
+    files = [*root.joinpath("core").rglob("*.py"), *root.joinpath("pages").glob("*.py"),
+             root / "ui.py"]
+    too_long = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                continue
+            size = node.end_lineno - node.lineno + 1
+            numba = any("njit" in ast.unparse(d) for d in getattr(node, "decorator_list", []))
+            if isinstance(node, ast.FunctionDef) and size > 80 and not numba \
+                    or isinstance(node, ast.ClassDef) and size > 250:
+                too_long.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({size})")
+    assert too_long == []
