@@ -179,7 +179,7 @@ def test_patching_page_in_a_real_browser(server, tmp_path):
         pairs = page.get_by_role("spinbutton", name="Pairs", exact=True)
         pairs.wait_for(timeout=120_000)
         pairs.fill("2")
-        page.get_by_role("button", name="Run patching").click()
+        page.get_by_role("button", name="Run activation patching").click()
         page.locator('[data-testid="stVegaLiteChart"] svg.marks').first.wait_for(timeout=240_000)
         page.get_by_role("tab", name="Pairs").click()
         page.locator("span[title=document]").first.wait_for(timeout=60_000)
