@@ -61,15 +61,19 @@ TEST_SPLIT = {"split": "test", "split_help": "queries of this split (default tes
 
 
 def progress_bar(description: str, unit: str = "batch"):
-    """A ``progress(done, total, what)`` callback drawing a tqdm bar on stderr."""
+    """A ``progress(done, total, what)`` callback drawing a tqdm bar on stderr; a stage named
+    in ``what`` (an analysis' preparatory extraction …) gets a bar of its own, counted in its
+    own units."""
     from tqdm import tqdm
 
-    bar = None
+    bars: dict[str, object] = {}
 
     def update(done: int, total: int, what: str = "") -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, initial=0, desc=description, unit=unit, file=sys.stderr)
+        if what not in bars:
+            label = f"{description} ({what})" if what else description
+            bars[what] = tqdm(total=total, initial=0, desc=label, unit="" if what else unit,
+                              file=sys.stderr)
+        bar = bars[what]
         bar.n = done
         bar.refresh()
         if done >= total:
