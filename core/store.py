@@ -132,12 +132,17 @@ class _Connection:
                              f"{len(names)} other table(s)); choose another store path")
         if not read_only:
             self._con.execute(SCHEMA)
-            if "attribution_runs" in names:
-                _migrate_attributions(self._con)
-            if "patch_runs" in names:
-                _migrate_patching(self._con)
-            if "probe_runs" in names:
-                _migrate_probes(self._con)
+            for table, migrate in (("attribution_runs", _migrate_attributions),
+                                   ("patch_runs", _migrate_patching),
+                                   ("probe_runs", _migrate_probes)):
+                if table in names:  # each in one transaction: all of it or nothing
+                    self._con.execute("BEGIN TRANSACTION")
+                    try:
+                        migrate(self._con)
+                    except BaseException:
+                        self._con.execute("ROLLBACK")
+                        raise
+                    self._con.execute("COMMIT")
             for statement in MIGRATIONS:
                 self._con.execute(statement)
             self._con.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
@@ -514,38 +519,32 @@ def _frame_blob(frame: pd.DataFrame) -> bytes:
 def _migrate_attributions(con) -> None:
     """Attribution runs of a store written before attribution moved to the analysis contract
     (tables attribution_runs / attribution_pairs) become analysis runs of ``attribute``
-    under the same keys — one unit per pair, its conductances and completeness report — in
-    one transaction; then the old tables go."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        runs = con.execute("SELECT * FROM attribution_runs").df()
-        for run in runs.itertuples(index=False):
-            stored = json.loads(run.config)
-            layout = stored.pop("layout")
-            settings = {"pairs": stored.pop("pairs_per_label"),
-                        "split": stored.pop("split") or "", **stored}
-            counts = run.counts
-            pairs = con.execute("SELECT * FROM attribution_pairs WHERE attr_key = ? ORDER BY "
-                                "pair", [run.attr_key]).df()
-            for pair in pairs.itertuples(index=False):
-                row = {c: getattr(pair, c) for c in ATTRIBUTION_PAIR_COLUMNS}
-                frame = pd.DataFrame([{**row, "conductances": bytes(pair.data),
-                                       "layout": json.dumps(layout), "counts": counts}])
-                unit = {c: row[c] for c in ("pair", "qid", "docno", "label")}
-                con.execute("INSERT INTO analysis_units VALUES (?, ?, ?, ?, ?) ON CONFLICT DO "
-                            "NOTHING", [run.attr_key, int(pair.pair), json.dumps(unit, default=str),
-                                        _frame_blob(frame), time.time()])
-            con.execute("INSERT INTO analysis_runs VALUES (?, 'attribute', ?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT DO NOTHING",
-                        [run.attr_key, run.ranker, run.collection,
-                         json.dumps(settings, sort_keys=True), int(run.n_pairs), run.status,
-                         run.created, run.finished])
-        con.execute("DROP TABLE attribution_pairs")
-        con.execute("DROP TABLE attribution_runs")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+    under the same keys — one unit per pair, its conductances and completeness report; then the
+    old tables go (the caller holds the transaction)."""
+    runs = con.execute("SELECT * FROM attribution_runs").df()
+    for run in runs.itertuples(index=False):
+        stored = json.loads(run.config)
+        layout = stored.pop("layout")
+        settings = {"pairs": stored.pop("pairs_per_label"),
+                    "split": stored.pop("split") or "", **stored}
+        counts = run.counts
+        pairs = con.execute("SELECT * FROM attribution_pairs WHERE attr_key = ? ORDER BY "
+                            "pair", [run.attr_key]).df()
+        for pair in pairs.itertuples(index=False):
+            row = {c: getattr(pair, c) for c in ATTRIBUTION_PAIR_COLUMNS}
+            frame = pd.DataFrame([{**row, "conductances": bytes(pair.data),
+                                   "layout": json.dumps(layout), "counts": counts}])
+            unit = {c: row[c] for c in ("pair", "qid", "docno", "label")}
+            con.execute("INSERT INTO analysis_units VALUES (?, ?, ?, ?, ?) ON CONFLICT DO "
+                        "NOTHING", [run.attr_key, int(pair.pair), json.dumps(unit, default=str),
+                                    _frame_blob(frame), time.time()])
+        con.execute("INSERT INTO analysis_runs VALUES (?, 'attribute', ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    [run.attr_key, run.ranker, run.collection,
+                     json.dumps(settings, sort_keys=True), int(run.n_pairs), run.status,
+                     run.created, run.finished])
+    con.execute("DROP TABLE attribution_pairs")
+    con.execute("DROP TABLE attribution_runs")
 
 
 def _migrate_patching(con) -> None:
@@ -557,35 +556,29 @@ def _migrate_patching(con) -> None:
     from core.sweep import _unit_frame
 
     defaults = dataclasses.asdict(PatchConfig())
-    con.execute("BEGIN TRANSACTION")
-    try:
-        for run in con.execute("SELECT * FROM patch_runs").df().itertuples(index=False):
-            stored = {**defaults, **json.loads(run.config)}
-            stored.update(split=stored["split"] or "", tries=stored["tries"] or 0)
-            pairs = con.execute("SELECT * FROM patch_pairs WHERE patch_key = ? ORDER BY pair",
-                                [run.patch_key]).df()
-            results = con.execute("SELECT * FROM patch_results WHERE patch_key = ?",
-                                  [run.patch_key]).df()
-            for pair in pairs.to_dict("records"):
-                rows = results[results.pair == pair["pair"]]
-                frame = _unit_frame(pair, rows.drop(columns="patch_key"))
-                unit = {c: pair[c] for c in ("pair", "qid", "positive_docno", "negative_docno")}
-                con.execute("INSERT INTO analysis_units VALUES (?, ?, ?, ?, ?) ON CONFLICT DO "
-                            "NOTHING", [run.patch_key, int(pair["pair"]),
-                                        json.dumps(unit, default=str), _frame_blob(frame),
-                                        time.time()])
-            con.execute("INSERT INTO analysis_runs VALUES (?, 'patch', ?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT DO NOTHING",
-                        [run.patch_key, run.ranker, run.collection,
-                         json.dumps(stored, sort_keys=True),
-                         int(stored["tries"] or 4 * stored["pairs"]), run.status,
-                         run.created, run.finished])
-        for table in ("patch_results", "patch_pairs", "patch_runs"):
-            con.execute(f"DROP TABLE {table}")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+    for run in con.execute("SELECT * FROM patch_runs").df().itertuples(index=False):
+        stored = {**defaults, **json.loads(run.config)}
+        stored.update(split=stored["split"] or "", tries=stored["tries"] or 0)
+        pairs = con.execute("SELECT * FROM patch_pairs WHERE patch_key = ? ORDER BY pair",
+                            [run.patch_key]).df()
+        results = con.execute("SELECT * FROM patch_results WHERE patch_key = ?",
+                              [run.patch_key]).df()
+        for pair in pairs.to_dict("records"):
+            rows = results[results.pair == pair["pair"]]
+            frame = _unit_frame(pair, rows.drop(columns="patch_key"))
+            unit = {c: pair[c] for c in ("pair", "qid", "positive_docno", "negative_docno")}
+            con.execute("INSERT INTO analysis_units VALUES (?, ?, ?, ?, ?) ON CONFLICT DO "
+                        "NOTHING", [run.patch_key, int(pair["pair"]),
+                                    json.dumps(unit, default=str), _frame_blob(frame),
+                                    time.time()])
+        con.execute("INSERT INTO analysis_runs VALUES (?, 'patch', ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    [run.patch_key, run.ranker, run.collection,
+                     json.dumps(stored, sort_keys=True),
+                     int(stored["tries"] or 4 * stored["pairs"]), run.status,
+                     run.created, run.finished])
+    for table in ("patch_results", "patch_pairs", "patch_runs"):
+        con.execute(f"DROP TABLE {table}")
 
 
 def _migrate_probes(con) -> None:
@@ -596,40 +589,34 @@ def _migrate_probes(con) -> None:
     the sweep read."""
     from core.probing import PROBE_COLUMNS, config_from_stored
 
-    con.execute("BEGIN TRANSACTION")
-    try:
-        for run in con.execute("SELECT * FROM probe_runs").df().itertuples(index=False):
-            extraction = con.execute("SELECT config FROM runs WHERE run_key = ?",
-                                     [run.run_key]).fetchone()
-            extraction = json.loads(extraction[0]) if extraction else {}
-            config = config_from_stored(json.loads(run.config), extraction.get("limit_queries"),
-                                        extraction.get("depth", 20))
-            rows = con.execute("SELECT * FROM probe_results WHERE probe_key = ?",
-                               [run.probe_key]).df()
-            notes = run.notes if run.status == "done" and run.notes else "[]"
-            n_layers = int(run.n_units) // len(config.poolings)
-            for p, pooling in enumerate(config.poolings):
-                for layer in range(n_layers):
-                    part = rows[(rows.layer == layer + 1) & (rows.pooling == pooling)]
-                    if part.empty:
-                        continue
-                    frame = part[PROBE_COLUMNS].reset_index(drop=True)
-                    frame["notes"] = pd.Categorical([notes] * len(frame))
-                    con.execute("INSERT INTO analysis_units VALUES (?, ?, ?, ?, ?) ON CONFLICT "
-                                "DO NOTHING", [run.probe_key, p * n_layers + layer,
-                                               json.dumps({"layer": layer, "pooling": pooling}),
-                                               _frame_blob(frame), time.time()])
-            con.execute("INSERT INTO analysis_runs VALUES (?, 'probe', ?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT DO NOTHING",
-                        [run.probe_key, run.ranker, run.collection,
-                         json.dumps(dataclasses.asdict(config), sort_keys=True),
-                         int(run.n_units), run.status, run.created, run.finished])
-        con.execute("DROP TABLE probe_results")
-        con.execute("DROP TABLE probe_runs")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+    for run in con.execute("SELECT * FROM probe_runs").df().itertuples(index=False):
+        extraction = con.execute("SELECT config FROM runs WHERE run_key = ?",
+                                 [run.run_key]).fetchone()
+        extraction = json.loads(extraction[0]) if extraction else {}
+        config = config_from_stored(json.loads(run.config), extraction.get("limit_queries"),
+                                    extraction.get("depth", 20))
+        rows = con.execute("SELECT * FROM probe_results WHERE probe_key = ?",
+                           [run.probe_key]).df()
+        notes = run.notes if run.status == "done" and run.notes else "[]"
+        n_layers = int(run.n_units) // len(config.poolings)
+        for p, pooling in enumerate(config.poolings):
+            for layer in range(n_layers):
+                part = rows[(rows.layer == layer + 1) & (rows.pooling == pooling)]
+                if part.empty:
+                    continue
+                frame = part[PROBE_COLUMNS].reset_index(drop=True)
+                frame["notes"] = pd.Categorical([notes] * len(frame))
+                con.execute("INSERT INTO analysis_units VALUES (?, ?, ?, ?, ?) ON CONFLICT "
+                            "DO NOTHING", [run.probe_key, p * n_layers + layer,
+                                           json.dumps({"layer": layer, "pooling": pooling}),
+                                           _frame_blob(frame), time.time()])
+        con.execute("INSERT INTO analysis_runs VALUES (?, 'probe', ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    [run.probe_key, run.ranker, run.collection,
+                     json.dumps(dataclasses.asdict(config), sort_keys=True),
+                     int(run.n_units), run.status, run.created, run.finished])
+    con.execute("DROP TABLE probe_results")
+    con.execute("DROP TABLE probe_runs")
 
 
 def _quote(text: str) -> str:
