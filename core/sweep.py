@@ -168,6 +168,19 @@ class PatchingSweep(Analysis):
         keep = set(pairs[pairs.status == "used"].pair)
         return mean_effects(results[results.pair.isin(keep)])
 
+    def display(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Per target and position group: the three layers (or heads) of highest mean IE —
+        the table in short; every row goes to the CSV."""
+        rows = []
+        for (target, group), part in table.groupby(["target", "group"], sort=True):
+            best = part.sort_values(["ie_mean", "layer", "head"],
+                                    ascending=[False, True, True]).head(3)
+            where = [f"L{r.layer}" + (f"H{r.head}" if r.head >= 0 else "") + f" {r.ie_mean:.2f}"
+                     for r in best.itertuples()]
+            rows.append({"target": target, "group": group, "pairs": int(part.pairs.max()),
+                         "highest mean IE": ", ".join(where)})
+        return pd.DataFrame(rows)
+
     def notes(self, frame: pd.DataFrame, config: PatchConfig) -> list[str]:
         pairs, _ = split_rows(frame)
         used = int((pairs.status == "used").sum())
