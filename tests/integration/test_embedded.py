@@ -170,8 +170,8 @@ def test_cli_probe_writes_the_tidy_table_and_serves_again_from_the_store(tmp_pat
     first = run_cli(*args, store=store)
     assert first.returncode == 0, first.stderr
     table = pd.read_csv(out)
-    assert list(table.columns[:9]) == ["ranker", "collection", "feature", "layer", "pooling",
-                                       "estimator", "r2_mean", "r2_sd", "r2_val"]
+    assert list(table.columns[:7]) == ["layer", "pooling", "feature", "estimator", "r2_mean",
+                                       "r2_sd", "r2_val"]
     assert {"mse", "n_nonzero"} <= set(table.columns)
     assert sorted(table.layer.unique()) == [1, 2, 3, 4, 5, 6]
     assert set(table.feature) == {"bm25", "stream_length", "covered_query_term_ratio",
@@ -180,14 +180,16 @@ def test_cli_probe_writes_the_tidy_table_and_serves_again_from_the_store(tmp_pat
     assert np.isfinite(table.r2_mean).all() and (table.r2_mean <= 1).all()
     assert (table.set_size >= 25).all()
     assert table[table.feature == "stream_length"].r2_mean.max() > 0.5  # MiniLM: block 1
-    assert "(6 of 6 layer × pooling units computed now)" in first.stdout
-    second = run_cli(*args, store=store)
-    assert "(0 of 6 layer × pooling units computed now)" in second.stdout
+    assert "(6 of 6 layers; key " in first.stdout and "encoded (R² > 0.85)" in first.stdout
+    key = first.stdout.split("key ")[1].split(";")[0]
+    second = run_cli(*args, store=store)  # read back: the same key, the same table
+    assert f"key {key};" in second.stdout
+    pd.testing.assert_frame_equal(pd.read_csv(out), table)
 
 
 @pytest.mark.parametrize("extra,message", [
-    (("--features", "bm42"), "unknown feature"), (("--folds", "1"), "at least 2 folds"),
-    (("--alpha", "-1"), "must be positive"), (("--groups", "bm25 ^ 0.5"), "powers"),
+    (("--features", "bm42"), "invalid choice: 'bm42'"), (("--folds", "1"), "Folds must be at least 2"),
+    (("--lasso-alpha", "-1"), "must be positive"), (("--groups", "bm25 ^ 0.5"), "powers"),
 ])
 def test_cli_probe_refuses_bad_settings(tmp_path, extra, message):
     out = run_cli("probe", "--ranker", "minilm-cross-encoder", "--limit", "8",
@@ -201,14 +203,13 @@ def test_cli_patch_on_the_judge_writes_mean_ie_and_serves_again(tmp_path):
     import pandas as pd
 
     store, out = tmp_path / "p.duckdb", tmp_path / "patch.csv"
-    args = ("patch", "--model", "smollm2-judge", "--pairs", "1", "--components", "attn", "mlp",
-            "--head-groups", "last", "--no-attention-scores", "--min-gap", "0", "--per-pair",
+    args = ("patch", "--ranker", "smollm2-judge", "--pairs", "1", "--components", "attn", "mlp",
+            "--head-groups", "last", "--no-attention-scores", "--min-gap", "0",
             "--out", str(out))
     first = run_cli(*args, store=store)
     assert first.returncode == 0, first.stderr
     table = pd.read_csv(out)
-    assert list(table.columns[:7]) == ["ranker", "collection", "prompt", "target", "layer",
-                                       "group", "head"]
+    assert list(table.columns[:4]) == ["target", "layer", "group", "head"]
     components = table[table.target.isin(["attn", "mlp"])]
     assert len(components) == 30 * 2 * 4 and set(components.layer) == set(range(1, 31))
     assert len(table[table.target == "head"]) == 30 * 9
@@ -216,22 +217,23 @@ def test_cli_patch_on_the_judge_writes_mean_ie_and_serves_again(tmp_path):
     # identical in clean and corrupted runs, so patching them cannot move LD at all
     assert (components[components.group == "query"].ie_mean == 0).all()
     assert components[components.group == "document"].ie_mean.abs().max() > 0.1
-    per_pair = pd.read_csv(tmp_path / "patch-per-pair.csv")
-    assert set(per_pair.target) == {"attn", "mlp", "head", "interaction"}
-    assert "1 of 1 pairs used" in first.stdout and "pointwise top heads" in first.stdout
+    per_pair = pd.read_csv(tmp_path / "patch-units.csv")  # every patched run of every pair
+    assert set(per_pair.target.dropna()) == {"attn", "mlp", "head", "interaction"}
+    assert set(per_pair.status) == {"used"} and "highest mean IE" in first.stdout
+    key = first.stdout.split("key ")[1].split(";")[0]
     second = run_cli(*args, store=store)
-    assert second.returncode == 0 and "1 of 1 pairs used" in second.stdout
+    assert second.returncode == 0 and f"key {key};" in second.stdout
     pd.testing.assert_frame_equal(pd.read_csv(out), table)
 
 
 @pytest.mark.parametrize("args,message", [
-    (("patch", "--model", "minilm-cross-encoder", "--prompt", "pairwise"), "pairwise prompts need"),
-    (("patch", "--model", "minilm-cross-encoder", "--pairs", "0"), "pairs must be"),
+    (("patch", "--ranker", "minilm-cross-encoder", "--prompt", "pairwise"), "pairwise prompts need"),
+    (("patch", "--ranker", "minilm-cross-encoder", "--pairs", "0"), "Pairs must be at least 1"),
     (("knockout", "--ranker", "minilm-cross-encoder", "--k", "0"),
      "Heads knocked out (k) must be at least 1"),
     (("knockout", "--ranker", "minilm-cross-encoder"), "the store holds none: run `python -m core "
                                                        "patch --ranker minilm-cross-encoder"),
-    (("patch", "--model", "minilm-cross-encoder", "--split", "nope"), "no queries with a relevant"),
+    (("patch", "--ranker", "minilm-cross-encoder", "--split", "nope"), "no queries with a relevant"),
 ])
 def test_cli_patch_and_knockout_refuse_bad_settings(tmp_path, args, message):
     out = run_cli(*args, "--out", str(tmp_path / "x.csv"), store=tmp_path / "s.duckdb")
