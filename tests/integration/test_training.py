@@ -30,8 +30,9 @@ def tiny_trec_dl(path: Path) -> Path:
         for d in range(10):
             docno = f"{qid}-{d}"
             grade = [3, 2, 1, 0, 0, 0, 0, 0, 0, 0][d]
-            text = (f"{topic} explained: how {topic} works and why it matters."
-                    if grade >= 2 else f"a note on {TOPICS[(q + d) % len(TOPICS)]} in passing.")
+            text = (f"{topic} explained ({d}): how {topic} works and why it matters."
+                    if grade >= 2 else f"a note on {TOPICS[(q + d) % len(TOPICS)]} in passing "
+                                       f"({d}).")
             docs.append({"doc_id": docno, "title": "", "text": text})
             if d < 9:
                 qrels.append(f"{qid} 0 {docno} {grade}")
@@ -57,6 +58,27 @@ def test_groups_hold_every_lower_graded_candidate_and_dev_queries_are_held_out(t
     strict = train_adapters.folder_groups(collection, train, random.Random(0), min_negatives=9)
     assert len(strict) == len(train) and {g[4] for g in strict} == {3}
     assert {g[0] for g in groups} == {TOPICS[int(q) - 1000] for q in train}
+
+
+def test_near_identical_passages_of_a_query_are_one_candidate_with_the_best_grade(tmp_path):
+    """MS MARCO v2 repeats passages with other spacing or case, sometimes judged differently:
+    such copies are one candidate (graded by the best judgment), never an answer and a
+    negative of the same group."""
+    root = tiny_trec_dl(tmp_path / "dl")
+    docs = [json.loads(line) for line in (root / "docs.jsonl").read_text().splitlines()]
+    for doc in docs:  # passage 5 of each query (grade 0) copies its grade-3 answer, re-spaced
+        if doc["doc_id"].endswith("-5"):
+            answer = next(d for d in docs if d["doc_id"] == doc["doc_id"][:-1] + "0")
+            doc["text"] = "  " + answer["text"].upper().replace(" ", "  ")
+    (root / "docs.jsonl").write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    collection = load_folder(root)
+    train, _ = train_adapters.dl_split(collection)
+    groups = train_adapters.folder_groups(collection, train, random.Random(0))
+    assert len(groups) == 2 * len(train)  # still one group per answer
+    for query, positive, negatives, grades, grade in groups:
+        keys = [train_adapters._text_key(t) for t in (positive, *negatives)]
+        assert len(set(keys)) == len(keys)  # no passage twice in a group
+        assert len(negatives) == (8 if grade == 3 else 7)  # the copy is gone from the pool
 
 
 def test_training_on_a_slice_is_deterministic(tmp_path):
@@ -90,7 +112,7 @@ def test_a_stopped_training_resumes_to_the_uninterrupted_result(tmp_path, capsys
                                 **common) is None
     assert not parts.exists() and parts.with_name(parts.name + ".resume").is_dir()
     # a different recipe must not continue this state
-    with pytest.raises(SystemExit, match="another recipe"):
+    with pytest.raises(train_adapters.TrainingError, match="another recipe"):
         train_adapters.train("minilm-cross-encoder", output=parts,
                              overrides={"lr": 1e-4}, **common)
     capsys.readouterr()
