@@ -62,13 +62,14 @@ TEST_SPLIT = {"split": "test", "split_help": "queries of this split (default tes
 
 def progress_bar(description: str, unit: str = "batch"):
     """A ``progress(done, total, what)`` callback drawing a tqdm bar on stderr; a stage named
-    in ``what`` (an analysis' preparatory extraction …) gets a bar of its own, counted in its
-    own units."""
+    in ``what`` (an analysis' preparatory extraction …; not the bar's own unit) gets a bar of
+    its own, counted in its own units."""
     from tqdm import tqdm
 
     bars: dict[str, object] = {}
 
     def update(done: int, total: int, what: str = "") -> None:
+        what = "" if what == unit else what
         if what not in bars:
             label = f"{description} ({what})" if what else description
             bars[what] = tqdm(total=total, initial=0, desc=label, unit="" if what else unit,

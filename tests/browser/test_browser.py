@@ -186,6 +186,7 @@ def test_patching_page_in_a_real_browser(server, tmp_path):
         page.get_by_role("tab", name="Layers × positions").click()
         charts = page.locator('[data-testid="stVegaLiteChart"] svg.marks')
         charts.nth(2).wait_for(timeout=60_000)  # attention, MLP and residual-stream heatmaps
+        page.get_by_text("pairs used").first.wait_for(timeout=60_000)  # the page's last line
         screenshot(page, tmp_path, "patching.png")
         text = page.locator("body").inner_text()
         browser.close()
