@@ -537,8 +537,8 @@ def probe_ranker(ranker, collection, store, config: ProbeConfig, *,
                  should_stop=should_stop)
     stored = before["units_done"] if before is not None else 0
     return ProbeResult(result.key, _with_names(result.frame, ranker.spec.name, collection.name),
-                       result.notes, result.done - stored if not result.stopped or result.done
-                       else 0, result.total, result.stopped, result.seconds)
+                       result.notes, max(0, result.done - stored), result.total,
+                       result.stopped, result.seconds)
 
 
 def load_probe(store, key: str) -> dict | None:
