@@ -60,7 +60,8 @@ class Collection:
     def qids(self, split: str | None, required: bool = False) -> list[str] | None:
         """Query ids of ``split`` in collection order, or None (every query) when ``split`` is
         None or the collection has no splits — unless ``required``, when a split asked of a
-        collection without splits is an error (the user typed it)."""
+        collection without splits is an error (the user typed it). A split the collection
+        does not have is always an error naming the ones it has."""
         if split is None:
             return None
         if "split" not in self.queries:
@@ -68,7 +69,7 @@ class Collection:
                 raise InputError(f"collection {self.name!r} has no query splits; drop --split")
             return None
         qids = self.queries[self.queries["split"] == split].qid.tolist()
-        if required and not qids:
+        if not qids:  # a split the collection lacks is a typo, never "no query at all"
             found = ", ".join(sorted(map(str, self.queries["split"].dropna().unique())))
             raise InputError(f"collection {self.name!r} has no query in split {split!r} "
                              f"(its splits: {found})")

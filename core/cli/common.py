@@ -60,10 +60,15 @@ def add_collection(p, *, flags: tuple[str, ...] = CANDIDATE_FLAGS, split: str | 
 TEST_SPLIT = {"split": "test", "split_help": "queries of this split (default test; '' for all)"}
 
 
-def progress_bar(description: str, unit: str = "batch"):
+def progress_bar(description: str, unit: str = "batch", stream=None):
     """A ``progress(done, total, what)`` callback drawing a tqdm bar on stderr; a stage named
     in ``what`` (an analysis' preparatory extraction …; not the bar's own unit) gets a bar of
-    its own, counted in its own units."""
+    its own, counted in its own units. When stderr is not a terminal (piped to a file, a
+    job's log) it prints plain lines instead — the first update, each further tenth of the
+    total (or a minute since the last line) and the end — never carriage-return redraws."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        return _progress_lines(description, unit, stream)
     from tqdm import tqdm
 
     bars: dict[str, object] = {}
@@ -73,12 +78,42 @@ def progress_bar(description: str, unit: str = "batch"):
         if what not in bars:
             label = f"{description} ({what})" if what else description
             bars[what] = tqdm(total=total, initial=0, desc=label, unit="" if what else unit,
-                              file=sys.stderr)
+                              file=stream)
         bar = bars[what]
         bar.n = done
         bar.refresh()
         if done >= total:
             bar.close()
+
+    return update
+
+
+PLAIN_EVERY_S = 60.0  # a plain progress line at least this often while work advances
+
+
+def _progress_lines(description: str, unit: str, stream):
+    """``progress_bar`` for a pipe: one line per tenth of the work, per minute, and at the
+    end, each naming the stage, done / total and the elapsed time."""
+    import time
+
+    start = time.monotonic()
+    last: dict[str, tuple[int, float]] = {}  # stage → (tenth printed, when)
+
+    def update(done: int, total: int, what: str = "") -> None:
+        what = "" if what == unit else what
+        now = time.monotonic()
+        tenth = 10 * done // max(total, 1)
+        seen = last.get(what)
+        if seen is not None and done < total and tenth == seen[0] \
+                and now - seen[1] < PLAIN_EVERY_S:
+            return
+        if seen is not None and done >= total and seen[0] > 10:
+            return  # the end was printed
+        last[what] = (11 if done >= total else tenth, now)
+        label = f"{description} ({what})" if what else description
+        units = "" if what else f" {unit}s" if not unit.endswith("s") else f" {unit}"
+        print(f"{label}: {done} of {total}{units} ({100 * done / max(total, 1):.0f}%, "
+              f"{now - start:.0f} s)", file=stream, flush=True)
 
     return update
 

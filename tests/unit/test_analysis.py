@@ -282,3 +282,27 @@ def test_document_order_changes_no_units_rows(example, tiny, demo, upstream, tmp
                                       again.drop(columns="seconds", errors="ignore"),
                                       obj=analysis.name)
     store.close()
+
+
+def test_cli_progress_piped_to_a_file_is_plain_lines_one_per_tenth_and_the_end():
+    """Redirected output (a log file, a pipe) gets readable lines, not carriage-return
+    redraws; each stage counts in its own units and its end is printed once."""
+    import io
+
+    from core.cli.common import progress_bar
+
+    out = io.StringIO()  # not a terminal
+    update = progress_bar("probe", "unit", stream=out)
+    for done in range(0, 41):
+        update(done, 40, "extract")
+    for done in range(0, 26):
+        update(done, 25)
+    update(25, 25)  # a repeated final call prints nothing more
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    extract = [line for line in lines if line.startswith("probe (extract): ")]
+    units = [line for line in lines if line.startswith("probe: ")]
+    assert len(extract) == 11 and len(units) == 11, lines  # 0 %, each tenth, 100 % once
+    assert extract[0].startswith("probe (extract): 0 of 40 (0%")
+    assert extract[-1].startswith("probe (extract): 40 of 40 (100%")
+    assert units[-1].startswith("probe: 25 of 25 units (100%")

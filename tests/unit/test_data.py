@@ -199,6 +199,8 @@ def test_qids_of_a_split_and_of_a_collection_without_splits(demo, cranfield_dir)
     assert demo.qids(None) is None
     with pytest.raises(InputError, match="no query in split 'dev'.*its splits: test, train"):
         demo.qids("dev", required=True)
+    with pytest.raises(InputError, match="no query in split 'banana'"):
+        demo.qids("banana")  # an analysis default or not: a split it lacks is never "no query"
     cranfield = load_collection(str(cranfield_dir))
     assert cranfield.qids("test") is None  # an analysis default: every query
     with pytest.raises(InputError, match="has no query splits; drop --split"):
