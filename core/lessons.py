@@ -26,6 +26,7 @@ import pandas as pd
 from core.errors import InputError
 
 Progress = Callable[[int, int, str], None]  # (done, total, what): as every engine call
+ABSENT_R2 = 0.1  # the probing study's "absent" line: a probe under it reads nothing
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,12 @@ class Outcome:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     charts: dict[str, object] = field(default_factory=dict)
     seconds: float = 0.0
+    from_store: bool = False  # everything was read back: nothing computed in this call
+
+    def when(self) -> str:
+        """How the figures came: "read back from the store" or "computed in N s"."""
+        return ("read back from the store (computed earlier)" if self.from_store
+                else f"computed in {self.seconds:.0f} s")
 
     def verdict(self, step: int, guess: str | None) -> str:
         """The reveal line comparing a student's guess with the data's answer."""
@@ -58,13 +65,42 @@ class Outcome:
             return self.findings[step]
         if guess is None:
             return f"The data says **{answer}**. {self.findings[step]}"
+        if answer == NO_PEAK:
+            return (f"You predicted **{guess}** — the data shows **no clear peak**: the "
+                    "differences between layers are inside the measurement's noise, so no "
+                    f"third can be called right or wrong here. {self.findings[step]}")
         mark = "right." if guess == answer else f"not quite: the data says **{answer}**."
         return f"You predicted **{guess}** — {mark} {self.findings[step]}"
+
+
+NO_PEAK = "no clear peak"
 
 
 def _third(layer: int, n_layers: int) -> str:
     """early / middle / late for a 1-based layer of ``n_layers``."""
     return ("early", "middle", "late")[min(2, (layer - 1) * 3 // n_layers)]
+
+
+def peak_third(values: pd.Series, n_layers: int, sd: pd.Series | None = None,
+               floor: float | None = None) -> str:
+    """The third (early / middle / late) of the layer where ``values`` (indexed by 1-based
+    layer) peak — or :data:`NO_PEAK` when the data cannot tell: the peak is under ``floor``
+    (e.g. the probes' 0.1 "absent" line), or it beats the best layer of the other two thirds
+    by no more than the noise — the measurement's own spread at the peak (``sd``: the probe's
+    R² sd over folds, the IE's standard error over pairs) or the spread of the other thirds'
+    layers around their mean, whichever is larger."""
+    values = values.dropna().astype(float)
+    peak_layer = int(values.idxmax())
+    third = _third(peak_layer, n_layers)
+    if floor is not None and values.max() < floor:
+        return NO_PEAK
+    others = values[[_third(int(layer), n_layers) != third for layer in values.index]]
+    if others.empty:
+        return third
+    noise = float(others.std(ddof=0))
+    if sd is not None and peak_layer in sd.index and pd.notna(sd[peak_layer]):
+        noise = max(noise, float(sd[peak_layer]))
+    return third if values.max() - others.max() > noise else NO_PEAK
 
 
 def lesson_data():
@@ -93,9 +129,17 @@ class Lesson(ABC):
         """Load the lesson's ranker and data and measure everything its steps reveal."""
         started = time.perf_counter()
         collection, split, data = lesson_data()
+        calls = []
+
+        def tracked(done: int, total: int, what: str) -> None:
+            calls.append(what)  # any progress = something computed (read-backs report none)
+            if progress is not None:
+                progress(done, total, what)
+
         outcome = self.measure(store, load_ranker(self.ranker), collection, split, data,
-                               progress)
+                               tracked)
         outcome.seconds = time.perf_counter() - started
+        outcome.from_store = not calls
         return outcome
 
     @abstractmethod
@@ -151,6 +195,8 @@ class ProbingLesson(Lesson):
         winner = max(names, key=lambda label: best.max_r2.get(names[label], -1))
         bm25 = frame[frame.feature == "bm25"]
         bm25_layer = int(bm25.loc[bm25.r2_mean.idxmax(), "layer"])
+        bm25_third = peak_third(bm25.set_index("layer").r2_mean, ranker.n_layers,
+                                sd=bm25.set_index("layer").r2_sd, floor=ABSENT_R2)
         r2 = {f: float(best.max_r2.get(f, float("nan"))) for f in self.FEATURES}
         last = frame[frame.layer == frame.layer.max()].set_index("feature").r2_mean
         findings = [
@@ -164,7 +210,7 @@ class ProbingLesson(Lesson):
             "last block)" + (" — but it stays below the paper's 0.1 'absent' line at every "
                              "block: this ranker does not hold BM25 linearly anywhere, though "
                              "it holds its ingredients (TF, coverage) better."
-                             if bm25.r2_mean.max() < 0.1 else "."),
+                             if bm25.r2_mean.max() < ABSENT_R2 else "."),
             "**Paper:** RankLlama encodes query-term coverage (covered query term number and "
             "ratio) and raw TF statistics well, while sum and max of TF·IDF and BM25 itself are "
             "notably weak; out of distribution it leans on document length. **Ours:** "
@@ -180,7 +226,7 @@ class ProbingLesson(Lesson):
         bm25_chart = r2_curve_chart(bm25, by_family=False,
                                     title=f"{self.ranker}: BM25 probe R² per block")
         table = frame[["feature", "layer", "r2_mean", "r2_sd", "n_nonzero", "set_size"]]
-        return Outcome(self.name, data, [winner, _third(bm25_layer, ranker.n_layers), None],
+        return Outcome(self.name, data, [winner, bm25_third, None],
                        findings, {"probe_r2": table, "bm25_r2": table[table.feature == "bm25"]},
                        {"probe_r2": chart, "bm25_r2": bm25_chart})
 
@@ -319,6 +365,9 @@ class PatchingLesson(Lesson):
         attn_last = effects[(effects.target == "attn") & (effects.group == "last")
                             & (effects["head"] < 0)]
         peak = attn_last.loc[attn_last.ie_mean.idxmax()]
+        by_layer = attn_last.set_index("layer")
+        attn_third = peak_third(by_layer.ie_mean, ranker.n_layers,
+                                sd=by_layer.ie_sd / by_layer.pairs.clip(lower=1) ** 0.5)
         mlp_doc = effects[(effects.target == "mlp") & (effects.group == "document")
                           & (effects["head"] < 0)]
         mlp_peak = mlp_doc.loc[mlp_doc.ie_mean.idxmax()]
@@ -341,7 +390,7 @@ class PatchingLesson(Lesson):
             "one. docs/patching.md has the full study, heads and knock-outs included.",
         ]
         charts = {f"ie_{t}": ie_heatmap(effects, t) for t in ("resid", "attn", "mlp")}
-        return Outcome(self.name, data, [first, _third(int(peak.layer), ranker.n_layers), None],
+        return Outcome(self.name, data, [first, attn_third, None],
                        findings, {"mean_ie": effects, "pairs": result.pairs.drop(
                            columns=["tokens"])}, charts)
 

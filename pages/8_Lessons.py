@@ -94,7 +94,8 @@ if outcome is not None and reached + 1 == len(lesson.steps) \
         {"step": f"{i + 1}. {s.title}", "your prediction": st.session_state.get(
             f"lesson-{name}-kept-{i}"), "the data": outcome.answers[i]}
         for i, s in enumerate(lesson.steps) if s.question]), hide_index=True)
-    st.caption(f"Computed in {outcome.seconds:.0f} s on {outcome.data}. Headless: "
+    when = outcome.when()
+    st.caption(f"{when[0].upper() + when[1:]}; {lesson.ranker} on {outcome.data}. Headless: "
                f"`python -m core lesson {name} --out lesson-{name}` writes the figures (PNG) "
                "and tables (CSV) and prints these findings.")
     ui.download_run(f"lesson-{name}", {"lesson": name, "ranker": lesson.ranker,

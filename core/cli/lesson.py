@@ -58,5 +58,6 @@ def run(args) -> int:
         if step.question:
             print(f"   Q: {step.question} → {outcome.answers[number - 1]}")
         print(f"   {finding.replace('**', '')}")
-    print(f"\n{outcome.seconds:.0f} s; wrote {', '.join(written)} to {out}")
+    print(f"\n{outcome.when()[0].upper() + outcome.when()[1:]}; wrote {', '.join(written)} "
+          f"to {out}")
     return 0

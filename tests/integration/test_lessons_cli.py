@@ -31,3 +31,4 @@ def test_the_patching_lesson_writes_its_figures_tables_and_findings(tmp_path):
     assert f"smollm2-judge on {data}" in run.stdout
     again = _lesson("patching", tmp_path / "again", tmp_path / "s.duckdb")
     assert again.returncode == 0 and again.stdout.splitlines()[:12] == run.stdout.splitlines()[:12]
+    assert "Computed in" in run.stdout and "Read back from the store" in again.stdout
