@@ -54,6 +54,32 @@ class SaliencyResult:
                 .reset_index().rename(columns={"attribution": "total"}))
 
 
+NEAR_ZERO_CHANGE = 0.05  # a score change under 5 % of the larger |score| has no shares to split
+
+
+def completeness_message(total: float, score: float, baseline_score: float,
+                         tolerance: float = 0.10) -> str | None:
+    """A sentence a student understands when the token contributions (summing to ``total``)
+    do not account for the score change ``baseline_score → score``; None when they do (gap
+    under ``tolerance``). A change near zero is said as such: a share of almost nothing is
+    never reported as a percentage."""
+    change = score - baseline_score
+    scale = max(abs(score), abs(baseline_score), 1e-6)
+    if abs(change) < NEAR_ZERO_CHANGE * scale:
+        return (f"The score hardly changes between the blank input and this text "
+                f"({baseline_score:.3f} → {score:.3f}), so there is almost nothing for the "
+                "words to share out: read which words push up (green) or down (red), not how "
+                "much.")
+    if abs(total - change) <= tolerance * abs(change):
+        return None
+    return (f"The words' contributions add up to {total:+.3f}, but the score changed by "
+            f"{change:+.3f} from the blank input to this text: they explain "
+            f"{total / change:.0%} of it. Integrated gradients walk from a blank ([PAD]) input "
+            "to the text in small steps, and this model's path bends sharply, so the steps "
+            "miss part of the change — raise the integration steps for a closer account, and "
+            "trust the signs of the largest words more than their exact sizes.")
+
+
 def integrated_gradients(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                          base: torch.Tensor, steps: int, rule: str = "trapezoid",
                          chunk: int = 16) -> tuple[torch.Tensor, float, float]:

@@ -11,7 +11,7 @@ from core.charts import ie_heatmap, layer_lens_chart
 from core.patching import edit_effects
 from core.sweep import mean_effects
 from core.perturbations import axiom_table, query_terms
-from core.saliency import saliency
+from core.saliency import NEAR_ZERO_CHANGE, completeness_message, saliency
 
 ui.page_setup("Playground", "🎛️")
 ranker_name, source = ui.sidebar()
@@ -193,9 +193,13 @@ def _saliency(key: str, name: str, query: str, document: str, steps: int):
 
 t1, t2 = st.columns([1, 3])
 # on every edit for the cross-encoder (0.4 s); on request for the LLMs, whose 51 gradient
-# passes take 4–9 s on a 2-core CPU (bench/playground_latency.py) while a score takes 0.1 s
-show = t1.toggle("Token saliency", value=ranker.kind == "cross-encoder", key="pg_saliency",
+# passes take 4–9 s on a 2-core CPU (bench/playground_latency.py) while a score takes 0.1 s.
+# The toggle is kept per ranker, so switching to an LLM does not carry a cross-encoder's "on".
+fast = ranker.kind == "cross-encoder"
+show = t1.toggle("Token saliency", value=fast, key=f"pg_saliency-{ranker_name}",
                  help="Integrated gradients: one forward and backward pass per step.")
+t1.caption("about half a second per edit" if fast else
+           "an LLM: seconds to half a minute per edit on a CPU")
 steps = t2.select_slider("Integration steps", [10, 20, 50, 100, 200], value=50,
                          help="Riemann steps of the integrated gradients (trapezoid rule); more "
                               "steps, smaller completeness gap, slower.")
@@ -215,15 +219,15 @@ if frame is not None and other is not None:
 if frame is not None:
     st.markdown(ui.saliency_tokens(frame), unsafe_allow_html=True)
 if frame is not None:
-    if gap > 0.10:
-        st.warning(f"These attributions miss {gap:.0%} of the score change: the path from the [PAD] "
-                   "baseline bends sharply in this model (decoders with RMS normalisation do), so "
-                   "the sum converges slowly. Raise the integration steps for a closer account, and "
-                   "read the signs of the largest tokens rather than exact shares.")
+    message = completeness_message(float(frame.attribution.sum()), at_input, at_base)
+    if message:
+        st.warning(message)
     st.caption(f"Integrated gradients on the input embeddings from the [PAD] baseline (every "
                f"text token's embedding replaced by [PAD]'s; the attribution study's): each "
-               f"token's share of the score change {at_base:.3f} → {at_input:.3f}. Completeness "
-               f"gap {gap:.2%} (the attributions sum to the change up to it). Headless: "
+               f"token's share of the score change {at_base:.3f} → {at_input:.3f}"
+               + (f". Completeness gap {gap:.2%} (the attributions sum to the change up to "
+                  "it)" if abs(at_input - at_base) >= NEAR_ZERO_CHANGE * max(
+                      abs(at_input), abs(at_base), 1e-6) else "") + ". Headless: "
                "`python -m core saliency --ranker NAME --query … --document … --out FILE.csv`.")
     left, right = st.columns(2)
     text = frame[frame.group.isin(["query", "document"])]

@@ -47,6 +47,20 @@ def test_the_first_navigation_entry_is_home():
                                                     for p in (ROOT / "pages").glob("*.py")}
 
 
+def test_playground_saliency_follows_the_ranker_not_the_last_switch():
+    """On for the cross-encoder (half a second per edit); switching to an LLM judge starts
+    it off again, the cost said beside the box."""
+    at = page("pages/2_Playground.py").run()
+    assert at.toggle(key="pg_saliency-minilm-cross-encoder").value is True
+    assert any("lowers it" in m.value for m in at.main.markdown)
+    at.session_state["ranker"] = "smollm2-judge"
+    at.run()
+    assert not at.exception
+    assert at.toggle(key="pg_saliency-smollm2-judge").value is False
+    assert not any("lowers it" in m.value for m in at.main.markdown)
+    assert any("half a minute per edit" in c.value for c in at.caption)
+
+
 @pytest.mark.parametrize("ranker", EMBEDDED)
 def test_playground_scores_each_embedded_ranker_and_reacts_to_edits(ranker):
     at = page("pages/2_Playground.py")
@@ -58,7 +72,7 @@ def test_playground_scores_each_embedded_ranker_and_reacts_to_edits(ranker):
     assert 'title="query"' in tokens and 'title="document"' in tokens and 'title="last"' in tokens
     if ranker != "minilm-cross-encoder":  # the LLMs' saliency is on request (seconds per edit)
         assert not any("lowers it" in m.value for m in at.main.markdown)
-        at.toggle(key="pg_saliency").set_value(True).run()
+        at.toggle(key=f"pg_saliency-{ranker}").set_value(True).run()
     at.text_area[0].set_value("Kyoto has a famous stone bridge and hot and dry summers.").run()
     second = float(at.metric[0].value)
     assert second != first

@@ -71,3 +71,15 @@ def test_saliency_refuses_quantized_models_and_empty_text(tiny_bert_dir, tiny_ce
         saliency(four_bit, "honey", "honey keeps")
     with pytest.raises(InputError, match="the document is unusable"):
         saliency(tiny_ce, "honey", "   ")
+
+
+def test_the_completeness_warning_explains_itself_and_never_divides_by_almost_nothing():
+    from core.saliency import completeness_message
+
+    assert completeness_message(total=1.95, score=3.0, baseline_score=1.0) is None  # 2.5 % off
+    missing = completeness_message(total=1.2, score=3.0, baseline_score=1.0)
+    assert "add up to +1.200" in missing and "changed by +2.000" in missing
+    assert "explain 60% of it" in missing
+    # the judge's case: a change near zero (0.01 on scores near 2) is not a share to report
+    tiny = completeness_message(total=3.06, score=2.01, baseline_score=2.0)
+    assert "hardly changes" in tiny and "%" not in tiny
