@@ -329,17 +329,26 @@ class RunStatus:
         st.session_state[self.flag] = False
 
 
-def coloured_tokens(tokens: list[tuple[str, str]]) -> str:
-    """HTML for tokens coloured by position group (query / document / instruction / last)."""
+def group_label(group: str, kind: str | None = None) -> str:
+    """What a position group is for a ranker kind: the scored position is [CLS] (the first
+    token) in a cross-encoder and the last token in a decoder."""
+    return "[CLS]" if group == "last" and kind == "cross-encoder" else group
+
+
+def coloured_tokens(tokens: list[tuple[str, str]], kind: str | None = None) -> str:
+    """HTML for tokens coloured by position group (query / document / instruction / the
+    scored position: [CLS] for a cross-encoder, last for a decoder)."""
     import html
 
     spans = []
     for text, group in tokens:
         shown = html.escape(text).replace("\n", "↵<br>") or "·"
-        spans.append(f'<span title="{group}" style="background:{GROUP_COLOURS[group]};'
+        spans.append(f'<span title="{group_label(group, kind)}" '
+                     f'style="background:{GROUP_COLOURS[group]};'
                      f'padding:1px 2px;margin:1px;border-radius:3px;'
                      f'display:inline-block">{shown}</span>')
-    legend = " ".join(f'<span style="background:{c};padding:1px 6px;border-radius:3px">{g}</span>'
+    legend = " ".join(f'<span style="background:{c};padding:1px 6px;border-radius:3px">'
+                      f'{group_label(g, kind)}</span>'
                       for g, c in GROUP_COLOURS.items() if g != "pad")
     return f'<div style="line-height:1.9">{"".join(spans)}</div><div>{legend}</div>'
 

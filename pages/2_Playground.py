@@ -180,7 +180,7 @@ else:
 st.markdown(f"**{len(tokens)} tokens** as the ranker sees them "
             f"({'truncated to ' + str(ranker.spec.max_length) + ' tokens; ' if len(tokens) >= ranker.spec.max_length else ''}"
             "hover for the group):")
-st.markdown(ui.coloured_tokens(tokens), unsafe_allow_html=True)
+st.markdown(ui.coloured_tokens(tokens, ranker.kind), unsafe_allow_html=True)
 
 st.subheader("Which words move the score")
 

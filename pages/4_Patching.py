@@ -9,6 +9,7 @@ import streamlit as st
 import ui
 from core.charts import head_heatmap, head_scatter, ie_heatmap
 from core.constants import POSITION_GROUPS
+from core.errors import RankScopeError
 from core.analysis import registered
 from core.patching import head_top_tokens
 from core.sweep import (correlations, head_table, load_patching, mean_effects, rbo_table,
@@ -151,20 +152,29 @@ with tabs[4]:
 
 with tabs[5]:
     prompt = st.radio("Prompt", list(results), horizontal=True, key="pairs_prompt")
-    pair_frame = results[prompt][1].pairs
-    event = st.dataframe(pair_frame.drop(columns="tokens"), hide_index=True, width="stretch",
+    pair_frame = results[prompt][1].pairs.reset_index(drop=True)
+    try:
+        kind = ui.spec_for(view["model"]).kind
+    except RankScopeError:
+        kind = None  # a model added in another session: plain group names
+    shown_pairs = pair_frame.drop(columns="tokens").assign(pair=pair_frame.pair + 1)
+    event = st.dataframe(shown_pairs, hide_index=True, width="stretch",
                          on_select="rerun", selection_mode="single-row", key=f"pairs-{prompt}")
     selected = event.selection.rows if event is not None and hasattr(event, "selection") else []
-    index = selected[0] if selected else 0
+    used = pair_frame.index[pair_frame.status == "used"]
+    index = selected[0] if selected else int(used[0]) if len(used) else 0
     row = pair_frame.iloc[index]
     tokens = json.loads(row.tokens)
-    st.markdown(f"**Pair {int(row.pair) + 1}** (query {row.qid}; click a row to switch): clean "
-                f"input with the relevant document {row.positive_docno} — LD_clean "
+    st.markdown(f"**Pair {int(row.pair) + 1}** (query {row.qid}; "
+                f"{'the first pair used; ' if not selected else ''}click a row to switch): "
+                f"clean input with the relevant document {row.positive_docno} — LD_clean "
                 f"{row.ld_clean:.3f}, LD_corr {row.ld_corr:.3f}, status: {row.status}")
     if tokens:
-        st.markdown(ui.coloured_tokens([(t[0], t[1]) for t in tokens]), unsafe_allow_html=True)
+        st.markdown(ui.coloured_tokens([(t[0], t[1]) for t in tokens], kind),
+                    unsafe_allow_html=True)
         st.markdown(f"Corrupted input (document {row.negative_docno}):")
-        st.markdown(ui.coloured_tokens([(t[2], t[1]) for t in tokens]), unsafe_allow_html=True)
+        st.markdown(ui.coloured_tokens([(t[2], t[1]) for t in tokens], kind),
+                    unsafe_allow_html=True)
 
 with tabs[6]:
     frames = []

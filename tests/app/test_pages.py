@@ -69,7 +69,9 @@ def test_playground_scores_each_embedded_ranker_and_reacts_to_edits(ranker):
     assert not at.exception and not at.error
     first = float(at.metric[0].value)
     tokens = next(m.value for m in at.main.markdown if "<span" in m.value)
-    assert 'title="query"' in tokens and 'title="document"' in tokens and 'title="last"' in tokens
+    scored = "[CLS]" if ranker == "minilm-cross-encoder" else "last"  # what the position is
+    assert 'title="query"' in tokens and 'title="document"' in tokens
+    assert f'title="{scored}"' in tokens and f">{scored}</span>" in tokens  # spans and legend
     if ranker != "minilm-cross-encoder":  # the LLMs' saliency is on request (seconds per edit)
         assert not any("lowers it" in m.value for m in at.main.markdown)
         at.toggle(key=f"pg_saliency-{ranker}").set_value(True).run()
@@ -344,6 +346,14 @@ def test_patching_page_heatmaps_heads_knockout_and_token_view(app_store, monkeyp
     assert any(b.label == "Download this run (zip)" for b in at.get("download_button"))
     tokens = [m.value for m in at.markdown if "<span" in m.value]
     assert tokens and 'title="query"' in tokens[0] and 'title="document"' in tokens[0]
+    assert 'title="[CLS]"' in tokens[0] and 'title="last"' not in tokens[0]  # a cross-encoder
+    # the Pairs tab opens on the first pair used, numbered from 1 like its table
+    pairs = next(d.value for d in at.dataframe if "ld_clean" in d.value.columns)
+    first_used = pairs[pairs.status == "used"].iloc[0]
+    assert pairs.pair.min() == 1
+    header = next(m.value for m in at.markdown if m.value.startswith("**Pair "))
+    assert header.startswith(f"**Pair {int(first_used.pair)}** (query {first_used.qid};")
+    assert "status: used" in header
     # the knock-out tab: a registered analysis on the newest sweep (the one above)
     at.number_input(key="knockout-field-repeats").set_value(1)
     at.number_input(key="knockout-field-queries").set_value(2)
