@@ -6,6 +6,7 @@ computes an analysis.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -328,6 +329,26 @@ class RunStatus:
         self._stop.empty()
         st.session_state[self.flag] = False
 
+    @contextlib.contextmanager
+    def running(self):
+        """Stop and a progress bar for the work inside the block; it ends as done, or as
+        failed — one sentence where Stop and the bar were — whatever it raises: bad input
+        (:class:`RankScopeError`) as its message, anything else as a failure naming the
+        error (its traceback in the terminal), never a live Stop over a dead run."""
+        self.start()
+        try:
+            yield self
+        except RankScopeError as error:
+            self.fail(error)
+        except Exception as error:  # noqa: BLE001 - a bug must still end the run on screen
+            import logging
+
+            logging.getLogger("rankscope").exception("run failed")
+            self.fail(f"The run failed: {type(error).__name__}: {error}. Finished "
+                      f"{self.units} are kept in the store; the traceback is in the "
+                      "terminal that runs Streamlit (please report it).")
+        self.done()
+
 
 def group_label(group: str, kind: str | None = None) -> str:
     """What a position group is for a ranker kind: the scored position is [CLS] (the first
@@ -540,13 +561,9 @@ def analysis_form(analysis, ranker_name: str, store: Store, collection: Collecti
         ranker = ranker_or_error(ranker_name)
     if ranker is None:
         st.stop()
-    status.start()
-    try:
+    with status.running():
         result = run_analysis(analysis, ranker, collection, config, store,
                               progress=status.progress, should_stop=status.should_stop)
-    except RankScopeError as bad:
-        status.fail(bad)
-    status.done()
     st.session_state[f"{name}-key"] = result.key
 
 

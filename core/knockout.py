@@ -58,7 +58,7 @@ class KnockoutConfig:
                              "nDCG@10", label="Held-out queries", minimum=1)
     depth: int = option(20, "candidates per query re-ranked (study: BM25 top-20)",
                         label="Candidates per query", minimum=1)
-    seed: int = option(0, "seed of the random head draws", label="Seed")
+    seed: int = option(0, "seed of the random head draws", label="Seed", minimum=0)
 
 
 @torch.inference_mode()
@@ -320,7 +320,7 @@ class NeuronAblationConfig:
                         label="Candidates per query", minimum=1)
     split: str = option("test", "only queries of this split (demo: test; '' for all)",
                         label="Query split")
-    seed: int = option(0, "seed of the random draws", label="Seed")
+    seed: int = option(0, "seed of the random draws", label="Seed", minimum=0)
 
 
 @contextmanager

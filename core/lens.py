@@ -57,6 +57,14 @@ class ScoreLens(Analysis):
             limit_queries=config.queries))
 
     def units(self, job: Job) -> list[str]:
+        if job.config.qrels:  # a missing or foreign qrels file: said now, not after the run
+            from core.data import with_qrels
+            from core.errors import InputError
+
+            try:
+                with_qrels(job.collection, job.config.qrels)
+            except InputError as bad:
+                raise InputError(f"Qrels file: {bad}") from None
         return [str(q) for q in self.pairs(job).qid.drop_duplicates()]
 
     def compute(self, job: Job, unit: str) -> pd.DataFrame:

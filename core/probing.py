@@ -103,7 +103,8 @@ class ProbeConfig:
                                   label="Smallest bin share", minimum=0.0)
     max_set_size: int = option(4000, "pairs per balanced set at most (0: no cap)",
                                label="Set size (max)", minimum=0)
-    seed: int = option(0, "sampling and splitting seed", label="Seed")
+    seed: int = option(0, "sampling and splitting seed", label="Seed",
+                       minimum=0)
     tol: float = option(1e-3, "KKT tolerance of the Lasso solvers, relative to α",
                         label="Tolerance")
     solver: str = option("auto", "Lasso solver: working_set (CPU), batched (CUDA), sklearn "
@@ -119,19 +120,19 @@ class ProbeConfig:
             raise InputError("choose at least one feature or feature group to probe")
         if not self.poolings or not self.estimators:
             raise InputError("choose at least one pooling and one estimator")
-        if not (self.lasso_alpha > 0 and self.ridge_alpha > 0):
-            raise InputError(f"α must be positive (lasso {self.lasso_alpha}, ridge "
-                             f"{self.ridge_alpha})")
+        for label, alpha in (("Lasso α", self.lasso_alpha), ("Ridge α", self.ridge_alpha)):
+            if not alpha > 0:
+                raise InputError(f"{label} must be positive, got {alpha}")
         if len(self.shares) != 3 or min(self.shares) <= 0 or abs(sum(self.shares) - 1) > 1e-6:
-            raise InputError(f"shares must be three positive train / validation / test shares "
+            raise InputError(f"Train / validation / test shares must be three positive shares "
                              f"summing to 1, got {list(self.shares)}")
         if not 0 <= self.min_bin_share < 0.5:
-            raise InputError(f"smallest bin share must be below 0.5, got {self.min_bin_share}")
+            raise InputError(f"Smallest bin share must be below 0.5, got {self.min_bin_share}")
         if self.max_set_size and self.max_set_size < 10 * self.folds:
-            raise InputError(f"set size (max) {self.max_set_size} is too small for "
+            raise InputError(f"Set size (max) {self.max_set_size} is too small for "
                              f"{self.folds} folds; use at least {10 * self.folds} (0: no cap)")
         if not self.tol > 0:
-            raise InputError(f"tol must be positive, got {self.tol}")
+            raise InputError(f"Tolerance must be positive, got {self.tol}")
         from core.features import combine
 
         probe_frame = pd.DataFrame({name: [0.0, 1.0] for name in FEATURES})

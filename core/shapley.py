@@ -49,7 +49,7 @@ class ShapleyConfig:
                         label="Query split")
     mode: str = option("mean", "an absent group's dimensions take their mean over the query's "
                                "tokens, or 0", choices=NEURON_MODES, label="Knock-out")
-    seed: int = option(0, "seed of the random groups and orders", label="Seed")
+    seed: int = option(0, "seed of the random groups and orders", label="Seed", minimum=0)
 
 
 def probe_groups(probe: pd.DataFrame, layer: int, threshold: float, pooling: str = "mean",

@@ -63,13 +63,9 @@ config = ExtractionConfig(depth=int(depth), limit_queries=int(limit) or None,
                           poolings=tuple(poolings))
 status = ui.RunStatus("extracting", submitted, "Run / resume extraction", "batch")
 if submitted:
-    status.start()
-    try:
+    with status.running():
         result = extract(ranker, collection, config, store, progress=status.progress,
                          should_stop=status.should_stop)
-    except RankScopeError as error:
-        status.fail(error)
-    status.done()
     st.success(f"{result.n_pairs} pairs in {result.n_batches} batches: "
                f"{result.computed_now} computed now, "
                f"{result.n_batches - result.computed_now} served from the store "

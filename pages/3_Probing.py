@@ -51,14 +51,13 @@ if submitted:
             raise RankScopeError("pick at least one ranker and one collection")
     except RankScopeError as bad:
         status.fail(bad)
-    status.start()
-    frame, notes, failures, finished = probe_grid(
-        [(r, c) for r in rankers for c in collections], store, config,
-        load_ranker=ui.get_ranker, load_collection=ui.get_collection,
-        progress=status.progress, should_stop=status.should_stop)
+    with status.running():
+        frame, notes, failures, finished = probe_grid(
+            [(r, c) for r in rankers for c in collections], store, config,
+            load_ranker=ui.get_ranker, load_collection=ui.get_collection,
+            progress=status.progress, should_stop=status.should_stop)
     for failure in failures:
         st.error(failure)
-    status.done()
     if finished:  # the runs' keys: what is drawn below is read from the store
         st.session_state["probe_runs"] = [(name, where, key) for name, where, _, key in finished]
 

@@ -71,9 +71,8 @@ if submitted:
         loaded = [ui.get_collection(c) for c in collections]
     except RankScopeError as error:
         run.fail(error)
-    run.start()
     keys = []
-    try:
+    with run.running():
         for collection in loaded:
             def show(done, total, _what, name=collection.name):
                 run.progress(done, total, f"{model} · {name}: pairs")
@@ -82,9 +81,6 @@ if submitted:
                                           split.strip() or None, store, progress=show,
                                           should_stop=run.should_stop)
             keys.append(result.key)
-    except RankScopeError as error:
-        run.fail(error)
-    run.done()
     st.session_state["attribution_keys"] = keys
     st.session_state["attribution_commands"] = [reproduce(
         "attribute", ranker=model, collection=source_, pairs=int(pairs), steps=int(steps),
