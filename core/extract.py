@@ -57,11 +57,13 @@ class ExtractionConfig:
 
     def validate(self) -> None:
         if self.depth < 1:
-            raise InputError(f"depth must be at least 1, got {self.depth}")
+            raise InputError(f"Candidates per query (--depth) must be at least 1, got "
+                             f"{self.depth}")
         if self.limit_queries is not None and self.limit_queries < 1:
-            raise InputError(f"limit must be at least 1 query, got {self.limit_queries}")
+            raise InputError(f"Queries (--limit) must be at least 1, got {self.limit_queries}")
         if self.batch_size < 1:
-            raise InputError(f"batch size must be at least 1, got {self.batch_size}")
+            raise InputError(f"Batch size (--batch-size) must be at least 1, got "
+                             f"{self.batch_size}")
         bad = set(self.poolings) - set(POOLINGS) or set(self.components) - set(COMPONENTS)
         if bad or not self.poolings:
             raise InputError(f"unknown or missing pooling/component {sorted(bad)}; poolings: "

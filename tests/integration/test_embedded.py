@@ -125,7 +125,7 @@ def test_cli_extract_then_serves_from_store(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (("extract", "--ranker", "nope"), "unknown ranker 'nope'"),
     (("extract", "--ranker", "minilm-cross-encoder", "--collection", "/no/such/dir"), "not a folder"),
-    (("extract", "--ranker", "minilm-cross-encoder", "--batch-size", "0"), "batch size"),
+    (("extract", "--ranker", "minilm-cross-encoder", "--batch-size", "0"), "Batch size"),
     (("score", "--ranker", "monobert-large", "--query", "q", "--document", "d"), "offline"),
     (("score", "--ranker", "minilm-cross-encoder", "--quantization", "8bit", "--query", "q",
       "--document", "d"), "needs a CUDA GPU"),

@@ -139,8 +139,8 @@ def test_keys_change_with_config_and_model(tiny, demo, store_path):
 
 
 def test_bad_configs_are_refused(tiny, demo, store_path):
-    for config, message in ((ExtractionConfig(batch_size=0), "batch size"),
-                            (ExtractionConfig(limit_queries=0), "at least 1 query"),
+    for config, message in ((ExtractionConfig(batch_size=0), "Batch size"),
+                            (ExtractionConfig(limit_queries=0), r"Queries \(--limit\) must be at least 1"),
                             (ExtractionConfig(poolings=("median",)), "unknown or missing")):
         with pytest.raises(InputError, match=message):
             extract(tiny, demo, config, Store(store_path))
