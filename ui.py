@@ -406,13 +406,33 @@ def download_run(name: str, config: dict, tables: dict, charts: dict | None = No
                        "application/zip", key=f"zip-{name}", on_click="ignore")
 
 
-def chart_with_exports(chart, frame, name: str, stretch: bool = True) -> None:
+def show_chart(chart, container=None, stretch: bool = True) -> None:
+    """Draw an Altair chart in RankScope's theme (the one its exports use): as wide as the
+    container with the plot at its own height; concatenated / faceted charts and
+    ``stretch=False`` at their own size."""
+    from core.charts import fit_width, is_composed
+
+    target = container or st
+    wide = stretch and not is_composed(chart)
+    target.altair_chart(fit_width(chart) if wide else chart,
+                        width="stretch" if wide else "content", theme=None)
+
+
+def chart_with_exports(chart, frame, name: str, stretch: bool = True,
+                       panels: list | None = None) -> None:
     """Draw an Altair chart with PNG / SVG / CSV downloads (images rendered on click, offline).
 
-    ``stretch=False`` keeps the chart's own width (a radar chart must stay round)."""
+    ``stretch=False`` keeps the chart's own width (a radar chart must stay round).
+    ``panels``: the chart's parts drawn side by side in two columns, each as wide as its
+    column (small multiples that fit any window); the downloads are ``chart``, all of them."""
     from core.charts import export_chart
 
-    st.altair_chart(chart, width="stretch" if stretch else "content")
+    if panels:
+        columns = st.columns(2)
+        for number, panel in enumerate(panels):
+            show_chart(panel, columns[number % 2])
+    else:
+        show_chart(chart, stretch=stretch)
     cols = st.columns([1, 1, 1, 6])
     cols[0].download_button("PNG", lambda: export_chart(chart, "png"), f"{name}.png",
                             "image/png", key=f"png-{name}", on_click="ignore")

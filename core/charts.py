@@ -11,6 +11,41 @@ import pandas as pd
 from core.constants import ABSENT_R2, ENCODED_R2
 
 
+@alt.theme.register("rankscope", enable=True)
+def rankscope_theme() -> alt.theme.ThemeConfig:
+    """One look for the app and its exports (PNG / SVG, the CLI's figures, lesson handouts):
+    the pages draw charts with this theme, not Streamlit's, so a handout matches the screen.
+    Labels are never cut ("…") and never dropped to avoid overlap: a chart that cannot show
+    every label is sized, turned or split instead (tests/browser/chart_check.py)."""
+    return {"config": {
+        "font": "sans-serif",
+        "title": {"fontSize": 15, "anchor": "start", "offset": 10},
+        "axis": {"labelFontSize": 12, "titleFontSize": 13, "labelLimit": 0,
+                 "labelOverlap": False, "titlePadding": 8},
+        "legend": {"labelFontSize": 12, "titleFontSize": 13, "labelLimit": 0},
+        "header": {"labelFontSize": 13, "titleFontSize": 13},
+        "range": {"category": {"scheme": "tableau10"}},
+        "view": {"continuousHeight": 260, "stroke": "#ddd"},
+    }}
+
+
+def is_composed(chart) -> bool:
+    """Concatenated or faceted charts keep their own size (Vega cannot fit them to a width)."""
+    return isinstance(chart, (alt.ConcatChart, alt.HConcatChart, alt.VConcatChart,
+                              alt.FacetChart)) or any(
+        getattr(chart, "encoding", alt.Undefined) is not alt.Undefined
+        and getattr(chart.encoding, channel, alt.Undefined) is not alt.Undefined
+        for channel in ("row", "column", "facet"))
+
+
+def fit_width(chart):
+    """The chart as a page draws it: as wide as its container, its ``height`` the plot's own
+    (Streamlit's default "fit" squeezes the plot to make room for titles and legends)."""
+    if is_composed(chart):
+        return chart
+    return chart.properties(autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
+
+
 def layer_lens_chart(frame: pd.DataFrame) -> alt.Chart:
     """Score lens per layer. ``frame[layer, score, input]``: one line per input version."""
     base = alt.Chart(frame).encode(
@@ -34,11 +69,10 @@ def _family(feature: str) -> str:
     return GROUP_OF.get(feature, "combinations")
 
 
-def r2_curve_chart(frame: pd.DataFrame, title: str | None = None,
-                   by_family: bool = True) -> alt.Chart:
-    """Probe test R² per layer as small multiples: one panel per feature family (coverage, TF,
-    TF/L, TF·IDF, similarity, combinations), each with at most a handful of lines, its own
-    colours and legend; click a legend entry to isolate that feature (shift-click for more),
+def r2_curve_panels(frame: pd.DataFrame, by_family: bool = True) -> list[alt.LayerChart]:
+    """Probe test R² per layer, one panel per feature family (coverage, TF, TF/L, TF·IDF,
+    similarity, combinations), each with at most a handful of lines, its own colours and its
+    legend underneath; click a legend entry to isolate that feature (shift-click for more),
     hover a point for its values; ±1 sd over the fold models as a band; dashed: the study's
     thresholds. ``frame``: probe rows of one ranker, collection, pooling and estimator
     (``feature, layer, r2_mean, r2_sd, n_nonzero``). ``by_family=False``: one panel for a few
@@ -54,8 +88,8 @@ def r2_curve_chart(frame: pd.DataFrame, title: str | None = None,
         pick = alt.selection_point(fields=["feature"], bind="legend", name=f"isolate{number}")
         base = alt.Chart(part).encode(
             x=alt.X("layer:Q", title="layer (state after block ℓ)", axis=alt.Axis(tickMinStep=1)),
-            color=alt.Color("feature:N", title=family,
-                            legend=alt.Legend(orient="right", symbolLimit=12, labelLimit=220,
+            color=alt.Color("feature:N", title="feature",
+                            legend=alt.Legend(orient="bottom", columns=1, symbolLimit=12,
                                               symbolOpacity=1)))
         lines = base.mark_line(point=True).encode(
             y=alt.Y("r2_mean:Q", title="test R²", scale=y_scale),
@@ -67,11 +101,22 @@ def r2_curve_chart(frame: pd.DataFrame, title: str | None = None,
             opacity=alt.condition(pick, alt.value(0.12), alt.value(0.0)))
         rules = alt.Chart(THRESHOLDS).mark_rule(strokeDash=[5, 4], color="#888").encode(
             y=alt.Y("r2:Q", scale=y_scale))
-        panels.append((band + lines + rules).properties(width=300, height=190,
-                                                        title=family))
+        layered = (band + lines + rules).properties(height=200)
+        panels.append(layered.properties(title=family) if by_family else layered)
+    return panels
+
+
+def r2_curve_chart(frame: pd.DataFrame, title: str | None = None,
+                   by_family: bool = True) -> alt.Chart:
+    """:func:`r2_curve_panels` in one figure, two panels a row (exports, the CLI, lessons);
+    a page draws the panels in its own columns."""
+    panels = r2_curve_panels(frame, by_family)
     if not panels:
-        return alt.Chart(data).mark_point().properties(title=title or "Probe R² per layer")
-    return alt.concat(*panels, columns=2).resolve_scale(color="independent").properties(
+        return alt.Chart(frame).mark_point().properties(title=title or "Probe R² per layer")
+    if len(panels) == 1:  # one panel: a plain chart, as wide as the page
+        return panels[0].properties(height=260, title=title or "Probe R² per layer")
+    return alt.concat(*[p.properties(width=300) for p in panels],
+                      columns=2).resolve_scale(color="independent").properties(
         title=title or (f"Probe R² per layer (dashed: {ENCODED_R2} encoded, {ABSENT_R2} "
                         "absent; click a legend entry to isolate a feature)"))
 
@@ -86,13 +131,13 @@ def r2_heatmap(frame: pd.DataFrame, title: str | None = None) -> alt.Chart:
                                                            list(data.feature).index(f)))
     return alt.Chart(data).mark_rect().encode(
         x=alt.X("layer:O", title="layer"),
-        y=alt.Y("feature:N", sort=features, title=None, axis=alt.Axis(labelLimit=260)),
+        y=alt.Y("feature:N", sort=features, title=None),
         color=alt.Color("r2_mean:Q", title="test R²",
                         scale=alt.Scale(scheme="viridis", domain=[min(0.0, float(
                             data.r2_mean.min()) if len(data) else 0.0), 1])),
         tooltip=["feature", "family", "layer", alt.Tooltip("r2_mean:Q", format=".3f"),
                  alt.Tooltip("r2_sd:Q", format=".3f")]).properties(
-        height=16 * max(1, len(features)) + 40,
+        height=20 * max(1, len(features)),  # 20 px a row: every feature's label fits
         title=title or "Probe R² per layer and feature")
 
 
@@ -119,10 +164,11 @@ def radar_chart(summary: pd.DataFrame) -> alt.Chart:
         detail="ring:N", order="order:Q")
     text = alt.Chart(labels).mark_text(fontSize=9).encode(x="x:Q", y="y:Q", text="feature:N")
     polygons = alt.Chart(data).mark_line(point=True, opacity=0.8).encode(
-        x="x:Q", y="y:Q", color=alt.Color("ranker:N", title="ranker"), order="order:Q",
+        x="x:Q", y="y:Q", order="order:Q",
+        color=alt.Color("ranker:N", title="ranker", legend=alt.Legend(orient="bottom")),
         tooltip=["ranker", "feature", alt.Tooltip("max_r2:Q", format=".3f")])
     return (grid + text + polygons).properties(
-        width=600, height=600, title="Max probe R² per feature (rings at 0.25, 0.5, 0.75, 1)")
+        width=460, height=460, title="Max probe R² per feature (rings at 0.25, 0.5, 0.75, 1)")
 
 
 def comparison_heatmap(summary: pd.DataFrame, sort_by: str = "mean") -> alt.Chart:
@@ -135,30 +181,32 @@ def comparison_heatmap(summary: pd.DataFrame, sort_by: str = "mean") -> alt.Char
                  .feature.tolist())
     else:
         order = summary.groupby("feature").max_r2.mean().sort_values(ascending=False).index.tolist()
+    # features down the side (one 20 px row each: every name fits at any width), models across
     base = alt.Chart(summary).encode(
-        x=alt.X("feature:N", sort=order, title=None, axis=alt.Axis(labelAngle=-50)),
-        y=alt.Y("ranker:N", title=None))
+        y=alt.Y("feature:N", sort=order, title=None),
+        x=alt.X("ranker:N", title=None, axis=alt.Axis(labelAngle=0, orient="top")))
     cells = base.mark_rect().encode(
         color=alt.Color("max_r2:Q", scale=alt.Scale(scheme="viridis", domain=[0, 1]),
                         title="max R²"),
         tooltip=["ranker", "feature", alt.Tooltip("max_r2:Q", format=".3f"), "best_layer"])
-    text = base.mark_text(fontSize=8).encode(
+    text = base.mark_text(fontSize=11).encode(
         text=alt.Text("max_r2:Q", format=".2f"),
         color=alt.condition("datum.max_r2 > 0.6", alt.value("black"), alt.value("white")))
-    # the height leaves room for the rotated feature names when a page stretches the chart
-    return (cells + text).properties(height=170 + 36 * summary.ranker.nunique(),
+    return (cells + text).properties(height=20 * max(1, summary.feature.nunique()),
                                      title=f"Max R² per model and feature (sorted by {sort_by})")
 
 
 def id_ood_chart(frame: pd.DataFrame) -> alt.Chart:
     """Last-layer R² per feature, one bar per collection (``feature, collection, r2_mean``)."""
+    rows = frame.feature.nunique() * max(1, frame.collection.nunique())
     return alt.Chart(frame).mark_bar().encode(
-        x=alt.X("feature:N", title=None, axis=alt.Axis(labelAngle=-50)),
-        xOffset="collection:N",
-        y=alt.Y("r2_mean:Q", title="test R² at the last layer"),
-        color=alt.Color("collection:N"),
+        y=alt.Y("feature:N", title=None), yOffset="collection:N",
+        x=alt.X("r2_mean:Q", title="test R² at the last layer"),
+        color=alt.Color("collection:N", title="collection",
+                        legend=alt.Legend(orient="bottom")),
         tooltip=["collection", "feature", alt.Tooltip("r2_mean:Q", format=".3f")]
-    ).properties(height=300, title="In- vs out-of-distribution: last-layer R² per collection")
+    ).properties(height=max(160, 10 * rows),
+                 title="In- vs out-of-distribution: last-layer R² per collection")
 
 
 def neuron_count_chart(histogram: pd.DataFrame) -> alt.Chart:
@@ -244,21 +292,33 @@ def knockout_chart(table: pd.DataFrame, measure: str = "ndcg") -> alt.Chart:
 def intersection_chart(curves: pd.DataFrame) -> alt.Chart:
     """Intersection % of top-X% neuron sets over X, one line per scheme pair
     (``pair, percent, intersection``)."""
+    # lines that coincide stay apart: each pair has its own point shape and dash, and a
+    # click on a legend entry isolates it (shift-click for more)
+    pick = alt.selection_point(fields=["pair"], bind="legend")
     return alt.Chart(curves).mark_line(point=True).encode(
         x=alt.X("percent:Q", title="top X % of neurons", scale=alt.Scale(type="log")),
         y=alt.Y("intersection:Q", title="intersection (% of the set)",
                 scale=alt.Scale(domain=[0, 100])),
-        color=alt.Color("pair:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=500,
-                                                                 columns=2)),
+        color=alt.Color("pair:N", title=None, legend=alt.Legend(orient="bottom", columns=2)),
+        shape=alt.Shape("pair:N", title=None, legend=None),
+        strokeDash=alt.StrokeDash("pair:N", title=None, legend=None),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
         tooltip=["pair", alt.Tooltip("percent:Q", format=".3g"),
-                 alt.Tooltip("intersection:Q", format=".1f")]).properties(
-        height=300, title="How much two schemes' top-X% neurons share")
+                 alt.Tooltip("intersection:Q", format=".1f")]).add_params(pick).properties(
+        height=300, title="How much two schemes' top-X% neurons share (click a legend entry "
+                          "to isolate a pair)")
 
 
-def layer_component_chart(counts: pd.DataFrame, title: str) -> alt.Chart:
-    """Neurons of a set per layer, stacked by linear layer (``layer, component, neurons``)."""
+def layer_component_chart(counts: pd.DataFrame, title: str,
+                          layers: list[int] | None = None) -> alt.Chart:
+    """Neurons of a set per layer, stacked by linear layer (``layer, component, neurons``).
+    ``layers``: every layer of the model on the x axis (a set in one layer is then one bar
+    among empty layers, not one bar as wide as the page)."""
+    domain = sorted(set(layers or []) | set(counts.layer.astype(int))) or None
     return alt.Chart(counts).mark_bar().encode(
-        x=alt.X("layer:O", title="layer"), y=alt.Y("neurons:Q", title="neurons"),
+        x=alt.X("layer:O", title="layer", scale=alt.Scale(domain=domain),
+                axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("neurons:Q", title="neurons"),
         color=alt.Color("component:N", title="linear layer"),
         tooltip=["layer", "component", "neurons"]).properties(height=280, title=title)
 
@@ -327,11 +387,15 @@ def agreement_chart(table: pd.DataFrame) -> alt.Chart:
                                 "nig_residual_dims": "NIG top-X% (residual writers)",
                                 "probe_and_nig": "both"})
     bars = alt.Chart(data).mark_bar().encode(
-        x=alt.X("layer:O"), xOffset="set:N", y=alt.Y("dimensions:Q"),
-        color=alt.Color("set:N", title=None), tooltip=["layer", "set", "dimensions"])
+        x=alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0)), xOffset="set:N",
+        y=alt.Y("dimensions:Q", title="residual-stream dimensions"),
+        color=alt.Color("set:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=0)),
+        tooltip=["layer", "set", "dimensions"])
     chance = alt.Chart(table).mark_tick(color="black", thickness=2, size=18).encode(
-        x="layer:O", y="expected_by_chance:Q",
-        tooltip=["layer", alt.Tooltip("expected_by_chance:Q", format=".2f")])
+        x=alt.X("layer:O", title="layer"),
+        y=alt.Y("expected_by_chance:Q", title="residual-stream dimensions"),
+        tooltip=["layer", alt.Tooltip("expected_by_chance:Q", format=".2f",
+                                      title="both, expected by chance")])
     return (bars + chance).properties(
         height=280, title="Residual dimensions per layer: probe vs NIG (tick: overlap by chance)")
 

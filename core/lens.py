@@ -110,18 +110,28 @@ class ScoreLens(Analysis):
     def charts(self, result) -> dict:
         return {"lens": self.chart(result.frame)}
 
-    @staticmethod
-    def chart(table: pd.DataFrame):
+    MEASURES = {"nDCG@10": "nDCG@10 of the ranking read at this layer",
+                "spearman_with_final": "agreement with the final ranking (Spearman ρ)",
+                "first_stage_nDCG@10": "nDCG@10 of the first stage's own order (BM25)"}
+
+    @classmethod
+    def chart(cls, table: pd.DataFrame):
+        """Per layer: the ranking's nDCG@10 and its agreement with the final ranking; the
+        first stage's nDCG@10 as a dashed line — each named in the legend in words."""
         import altair as alt
 
-        long = table.melt("layer", ["nDCG@10", "spearman_with_final"], "measure", "value")
-        lines = alt.Chart(long).mark_line(point=True).encode(
-            x=alt.X("layer:Q", title="read after layer", axis=alt.Axis(tickMinStep=1)),
-            y=alt.Y("value:Q", title="value"),
-            color=alt.Color("measure:N", title=None),
-            tooltip=["layer", "measure", alt.Tooltip("value:Q", format=".3f")])
-        first = pd.DataFrame({"value": [float(table["first_stage_nDCG@10"].iloc[0])],
-                              "label": ["first stage's own order (nDCG@10)"]})
-        rule = alt.Chart(first).mark_rule(strokeDash=[6, 4], color="gray").encode(
-            y="value:Q", tooltip=["label", alt.Tooltip("value:Q", format=".3f")])
-        return (lines + rule).properties(height=320)
+        long = table.melt("layer", list(cls.MEASURES), "measure", "value")
+        long["measure"] = long.measure.map(cls.MEASURES)
+        names = list(cls.MEASURES.values())
+        return alt.Chart(long).mark_line(point=True).encode(
+            x=alt.X("layer:Q", title="layer the score head reads",
+                    axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("value:Q", title="nDCG@10 or Spearman ρ"),
+            color=alt.Color("measure:N", title=None, sort=names,
+                            legend=alt.Legend(orient="bottom", direction="vertical",
+                                              labelLimit=0)),
+            strokeDash=alt.StrokeDash("measure:N", sort=names, legend=None,
+                                      scale=alt.Scale(domain=names,
+                                                      range=[[1, 0], [1, 0], [6, 4]])),
+            tooltip=["layer", "measure", alt.Tooltip("value:Q", format=".3f")]).properties(
+            height=320, title="Where the ranking forms: the score head read after every layer")

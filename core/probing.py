@@ -455,9 +455,13 @@ class Probing(Analysis):
                             should_stop=job.should_stop)
         if not extracted.complete:
             raise Stopped
+        if progress is not None:  # the IR features and the balanced sets: seconds, said so
+            progress(0, 1, "computing IR features and probing sets")
         features, _, feature_notes = stored_features(job.store, job.collection, extraction,
                                                      extracted.run_key)
         plan = make_plan(target_frame(features, config), config)
+        if progress is not None:
+            progress(1, 1, "computing IR features and probing sets")
         notes = [f"{name} not probed: {why}" for name, why in plan.skipped.items()]
         notes += [f"{f} not probed: not computed for this collection"
                   for f in config.features if f not in features]

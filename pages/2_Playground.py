@@ -169,14 +169,14 @@ if before is not None and before[0] == ranker_name and not (before[1] == lens).a
                                 "input": "before the last edit"}))
 st.session_state["playground_lens"] = (ranker_name, lens)
 if other_lens is None:
-    st.altair_chart(layer_lens_chart(pd.concat(frames)), width="stretch")
+    ui.show_chart(layer_lens_chart(pd.concat(frames)))
 else:
     mine, theirs = st.columns(2)
-    mine.altair_chart(layer_lens_chart(pd.concat(frames)).properties(
-        title=f"{ranker_name}: the score head after every block"), width="stretch")
-    theirs.altair_chart(layer_lens_chart(pd.DataFrame({
+    ui.show_chart(layer_lens_chart(pd.concat(frames)).properties(
+        title=f"{ranker_name}: the score head after every block"), mine)
+    ui.show_chart(layer_lens_chart(pd.DataFrame({
         "layer": range(1, len(other_lens) + 1), "score": other_lens, "input": "now"}))
-        .properties(title=f"{compare}: the score head after every block"), width="stretch")
+        .properties(title=f"{compare}: the score head after every block"), theirs)
 st.markdown(f"**{len(tokens)} tokens** as the ranker sees them "
             f"({'truncated to ' + str(ranker.spec.max_length) + ' tokens; ' if len(tokens) >= ranker.spec.max_length else ''}"
             "hover for the group):")

@@ -7,7 +7,7 @@ import streamlit as st
 
 import ui
 from core.charts import (comparison_heatmap, id_ood_chart, neuron_count_chart, r2_curve_chart,
-                         r2_heatmap, radar_chart)
+                         r2_curve_panels, r2_heatmap, radar_chart)
 from core.analysis import config_from, registered
 from core.constants import ABSENT_R2, ENCODED_R2
 from core.errors import RankScopeError
@@ -118,10 +118,13 @@ with tabs[0]:
         ui.chart_with_exports(r2_heatmap(part, f"{ranker_} · {collection_}: probe R² per layer "
                                                "and feature"), part.drop(columns="neurons"),
                               f"r2-heatmap-{ranker_}-{collection_}")
+        st.markdown(f"**Probe R² per layer, by feature family** (dashed: {ENCODED_R2} "
+                    f"encoded, {ABSENT_R2} absent; click a legend entry to isolate a feature)")
         ui.chart_with_exports(r2_curve_chart(part, f"{ranker_} · {collection_}: probe R² per "
                                                    "layer, by feature family (click a legend "
                                                    "entry to isolate a feature)"),
-                              part.drop(columns="neurons"), f"r2-{ranker_}-{collection_}")
+                              part.drop(columns="neurons"), f"r2-{ranker_}-{collection_}",
+                              panels=r2_curve_panels(part))
         verdicts = summary[(summary.ranker == ranker_) & (summary.collection == collection_)]
         positive = verdicts[verdicts.max_r2 > ENCODED_R2].feature.tolist()
         negative = verdicts[verdicts.max_r2 < ABSENT_R2].feature.tolist()

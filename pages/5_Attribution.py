@@ -134,7 +134,8 @@ with tabs[1]:
     percent = c2.select_slider("Top X %", options=[0.01, 0.1, 1.0, 5.0, 10.0], value=1.0,
                                key="bars_percent")
     counts = set_counts(frame.assign(value=columns[scheme]), "value", [percent])
-    ui.chart_with_exports(layer_component_chart(counts, f"Top {percent}% of {scheme}"), counts,
+    ui.chart_with_exports(layer_component_chart(counts, f"Top {percent}% of {scheme}",
+                                                sorted(frame.layer.unique())), counts,
                           "nig-layers")
     totals = counts.groupby("component").neurons.sum().sort_values(ascending=False)
     st.caption("By linear layer: " + ", ".join(f"{c} {n}" for c, n in totals.items()))
@@ -159,7 +160,9 @@ with tabs[2]:
                   help=f"of {len(frame):,} neurons in {frame.path.nunique()} linear layers")
         if len(neurons):
             per_layer = neurons.groupby(["layer", "component"]).size().reset_index(name="neurons")
-            ui.chart_with_exports(layer_component_chart(per_layer, name), per_layer, "nig-set")
+            ui.chart_with_exports(layer_component_chart(per_layer, name,
+                                                        sorted(frame.layer.unique())),
+                                  per_layer, "nig-set")
             st.download_button("Download the set (CSV)", neurons.to_csv(index=False),
                                "neuron-set.csv", "text/csv", on_click="ignore")
             preset = ablation_preset(scheme_sources(results), picked, operation, float(percent))

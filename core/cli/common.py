@@ -96,6 +96,8 @@ def _progress_lines(description: str, unit: str, stream):
     end, each naming the stage, done / total and the elapsed time."""
     import time
 
+    from core.analysis import plural
+
     start = time.monotonic()
     last: dict[str, tuple[int, float]] = {}  # stage → (tenth printed, when)
 
@@ -111,7 +113,7 @@ def _progress_lines(description: str, unit: str, stream):
             return  # the end was printed
         last[what] = (11 if done >= total else tenth, now)
         label = f"{description} ({what})" if what else description
-        units = "" if what else f" {unit}s" if not unit.endswith("s") else f" {unit}"
+        units = "" if what else f" {plural(unit)}"
         print(f"{label}: {done} of {total}{units} ({100 * done / max(total, 1):.0f}%, "
               f"{now - start:.0f} s)", file=stream, flush=True)
 
