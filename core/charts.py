@@ -279,7 +279,8 @@ def knockout_chart(table: pd.DataFrame, measure: str = "ndcg") -> alt.Chart:
         kind=lambda f: np.where(f.selection.str.startswith("top"), "top-k by IE", "random"))
     title = {"ndcg": "nDCG@10 (BM25 top-20 re-ranked)", "f1": "F1 of yes/no judgments"}[measure]
     bars = alt.Chart(data).mark_bar().encode(
-        x=alt.X("group:N", title="heads chosen at", sort=[*GROUP_ORDER, "mixed"]),
+        x=alt.X("group:N", title="heads chosen at", sort=[*GROUP_ORDER, "mixed"],
+                axis=alt.Axis(labelAngle=0)),
         xOffset="kind:N", y=alt.Y(f"{measure}:Q", title=title),
         color=alt.Color("kind:N", title=None),
         tooltip=["group", "selection", alt.Tooltip(f"{measure}:Q", format=".3f"),

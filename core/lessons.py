@@ -124,11 +124,29 @@ class Lesson(ABC):
     steps: tuple[Step, ...] = ()
     figures: tuple[str | None, ...] = ()  # per step: the chart its reveal shows
 
+    def can_run(self, ranker_name: str) -> bool:
+        """Whether ``ranker_name`` can stand in for the lesson's ranker: the same base model
+        and kind (an adapter variant such as ``…-dl20`` or ``…-demo``), so every sentence the
+        steps say about the model stays true."""
+        from core.models import PRESETS
+
+        mine, other = PRESETS.get(self.ranker), PRESETS.get(ranker_name)
+        return (mine is not None and other is not None and ranker_name != self.ranker
+                and (other.kind, other.source, other.gguf_file)
+                == (mine.kind, mine.source, mine.gguf_file))
+
     def run(self, store, load_ranker: Callable[[str], object], *,
-            progress: Progress | None = None) -> Outcome:
-        """Load the lesson's ranker and data and measure everything its steps reveal."""
+            progress: Progress | None = None, ranker: str | None = None,
+            data: tuple | None = None) -> Outcome:
+        """Load the lesson's ranker and data and measure everything its steps reveal.
+        ``ranker``: a stand-in the lesson :meth:`can_run`; ``data``: (collection, query split,
+        description) instead of :func:`lesson_data` — a judged collection."""
         started = time.perf_counter()
-        collection, split, data = lesson_data()
+        if ranker is not None and ranker != self.ranker and not self.can_run(ranker):
+            raise InputError(f"the {self.name} lesson is written for {self.ranker}; "
+                             f"{ranker} is another model")
+        collection, split, data = data or lesson_data()
+        collection.require_judgments(f"the {self.name} lesson")
         calls = []
 
         def tracked(done: int, total: int, what: str) -> None:
@@ -136,8 +154,8 @@ class Lesson(ABC):
             if progress is not None:
                 progress(done, total, what)
 
-        outcome = self.measure(store, load_ranker(self.ranker), collection, split, data,
-                               tracked)
+        outcome = self.measure(store, load_ranker(ranker or self.ranker), collection, split,
+                               data, tracked)
         outcome.seconds = time.perf_counter() - started
         outcome.from_store = not calls
         return outcome
@@ -222,9 +240,9 @@ class ProbingLesson(Lesson):
             "encoded. docs/probing.md has all 26 features.",
         ]
         chart = r2_curve_chart(frame[frame.pooling == "mean"], by_family=False,
-                               title=f"{self.ranker}: probe R² per block")
+                               title=f"{ranker.spec.name}: probe R² per block")
         bm25_chart = r2_curve_chart(bm25, by_family=False,
-                                    title=f"{self.ranker}: BM25 probe R² per block")
+                                    title=f"{ranker.spec.name}: BM25 probe R² per block")
         table = frame[["feature", "layer", "r2_mean", "r2_sd", "n_nonzero", "set_size"]]
         return Outcome(self.name, data, [winner, bm25_third, None],
                        findings, {"probe_r2": table, "bm25_r2": table[table.feature == "bm25"]},

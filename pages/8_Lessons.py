@@ -8,7 +8,7 @@ from core.errors import RankScopeError
 from core.lessons import LESSONS, lesson_data
 
 ui.page_setup("Lessons", "🎓")
-ui.sidebar()
+sidebar_ranker, sidebar_source = ui.sidebar()
 st.title("Lessons")
 st.caption("Three guided lessons, one per study RankScope reproduces. Each step explains one "
            "idea and asks you to predict what the data will show before it is revealed; the "
@@ -25,14 +25,44 @@ if store is None:
 
 
 @st.cache_data(show_spinner=False)
-def data_description() -> str:
-    return lesson_data()[2]
+def lesson_default() -> tuple[str, str]:
+    """(collection name, description) of the lessons' own data."""
+    collection, _, description = lesson_data()
+    return collection.name, description
 
 
-st.markdown(f"**Ranker:** `{lesson.ranker}` · **data:** {data_description()}  \n"
-            f"**Paper:** {lesson.paper}")
 reached = st.session_state.setdefault(f"lesson-{name}-step", 0)
 outcome = st.session_state.get(f"lesson-{name}-outcome")
+# The lesson's own ranker and data unless the sidebar's can run it: the same model with
+# another adapter, a collection with judgments. Chosen before the first reveal, kept after.
+sidebar_collection = ui.collection_or_error(sidebar_source)
+offers = []
+if lesson.can_run(sidebar_ranker):
+    offers.append(("ranker", f"the sidebar's ranker, `{sidebar_ranker}`"))
+if sidebar_collection is not None and sidebar_collection.judged \
+        and sidebar_collection.name != lesson_default()[0]:
+    offers.append(("collection", f"the sidebar's collection, {sidebar_collection.name}"))
+chosen = {}
+for what, label in offers:
+    chosen[what] = st.toggle(f"Use {label}", key=f"lesson-{name}-use-{what}",
+                             disabled=outcome is not None,
+                             help="Fixed once the first step is revealed; start the lesson "
+                                  "again to change it.")
+ranker_used = sidebar_ranker if chosen.get("ranker") else lesson.ranker
+data_used = None
+if chosen.get("collection"):  # its held-out queries when it has a test split (the demo's)
+    queries = sidebar_collection.queries
+    split = "test" if "split" in queries and (queries["split"] == "test").any() else None
+    data_used = (sidebar_collection, split, f"{sidebar_collection.name} (the sidebar's "
+                 f"collection{', its test queries' if split else ''})")
+st.markdown(f"**This lesson uses** the ranker `{ranker_used}` on "
+            f"{data_used[2] if data_used else lesson_default()[1]}"
+            + ("" if (ranker_used, data_used[0].name if data_used else lesson_default()[0])
+               == (sidebar_ranker, sidebar_collection.name if sidebar_collection else None) else
+               f" — not the sidebar's choice (`{sidebar_ranker}` on {sidebar_source}): "
+               + ("its steps are written for this model" if not offers else
+                  "switch above to use it")) + ".  \n"
+            f"**Paper:** {lesson.paper}")
 
 
 def reveal() -> None:
@@ -43,7 +73,8 @@ def reveal() -> None:
         bar.progress(min(done / max(total, 1), 1.0), text=f"{stage}: {done} of {total}")
 
     try:
-        result = lesson.run(store, ui.get_ranker, progress=show)
+        result = lesson.run(store, ui.get_ranker, progress=show, ranker=ranker_used,
+                            data=data_used)
     except RankScopeError as error:
         bar.empty()
         st.error(str(error))
@@ -95,10 +126,10 @@ if outcome is not None and reached + 1 == len(lesson.steps) \
             f"lesson-{name}-kept-{i}"), "the data": outcome.answers[i]}
         for i, s in enumerate(lesson.steps) if s.question]), hide_index=True)
     when = outcome.when()
-    st.caption(f"{when[0].upper() + when[1:]}; {lesson.ranker} on {outcome.data}. Headless: "
+    st.caption(f"{when[0].upper() + when[1:]}; {ranker_used} on {outcome.data}. Headless: "
                f"`python -m core lesson {name} --out lesson-{name}` writes the figures (PNG) "
                "and tables (CSV) and prints these findings.")
-    ui.download_run(f"lesson-{name}", {"lesson": name, "ranker": lesson.ranker,
+    ui.download_run(f"lesson-{name}", {"lesson": name, "ranker": ranker_used,
                                        "data": outcome.data, "findings": outcome.findings},
                     outcome.tables, outcome.charts,
                     f"python -m core lesson {name} --out lesson-{name}")

