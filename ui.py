@@ -632,7 +632,7 @@ def _stored_run(analysis, ranker_name: str, source: str, store: Store,
     result = load(analysis, store, info.key, collection, config_from(analysis.Config, stored))
     command = command_line(name, info.ranker, source, stored)
     with st.expander("Reproduce this run from the command line (same store key)"):
-        st.code(command, language="bash")
+        st.code(command, language="bash", wrap_lines=True)
     for note in result.notes:
         st.caption(note)
     charts = analysis.charts(result)

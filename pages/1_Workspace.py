@@ -7,6 +7,7 @@ import streamlit as st
 import ui
 from core.errors import RankScopeError
 from core.extract import COMPONENTS, POOLINGS, ExtractionConfig, extract, extraction_key
+from core.models.specs import REPO_ROOT
 from core.precision import compare_precisions, supported_precisions
 from core.retrieval import candidate_pairs
 from core.cli import reproduce
@@ -26,14 +27,16 @@ with left:
     st.subheader("Model card")
     if ranker is not None:
         card = ranker.card()
-        st.dataframe(pd.DataFrame({"property": list(card), "value": [str(v) for v in card.values()]}),
-                     hide_index=True, width="stretch")
+        root = str(REPO_ROOT) + "/"
+        values = [str(v).replace(root, "") for v in card.values()]  # project paths shortened
+        # a static table: every row shown, long values wrapped (a data grid cut both)
+        st.table(pd.DataFrame({"property": list(card), "value": values}).set_index("property"))
 with right:
     st.subheader("Collection")
     if collection is not None:
         stats = collection.stats()
-        st.dataframe(pd.DataFrame({"statistic": list(stats), "value": list(stats.values())}),
-                     hide_index=True, width="stretch")
+        st.table(pd.DataFrame({"statistic": list(stats),
+                               "value": [str(v) for v in stats.values()]}).set_index("statistic"))
         st.caption(f"Candidates: {ui.candidates_caption(collection)}. Binary measures (MRR, "
                    f"F1) count grade ≥ {collection.min_relevant} as relevant.")
         if collection.skipped:
@@ -73,7 +76,8 @@ if submitted:
     st.code(reproduce("extract", ranker=ranker_name, collection=source,
                       limit=int(limit) or None, depth=int(depth),
                       batch_size=int(batch_size), components=list(components),
-                      poolings=list(poolings), store=store_option), language="bash")
+                      poolings=list(poolings), store=store_option), language="bash",
+            wrap_lines=True)
 
 st.subheader("What a precision costs")
 st.caption("Scores the same candidates in each precision and compares them with fp32: rank "
@@ -130,7 +134,7 @@ if saved and saved[0] == precision_key:
                    f"{worst['nDCG@10']:.4f} and MRR@10 {base['MRR@10']:.4f} → "
                    f"{worst['MRR@10']:.4f}.")
     with st.expander("Reproduce from the command line"):
-        st.code(command, language="bash")
+        st.code(command, language="bash", wrap_lines=True)
     ui.download_run("precisions", {"ranker": ranker_name, "collection": source,
                                    "queries": int(precision_queries), "depth": int(depth),
                                    "precisions": list(chosen)}, {"precisions": table}, None,

@@ -269,7 +269,8 @@ if st.button("Try the axiom edits"):
     st.session_state["pg_axioms"] = (query, document, ranker_name, table)
 saved = st.session_state.get("pg_axioms")
 if saved and saved[:3] == (query, document, ranker_name):
-    st.dataframe(saved[3], hide_index=True, width="stretch")
+    # a static table: the "expects" sentences wrap instead of being cut
+    st.table(saved[3].set_index("axiom"))
 
 st.subheader("Where did the edit act?")
 original = st.session_state["pg_original"]

@@ -86,7 +86,7 @@ commands = [ui.command_line("probe", name, where, asdict(run["config"]))
             for name, where, run in runs]
 with st.expander("Reproduce from the command line (same store keys: served from the store)"):
     for command in commands:
-        st.code(command, language="bash")
+        st.code(command, language="bash", wrap_lines=True)
     for (ranker_, collection_), part in frame.groupby(["ranker", "collection"]):
         ui.download_run(
             f"probing-{ranker_}-{collection_}",

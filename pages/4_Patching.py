@@ -49,7 +49,7 @@ view = {"model": ranker_name, "collection": collection.name, "source": source,
 label = f"{view['model']} · {view['collection']}"
 with st.expander("Reproduce from the command line (same store keys: served from the store)"):
     for command in view["commands"]:
-        st.code(command, language="bash")
+        st.code(command, language="bash", wrap_lines=True)
     for prompt, (config, result) in results.items():
         ui.download_run(
             f"patching-{view['model']}-{view['collection']}-{prompt}",

@@ -92,7 +92,7 @@ if submitted:
 if st.session_state.get("attribution_commands"):
     with st.expander("Reproduce the last run from the command line (same store keys)"):
         for command in st.session_state["attribution_commands"]:
-            st.code(command, language="bash")
+            st.code(command, language="bash", wrap_lines=True)
 runs = finished_runs(store)
 if runs.empty:
     st.info("Pick a ranker and collections, then **Run attribution**. Runs are kept in the "

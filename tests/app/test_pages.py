@@ -111,9 +111,8 @@ def test_trec_dl_is_offered_and_the_workspace_says_what_it_re_ranks():
     at.run()
     assert not at.exception and not at.error
     assert "trec-dl-2019" in at.sidebar.selectbox[1].options
-    stats = at.dataframe[1].value
-    values = dict(zip(stats.statistic, stats.value))
-    assert values["queries"] == 43 and values["relevant from grade"] == 2
+    stats = at.table[1].value
+    assert stats.value["queries"] == "43" and stats.value["relevant from grade"] == "2"
     assert any("run file run.txt (a BM25 run)" in c.value and "grade ≥ 2" in c.value
                for c in at.caption)
     assert at.number_input[1].label == "run.txt candidates per query"
@@ -135,10 +134,11 @@ def test_playground_refuses_empty_text_and_keeps_the_last_good_result():
 def test_workspace_card_stats_and_extraction_with_progress(app_store):
     at = page("pages/1_Workspace.py").run()
     assert not at.exception and not at.error
-    card = at.dataframe[0].value
-    assert dict(zip(card.property, card.value))["layers"] == "6"
-    stats = at.dataframe[1].value
-    assert dict(zip(stats.statistic, stats.value))["queries"] == 360
+    card = at.table[0].value  # every row shown, the adapter path relative to the project
+    assert card.value["layers"] == "6"
+    assert card.value["adapter"] == "adapters/minilm-cross-encoder"
+    stats = at.table[1].value
+    assert stats.value["queries"] == "360"
     at.number_input[0].set_value(2)
     at.button[0].click().run()  # the form's submit button
     assert not at.exception and not at.error
@@ -541,7 +541,7 @@ def test_playground_rank_view_load_edit_and_axiom_edits(demo):
     at.text_area(key="pg_document").set_value(ranked.document.iloc[0]).run()
     next(b for b in at.button if b.label == "Try the axiom edits").click().run()
     assert not at.exception
-    table = next(d.value for d in at.dataframe if "as expected" in d.value.columns)
+    table = next(t.value for t in at.table if "as expected" in t.value.columns).reset_index()
     assert table.axiom.tolist() == ["TFC1", "TFC1−", "LNC1", "LNC2", "STMC1", "PROX"]
     stmc1 = table.set_index("axiom").loc["STMC1"]
     assert stmc1["as expected"].startswith("n/a: type a synonym")
