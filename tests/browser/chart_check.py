@@ -117,14 +117,14 @@ PAGES = ("", "Lessons", "Playground", "Workspace", "Probing", "Patching", "Attri
          "Ablation", "Lens")  # URL paths; "" is Home
 
 
-def settle(page, timeout_s: float = 240.0) -> None:
+def settle(page, timeout_s: float = 240.0, quiet_s: float = 2.5) -> None:
     """Wait until Streamlit has finished the run (the app's script state is not "running"
-    and nothing new was drawn for 2.5 s) and every visible chart has drawn its SVG."""
+    and nothing new was drawn for ``quiet_s``) and every visible chart has drawn its SVG."""
     import time
 
     page.locator('[data-testid="stMain"] h1').first.wait_for(timeout=timeout_s * 1000)
     deadline, quiet, last = time.monotonic() + timeout_s, 0, None
-    while time.monotonic() < deadline and quiet < 5:  # 2.5 s with nothing new drawn
+    while time.monotonic() < deadline and quiet < quiet_s / 0.5:  # nothing new drawn
         running = page.locator('[data-testid="stApp"]').get_attribute(
             "data-test-script-state") != "notRunning"
         size = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')"
@@ -153,9 +153,9 @@ def walk(page, base: str, folder, width: int = 1400, shots: bool = True) -> list
         tabs = page.locator('[data-testid="stMain"] [role="tab"]')
         labels = tabs.all_inner_texts() or [""]
         for number, label in enumerate(labels):
-            if label:
+            if label:  # a tab is drawn in the browser: no script run to wait for
                 tabs.nth(number).click()
-                settle(page)
+                settle(page, quiet_s=1.0)
             where = f"{name}{' → ' + label.strip() if label else ''} at {width} px"
             found += problems(page_report(page), where)
             body = page.locator("body").inner_text()
