@@ -22,11 +22,12 @@ for row in range(0, len(ui.PAGES), 3):
             st.caption(text)
             st.page_link(script, label=f"Open {title} →")
 st.info(f"Every page uses the sidebar's choice: ranker **{ranker}**, collection "
-        f"**{collection}**.")
+        f"**{collection}** (a lesson says when it needs its own).")
 st.markdown(
     "The embedded rankers run offline on a CPU: a MiniLM cross-encoder and SmolLM2-135M "
     "as a RankLlama-style ranker and as a yes/no judge, each with a LoRA adapter trained on "
-    "TREC DL 2020 judgments (MS MARCO passages; the `-demo` variants were trained on the "
-    "demo collection's templates). The sidebar also adds any hub or local model, uploads a "
+    "TREC DL judgments (MS MARCO passages: 2020 + 2021 for MiniLM, 2020 for SmolLM2 while "
+    "its retraining runs; the `-dl20` variants keep the 2020-only adapters, the `-demo` "
+    "variants were trained on the demo collection's templates). The sidebar also adds any hub or local model, uploads a "
     "collection, or adds a collection folder; `python -m core …` runs every analysis "
     "headless on the same store.")

@@ -130,7 +130,7 @@ def r2_heatmap(frame: pd.DataFrame, title: str | None = None) -> alt.Chart:
     features = sorted(data.feature.unique(), key=lambda f: (rank.get(_family(f), 99),
                                                            list(data.feature).index(f)))
     return alt.Chart(data).mark_rect().encode(
-        x=alt.X("layer:O", title="layer"),
+        x=alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("feature:N", sort=features, title=None),
         color=alt.Color("r2_mean:Q", title="test R²",
                         scale=alt.Scale(scheme="viridis", domain=[min(0.0, float(

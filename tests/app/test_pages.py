@@ -27,7 +27,7 @@ def test_home_page_renders_with_sidebar():
     cards = [label for label in links if label.startswith("Open ")]
     assert cards == [f"Open {t} →" for t in ("Lessons", "Playground", "Workspace", "Probing",
                                              "Patching", "Attribution", "Ablation", "Score lens")]
-    assert "TREC DL 2020" in " ".join(m.value for m in at.markdown)
+    assert "TREC DL judgments (MS MARCO passages: 2020 + 2021 for MiniLM" in " ".join(m.value for m in at.markdown)
 
 
 def test_the_first_navigation_entry_is_home():
