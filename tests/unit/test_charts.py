@@ -60,3 +60,35 @@ def test_a_run_archive_holds_config_command_tables_and_figures():
                           "command": "python -m core probe --ranker x --out p.csv"}
         assert pd.read_csv(archive.open("probes.csv")).shape == frame.shape
         assert archive.read("r2.png")[:4] == b"\x89PNG"
+
+
+def test_the_app_and_its_exports_share_one_theme_and_pages_fit_only_single_views():
+    """The page draws with RankScope's theme (not Streamlit's), the one vl-convert exports
+    with; a single view is fitted to the page's width at its own plot height, a composed
+    figure keeps its own size."""
+    import altair as alt
+
+    from core.charts import fit_width, layer_component_chart
+
+    assert alt.theme.active == "rankscope"
+    counts = pd.DataFrame({"layer": [3], "component": ["attention.output"], "neurons": [12]})
+    chart = layer_component_chart(counts, "one layer", layers=[1, 2, 3, 4, 5, 6])
+    spec = chart.to_dict()
+    assert spec["config"]["range"]["category"] == {"scheme": "tableau10"}
+    assert spec["config"]["axis"]["labelOverlap"] is False and spec["config"]["axis"]["labelLimit"] == 0
+    # a set in one layer is one bar among six layers, not a bar as wide as the page
+    assert spec["encoding"]["x"]["scale"]["domain"] == [1, 2, 3, 4, 5, 6]
+    assert fit_width(chart).to_dict()["autosize"] == {"type": "fit-x", "contains": "padding"}
+    composed = r2_curve_chart(_probe_rows(FEATURES))
+    assert "autosize" not in fit_width(composed).to_dict()
+
+
+def test_the_lens_chart_names_its_lines_in_words():
+    from core.lens import ScoreLens
+
+    table = pd.DataFrame({"layer": [1, 2], "nDCG@10": [0.3, 0.6],
+                          "spearman_with_final": [0.1, 1.0], "first_stage_nDCG@10": [0.5, 0.5]})
+    spec = ScoreLens.chart(table).to_dict()
+    shown = {row["measure"] for row in spec["datasets"][spec["data"]["name"]]}
+    assert shown == set(ScoreLens.MEASURES.values())
+    assert "_" not in spec["encoding"]["y"]["title"] and spec["encoding"]["y"]["title"] != "value"
