@@ -319,7 +319,7 @@ def layer_component_chart(counts: pd.DataFrame, title: str,
     return alt.Chart(counts).mark_bar().encode(
         x=alt.X("layer:O", title="layer", scale=alt.Scale(domain=domain),
                 axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("neurons:Q", title="neurons"),
+        y=alt.Y("neurons:Q", title="neurons", axis=alt.Axis(tickMinStep=1, format="d")),
         color=alt.Color("component:N", title="linear layer"),
         tooltip=["layer", "component", "neurons"]).properties(height=280, title=title)
 

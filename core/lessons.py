@@ -191,7 +191,7 @@ class ProbingLesson(Lesson):
              "In which third of the network is BM25 best decoded?", ("early", "middle", "late")),
         Step("The paper and us",
              "The study probes RankLlama (7B/13B). We probe a 6-layer MiniLM trained on TREC DL "
-             "2020 — the same method in miniature."),
+             "judgments (MS MARCO passages) — the same method in miniature."),
     )
 
     def measure(self, store, ranker, collection, split, data,
