@@ -280,7 +280,8 @@ def test_upload_a_collection_in_a_real_browser(server, tmp_path):
             "() => [...document.querySelectorAll('[data-testid=\"stSidebar\"] input')]"
             ".some(i => i.getAttribute('aria-label') == 'Collection' && "
             "i.value == 'lisbon-honey')", timeout=60_000)
-        page.locator('[data-testid="stDataFrame"]').nth(1).wait_for(timeout=120_000)
+        # the model card and the collection statistics of the new collection (static tables)
+        page.locator('[data-testid="stTable"]').nth(1).wait_for(timeout=120_000)
         screenshot(page, tmp_path, "upload.png")
         text = page.locator("body").inner_text()
         browser.close()
