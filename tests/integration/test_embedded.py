@@ -233,7 +233,7 @@ def test_cli_patch_on_the_judge_writes_mean_ie_and_serves_again(tmp_path):
      "Heads knocked out (k) must be at least 1"),
     (("knockout", "--ranker", "minilm-cross-encoder"), "the store holds none: run `python -m core "
                                                        "patch --ranker minilm-cross-encoder"),
-    (("patch", "--ranker", "minilm-cross-encoder", "--split", "nope"), "no queries with a relevant"),
+    (("patch", "--ranker", "minilm-cross-encoder", "--split", "nope"), "no query in split 'nope' (its splits: test, train)"),
 ])
 def test_cli_patch_and_knockout_refuse_bad_settings(tmp_path, args, message):
     out = run_cli(*args, "--out", str(tmp_path / "x.csv"), store=tmp_path / "s.duckdb")

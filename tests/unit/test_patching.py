@@ -231,7 +231,7 @@ def test_bad_settings_are_named(tiny_ce, demo):
         registered()["patch"].validate(PatchConfig(groups=("body",)))
     with pytest.raises(InputError, match="candidate pairs tried"):
         registered()["patch"].validate(PatchConfig(pairs=6, tries=3))
-    with pytest.raises(InputError, match="no queries with a relevant"):
+    with pytest.raises(InputError, match="no query in split .nonexistent."):
         prompt_pairs(demo, PatchConfig(split="nonexistent"))
 
 
