@@ -173,8 +173,8 @@ def test_sidebar_loads_a_folder_model_and_explains_remote_code(tmp_path, monkeyp
     label = f"{plain.parent.name}/{plain.name}"
     assert at.session_state["ranker"] == label
     assert label in at.sidebar.selectbox[0].options
-    card = at.dataframe[0].value
-    assert "cross-encoder" in card.value.tolist() and not marker.exists()
+    card = at.table[0].value  # the Workspace's model card
+    assert card.value["kind"] == "cross-encoder" and not marker.exists()
 
 
 # --------------------------------------------------------------------------- SQL
