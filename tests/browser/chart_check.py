@@ -117,7 +117,7 @@ PAGES = ("", "Lessons", "Playground", "Workspace", "Probing", "Patching", "Attri
          "Ablation", "Lens")  # URL paths; "" is Home
 
 
-def settle(page, timeout_s: float = 240.0, quiet_s: float = 2.5) -> None:
+def settle(page, timeout_s: float = 240.0, quiet_s: float = 1.5) -> None:
     """Wait until Streamlit has finished the run (the app's script state is not "running"
     and nothing new was drawn for ``quiet_s``) and every visible chart has drawn its SVG."""
     import time
@@ -139,9 +139,11 @@ def settle(page, timeout_s: float = 240.0, quiet_s: float = 2.5) -> None:
     page.wait_for_timeout(500)  # Vega's label-overlap pass runs after the first draw
 
 
-def walk(page, base: str, folder, width: int = 1400, shots: bool = True) -> list[str]:
-    """Open every page (each tab of it in turn) at ``width`` px, screenshot it into
-    ``folder`` and return the problems of every chart drawn (see :func:`problems`)."""
+def walk(page, base: str, folder, width: int = 1400, shots: bool = True,
+         chart_shots: bool = True) -> list[str]:
+    """Open every page (each tab of it in turn) at ``width`` px, screenshot it (and, with
+    ``chart_shots``, each chart) into ``folder`` and return the problems of every chart drawn
+    (see :func:`problems`)."""
     from pathlib import Path
 
     found = []
@@ -155,7 +157,7 @@ def walk(page, base: str, folder, width: int = 1400, shots: bool = True) -> list
         for number, label in enumerate(labels):
             if label:  # a tab is drawn in the browser: no script run to wait for
                 tabs.nth(number).click()
-                settle(page, quiet_s=1.0)
+                settle(page, quiet_s=0.5)
             where = f"{name}{' → ' + label.strip() if label else ''} at {width} px"
             found += problems(page_report(page), where)
             body = page.locator("body").inner_text()
@@ -165,7 +167,7 @@ def walk(page, base: str, folder, width: int = 1400, shots: bool = True) -> list
                 slug = re.sub(r"[^a-z0-9]+", "-", f"{name}-{label}".lower()).strip("-")
                 page.screenshot(path=str(Path(folder) / f"{width}-{slug}.png"))
                 charts = page.locator('[data-testid="stVegaLiteChart"]')
-                for index in range(charts.count()):
+                for index in range(charts.count() if chart_shots else 0):
                     chart = charts.nth(index)
                     if chart.is_visible():
                         chart.scroll_into_view_if_needed()

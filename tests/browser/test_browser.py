@@ -368,7 +368,8 @@ def test_every_chart_on_every_page_is_readable_at_1400_and_1000_px(filled_server
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page()
-        found = walk(page, filled_server, folder, 1400) + walk(page, filled_server, folder, 1000)
+        found = (walk(page, filled_server, folder, 1400)
+                 + walk(page, filled_server, folder, 1000, chart_shots=False))
         browser.close()
     assert not found, "\n".join(found)
     assert len(list(folder.glob("1400-*chart*.png"))) >= 15  # there were charts to check
