@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from core.constants import ABSENT_R2
 from core.errors import InputError
 
 Progress = Callable[[int, int, str], None]  # (done, total, what): as every engine call
-ABSENT_R2 = 0.1  # the probing study's "absent" line: a probe under it reads nothing
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,10 @@ class Outcome:
     from_store: bool = False  # everything was read back: nothing computed in this call
 
     def when(self) -> str:
-        """How the figures came: "read back from the store" or "computed in N s"."""
-        return ("read back from the store (computed earlier)" if self.from_store
-                else f"computed in {self.seconds:.0f} s")
+        """How the figures came, as a sentence: "Read back from the store …" or "Computed in
+        N s"."""
+        return ("Read back from the store (computed earlier)" if self.from_store
+                else f"Computed in {self.seconds:.0f} s")
 
     def verdict(self, step: int, guess: str | None) -> str:
         """The reveal line comparing a student's guess with the data's answer."""

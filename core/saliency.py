@@ -57,6 +57,13 @@ class SaliencyResult:
 NEAR_ZERO_CHANGE = 0.05  # a score change under 5 % of the larger |score| has no shares to split
 
 
+def negligible_change(score: float, baseline_score: float) -> bool:
+    """Whether the score barely moves from the baseline (under :data:`NEAR_ZERO_CHANGE` of the
+    larger |score|): then a completeness gap, a share of almost nothing, means nothing."""
+    scale = max(abs(score), abs(baseline_score), 1e-6)
+    return abs(score - baseline_score) < NEAR_ZERO_CHANGE * scale
+
+
 def completeness_message(total: float, score: float, baseline_score: float,
                          tolerance: float = 0.10) -> str | None:
     """A sentence a student understands when the token contributions (summing to ``total``)
@@ -64,8 +71,7 @@ def completeness_message(total: float, score: float, baseline_score: float,
     under ``tolerance``). A change near zero is said as such: a share of almost nothing is
     never reported as a percentage."""
     change = score - baseline_score
-    scale = max(abs(score), abs(baseline_score), 1e-6)
-    if abs(change) < NEAR_ZERO_CHANGE * scale:
+    if negligible_change(score, baseline_score):
         return (f"The score hardly changes between the blank input and this text "
                 f"({baseline_score:.3f} → {score:.3f}), so there is almost nothing for the "
                 "words to share out: read which words push up (green) or down (red), not how "

@@ -11,7 +11,7 @@ from core.charts import ie_heatmap, layer_lens_chart
 from core.patching import edit_effects
 from core.sweep import mean_effects
 from core.perturbations import axiom_table, query_terms
-from core.saliency import NEAR_ZERO_CHANGE, completeness_message, saliency
+from core.saliency import completeness_message, negligible_change, saliency
 
 ui.page_setup("Playground", "🎛️")
 ranker_name, source = ui.sidebar()
@@ -225,9 +225,9 @@ if frame is not None:
     st.caption(f"Integrated gradients on the input embeddings from the [PAD] baseline (every "
                f"text token's embedding replaced by [PAD]'s; the attribution study's): each "
                f"token's share of the score change {at_base:.3f} → {at_input:.3f}"
-               + (f". Completeness gap {gap:.2%} (the attributions sum to the change up to "
-                  "it)" if abs(at_input - at_base) >= NEAR_ZERO_CHANGE * max(
-                      abs(at_input), abs(at_base), 1e-6) else "") + ". Headless: "
+               + ("" if negligible_change(at_input, at_base) else
+                  f". Completeness gap {gap:.2%} (the attributions sum to the change up to "
+                  "it)") + ". Headless: "
                "`python -m core saliency --ranker NAME --query … --document … --out FILE.csv`.")
     left, right = st.columns(2)
     text = frame[frame.group.isin(["query", "document"])]

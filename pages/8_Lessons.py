@@ -55,13 +55,12 @@ if chosen.get("collection"):  # its held-out queries when it has a test split (t
     split = "test" if "split" in queries and (queries["split"] == "test").any() else None
     data_used = (sidebar_collection, split, f"{sidebar_collection.name} (the sidebar's "
                  f"collection{', its test queries' if split else ''})")
-st.markdown(f"**This lesson uses** the ranker `{ranker_used}` on "
-            f"{data_used[2] if data_used else lesson_default()[1]}"
-            + ("" if (ranker_used, data_used[0].name if data_used else lesson_default()[0])
-               == (sidebar_ranker, sidebar_collection.name if sidebar_collection else None) else
-               f" — not the sidebar's choice (`{sidebar_ranker}` on {sidebar_source}): "
-               + ("its steps are written for this model" if not offers else
-                  "switch above to use it")) + ".  \n"
+data_name, data_said = ((data_used[0].name, data_used[2]) if data_used else lesson_default())
+differs = (ranker_used, data_name) != (sidebar_ranker, getattr(sidebar_collection, "name", None))
+why = "switch above to use it" if offers else "its steps are written for this model"
+st.markdown(f"**This lesson uses** the ranker `{ranker_used}` on {data_said}"
+            + (f" — not the sidebar's choice (`{sidebar_ranker}` on {sidebar_source}): {why}"
+               if differs else "") + ".  \n"
             f"**Paper:** {lesson.paper}")
 
 
@@ -125,8 +124,7 @@ if outcome is not None and reached + 1 == len(lesson.steps) \
         {"step": f"{i + 1}. {s.title}", "your prediction": st.session_state.get(
             f"lesson-{name}-kept-{i}"), "the data": outcome.answers[i]}
         for i, s in enumerate(lesson.steps) if s.question]), hide_index=True)
-    when = outcome.when()
-    st.caption(f"{when[0].upper() + when[1:]}; {ranker_used} on {outcome.data}. Headless: "
+    st.caption(f"{outcome.when()}; {ranker_used} on {outcome.data}. Headless: "
                f"`python -m core lesson {name} --out lesson-{name}` writes the figures (PNG) "
                "and tables (CSV) and prints these findings.")
     ui.download_run(f"lesson-{name}", {"lesson": name, "ranker": ranker_used,

@@ -26,12 +26,13 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
-def serve(store: Path) -> tuple[subprocess.Popen, str]:
-    """Streamlit on a free local port over ``store``; returns (process, URL) once healthy."""
+def serve(store: Path, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Streamlit on a free local port over ``store`` (``env``: more variables); returns
+    (process, URL) once healthy."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "RANKSCOPE_STORE": str(store), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "RANKSCOPE_STORE": str(store), "HF_HUB_OFFLINE": "1", **(env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
                              "--server.port", str(port), "--server.headless", "true"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL,

@@ -58,6 +58,5 @@ def run(args) -> int:
         if step.question:
             print(f"   Q: {step.question} → {outcome.answers[number - 1]}")
         print(f"   {finding.replace('**', '')}")
-    print(f"\n{outcome.when()[0].upper() + outcome.when()[1:]}; wrote {', '.join(written)} "
-          f"to {out}")
+    print(f"\n{outcome.when()}; wrote {', '.join(written)} to {out}")
     return 0

@@ -2,11 +2,8 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,31 +14,20 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from page_screenshots import serve  # noqa: E402 - the script's server, shared
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed (scripts/install.sh --with-browser)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "RANKSCOPE_STORE": str(tmp_path_factory.mktemp("b") / "s.duckdb"),
-           "RANKSCOPE_UPLOAD_LIMIT_MB": "0.05"}  # 50 KB: the upload test crosses it cheaply
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-                             "--server.port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start")
+    # 50 KB upload limit: the upload test crosses it cheaply
+    proc, url = serve(tmp_path_factory.mktemp("b") / "s.duckdb",
+                      {"RANKSCOPE_UPLOAD_LIMIT_MB": "0.05"})
     yield url
     proc.terminate()
-    proc.wait(timeout=10)
+    proc.wait(timeout=30)
 
 
 def screenshot(page, folder: Path, name: str) -> None:
@@ -340,9 +326,6 @@ def filled_server(tmp_path_factory):
     """A second app over a store that holds a run of every charted analysis."""
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed (scripts/install.sh --with-browser)")
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from page_screenshots import serve
-
     store = tmp_path_factory.mktemp("filled") / "s.duckdb"
     done = subprocess.run([sys.executable, "-c", FILL, str(store)], cwd=ROOT,
                           capture_output=True, text=True, timeout=1200,

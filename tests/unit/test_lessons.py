@@ -50,8 +50,8 @@ def test_a_peak_inside_the_noise_is_no_clear_peak_and_no_guess_is_wrong():
 
 def test_a_lesson_read_back_from_the_store_says_so_instead_of_a_time():
     assert Outcome("x", "demo", [], [], seconds=0.4, from_store=True).when() == (
-        "read back from the store (computed earlier)")
-    assert Outcome("x", "demo", [], [], seconds=42.2).when() == "computed in 42 s"
+        "Read back from the store (computed earlier)")
+    assert Outcome("x", "demo", [], [], seconds=42.2).when() == "Computed in 42 s"
 
 
 def test_unknown_lessons_and_a_file_as_out_folder_are_refused(tmp_path, capsys):
